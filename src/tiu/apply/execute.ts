@@ -1,0 +1,301 @@
+/**
+ * The apply executor: carries out an {@link ApplyPlan} on a snapshot directory, copying file
+ * content from a (verified, mounted or extracted) image tree.
+ *
+ * Side effects: writes only below `targetRoot`. Every file copied from the image is hashed while
+ * it is copied and must match the index's sha256, so content cannot be swapped after the image
+ * was verified. Runs external commands only for xattrs (setfattr) and device nodes (mknod).
+ */
+import { constants, type BigIntStats } from 'node:fs';
+import { chmod, lchown, lutimes, link, lstat, mkdir, open, readdir, rename, rmdir, symlink, unlink, writeFile, rm } from 'node:fs/promises';
+import { createHash } from 'node:crypto';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { TiuError, fromErrno } from '../errors.ts';
+import type { System } from '../system.ts';
+import { displayPath, pathBytes, type IndexEntry } from '../fileindex/types.ts';
+import type { ApplyPlan } from './plan.ts';
+
+export interface ExecuteOptions {
+  sys: System;
+  /** Root of the new image's tree (a read-only mount of the verified image). */
+  imageRoot: string;
+  /** Root of the snapshot being written. */
+  targetRoot: string;
+  /** Called after each file written, with cumulative bytes. */
+  onProgress?: (bytesDone: number) => void;
+  /** Files copied concurrently. */
+  concurrency?: number;
+  signal?: AbortSignal;
+}
+
+export interface ExecuteResult {
+  bytesWritten: number;
+  filesWritten: number;
+}
+
+const CHUNK = 1024 * 1024;
+let nodeCounter = 0;
+
+/**
+ * Runs `fn` with a string path naming the same inode as `p`: `p` itself when it is valid UTF-8,
+ * else a temporary hard link with an ASCII name in `aliasDir` (same filesystem; command-line
+ * tools take strings, not bytes).
+ */
+export async function withStringPath<T>(p: Buffer, aliasDir: string, fn: (path: string) => Promise<T>): Promise<T> {
+  const s = p.toString('utf8');
+  if (Buffer.from(s, 'utf8').equals(p)) return fn(s);
+  const alias = `${aliasDir}/.tiu-alias-${process.pid}-${nodeCounter++}`;
+  await link(p, alias);
+  try {
+    return await fn(alias);
+  } finally {
+    await unlink(alias).catch(() => {});
+  }
+}
+const ZERO = Buffer.alloc(4096);
+
+/** Absolute Buffer path of a byte-string path below a root. */
+export function under(root: string, p: string): Buffer {
+  if (p === '.') return Buffer.from(root);
+  return Buffer.concat([Buffer.from(root.endsWith('/') ? root : root + '/'), pathBytes(p)]);
+}
+
+function wrapFs(err: unknown, what: string, p: string): never {
+  const mapped = fromErrno(err, `${what} /${displayPath(p)}`);
+  if (mapped) throw mapped;
+  throw new TiuError('APPLY_FAILED', `${what} /${displayPath(p)} failed: ${(err as Error).message}`, { cause: err });
+}
+
+/** Removes a path; directories recursively, with Buffer names (non-UTF-8 safe), never following symlinks. */
+export async function removeTree(path: Buffer): Promise<void> {
+  let st: BigIntStats;
+  try {
+    st = await lstat(path, { bigint: true });
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return;
+    throw e;
+  }
+  if (!st.isDirectory()) {
+    await unlink(path);
+    return;
+  }
+  const names = await readdir(path, { encoding: 'buffer' });
+  for (const n of names) await removeTree(Buffer.concat([path, Buffer.from('/'), n]));
+  await rmdir(path);
+}
+
+async function copyContent(src: Buffer, dst: Buffer, e: IndexEntry): Promise<void> {
+  const hash = createHash('sha256');
+  const sfh = await open(src, constants.O_RDONLY | constants.O_NOFOLLOW);
+  let dfh;
+  try {
+    const sst = await sfh.stat();
+    if (!sst.isFile()) throw new TiuError('ARCHIVE_INDEX', `/${displayPath(e.path)} in the image is not a regular file, the index says it is`);
+    dfh = await open(dst, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW, 0o600);
+    const buf = Buffer.allocUnsafe(CHUNK);
+    let pos = 0;
+    for (;;) {
+      const { bytesRead } = await sfh.read(buf, 0, CHUNK, pos);
+      if (bytesRead === 0) break;
+      const chunk = buf.subarray(0, bytesRead);
+      hash.update(chunk);
+      if (e.sparse) {
+        // Keep holes: write only 4 KiB blocks that are not all zero.
+        for (let off = 0; off < bytesRead; off += 4096) {
+          const blk = chunk.subarray(off, Math.min(off + 4096, bytesRead));
+          if (!blk.equals(ZERO.subarray(0, blk.length))) await dfh.write(blk, 0, blk.length, pos + off);
+        }
+      } else {
+        let done = 0;
+        while (done < bytesRead) done += (await dfh.write(chunk, done, bytesRead - done, pos + done)).bytesWritten;
+      }
+      pos += bytesRead;
+    }
+    if (e.sparse) await dfh.truncate(pos);
+    const digest = hash.digest('hex');
+    if (pos !== e.size || digest !== e.sha256) {
+      throw new TiuError('ARCHIVE_VERITY', `content of /${displayPath(e.path)} in the image does not match the signed index (${pos} bytes, sha256 ${digest.slice(0, 12)}…)`, {
+        hint: 'the archive changed after it was verified or is corrupt; nothing was made the default',
+      });
+    }
+    await dfh.chown(e.uid, e.gid);
+    await dfh.chmod(e.mode);
+  } finally {
+    await sfh.close();
+    await dfh?.close();
+  }
+}
+
+async function setOwnerMode(p: Buffer, e: IndexEntry): Promise<void> {
+  await lchown(p, e.uid, e.gid);
+  if (e.type !== 'symlink') await chmod(p, e.mode);
+}
+
+/** Escapes a path for getfattr/setfattr dump format (octal for specials, as getfattr does). */
+export function escapeDumpPath(p: Buffer): string {
+  let out = '';
+  for (const b of p) {
+    if (b === 0x5c) out += '\\\\';
+    else if (b <= 0x20 || b >= 0x7f || b === 0x3d /* = */) out += '\\' + b.toString(8).padStart(3, '0');
+    else out += String.fromCharCode(b);
+  }
+  return out;
+}
+
+/**
+ * Carries out the plan. On failure throws; the caller discards the whole snapshot, so no undo
+ * is attempted here.
+ */
+export async function executePlan(plan: ApplyPlan, opts: ExecuteOptions): Promise<ExecuteResult> {
+  const { sys, imageRoot, targetRoot } = opts;
+  const T = (p: string) => under(targetRoot, p);
+  const check = () => {
+    if (opts.signal?.aborted) throw new TiuError('INTERRUPTED', 'interrupted; the new snapshot is being discarded');
+  };
+  let bytesWritten = 0;
+  let filesWritten = 0;
+  /** Desired xattr sets for every created or changed entry: applied in one setfattr run. */
+  const xattrWork: IndexEntry[] = [];
+
+  for (const r of plan.removals) {
+    check();
+    try {
+      await removeTree(T(r.path));
+    } catch (e) {
+      wrapFs(e, 'removing', r.path);
+    }
+  }
+
+  // Structure first (directories, symlinks, nodes, metadata); file content in a pool after.
+  const writes: IndexEntry[] = [];
+  const links: IndexEntry[] = [];
+  for (const c of plan.changes) {
+    check();
+    const e = c.entry;
+    const p = T(e.path);
+    try {
+      switch (c.op) {
+        case 'mkdir':
+          await mkdir(p, { mode: 0o700 });
+          await setOwnerMode(p, e);
+          xattrWork.push(e);
+          break;
+        case 'symlink':
+          await symlink(pathBytes(e.target ?? ''), p);
+          await lchown(p, e.uid, e.gid);
+          await lutimes(p, e.mtime, e.mtime);
+          xattrWork.push(e);
+          break;
+        case 'mknod': {
+          const args = e.type === 'fifo' ? ['p'] : e.type === 'socket' ? [] : [e.type === 'chr' ? 'c' : 'b', String(e.rdev!.major), String(e.rdev!.minor)];
+          if (e.type === 'socket') {
+            sys.log.warn(`not creating socket /${displayPath(e.path)}: sockets are made by the programs that listen on them`);
+            break;
+          }
+          // mknod(1) takes a string path: make the node under an ASCII name, then rename (Buffer-safe).
+          const tmp = `${targetRoot}/.tiu-node-${process.pid}-${nodeCounter++}`;
+          await sys.run('mknod', ['-m', (e.mode & 0o7777).toString(8), '--', tmp, ...args]);
+          await rename(tmp, p);
+          await setOwnerMode(p, e);
+          await lutimes(p, e.mtime, e.mtime);
+          xattrWork.push(e);
+          break;
+        }
+        case 'write':
+          writes.push(e);
+          break;
+        case 'link':
+          links.push(e);
+          break;
+        case 'meta':
+          if (c.fields.includes('owner') || c.fields.includes('mode')) await setOwnerMode(p, e);
+          // chown clears setuid bits and file capabilities: restore xattrs whenever the owner changed.
+          if (c.fields.includes('xattrs') || c.fields.includes('owner')) xattrWork.push(e);
+          if (c.fields.includes('mtime') && e.type !== 'dir') await lutimes(p, e.mtime, e.mtime);
+          break;
+      }
+    } catch (err) {
+      if (err instanceof TiuError) throw err;
+      wrapFs(err, c.op === 'meta' ? 'setting metadata of' : 'creating', e.path);
+    }
+  }
+
+  const concurrency = opts.concurrency ?? 4;
+  let next = 0;
+  const worker = async () => {
+    while (next < writes.length) {
+      check();
+      const e = writes[next++]!;
+      try {
+        await copyContent(under(imageRoot, e.path), T(e.path), e);
+      } catch (err) {
+        if (err instanceof TiuError) throw err;
+        wrapFs(err, 'writing', e.path);
+      }
+      xattrWork.push(e);
+      bytesWritten += e.size ?? 0;
+      filesWritten++;
+      opts.onProgress?.(bytesWritten);
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(concurrency, writes.length) }, worker));
+
+  for (const e of links) {
+    check();
+    try {
+      await link(T(e.hardlink!), T(e.path));
+    } catch (err) {
+      wrapFs(err, 'linking', e.path);
+    }
+  }
+
+  await applyXattrs(sys, targetRoot, xattrWork);
+
+  // File mtimes after xattrs (capabilities), directory mtimes last, deepest first.
+  for (const e of xattrWork) {
+    if (e.type === 'file' && e.hardlink === undefined) await lutimes(T(e.path), e.mtime, e.mtime).catch((err) => wrapFs(err, 'setting mtime of', e.path));
+  }
+  for (const d of plan.dirTimes) {
+    await lutimes(T(d.path), d.mtime, d.mtime).catch((err) => wrapFs(err, 'setting mtime of', d.path));
+  }
+  return { bytesWritten, filesWritten };
+}
+
+/**
+ * Makes each entry's xattrs exactly the indexed set: removes extra ones, sets the rest in one
+ * `setfattr --restore` run (ACLs are set as their system.posix_acl_* xattrs).
+ */
+async function applyXattrs(sys: System, root: string, entries: IndexEntry[]): Promise<void> {
+  if (entries.length === 0) return;
+  const current = await readXattrs(sys, root, entries.map((e) => e.path));
+  let dump = '';
+  for (const e of entries) {
+    const want = e.xattrs ?? {};
+    const have = current.get(e.path) ?? {};
+    const p = under(root, e.path);
+    for (const name of Object.keys(have)) {
+      if (!(name in want)) await withStringPath(p, root, (sp) => sys.run('setfattr', ['-h', '-x', name, '--', sp]));
+    }
+    const set = Object.entries(want).filter(([k, v]) => have[k] !== v);
+    if (set.length === 0) continue;
+    dump += `# file: ${escapeDumpPath(p)}\n`;
+    for (const [k, v] of set) dump += `${k}=0s${v}\n`;
+    dump += '\n';
+  }
+  if (!dump) return;
+  const dir = await import('node:fs/promises').then((m) => m.mkdtemp(join(tmpdir(), 'tiu-xattr-')));
+  try {
+    const file = join(dir, 'restore');
+    await writeFile(file, dump, 'latin1');
+    await sys.run('setfattr', ['-h', `--restore=${file}`]);
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+}
+
+/** Reads xattrs of the given paths (names -> base64 values). */
+export async function readXattrs(sys: System, root: string, paths: string[]): Promise<Map<string, Record<string, string>>> {
+  const { listXattrs } = await import('../fileindex/xattrs.ts');
+  return listXattrs(sys, root, paths);
+}

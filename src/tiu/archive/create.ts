@@ -1,0 +1,172 @@
+/**
+ * `tiu create`: root tree -> signed archive.
+ *
+ * Steps: scan the tree into the per-file index; build the squashfs with the index inside it;
+ * pad to 4 KiB; append the dm-verity hash tree; sign the manifest and append it with the trailer.
+ * Writes `<output>.tmp-<pid>` next to the output and renames it at the very end, so a failure
+ * (or a full disk) leaves nothing half-written under the output name.
+ */
+import { createHash, randomBytes } from 'node:crypto';
+import { mkdtemp, open, rename, rm, stat, readFile } from 'node:fs/promises';
+import { dirname, basename, join } from 'node:path';
+import { tmpdir } from 'node:os';
+import { TiuError, fromErrno } from '../errors.ts';
+import type { System } from '../system.ts';
+import { TIU_VERSION } from '../version.ts';
+import { encodeTrailer, padTo, MAX_SIGNATURE_SIZE } from './layout.ts';
+import { serializeManifest, type Manifest } from './manifest.ts';
+import { detectArch, openSourceTree, readOsRelease } from './sourcetree.ts';
+import { INDEX_PATH, type IndexEntry } from '../fileindex/types.ts';
+import { buildImageIndex } from './imageindex.ts';
+import { mksquashfs } from '../../squashfs/mksquashfs.ts';
+import { computeHashTree } from '../verity.ts';
+import { signManifest } from '../sign/sign.ts';
+
+export interface CreateOptions {
+  source: string;
+  output: string;
+  keyPem: string;
+  certPem: string;
+  chainPem?: string;
+  compatible: string;
+  version: string;
+  buildId?: string;
+  arch?: string;
+  compression: string;
+  level?: number;
+  blockSize: number;
+  /** Paths ('/var', ...) whose contents the image leaves out. */
+  exclude: string[];
+  shippedInitrd?: boolean;
+  tmpdir?: string;
+  /** Seconds since the epoch: makes the archive reproducible (salt, times, signature). */
+  sourceDateEpoch?: number;
+  progress?: (phase: string, fraction: number) => void;
+}
+
+export interface CreateResult {
+  manifest: Manifest;
+  size: number;
+  /** Entries left out because of exclusions, per excluded path. */
+  excludedCounts: Record<string, number>;
+  entries: number;
+}
+
+/** Builds the archive. See the module comment for the failure guarantees. */
+export async function createArchive(sys: System, o: CreateOptions): Promise<CreateResult> {
+  const epoch = o.sourceDateEpoch;
+  const now = epoch !== undefined ? new Date(epoch * 1000) : new Date();
+  const mkfsTime = Math.floor(now.getTime() / 1000);
+  // Fail on bad keys before the long work: sign a probe.
+  signManifest({ content: Buffer.from('probe'), keyPem: o.keyPem, certPem: o.certPem, chainPem: o.chainPem, signingTime: now });
+
+  await using tree = await openSourceTree(sys, o.source, { tmpdir: o.tmpdir });
+  const work = await mkdtemp(join(o.tmpdir ?? tmpdir(), 'tiu-create-'));
+  const tmpOut = join(dirname(o.output), `.${basename(o.output)}.tmp-${process.pid}`);
+  try {
+    await assertWritableDir(dirname(o.output));
+    o.progress?.('scanning', 0);
+    const index = await buildImageIndex(sys, tree.dir, { exclude: o.exclude, mkfsTime, workDir: work, onProgress: (f) => o.progress?.('scanning', f) });
+    const osRelease = await readOsRelease(tree.dir);
+    const arch = o.arch ?? (await detectArch(tree.dir)) ?? 'unknown';
+
+    o.progress?.('squashfs', 0);
+    const sq = await mksquashfs(sys, tree.dir, tmpOut, {
+      compression: o.compression as never,
+      level: o.level,
+      blockSize: o.blockSize,
+      mkfsTime,
+      excludes: index.squashfsExcludes,
+      pseudo: index.pseudo,
+      progress: (f) => o.progress?.('squashfs', f),
+    });
+
+    const fh = await open(tmpOut, 'r+');
+    try {
+      const imageSize = (await fh.stat()).size;
+      const dataSize = padTo(imageSize);
+      await fh.truncate(dataSize);
+      // Reproducible builds derive the salt from what the image contains; others use a random one.
+      const salt = epoch !== undefined
+        ? createHash('sha256').update('tiu-verity-salt\0').update(index.sha256).update('\0').update(o.compatible).update('\0').update(o.version).digest()
+        : randomBytes(32);
+      o.progress?.('verity', 0);
+      const { rootHash, hashSize } = await computeHashTree(fh, { dataSize, hashOffset: dataSize, salt, onProgress: (d: number, t: number) => o.progress?.('verity', t ? d / t : 1) });
+      const manifest: Manifest = {
+        format: 'tiu-archive',
+        formatVersion: 1,
+        compatible: o.compatible,
+        version: o.version,
+        ...(o.buildId ? { buildId: o.buildId } : {}),
+        created: now.toISOString().replace(/\.\d{3}Z$/, 'Z'),
+        arch,
+        os: osRelease,
+        image: { type: 'squashfs', size: imageSize, compression: sq.compression, blockSize: sq.blockSize },
+        verity: {
+          algorithm: 'sha256', version: 1, dataBlockSize: 4096, hashBlockSize: 4096,
+          dataSize, hashOffset: dataSize, hashSize, salt: salt.toString('hex'), rootHash: rootHash.toString('hex'),
+        },
+        index: { path: INDEX_PATH, sha256: index.sha256, size: index.size, entries: index.entries },
+        content: { files: index.files, bytes: index.bytes },
+        excluded: o.exclude,
+        initrd: o.shippedInitrd ? 'shipped' : 'regenerate',
+        generator: `tiu ${TIU_VERSION}`,
+      };
+      const der = signManifest({ content: serializeManifest(manifest), keyPem: o.keyPem, certPem: o.certPem, chainPem: o.chainPem, signingTime: now });
+      if (der.length > MAX_SIGNATURE_SIZE) {
+        throw new TiuError('INPUT_INVALID', `signature is ${der.length} bytes, more than ${MAX_SIGNATURE_SIZE}`, { hint: 'embed fewer intermediate certificates' });
+      }
+      const sigOffset = dataSize + hashSize;
+      await writeAll(fh, der, sigOffset);
+      await writeAll(fh, encodeTrailer(der.length), sigOffset + der.length);
+      await fh.sync();
+      const size = sigOffset + der.length + 8;
+      await fh.close();
+      await rename(tmpOut, o.output);
+      await syncDir(dirname(o.output));
+      return { manifest, size, excludedCounts: index.excludedCounts, entries: index.entries };
+    } finally {
+      await fh.close().catch(() => {});
+    }
+  } catch (e) {
+    await rm(tmpOut, { force: true });
+    throw fromErrno(e, `creating ${o.output}`) ?? e;
+  } finally {
+    await rm(work, { recursive: true, force: true });
+  }
+}
+
+async function writeAll(fh: import('node:fs/promises').FileHandle, buf: Buffer, position: number): Promise<void> {
+  let done = 0;
+  while (done < buf.length) done += (await fh.write(buf, done, buf.length - done, position + done)).bytesWritten;
+}
+
+async function syncDir(dir: string): Promise<void> {
+  const d = await open(dir, 'r');
+  try {
+    await d.sync();
+  } finally {
+    await d.close();
+  }
+}
+
+async function assertWritableDir(dir: string): Promise<void> {
+  let st;
+  try {
+    st = await stat(dir);
+  } catch (e) {
+    throw new TiuError('INPUT_NOT_FOUND', `output directory ${dir} does not exist`, { hint: 'create it or choose another --output', cause: e });
+  }
+  if (!st.isDirectory()) throw new TiuError('INPUT_INVALID', `${dir} is not a directory`, { hint: 'choose another --output' });
+}
+
+/** Reads PEM files for `create`, with one-line errors. */
+export async function readPem(path: string, what: string): Promise<string> {
+  try {
+    return await readFile(path, 'utf8');
+  } catch (e) {
+    throw fromErrno(e, `cannot read ${what} ${path}`) ?? e;
+  }
+}
+
+export type { IndexEntry };

@@ -1,0 +1,276 @@
+/**
+ * The command-line interface: declares commands and options only; each command's code is
+ * loaded lazily from src/tiu/commands/. All errors are mapped to exit codes here, in one place.
+ */
+import { Command, CommanderError, Option } from 'commander';
+import { TiuError, toTiuError } from './errors.ts';
+import { createLogger, type LogLevel } from './log.ts';
+import { createSystem } from './system.ts';
+import { loadConfig } from './config.ts';
+import type { Context } from './context.ts';
+import { TIU_VERSION } from './version.ts';
+
+interface GlobalOptions {
+  debug?: boolean;
+  quiet?: boolean;
+  config?: string;
+}
+
+interface State {
+  ctx?: Context;
+  globals: GlobalOptions;
+}
+
+/**
+ * Takes the global options out of argv wherever they stand (before or after the command), so
+ * that they never clash with a command's own options (like create's --version).
+ */
+export function splitGlobals(args: string[]): { globals: GlobalOptions; rest: string[] } {
+  const globals: GlobalOptions = {};
+  const rest: string[] = [];
+  for (let i = 0; i < args.length; i++) {
+    const a = args[i]!;
+    if (a === '--') {
+      rest.push(...args.slice(i));
+      break;
+    }
+    if (a === '--debug') globals.debug = true;
+    else if (a === '-q' || a === '--quiet') globals.quiet = true;
+    else if (a === '--config' && i + 1 < args.length) globals.config = args[++i];
+    else if (a.startsWith('--config=')) globals.config = a.slice('--config='.length);
+    else rest.push(a);
+  }
+  return { globals, rest };
+}
+
+type Runner = (ctx: Context, ...args: any[]) => Promise<number | void>;
+
+/** Builds a commander action that lazily imports `commands/<module>.ts` and calls its `run`. */
+function lazy(module: string, _program: Command, state: State): (...args: any[]) => Promise<void> {
+  return async (...args: any[]) => {
+    const cmd = args[args.length - 1] as Command;
+    const g = state.globals;
+    const level: LogLevel = g.debug ? 'debug' : g.quiet ? 'warn' : 'info';
+    const log = createLogger(level);
+    const sys = createSystem(log);
+    const config = await loadConfig({ file: g.config });
+    state.ctx = { sys, log, config, debug: !!g.debug, out: (s) => process.stdout.write(s.endsWith('\n') ? s : s + '\n') };
+    const mod = (await import(`./commands/${module}.ts`)) as { run: Runner };
+    const code = await mod.run(state.ctx, ...args.slice(0, -2), { ...args[args.length - 2], ...cmd.opts() });
+    process.exitCode = typeof code === 'number' ? code : 0;
+  };
+}
+
+export function buildProgram(state: State = { globals: {} }): Command {
+  const program = new Command('tiu')
+    .description('transactional image updates for btrfs-rooted immutable Linux systems')
+    .addHelpText(
+      'after',
+      `\nGlobal options (anywhere on the line):\n  --debug          log every command run, show stack traces\n  -q, --quiet      only warnings and errors\n  --config <file>  extra configuration file (over /usr/lib/tiu/tiu.conf and /etc/tiu/tiu.conf)\n  -V, --version    print the version\n\nExit codes: see docs/errors.md (0 ok, 2 usage, 3-5 input, 10-23 archive and trust, 30-39 device, 60-65 system, 70 bug).`,
+    )
+    .showHelpAfterError('(run with --help for usage)')
+    .exitOverride();
+
+  const example = (c: Command, text: string) => c.addHelpText('after', `\nExample:\n  ${text}\n`);
+  const rootOpt = () => new Option('--root <dir>', 'the system to work on (a mounted btrfs root)').default('/');
+
+  example(
+    program
+      .command('keygen')
+      .description('make a development CA and signing certificate (not for production)')
+      .requiredOption('-o, --out <dir>', 'directory for the keys and certificates')
+      .option('--cn <name>', 'common name of the signing certificate', 'tiu development signing')
+      .option('--days <n>', 'validity in days', '3650')
+      .option('--intermediate', 'also make an intermediate CA between the CA and the signing certificate')
+      .action(lazy('keygen', program, state)),
+    'tiu keygen -o ./keys && cp ./keys/keyring.pem /etc/tiu/keyring.pem',
+  );
+
+  example(
+    program
+      .command('create')
+      .description('pack a root filesystem tree (directory or tarball) into a signed archive')
+      .argument('<rootfs>', 'root tree: a directory, or a .tar, .tar.gz, .tar.xz, .tar.zst')
+      .requiredOption('-o, --output <file>', 'archive to write (e.g. os-1.2.tiu)')
+      .requiredOption('--key <pem>', 'signing private key (PEM)')
+      .requiredOption('--cert <pem>', 'signing certificate (PEM)')
+      .option('--chain <pem>', 'intermediate certificates to embed (PEM)')
+      .requiredOption('--compatible <string>', 'which devices may install it (must equal the device setting)')
+      .requiredOption('--version <version>', 'the image version (e.g. 2026.11.23)')
+      .option('--build-id <id>', 'build identifier (CI job, OBS build number)')
+      .option('--compression <alg>', 'squashfs compression: zstd, xz, gzip, lz4, lzo, lzma')
+      .option('--level <n>', 'compression level')
+      .option('--block-size <bytes>', 'squashfs block size')
+      .option('--exclude <path...>', 'paths whose contents the image leaves out (replaces the default list)')
+      .option('--shipped-initrd', 'the image ships its own initrd: the device must not regenerate it')
+      .option('--tmpdir <dir>', 'where to unpack tarballs')
+      .option('--no-progress', 'no progress output')
+      .action(lazy('create', program, state)),
+    'SOURCE_DATE_EPOCH=1700000000 tiu create ./rootfs -o os-1.0.tiu --key signing.key.pem --cert signing.cert.pem --compatible demo-x86_64 --version 1.0',
+  );
+
+  example(
+    program
+      .command('info')
+      .description('show an archive\'s manifest and whether its signature and verity tree verify')
+      .argument('<archive>', 'the .tiu file')
+      .option('--keyring <pem>', 'trusted CA certificates (default from tiu.conf: /etc/tiu/keyring.pem)')
+      .option('--json', 'machine-readable output')
+      .option('--no-verify-data', 'skip checking every data block (faster, signature only)')
+      .action(lazy('info', program, state)),
+    'tiu info os-1.0.tiu --keyring ./keys/keyring.pem',
+  );
+
+  example(
+    program
+      .command('verify')
+      .description('verify the signature and every data block; exit 0 only if all holds')
+      .argument('<archive>', 'the .tiu file')
+      .option('--keyring <pem>', 'trusted CA certificates')
+      .option('--compatible <string>', 'also require this compatible string')
+      .action(lazy('verify', program, state)),
+    'tiu verify os-1.0.tiu --keyring ./keys/keyring.pem && echo ok',
+  );
+
+  example(
+    program
+      .command('install')
+      .description('factory install: lay out an empty btrfs and make snapshot 1 from an archive')
+      .argument('<archive>', 'the .tiu file')
+      .requiredOption('--root <dir>', 'mount point of the empty btrfs (top level)')
+      .option('--keyring <pem>', 'trusted CA certificates')
+      .option('--compatible <string>', 'require this compatible string (written to the new system\'s tiu.conf)')
+      .action(lazy('install', program, state)),
+    'mkfs.btrfs /dev/sdX2 && mount /dev/sdX2 /mnt && tiu install os-1.0.tiu --root /mnt',
+  );
+
+  example(
+    program
+      .command('extract')
+      .description('apply an archive into a new snapshot and make it the next default')
+      .argument('<archive>', 'the .tiu file')
+      .addOption(rootOpt())
+      .option('--base <n>', 'snapshot to start from (default: the current default)')
+      .option('--no-default', 'do not make the new snapshot the default')
+      .option('--keyring <pem>', 'trusted CA certificates')
+      .option('--dry-run', 'print the plan, change nothing')
+      .option('--json', 'machine-readable result')
+      .action(lazy('extract', program, state)),
+    'tiu extract os-1.1.tiu && reboot',
+  );
+
+  example(
+    program
+      .command('update')
+      .description('fetch, verify and extract an update; a reboot activates it')
+      .addOption(rootOpt())
+      .option('--source <file|url>', 'archive file or https URL (default: [update] source in tiu.conf)')
+      .option('--keyring <pem>', 'trusted CA certificates')
+      .option('--reboot', 'reboot when the update is in place')
+      .option('--json', 'machine-readable result')
+      .action(lazy('update', program, state)),
+    'tiu update --source https://updates.example.com/os-1.1.tiu',
+  );
+
+  example(
+    program
+      .command('status')
+      .description('list snapshots: version, booted, default, in progress, health, pinned')
+      .addOption(rootOpt())
+      .option('--json', 'machine-readable output')
+      .action(lazy('status', program, state)),
+    'tiu status',
+  );
+
+  example(
+    program
+      .command('rollback')
+      .description('make an earlier snapshot the default (default: the previous good one)')
+      .argument('[n]', 'snapshot number')
+      .addOption(rootOpt())
+      .option('--force', 'also allow bad or in-progress snapshots')
+      .action(lazy('rollback', program, state)),
+    'tiu rollback && reboot',
+  );
+
+  example(
+    program
+      .command('cleanup')
+      .description('delete old snapshots and leftovers of interrupted runs')
+      .addOption(rootOpt())
+      .option('--keep <n>', 'how many tiu snapshots to keep (default from tiu.conf)')
+      .option('--dry-run', 'print what would be deleted')
+      .action(lazy('cleanup', program, state)),
+    'tiu cleanup --keep 3',
+  );
+
+  for (const [name, desc] of [
+    ['pin', 'protect a snapshot from cleanup'],
+    ['unpin', 'allow cleanup to delete a snapshot again'],
+  ] as const) {
+    example(
+      program.command(name).description(desc).argument('<n>', 'snapshot number').addOption(rootOpt()).action(lazy(name, program, state)),
+      `tiu ${name} 3`,
+    );
+  }
+
+  const etc = program.command('etc').description('inspect /etc against the vendor defaults');
+  example(
+    etc
+      .command('diff')
+      .description('show local changes to /etc against the image\'s vendor /etc')
+      .addOption(rootOpt())
+      .option('--json', 'machine-readable output')
+      .action(lazy('etc-diff', program, state)),
+    'tiu etc diff',
+  );
+
+  return program;
+}
+
+/** Runs the CLI; returns the exit code. Never throws. */
+export async function main(argv: string[]): Promise<number> {
+  const { globals, rest } = splitGlobals(argv.slice(2));
+  const state: State = { globals };
+  const debug = !!globals.debug;
+  if (rest.length === 1 && (rest[0] === '--version' || rest[0] === '-V')) {
+    process.stdout.write(`tiu ${TIU_VERSION}\n`);
+    return 0;
+  }
+  const program = buildProgram(state);
+  if (rest.length === 0) {
+    program.outputHelp();
+    return 2;
+  }
+  try {
+    await program.parseAsync(rest, { from: 'user' });
+    return typeof process.exitCode === 'number' ? process.exitCode : 0;
+  } catch (err) {
+    if (err instanceof CommanderError) {
+      if (err.code === 'commander.helpDisplayed' || err.code === 'commander.version' || err.code === 'commander.help') return 0;
+      return 2; // commander already printed the one-line message
+    }
+    const e = toTiuError(err);
+    process.stderr.write(`tiu: ${e.code === 'INTERNAL' ? '' : 'error: '}${e.oneLine()} [${e.code}]\n`);
+    if (debug || e.code === 'INTERNAL') {
+      if (debug) process.stderr.write(`${formatCause(err)}\n`);
+    }
+    return e.exitCode;
+  }
+}
+
+function formatCause(err: unknown): string {
+  const parts: string[] = [];
+  let cur: unknown = err;
+  for (let depth = 0; cur && depth < 8; depth++) {
+    if (cur instanceof Error) {
+      parts.push(cur.stack ?? String(cur));
+      if (cur instanceof TiuError && cur.details) parts.push(JSON.stringify(cur.details, null, 2));
+      cur = cur.cause;
+    } else {
+      parts.push(String(cur));
+      break;
+    }
+  }
+  return parts.join('\ncaused by: ');
+}

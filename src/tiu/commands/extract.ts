@@ -1,0 +1,62 @@
+/** `tiu extract`: apply an archive into a new snapshot; see src/tiu/device/extract.ts. */
+import type { Context } from '../context.ts';
+import { extract, type ExtractResult } from '../device/extract.ts';
+import { loadKeyring } from '../archive/trust.ts';
+import { parseSnapshotNumber } from '../device/open.ts';
+import { createProgress } from '../progress.ts';
+
+export interface ExtractCommandOptions {
+  root: string;
+  base?: string;
+  default?: boolean;
+  keyring?: string;
+  dryRun?: boolean;
+  json?: boolean;
+}
+
+export async function runExtract(ctx: Context, archive: string, o: ExtractCommandOptions): Promise<ExtractResult> {
+  const keyringPem = await loadKeyring(ctx.config, o.keyring);
+  const progress = createProgress(ctx, !o.json);
+  try {
+    return await extract(ctx.sys, {
+      archive,
+      root: o.root,
+      base: o.base === undefined ? undefined : parseSnapshotNumber(o.base),
+      makeDefault: o.default !== false,
+      keyringPem,
+      allowedSigners: ctx.config.allowedSigners,
+      compatible: ctx.config.compatible,
+      dryRun: o.dryRun,
+      snapper: ctx.config.snapper,
+      bootloader: ctx.config.bootloader,
+      onProgress: progress.update,
+    });
+  } finally {
+    progress.done();
+  }
+}
+
+export function report(ctx: Context, r: ExtractResult, json: boolean | undefined): void {
+  if (json) {
+    ctx.out(JSON.stringify(r, null, 2));
+    return;
+  }
+  if (r.planLines) {
+    for (const l of r.planLines) ctx.out(l);
+    return;
+  }
+  const s = r.stats;
+  ctx.out(`snapshot ${r.number}: ${r.version} (from snapshot ${r.base}); ${s.written} files written (${r.bytesWritten} bytes), ${s.linked} linked, ${s.created} created, ${s.metaOnly} metadata-only, ${s.removed} removed, ${s.unchanged} unchanged`);
+  if (r.etc) {
+    const e = r.etc;
+    ctx.out(`/etc: ${e.takenFromVendor.length} from the new image, ${e.keptLocal.length} kept local, ${e.merged.length} merged, ${e.conflicts.length} conflicts`);
+    for (const c of e.conflicts) ctx.out(`  conflict: /etc/${c.path}: ${c.reason}${c.tiunew ? ` (vendor version in /etc/${c.tiunew})` : ''}`);
+  }
+  ctx.out(r.madeDefault ? `snapshot ${r.number} is the new default: reboot to activate it` : `snapshot ${r.number} is ready; make it the default with: tiu rollback ${r.number}`);
+}
+
+export async function run(ctx: Context, archive: string, o: ExtractCommandOptions): Promise<number> {
+  const r = await runExtract(ctx, archive, o);
+  report(ctx, r, o.json);
+  return 0;
+}

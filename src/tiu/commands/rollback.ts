@@ -1,0 +1,20 @@
+/** `tiu rollback [N]`: make N (default: the previous good snapshot) the default. */
+import type { Context } from '../context.ts';
+import { openDevice, facts, parseSnapshotNumber } from '../device/open.ts';
+import { rollbackTarget } from '../device/policy.ts';
+import { acquireLock } from '../../snapshot/lock.ts';
+
+export async function run(ctx: Context, n: string | undefined, o: { root: string; force?: boolean }): Promise<number> {
+  const store = await openDevice(ctx.sys, o.root, ctx.config.snapper);
+  await using _lock = await acquireLock(ctx.sys, o.root);
+  const list = await facts(store);
+  const target = rollbackTarget(list, n === undefined ? undefined : parseSnapshotNumber(n), !!o.force);
+  const current = list.find((s) => s.isDefault)?.num;
+  if (target === current) {
+    ctx.out(`snapshot ${target} is already the default`);
+    return 0;
+  }
+  await store.setDefault(target);
+  ctx.out(`snapshot ${target} is now the default (was ${current ?? 'none'}); reboot to boot it`);
+  return 0;
+}

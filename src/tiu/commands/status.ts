@@ -1,0 +1,33 @@
+/** `tiu status`: the snapshots with version, booted, default, in progress, health, pinned. */
+import { readFile } from 'node:fs/promises';
+import type { Context } from '../context.ts';
+import { openDevice, facts } from '../device/open.ts';
+import { statusRows } from '../device/policy.ts';
+
+export async function run(ctx: Context, o: { root: string; json?: boolean }): Promise<number> {
+  const store = await openDevice(ctx.sys, o.root, ctx.config.snapper);
+  const rows = statusRows(await facts(store));
+  if (o.json) {
+    const withEtc = await Promise.all(
+      rows.map(async (r) => {
+        let etcMerge: unknown = null;
+        try {
+          etcMerge = JSON.parse(await readFile(`${o.root.replace(/\/+$/, '')}/.snapshots/${r.number}/tiu-etc-merge.json`, 'utf8'));
+        } catch {}
+        return { ...r, etcMerge };
+      }),
+    );
+    ctx.out(JSON.stringify({ root: o.root, snapshots: withEtc }, null, 2));
+    return 0;
+  }
+  const table = [['#', 'date', 'version', 'flags', 'health', 'description']];
+  for (const r of rows) {
+    const flags = [r.booted ? 'booted' : '', r.default ? 'default' : '', r.inProgress ? 'in-progress' : '', r.pinned ? 'pinned' : ''].filter(Boolean).join(',') || '-';
+    table.push([String(r.number), r.date, r.version ?? '-', flags, r.health, r.description]);
+  }
+  const widths = table[0]!.map((_, i) => Math.max(...table.map((row) => row[i]!.length)));
+  for (const row of table) ctx.out(row.map((c, i) => (i === row.length - 1 ? c : c.padEnd(widths[i]!))).join('  '));
+  const pending = rows.find((r) => r.default && !r.booted);
+  if (pending && rows.some((r) => r.booted)) ctx.out(`\nsnapshot ${pending.number} (${pending.version ?? pending.description}) boots next; reboot to activate it`);
+  return 0;
+}

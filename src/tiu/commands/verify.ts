@@ -1,0 +1,15 @@
+/** `tiu verify`: signature + every data block; exit 0 only if all holds. */
+import type { Context } from '../context.ts';
+import { openArchive } from '../archive/open.ts';
+import { loadKeyring } from '../archive/trust.ts';
+import { createProgress } from '../progress.ts';
+
+export async function run(ctx: Context, file: string, o: { keyring?: string; compatible?: string }): Promise<number> {
+  const keyringPem = await loadKeyring(ctx.config, o.keyring);
+  await using a = await openArchive(file, { keyringPem, allowedSigners: ctx.config.allowedSigners, compatible: o.compatible });
+  const progress = createProgress(ctx);
+  await a.verifyData((done, total) => progress.update('verifying', total ? done / total : 1));
+  progress.done();
+  ctx.out(`${file}: OK (${a.manifest.compatible} ${a.manifest.version}, signed by ${a.signature.commonName ?? a.signature.subject}, ${a.manifest.verity.dataSize / 4096} data blocks verified)`);
+  return 0;
+}

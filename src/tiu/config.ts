@@ -1,0 +1,142 @@
+/**
+ * Configuration: ini files, later ones override earlier ones key by key:
+ *   <configRoot>/usr/lib/tiu/tiu.conf, <configRoot>/usr/lib/tiu/tiu.conf.d/*.conf,
+ *   <configRoot>/etc/tiu/tiu.conf, <configRoot>/etc/tiu/tiu.conf.d/*.conf
+ * (drop-ins in lexical order), then an explicit `--config FILE`.
+ */
+import { readFile, readdir } from 'node:fs/promises';
+import { join } from 'node:path';
+import { parse } from 'ini';
+import { TiuError } from './errors.ts';
+
+export interface Config {
+  /** PEM file with the trusted CA certificates. */
+  keyring: string;
+  /** If non-empty, the signer certificate's subject CN (or full subject) must be one of these. */
+  allowedSigners: string[];
+  /** This device's compatible string (archives must match it exactly). */
+  compatible: string | undefined;
+  /** Paths whose contents an image never carries (leading slash, no trailing slash). */
+  exclude: string[];
+  compression: string;
+  compressionLevel: number | undefined;
+  blockSize: number;
+  bootloader: 'auto' | 'grub2' | 'systemd-boot' | 'none';
+  snapper: 'auto' | 'yes' | 'no';
+  /** Snapshots `tiu cleanup` keeps (number algorithm). */
+  keep: number;
+  /** Update source (file or URL) used by `tiu update` without --source. */
+  source: string | undefined;
+  /** Where downloads are stored. */
+  cacheDir: string;
+  /** Files the configuration was read from, in order. */
+  files: string[];
+}
+
+export const DEFAULT_EXCLUDES = ['/var', '/tmp', '/run', '/proc', '/sys', '/dev', '/home', '/root', '/srv', '/opt', '/usr/local', '/.snapshots', '/mnt', '/media', '/boot/efi', '/boot/grub2/x86_64-efi', '/boot/grub2/i386-pc'];
+
+export const DEFAULT_CONFIG: Config = {
+  keyring: '/etc/tiu/keyring.pem',
+  allowedSigners: [],
+  compatible: undefined,
+  exclude: DEFAULT_EXCLUDES,
+  compression: 'zstd',
+  compressionLevel: undefined,
+  blockSize: 131072,
+  bootloader: 'auto',
+  snapper: 'auto',
+  keep: 5,
+  source: undefined,
+  cacheDir: '/var/cache/tiu',
+  files: [],
+};
+
+type Raw = Record<string, unknown>;
+
+function list(v: unknown): string[] {
+  if (Array.isArray(v)) return v.map(String);
+  return String(v).split(/[\s,]+/).filter(Boolean);
+}
+
+function int(v: unknown, key: string, file: string): number {
+  const n = Number(v);
+  if (!Number.isInteger(n) || n < 0) throw new TiuError('CONFIG_INVALID', `${file}: ${key} must be a whole number, got '${String(v)}'`, { hint: 'fix the configuration file' });
+  return n;
+}
+
+function oneOf<T extends string>(v: unknown, allowed: readonly T[], key: string, file: string): T {
+  if (!allowed.includes(String(v) as T)) throw new TiuError('CONFIG_INVALID', `${file}: ${key} must be one of ${allowed.join(', ')}, got '${String(v)}'`, { hint: 'fix the configuration file' });
+  return String(v) as T;
+}
+
+/** Applies one parsed ini document onto `cfg` (pure). Unknown keys are rejected, so typos surface. */
+export function applyIni(cfg: Config, doc: Raw, file: string): Config {
+  const out = { ...cfg };
+  const sections: Record<string, Raw> = {};
+  for (const [k, v] of Object.entries(doc)) {
+    if (v && typeof v === 'object' && !Array.isArray(v)) sections[k] = v as Raw;
+    else throw new TiuError('CONFIG_INVALID', `${file}: key '${k}' must be inside a [section]`, { hint: 'see docs/configuration.md' });
+  }
+  for (const [section, values] of Object.entries(sections)) {
+    for (const [key, v] of Object.entries(values)) {
+      const id = `${section}.${key}`;
+      switch (id) {
+        case 'trust.keyring': out.keyring = String(v); break;
+        case 'trust.allowed_signers': out.allowedSigners = list(v); break;
+        case 'device.compatible': out.compatible = String(v); break;
+        case 'device.bootloader': out.bootloader = oneOf(v, ['auto', 'grub2', 'systemd-boot', 'none'] as const, id, file); break;
+        case 'device.snapper': out.snapper = oneOf(v, ['auto', 'yes', 'no'] as const, id, file); break;
+        case 'cleanup.keep': out.keep = int(v, id, file); break;
+        case 'update.source': out.source = String(v); break;
+        case 'update.cache_dir': out.cacheDir = String(v); break;
+        case 'create.exclude': out.exclude = list(v); break;
+        case 'create.compression': out.compression = String(v); break;
+        case 'create.compression_level': out.compressionLevel = int(v, id, file); break;
+        case 'create.block_size': out.blockSize = int(v, id, file); break;
+        default:
+          throw new TiuError('CONFIG_INVALID', `${file}: unknown setting '${id}'`, { hint: 'see docs/configuration.md for the settings tiu knows' });
+      }
+    }
+  }
+  out.files = [...cfg.files, file];
+  return out;
+}
+
+async function readIfExists(path: string): Promise<string | undefined> {
+  try {
+    return await readFile(path, 'utf8');
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+    throw new TiuError('CONFIG_INVALID', `cannot read ${path}: ${(e as Error).message}`);
+  }
+}
+
+async function dropIns(dir: string): Promise<string[]> {
+  try {
+    return (await readdir(dir)).filter((f) => f.endsWith('.conf')).sort().map((f) => join(dir, f));
+  } catch {
+    return [];
+  }
+}
+
+/** Loads the layered configuration. `configRoot` defaults to `/` (tests pass a temp dir). */
+export async function loadConfig(options: { configRoot?: string; file?: string } = {}): Promise<Config> {
+  const root = options.configRoot ?? process.env.TIU_CONFIG_ROOT ?? '/';
+  const files = [
+    join(root, 'usr/lib/tiu/tiu.conf'),
+    ...(await dropIns(join(root, 'usr/lib/tiu/tiu.conf.d'))),
+    join(root, 'etc/tiu/tiu.conf'),
+    ...(await dropIns(join(root, 'etc/tiu/tiu.conf.d'))),
+  ];
+  let cfg: Config = { ...DEFAULT_CONFIG, keyring: join(root, 'etc/tiu/keyring.pem') };
+  for (const f of files) {
+    const text = await readIfExists(f);
+    if (text !== undefined) cfg = applyIni(cfg, parse(text), f);
+  }
+  if (options.file) {
+    const text = await readIfExists(options.file);
+    if (text === undefined) throw new TiuError('INPUT_NOT_FOUND', `configuration file ${options.file} does not exist`, { hint: 'check the --config path' });
+    cfg = applyIni(cfg, parse(text), options.file);
+  }
+  return cfg;
+}

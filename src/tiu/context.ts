@@ -1,0 +1,13 @@
+/** What every command receives: the system seam, the logger, the configuration, output. */
+import type { Config } from './config.ts';
+import type { Logger } from './log.ts';
+import type { System } from './system.ts';
+
+export interface Context {
+  sys: System;
+  log: Logger;
+  config: Config;
+  debug: boolean;
+  /** Writes a line of command output to stdout. */
+  out: (text: string) => void;
+}

@@ -1,0 +1,39 @@
+/**
+ * Where tiu keeps its state on a device, and which paths an update never touches. Pure.
+ */
+import { INDEX_PATH, MANIFEST_COPY_PATH } from '../fileindex/types.ts';
+
+export { INDEX_PATH, MANIFEST_COPY_PATH };
+
+/** Inside each snapshot: tiu's own data (never part of an image's index). */
+export const TIU_STATE_DIR = 'usr/lib/tiu/image';
+/** Inside each snapshot: the vendor /etc of the image the snapshot was made from (/etc merge base). */
+export const VENDOR_ETC_DIR = 'usr/lib/tiu/vendor-etc';
+
+/** Userdata keys tiu sets on snapshots (snapper-compatible key=value). */
+export const UD = {
+  inProgress: 'tiu-in-progress',
+  version: 'tiu-version',
+  compatible: 'tiu-compatible',
+  rootHash: 'tiu-root-hash',
+  generation: 'tiu-generation',
+  health: 'tiu-health',
+  pinned: 'tiu-pinned',
+  important: 'important',
+} as const;
+
+/** Snapshot directory of number n below a root. */
+export function snapshotDir(root: string, n: number): string {
+  return `${root.replace(/\/+$/, '')}/.snapshots/${n}/snapshot`;
+}
+
+/** Excluded prefixes ('/var' -> 'var'), for the planner's isExcluded. */
+export function excludedMatcher(excluded: readonly string[]): (p: string) => boolean {
+  const prefixes = excluded.map((e) => e.replace(/^\/+|\/+$/g, '')).filter(Boolean);
+  return (p) => prefixes.some((x) => p.startsWith(x + '/'));
+}
+
+/** Paths tiu manages inside a snapshot itself. */
+export function isTiuManaged(p: string): boolean {
+  return p === INDEX_PATH || p === MANIFEST_COPY_PATH || p.startsWith(TIU_STATE_DIR + '/') || p === VENDOR_ETC_DIR || p.startsWith(VENDOR_ETC_DIR + '/');
+}

@@ -1,0 +1,156 @@
+/**
+ * A device transaction (after tukit's `Transaction`): constructing it changes nothing; `begin()`
+ * creates the new snapshot marked in progress; `finalize()` makes it read-only, clears the mark
+ * and, as the single last step, makes it the default; disposing it before `finalize()` deletes
+ * the snapshot. SIGINT/SIGTERM abort the work (the snapshot is deleted); after SIGKILL or a
+ * power cut the in-progress mark lets the next tiu command find and delete it.
+ */
+import { lstat, readdir, rmdir, stat } from 'node:fs/promises';
+import { TiuError } from '../errors.ts';
+import type { System } from '../system.ts';
+import type { SnapshotStore } from '../../snapshot/store.ts';
+import { deleteSubvolume, snapshotSubvolume, subvolumeInfo, setReadonly } from '../../snapshot/btrfs.ts';
+import { snapshotDir, UD } from './paths.ts';
+
+/** Directories that are separate subvolumes inside each snapshot (carried by snapshotting). */
+export const NESTED_SUBVOLUMES = ['etc'] as const;
+
+async function isSubvolume(path: string): Promise<boolean> {
+  try {
+    const st = await lstat(path);
+    return st.isDirectory() && st.ino === 256;
+  } catch {
+    return false;
+  }
+}
+
+/** Deletes a snapshot including its nested subvolumes (/etc). */
+export async function deleteSnapshot(sys: System, store: SnapshotStore, root: string, num: number): Promise<void> {
+  const dir = snapshotDir(root, num);
+  for (const n of NESTED_SUBVOLUMES) {
+    const p = `${dir}/${n}`;
+    if (await isSubvolume(p)) {
+      // A read-only parent cannot have a child removed: make it writable first.
+      await setReadonly(sys, dir, false).catch(() => {});
+      await deleteSubvolume(sys, p);
+    }
+  }
+  await store.delete(num);
+}
+
+/** Deletes snapshots left in progress by an interrupted run (never the default or the mounted one). */
+export async function cleanupInterrupted(sys: System, store: SnapshotStore, root: string): Promise<number[]> {
+  const removed: number[] = [];
+  const def = await store.getDefault();
+  const mounted = await store.getMounted();
+  for (const s of await store.list()) {
+    if (s.userdata[UD.inProgress] !== 'yes' || s.num === def || s.num === mounted) continue;
+    sys.log.info(`removing snapshot ${s.num} left over by an interrupted tiu run`);
+    await deleteSnapshot(sys, store, root, s.num);
+    removed.push(s.num);
+  }
+  return removed;
+}
+
+export interface BeginOptions {
+  from: number;
+  description: string;
+  userdata: Record<string, string>;
+}
+
+export class Transaction implements AsyncDisposable {
+  readonly sys: System;
+  readonly store: SnapshotStore;
+  readonly root: string;
+  num: number | undefined;
+  private finalized = false;
+  private readonly abort = new AbortController();
+  private readonly onSignal = (sig: NodeJS.Signals) => {
+    this.sys.log.warn(`${sig} received: discarding the new snapshot`);
+    this.abort.abort(new TiuError('INTERRUPTED', `interrupted by ${sig}; the new snapshot was discarded, the default is unchanged`));
+  };
+
+  constructor(sys: System, store: SnapshotStore, root: string) {
+    this.sys = sys;
+    this.store = store;
+    this.root = root;
+  }
+
+  get signal(): AbortSignal {
+    return this.abort.signal;
+  }
+
+  get dir(): string {
+    if (this.num === undefined) throw new TiuError('INTERNAL', 'transaction not begun');
+    return snapshotDir(this.root, this.num);
+  }
+
+  /** Creates the writable snapshot (marked in progress) of `from`, with its nested /etc. */
+  async begin(o: BeginOptions): Promise<number> {
+    process.on('SIGINT', this.onSignal);
+    process.on('SIGTERM', this.onSignal);
+    this.num = await this.store.create({
+      from: o.from,
+      description: o.description,
+      userdata: { ...o.userdata, [UD.inProgress]: 'yes' },
+      cleanup: 'number',
+      readWrite: true,
+    });
+    const base = snapshotDir(this.root, o.from);
+    for (const n of NESTED_SUBVOLUMES) {
+      const src = `${base}/${n}`;
+      const dst = `${this.dir}/${n}`;
+      if (!(await isSubvolume(src))) continue;
+      // A snapshot does not include nested subvolumes: it has an empty directory there.
+      if (await isDirEmpty(dst)) await rmdir(dst);
+      await snapshotSubvolume(this.sys, src, dst, { readonly: false });
+    }
+    return this.num;
+  }
+
+  throwIfAborted(): void {
+    if (this.abort.signal.aborted) throw this.abort.signal.reason;
+  }
+
+  /**
+   * Seals the snapshot: read-only, generation recorded, in-progress cleared, then (optionally)
+   * the default — the only step that changes what boots, and the last one.
+   */
+  async finalize(o: { makeDefault: boolean; userdata?: Record<string, string> }): Promise<void> {
+    this.throwIfAborted();
+    const num = this.num!;
+    await this.sys.run('sync', ['-f', this.dir]);
+    await setReadonly(this.sys, this.dir, true);
+    const info = await subvolumeInfo(this.sys, this.dir);
+    this.throwIfAborted();
+    await this.store.setUserdata(num, { ...o.userdata, [UD.generation]: String(info.generation), [UD.inProgress]: null });
+    this.finalized = true;
+    this.detach();
+    if (o.makeDefault) await this.store.setDefault(num);
+  }
+
+  private detach(): void {
+    process.off('SIGINT', this.onSignal);
+    process.off('SIGTERM', this.onSignal);
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    this.detach();
+    if (this.finalized || this.num === undefined) return;
+    try {
+      await deleteSnapshot(this.sys, this.store, this.root, this.num);
+      this.sys.log.info(`discarded snapshot ${this.num}; the default is unchanged`);
+    } catch (e) {
+      this.sys.log.error(`could not delete the unfinished snapshot ${this.num}: ${(e as Error).message}; the next tiu command removes it`);
+    }
+  }
+}
+
+async function isDirEmpty(p: string): Promise<boolean> {
+  try {
+    if (!(await stat(p)).isDirectory()) return false;
+    return (await readdir(p)).length === 0;
+  } catch {
+    return false;
+  }
+}

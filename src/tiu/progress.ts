@@ -1,0 +1,45 @@
+/**
+ * Progress for long steps: a cli-progress bar on a terminal, occasional log lines otherwise
+ * (CI logs, timers), nothing when disabled or quiet.
+ */
+import cliProgress from 'cli-progress';
+import type { Context } from './context.ts';
+
+export interface Progress {
+  update: (phase: string, fraction: number) => void;
+  done: () => void;
+}
+
+export function createProgress(ctx: Context, enabled = true): Progress {
+  if (!enabled || !ctx.log.enabled('info')) return { update: () => {}, done: () => {} };
+  if (process.stderr.isTTY) {
+    const bar = new cliProgress.SingleBar(
+      { format: '{phase} [{bar}] {percentage}%', stream: process.stderr, hideCursor: true, clearOnComplete: true },
+      cliProgress.Presets.shades_classic,
+    );
+    let started = false;
+    return {
+      update(phase, fraction) {
+        if (!started) {
+          bar.start(100, 0, { phase: phase.padEnd(9) });
+          started = true;
+        }
+        bar.update(Math.round(Math.min(1, Math.max(0, fraction)) * 100), { phase: phase.padEnd(9) });
+      },
+      done: () => started && bar.stop(),
+    };
+  }
+  let last = '';
+  let lastAt = 0;
+  return {
+    update(phase, fraction) {
+      const now = Date.now();
+      if (phase !== last || now - lastAt > 5000) {
+        ctx.log.info(`${phase}: ${Math.round(fraction * 100)}%`);
+        last = phase;
+        lastAt = now;
+      }
+    },
+    done: () => {},
+  };
+}

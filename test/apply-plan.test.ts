@@ -1,0 +1,156 @@
+import { describe, it, expect } from 'vitest';
+import fc from 'fast-check';
+import { planApply, type ApplyPlan } from '../src/tiu/apply/plan.ts';
+import { comparePaths, type IndexEntry } from '../src/tiu/fileindex/types.ts';
+import { excludedMatcher, isTiuManaged } from '../src/tiu/device/paths.ts';
+
+const opts = { isExcluded: excludedMatcher(['/var', '/home']), isProtected: isTiuManaged };
+
+function dir(path: string, extra: Partial<IndexEntry> = {}): IndexEntry {
+  return { path, type: 'dir', mode: 0o755, uid: 0, gid: 0, mtime: 100, ...extra };
+}
+function file(path: string, content: string, extra: Partial<IndexEntry> = {}): IndexEntry {
+  return { path, type: 'file', mode: 0o644, uid: 0, gid: 0, mtime: 100, size: content.length, sha256: `sha-${content}`, ...extra };
+}
+function sym(path: string, target: string, extra: Partial<IndexEntry> = {}): IndexEntry {
+  return { path, type: 'symlink', mode: 0o777, uid: 0, gid: 0, mtime: 100, target, ...extra };
+}
+function tree(...entries: IndexEntry[]): IndexEntry[] {
+  return [dir('.'), ...entries].sort((a, b) => comparePaths(a.path, b.path));
+}
+function asMap(entries: IndexEntry[]): Map<string, IndexEntry> {
+  return new Map(entries.map((e) => [e.path, e]));
+}
+function ops(plan: ApplyPlan): string[] {
+  return [...plan.removals.map((r) => `remove ${r.path}`), ...plan.changes.map((c) => `${c.op} ${c.entry.path}${c.op === 'meta' ? ` ${c.fields.join('+')}` : ''}`)];
+}
+
+/** Applies a plan to an in-memory tree model, to check the result equals the target. */
+function simulate(actual: IndexEntry[], target: IndexEntry[], plan: ApplyPlan): Map<string, IndexEntry> {
+  const state = asMap(actual);
+  for (const r of plan.removals) for (const p of [...state.keys()]) if (p === r.path || p.startsWith(r.path + '/')) state.delete(p);
+  for (const c of plan.changes) {
+    if (c.op !== 'meta' && state.has(c.entry.path)) throw new Error(`create over existing ${c.entry.path}`);
+    state.set(c.entry.path, c.entry);
+  }
+  void target;
+  return state;
+}
+
+describe('planApply', () => {
+  it('does nothing for identical trees', () => {
+    const t = tree(dir('usr'), file('usr/a', 'x'), sym('usr/l', 'a'));
+    const plan = planApply(t, asMap(t), opts);
+    expect(ops(plan)).toEqual([]);
+    expect(plan.stats.unchanged).toBe(2);
+    expect(plan.dirTimes).toEqual([]);
+  });
+
+  it('writes changed content even when size and mtime are equal (reproducible-build trap)', () => {
+    const a = tree(file('f', 'aaa'));
+    const t = tree(file('f', 'bbb'));
+    expect(ops(planApply(t, asMap(a), opts))).toEqual(['remove f', 'write f']);
+  });
+
+  it('applies metadata-only changes without rewriting', () => {
+    const a = tree(file('f', 'x'), dir('d'));
+    const t = tree(file('f', 'x', { mode: 0o4755, uid: 5, mtime: 200, xattrs: { 'user.a': 'AA==' } }), dir('d', { mode: 0o700 }));
+    expect(ops(planApply(t, asMap(a), opts))).toEqual(['meta d mode', 'meta f mode+owner+mtime+xattrs']);
+  });
+
+  it('handles type changes file<->dir<->symlink', () => {
+    const a = tree(file('x', '1'), dir('y'), file('y/in', '2'), sym('z', 'x'));
+    const t = tree(dir('x'), file('x/new', '3'), sym('y', 'x'), file('z', '4'));
+    const plan = planApply(t, asMap(a), opts);
+    expect(ops(plan)).toEqual(['remove z', 'remove y', 'remove x', 'mkdir x', 'write x/new', 'symlink y', 'write z']);
+    const result = simulate(a, t, plan);
+    expect([...result.keys()].sort()).toEqual(t.map((e) => e.path).sort());
+  });
+
+  it('removes deleted paths, top-most only, and restores parent mtimes', () => {
+    const a = tree(dir('d'), dir('d/sub'), file('d/sub/f', '1'), file('keep', 'k'));
+    const t = tree(file('keep', 'k'));
+    const plan = planApply(t, asMap(a), opts);
+    expect(ops(plan)).toEqual(['remove d']);
+    expect(plan.dirTimes.map((d) => d.path)).toEqual(['.']);
+  });
+
+  it('never touches excluded contents or tiu-managed paths', () => {
+    const a = tree(dir('var'), file('var/lib/db', 'data'), dir('usr'), dir('usr/lib'), dir('usr/lib/tiu'), dir('usr/lib/tiu/image'), file('usr/lib/tiu/image/index.jsonl', 'old'), dir('usr/lib/tiu/vendor-etc'));
+    const t = tree(dir('var'), dir('usr'), dir('usr/lib'), dir('usr/lib/tiu'), dir('usr/lib/tiu/image'), file('var/log/x', 'never'));
+    const plan = planApply(t, asMap(a), opts);
+    expect(ops(plan)).toEqual([]);
+  });
+
+  it('keeps a hardlink group that is unchanged, relinks when the first member is rewritten', () => {
+    const a = tree(file('a', '1'), file('b', '1', { hardlink: 'a' }), file('c', '1', { hardlink: 'a' }));
+    expect(ops(planApply(a, asMap(a), opts))).toEqual([]);
+    const t = tree(file('a', '2'), file('b', '2', { hardlink: 'a' }), file('c', '2', { hardlink: 'a' }));
+    expect(ops(planApply(t, asMap(a), opts))).toEqual(['remove c', 'remove b', 'remove a', 'write a', 'link b', 'link c']);
+  });
+
+  it('splits a hardlink group into separate files and joins separate files into a group', () => {
+    const linked = tree(file('a', '1'), file('b', '1', { hardlink: 'a' }));
+    const separate = tree(file('a', '1'), file('b', '1'));
+    expect(ops(planApply(separate, asMap(linked), opts))).toEqual(['remove b', 'write b']);
+    expect(ops(planApply(linked, asMap(separate), opts))).toEqual(['remove b', 'link b']);
+  });
+
+  it('treats unknown digests as changed (never trusts size alone)', () => {
+    const a = tree({ ...file('f', 'x'), sha256: undefined });
+    const t = tree(file('f', 'x'));
+    expect(ops(planApply(t, asMap(a), opts))).toEqual(['remove f', 'write f']);
+  });
+
+  it('property: simulating the plan on random trees yields exactly the target paths and objects', () => {
+    const names = fc.constantFrom('a', 'b', 'c', 'd e', '-x', '\xff');
+    const entryArb = fc.record({
+      parts: fc.array(names, { minLength: 1, maxLength: 3 }),
+      kind: fc.constantFrom('file', 'dir', 'symlink'),
+      content: fc.constantFrom('1', '2'),
+      mode: fc.constantFrom(0o644, 0o755),
+    });
+    const build = (specs: { parts: string[]; kind: string; content: string; mode: number }[]) => {
+      const m = new Map<string, IndexEntry>();
+      for (const s of specs) {
+        // Every prefix must be a directory.
+        let ok = true;
+        for (let i = 1; i < s.parts.length; i++) {
+          const p = s.parts.slice(0, i).join('/');
+          const e = m.get(p);
+          if (e && e.type !== 'dir') ok = false;
+        }
+        const path = s.parts.join('/');
+        if (!ok || m.has(path)) continue;
+        for (let i = 1; i < s.parts.length; i++) {
+          const p = s.parts.slice(0, i).join('/');
+          if (!m.has(p)) m.set(p, dir(p));
+        }
+        if (s.kind === 'dir') m.set(path, dir(path, { mode: s.mode }));
+        else if (s.kind === 'file') m.set(path, file(path, s.content, { mode: s.mode }));
+        else m.set(path, sym(path, s.content));
+      }
+      return tree(...m.values());
+    };
+    fc.assert(
+      fc.property(fc.array(entryArb, { maxLength: 12 }), fc.array(entryArb, { maxLength: 12 }), (sa, st) => {
+        const a = build(sa);
+        const t = build(st);
+        const plan = planApply(t, asMap(a), opts);
+        const result = simulate(a, t, plan);
+        expect([...result.keys()].sort()).toEqual(t.map((e) => e.path).sort());
+        for (const e of t) {
+          const r = result.get(e.path)!;
+          expect(r.type).toBe(e.type);
+          if (e.type === 'file') expect(r.sha256).toBe(e.sha256);
+          if (e.type === 'symlink') expect(r.target).toBe(e.target);
+        }
+        // A second plan from the result is empty (idempotence), metadata aside.
+        const again = planApply(t, result, opts);
+        expect(again.removals).toEqual([]);
+        expect(again.changes.filter((c) => c.op !== 'meta')).toEqual([]);
+      }),
+      { numRuns: 300 },
+    );
+  });
+});

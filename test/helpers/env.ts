@@ -1,0 +1,21 @@
+/** Shared test helpers: temp dirs, the real system layer, and loop-mounted btrfs filesystems. */
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { createSystem, type System } from '../../src/tiu/system.ts';
+import { createLogger } from '../../src/tiu/log.ts';
+
+export function testSystem(): System {
+  return createSystem(createLogger(process.env.TIU_TEST_DEBUG ? 'debug' : 'warn'));
+}
+
+/** A temp dir removed by the returned dispose function (use with `await using`). */
+export async function tempDir(prefix = 'tiu-test-'): Promise<{ path: string } & AsyncDisposable> {
+  const path = await mkdtemp(join(process.env.TIU_TEST_TMP ?? tmpdir(), prefix));
+  return {
+    path,
+    async [Symbol.asyncDispose]() {
+      await rm(path, { recursive: true, force: true });
+    },
+  };
+}
