@@ -103,7 +103,7 @@ export function createSystem(log: Logger = createLogger()): System {
         timeout: options.timeoutMs,
         cancelSignal: options.signal,
         maxBuffer: 1024 * 1024 * 1024,
-      } as Parameters<typeof execa>[2]) as ResultPromise;
+      } as never) as unknown as ResultPromise;
     },
     async run(file, args, options = {}) {
       const command = formatCommand(file, args);

@@ -115,7 +115,7 @@ export function planApply(target: readonly IndexEntry[], actual: ReadonlyMap<str
   const removedDirs: string[] = [];
 
   const remove = (a: IndexEntry) => {
-    if (removedDirs.some((d) => isUnder(a.path, d))) return;
+    if (removedDirs.some((d) => isUnder(a.path, d)) || options.isProtected(a.path)) return;
     removals.push({ op: 'remove', path: a.path, type: a.type });
     if (a.type === 'dir') removedDirs.push(a.path);
     touched.add(parentOf(a.path));

@@ -18,7 +18,7 @@ import { serializeManifest, type Manifest } from './manifest.ts';
 import { detectArch, openSourceTree, readOsRelease } from './sourcetree.ts';
 import { INDEX_PATH, type IndexEntry } from '../fileindex/types.ts';
 import { buildImageIndex } from './imageindex.ts';
-import { mksquashfs } from '../../squashfs/mksquashfs.ts';
+import { mksquashfs } from '../../squashfs/index.ts';
 import { computeHashTree } from '../verity.ts';
 import { signManifest } from '../sign/sign.ts';
 
@@ -101,7 +101,7 @@ export async function createArchive(sys: System, o: CreateOptions): Promise<Crea
         created: now.toISOString().replace(/\.\d{3}Z$/, 'Z'),
         arch,
         os: osRelease,
-        image: { type: 'squashfs', size: imageSize, compression: sq.compression, blockSize: sq.blockSize },
+        image: { type: 'squashfs', size: sq.bytesUsed, compression: sq.compression, blockSize: sq.blockSize },
         verity: {
           algorithm: 'sha256', version: 1, dataBlockSize: 4096, hashBlockSize: 4096,
           dataSize, hashOffset: dataSize, hashSize, salt: salt.toString('hex'), rootHash: rootHash.toString('hex'),

@@ -14,9 +14,10 @@ import { displayPath, type IndexEntry } from '../fileindex/types.ts';
 import { openSnapshotStore } from '../../snapshot/store.ts';
 import { acquireLock } from '../../snapshot/lock.ts';
 import { assertBtrfs } from '../../snapshot/btrfs.ts';
+import { createMountpoints } from '../../snapshot/layout.ts';
 import { Transaction, cleanupInterrupted } from './transaction.ts';
 import { readImageIndex, readRecordedImage, fillDigests, scanActual, isBaseTrusted, type RecordedImage } from './state.ts';
-import { excludedMatcher, isTiuManaged, snapshotDir, INDEX_PATH, MANIFEST_COPY_PATH, TIU_STATE_DIR, UD } from './paths.ts';
+import { excludedMatcher, protectedMatcher, snapshotDir, INDEX_PATH, MANIFEST_COPY_PATH, TIU_STATE_DIR, UD } from './paths.ts';
 import { mergeEtcInto, type EtcStepResult } from './etc.ts';
 import { prepareBoot } from './boot.ts';
 import { TIU_VERSION } from '../version.ts';
@@ -79,9 +80,9 @@ export async function extract(sys: System, o: ExtractOptions): Promise<ExtractRe
   const trusted = recorded !== undefined && (await isBaseTrusted(sys, baseDir, baseInfo.userdata[UD.generation]));
 
   if (o.dryRun) {
-    const actual = await scanActual(sys, baseDir, { isExcluded });
+    const actual = await scanActual(sys, baseDir, { exclude: m.excluded });
     await fillDigests(baseDir, actual, target, trusted ? recorded : undefined);
-    const plan = planApply(target, actual, { isExcluded, isProtected: isTiuManaged });
+    const plan = planApply(target, actual, { isExcluded, isProtected: protectedMatcher(m.excluded) });
     return { number: undefined, base, version: m.version, stats: plan.stats, bytesWritten: 0, verification: image.verification, trustedBaseIndex: trusted, planLines: formatPlan(plan, displayPath), madeDefault: false };
   }
 
@@ -97,10 +98,10 @@ export async function extract(sys: System, o: ExtractOptions): Promise<ExtractRe
 
   // 3. Make it equal to the image (only what differs is written).
   o.onProgress?.('scanning', 0);
-  const actual = await scanActual(sys, dir, { isExcluded });
+  const actual = await scanActual(sys, dir, { exclude: m.excluded });
   tx.throwIfAborted();
   await fillDigests(dir, actual, target, trusted ? recorded : undefined);
-  const plan = planApply(target, actual, { isExcluded, isProtected: isTiuManaged });
+  const plan = planApply(target, actual, { isExcluded, isProtected: protectedMatcher(m.excluded) });
   const total = plan.stats.writtenBytes || 1;
   const exec = await executePlan(plan, {
     sys,
@@ -111,7 +112,9 @@ export async function extract(sys: System, o: ExtractOptions): Promise<ExtractRe
   });
   tx.throwIfAborted();
 
-  // 4. Record which image this snapshot holds (the next update's base index).
+  // 4. Mount points of the separate subvolumes, and which image this snapshot holds (the next
+  // update's base index).
+  await createMountpoints(dir);
   await recordImage(dir, image.dir, archive.manifestBytes);
 
   // 5. /etc: the new vendor defaults with this device's changes carried over.

@@ -11,11 +11,11 @@ import { mountImage } from '../archive/mount.ts';
 import { planApply } from '../apply/plan.ts';
 import { executePlan } from '../apply/execute.ts';
 import { assertBtrfs, createSubvolume, setReadonly, subvolumeInfo, setDefaultSubvolume, deleteSubvolume } from '../../snapshot/btrfs.ts';
-import { createLayout, renderFstab } from '../../snapshot/layout.ts';
+import { createLayout, createMountpoints, renderFstab } from '../../snapshot/layout.ts';
 import { writeInfoXmlAtomic } from '../../snapshot/infoxml.ts';
 import { acquireLock } from '../../snapshot/lock.ts';
 import { readImageIndex, scanActual } from './state.ts';
-import { excludedMatcher, isTiuManaged, INDEX_PATH, UD } from './paths.ts';
+import { excludedMatcher, protectedMatcher, INDEX_PATH, UD } from './paths.ts';
 import { recordImage } from './extract.ts';
 import { snapshotVendorEtc } from './etc.ts';
 import { prepareBoot } from './boot.ts';
@@ -62,9 +62,10 @@ export async function install(sys: System, o: InstallOptions): Promise<InstallRe
   try {
     await createSubvolume(sys, `${dir}/etc`);
     const isExcluded = excludedMatcher(m.excluded);
-    const actual = await scanActual(sys, dir, { isExcluded });
-    const plan = planApply(target, actual, { isExcluded, isProtected: isTiuManaged });
+    const actual = await scanActual(sys, dir, { exclude: m.excluded });
+    const plan = planApply(target, actual, { isExcluded, isProtected: protectedMatcher(m.excluded) });
     const exec = await executePlan(plan, { sys, imageRoot: image.dir, targetRoot: dir });
+    await createMountpoints(dir);
     await recordImage(dir, image.dir, archive.manifestBytes);
     await snapshotVendorEtc(sys, dir);
     const uuid = (await sys.run('findmnt', ['--noheadings', '--output', 'UUID', '--target', o.top])).stdout.trim();

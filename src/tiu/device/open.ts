@@ -14,7 +14,7 @@ export async function facts(store: SnapshotStore): Promise<SnapshotFacts[]> {
   const list = await store.list();
   return list.map((s) => ({
     num: s.num,
-    date: s.date,
+    date: s.date instanceof Date ? s.date.toISOString().replace(/\.\d{3}Z$/, 'Z') : String(s.date),
     description: s.description ?? '',
     cleanup: s.cleanup ?? '',
     userdata: s.userdata ?? {},

@@ -33,6 +33,22 @@ export function excludedMatcher(excluded: readonly string[]): (p: string) => boo
   return (p) => prefixes.some((x) => p.startsWith(x + '/'));
 }
 
+/** Mount points of the separate subvolumes (see src/snapshot/layout.ts). */
+const MOUNTPOINTS = ['.snapshots', 'var', 'home', 'root', 'opt', 'srv', 'usr/local', 'boot/grub2/x86_64-efi', 'boot/grub2/i386-pc'];
+
+/**
+ * Paths an update never removes: tiu's own state, the excluded directories themselves, and the
+ * mount points of separate subvolumes with their parent directories.
+ */
+export function protectedMatcher(excluded: readonly string[]): (p: string) => boolean {
+  const keep = new Set<string>();
+  for (const p of [...MOUNTPOINTS, ...excluded.map((e) => e.replace(/^\/+|\/+$/g, ''))]) {
+    const parts = p.split('/');
+    for (let i = 1; i <= parts.length; i++) keep.add(parts.slice(0, i).join('/'));
+  }
+  return (p) => keep.has(p) || isTiuManaged(p);
+}
+
 /** Paths tiu manages inside a snapshot itself. */
 export function isTiuManaged(p: string): boolean {
   return p === INDEX_PATH || p === MANIFEST_COPY_PATH || p.startsWith(TIU_STATE_DIR + '/') || p === VENDOR_ETC_DIR || p.startsWith(VENDOR_ETC_DIR + '/');

@@ -1,0 +1,153 @@
+/**
+ * A small scanner for etc trees (a stand-in until the shared `src/tiu/fileindex` scanner exists:
+ * it produces the same {@link IndexEntry}s, so it can be swapped out in this one file).
+ *
+ * Reads names as bytes (`readdir` with `encoding: 'buffer'`), so any file name survives.
+ * Hashes file contents streaming (bounded memory). Does not follow symlinks, does not detect
+ * hardlinks. xattrs are read with one `getfattr -R` (needs `sys`), whose output escapes names.
+ * Side effects: reads the tree; runs getfattr when `sys` is given.
+ */
+import { createHash } from 'node:crypto';
+import { createReadStream, type BigIntStats } from 'node:fs';
+import { lstat, readdir, readFile, readlink } from 'node:fs/promises';
+import { TiuError, fromErrno } from '../tiu/errors.ts';
+import type { System } from '../tiu/system.ts';
+import { bytesToPath, comparePaths, pathBytes, type EntryType } from '../tiu/fileindex/types.ts';
+import type { ContentSource, EtcEntry, EtcSide } from './types.ts';
+
+/** Absolute Buffer path of a byte-string path below `root` (`.` is the root itself). */
+export function absPath(root: string, rel: string): Buffer {
+  const r = Buffer.from(root.replace(/(.)\/+$/, '$1'), 'utf8');
+  return rel === '.' ? r : Buffer.concat([r, Buffer.from('/'), pathBytes(rel)]);
+}
+
+function typeOf(st: BigIntStats): EntryType | undefined {
+  if (st.isFile()) return 'file';
+  if (st.isDirectory()) return 'dir';
+  if (st.isSymbolicLink()) return 'symlink';
+  if (st.isCharacterDevice()) return 'chr';
+  if (st.isBlockDevice()) return 'blk';
+  if (st.isFIFO()) return 'fifo';
+  if (st.isSocket()) return 'socket';
+  return undefined;
+}
+
+async function hashFile(p: Buffer): Promise<string> {
+  const h = createHash('sha256');
+  for await (const chunk of createReadStream(p)) h.update(chunk as Buffer);
+  return h.digest('hex');
+}
+
+/** Splits a Linux dev_t (as lstat returns it) into major/minor. */
+function devNumbers(rdev: bigint): { major: number; minor: number } {
+  const major = Number(((rdev >> 8n) & 0xfffn) | ((rdev >> 32n) & ~0xfffn));
+  const minor = Number((rdev & 0xffn) | ((rdev >> 12n) & ~0xffn));
+  return { major, minor };
+}
+
+export interface ScanOptions {
+  /** The system seam: needed to read xattrs (getfattr). Without it, xattrs are not read. */
+  sys?: System;
+  /** Read xattrs (default: true when `sys` is given). */
+  xattrs?: boolean;
+}
+
+/**
+ * Scans the tree at `dir` into entries keyed by byte-string path (`.` = `dir` itself).
+ * Throws INPUT_NOT_FOUND / INPUT_INVALID if `dir` is missing or not a directory.
+ */
+export async function scanEtc(dir: string, opts: ScanOptions = {}): Promise<Map<string, EtcEntry>> {
+  const out = new Map<string, EtcEntry>();
+  const visit = async (rel: string): Promise<void> => {
+    const abs = absPath(dir, rel);
+    const st = await lstat(abs, { bigint: true });
+    const type = typeOf(st);
+    if (!type) throw new TiuError('ETC_MERGE', `${dir}/${rel}: unsupported file type`);
+    const e: EtcEntry = { path: rel, type, mode: Number(st.mode & 0o7777n), uid: Number(st.uid), gid: Number(st.gid), mtime: Number(st.mtimeMs / 1000n) };
+    if (type === 'file') {
+      e.size = Number(st.size);
+      e.sha256 = await hashFile(abs);
+    } else if (type === 'symlink') {
+      e.target = bytesToPath(await readlink(abs, { encoding: 'buffer' }));
+    } else if (type === 'chr' || type === 'blk') {
+      e.rdev = devNumbers(st.rdev);
+    }
+    out.set(rel, e);
+    if (type === 'dir') {
+      const names = await readdir(abs, { encoding: 'buffer' });
+      for (const name of names.map(bytesToPath).sort()) await visit(rel === '.' ? name : `${rel}/${name}`);
+    }
+  };
+  try {
+    const st = await lstat(dir);
+    if (!st.isDirectory()) throw new TiuError('INPUT_INVALID', `${dir} is not a directory`);
+    await visit('.');
+  } catch (err) {
+    throw fromErrno(err, `scanning ${dir}`) ?? err;
+  }
+  if (opts.sys && opts.xattrs !== false) {
+    for (const [rel, xattrs] of await readXattrs(opts.sys, dir)) {
+      const e = out.get(rel);
+      if (e) e.xattrs = xattrs;
+    }
+  }
+  return new Map([...out.entries()].sort((a, b) => comparePaths(a[0], b[0])));
+}
+
+/** Undoes getfattr's name quoting (`\ooo` octal escapes), giving the raw bytes as latin1. */
+export function unquoteGetfattr(s: string): string {
+  return s.replace(/\\([0-7]{3})/g, (_, o: string) => String.fromCharCode(parseInt(o, 8)));
+}
+
+/**
+ * Parses `getfattr --absolute-names -d -m - -e base64` output (read as latin1) into
+ * path -> (name -> base64 value), paths relative to `root`.
+ */
+export function parseGetfattr(text: string, root: string): Map<string, Record<string, string>> {
+  const prefix = Buffer.from(root.replace(/(.)\/+$/, '$1'), 'utf8').toString('latin1');
+  const out = new Map<string, Record<string, string>>();
+  let current: Record<string, string> | undefined;
+  for (const line of text.split('\n')) {
+    if (line.startsWith('# file: ')) {
+      const abs = unquoteGetfattr(line.slice(8));
+      const rel = abs === prefix ? '.' : abs.startsWith(prefix + '/') ? abs.slice(prefix.length + 1) : undefined;
+      current = rel === undefined ? undefined : {};
+      if (rel !== undefined) out.set(rel, current!);
+    } else if (current && line !== '') {
+      const eq = line.indexOf('=');
+      const name = unquoteGetfattr(eq < 0 ? line : line.slice(0, eq));
+      const value = eq < 0 ? '' : line.slice(eq + 1);
+      if (!value.startsWith('0s') && value !== '' && value !== '""') {
+        throw new TiuError('INTERNAL', `unexpected getfattr value encoding for ${name}`);
+      }
+      current[name] = value.startsWith('0s') ? value.slice(2) : '';
+    }
+  }
+  return out;
+}
+
+async function readXattrs(sys: System, dir: string): Promise<Map<string, Record<string, string>>> {
+  const r = await sys.run('getfattr', ['--absolute-names', '-R', '-P', '-h', '-d', '-m', '-', '-e', 'base64', '--', dir], { binary: true, allowFailure: true });
+  // A filesystem without xattr support makes getfattr fail with nothing to report: no xattrs.
+  if (r.exitCode !== 0 && !/not supported/i.test(r.stderr)) {
+    throw new TiuError('TOOL_FAILED', `getfattr failed on ${dir}: ${r.stderr.trim().split('\n').at(-1) ?? ''}`, { hint: 'rerun with --debug' });
+  }
+  return parseGetfattr((r.stdoutBuffer ?? Buffer.from(r.stdout)).toString('latin1'), dir);
+}
+
+/**
+ * A {@link ContentSource} reading files from the three directories, refusing anything larger
+ * than `maxBytes` (the planner never asks for more than 1 MiB).
+ */
+export function dirContents(dirs: Record<EtcSide, string>, maxBytes = 16 * 1024 * 1024): ContentSource {
+  return async (side, path) => {
+    const p = absPath(dirs[side], path);
+    try {
+      const st = await lstat(p);
+      if (!st.isFile() || st.size > maxBytes) return undefined;
+      return await readFile(p);
+    } catch {
+      return undefined;
+    }
+  };
+}

@@ -1,0 +1,93 @@
+/**
+ * Plain btrfs backend: snapshots made with `btrfs subvolume snapshot`, metadata written by tiu
+ * in snapper's info.xml format (so `snapper list` shows them if snapper is installed later).
+ */
+import { mkdir, open } from 'node:fs/promises';
+import { join } from 'node:path';
+import { TiuError } from '../tiu/errors.ts';
+import { deleteSubvolume, snapshotSubvolume, trySubvolumeInfo } from './btrfs.ts';
+import { mergeUserdata, parseInfoXml, writeInfoXmlAtomic, MAX_INFO_XML_BYTES, type SnapshotInfo } from './infoxml.ts';
+import { removeSnapshotDir, snapshotDirOf, type MetadataBackend, type StoreContext } from './backend.ts';
+
+/** Reads and parses `.snapshots/N/info.xml`, bounded in size; checks that it names snapshot N. */
+export async function readInfoFile(dir: string, num: number): Promise<SnapshotInfo> {
+  const fh = await open(join(dir, 'info.xml'), 'r');
+  let text: string;
+  try {
+    const { size } = await fh.stat();
+    if (size > MAX_INFO_XML_BYTES) throw new TiuError('INPUT_INVALID', `info.xml of snapshot ${num} is ${size} bytes, more than ${MAX_INFO_XML_BYTES}`);
+    text = await fh.readFile('utf8');
+  } finally {
+    await fh.close();
+  }
+  const info = parseInfoXml(text);
+  if (info.num !== num) throw new TiuError('INPUT_INVALID', `info.xml in ${dir} says it is snapshot ${info.num}`);
+  return info;
+}
+
+/** Creates `.snapshots/N` exclusively, moving on to N+1 while a number is taken. */
+async function reserveDir(ctx: StoreContext, first: number): Promise<number> {
+  for (let num = first; num < first + 1000; num++) {
+    try {
+      await mkdir(snapshotDirOf(ctx, num), { mode: 0o755 });
+      return num;
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
+    }
+  }
+  throw new TiuError('SNAPSHOT_FAILED', `no free snapshot number from ${first} on in ${ctx.snapshotsDir}`);
+}
+
+export const btrfsBackend: MetadataBackend = {
+  name: 'btrfs',
+
+  async readInfos(ctx, nums) {
+    const out = new Map<number, SnapshotInfo | Error>();
+    await Promise.all(nums.map(async (num) => {
+      try {
+        out.set(num, await readInfoFile(snapshotDirOf(ctx, num), num));
+      } catch (e) {
+        out.set(num, e as Error);
+      }
+    }));
+    return out;
+  },
+
+  async create(ctx, req) {
+    const num = await reserveDir(ctx, req.num);
+    const dir = snapshotDirOf(ctx, num);
+    const path = join(dir, 'snapshot');
+    try {
+      await snapshotSubvolume(ctx.sys, join(snapshotDirOf(ctx, req.from), 'snapshot'), path, { readonly: req.readonly });
+      await writeInfoXmlAtomic(dir, {
+        num,
+        type: 'single',
+        date: new Date(Math.floor(Date.now() / 1000) * 1000),
+        description: req.description,
+        cleanup: req.cleanup,
+        userdata: req.userdata,
+      });
+      return num;
+    } catch (e) {
+      if (await trySubvolumeInfo(ctx.sys, path).catch(() => undefined)) await deleteSubvolume(ctx.sys, path).catch(() => {});
+      await removeSnapshotDir(dir).catch(() => {});
+      throw e instanceof TiuError && e.code !== 'TOOL_FAILED' ? e
+        : new TiuError('SNAPSHOT_FAILED', `cannot create snapshot ${num} from ${req.from}: ${(e as Error).message}`, { cause: e, hint: 'check free space (btrfs filesystem usage) and rerun with --debug' });
+    }
+  },
+
+  async modify(ctx, num, change) {
+    const dir = snapshotDirOf(ctx, num);
+    const info = await readInfoFile(dir, num);
+    if (change.description !== undefined) info.description = change.description;
+    if (change.userdata) info.userdata = mergeUserdata(info.userdata, change.userdata);
+    await writeInfoXmlAtomic(dir, info);
+  },
+
+  async deleteSnapshot(ctx, num, options) {
+    const dir = snapshotDirOf(ctx, num);
+    const path = join(dir, 'snapshot');
+    if (await trySubvolumeInfo(ctx.sys, path)) await deleteSubvolume(ctx.sys, path, { commitAfter: options.commitAfter });
+    await removeSnapshotDir(dir);
+  },
+};

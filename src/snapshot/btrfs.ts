@@ -1,0 +1,134 @@
+/**
+ * Thin functions over the real `btrfs` CLI, run through {@link System}.
+ *
+ * Each function runs one command (argv, never a shell string) and parses its output with the
+ * strict parsers of `btrfs-parse.ts`. Paths are host paths on a mounted btrfs.
+ */
+import { readFile } from 'node:fs/promises';
+import { TiuError } from '../tiu/errors.ts';
+import type { System } from '../tiu/system.ts';
+import {
+  parseDuExclusive,
+  parseFilesystemUuid,
+  parseGetDefault,
+  parseSubvolumeIds,
+  parseSubvolumeList,
+  parseSubvolumeShow,
+  type SubvolumeInfo,
+  type SubvolumeListEntry,
+} from './btrfs-parse.ts';
+
+export type { SubvolumeInfo, SubvolumeListEntry } from './btrfs-parse.ts';
+
+/** A subvolume from {@link listSubvolumes}, with its read-only flag. */
+export interface Subvolume extends SubvolumeListEntry {
+  readonly: boolean;
+}
+
+/** The filesystem type of the filesystem holding `path` (`stat -f -c %T`), e.g. 'btrfs'. */
+export async function filesystemType(sys: System, path: string): Promise<string> {
+  const r = await sys.run('stat', ['-f', '-c', '%T', path], { allowFailure: true });
+  if (r.exitCode !== 0) {
+    if (/No such file or directory/.test(r.stderr)) {
+      throw new TiuError('INPUT_NOT_FOUND', `${path} does not exist`, { hint: 'check the path given with --root' });
+    }
+    throw new TiuError('TOOL_FAILED', `cannot find the filesystem type of ${path}: ${r.stderr.trim()}`);
+  }
+  return r.stdout.trim();
+}
+
+/** Throws ROOT_NOT_BTRFS unless `path` is on a btrfs filesystem. No side effects. */
+export async function assertBtrfs(sys: System, path: string): Promise<void> {
+  const type = await filesystemType(sys, path);
+  if (type !== 'btrfs') {
+    throw new TiuError('ROOT_NOT_BTRFS', `${path} is not on btrfs (it is ${type})`, {
+      hint: 'tiu needs a btrfs root with snapshots in /.snapshots; pass --root <dir> to work on a mounted btrfs',
+    });
+  }
+}
+
+/** Creates an empty subvolume at `path` (the parent directory must exist). */
+export async function createSubvolume(sys: System, path: string): Promise<void> {
+  await sys.run('btrfs', ['subvolume', 'create', path]);
+}
+
+/** Snapshots subvolume `src` to the new path `dst` (writable unless `readonly`). Not recursive. */
+export async function snapshotSubvolume(sys: System, src: string, dst: string, options: { readonly?: boolean } = {}): Promise<void> {
+  await sys.run('btrfs', ['subvolume', 'snapshot', ...(options.readonly ? ['-r'] : []), src, dst]);
+}
+
+/**
+ * Deletes the subvolume at `path`, read-only or not (root may always delete). With `commitAfter`
+ * waits for the transaction commit, so the deletion survives a crash. Fails if the subvolume
+ * contains other subvolumes.
+ */
+export async function deleteSubvolume(sys: System, path: string, options: { commitAfter?: boolean } = {}): Promise<void> {
+  await sys.run('btrfs', ['subvolume', 'delete', ...(options.commitAfter ? ['--commit-after'] : []), path]);
+}
+
+/** Sets or clears the read-only property of the subvolume at `path`. */
+export async function setReadonly(sys: System, path: string, readonly: boolean): Promise<void> {
+  await sys.run('btrfs', ['property', 'set', '-ts', path, 'ro', readonly ? 'true' : 'false']);
+}
+
+/** Whether the subvolume at `path` is read-only (`btrfs property get -ts <path> ro`). */
+export async function isReadonly(sys: System, path: string): Promise<boolean> {
+  const out = (await sys.run('btrfs', ['property', 'get', '-ts', path, 'ro'])).stdout.trim();
+  if (out === 'ro=true') return true;
+  if (out === 'ro=false') return false;
+  throw new TiuError('TOOL_FAILED', `unexpected output of 'btrfs property get': '${out}'`);
+}
+
+/** Facts about the subvolume whose root is `path`; TOOL_FAILED if `path` is not a subvolume root. */
+export async function subvolumeInfo(sys: System, path: string): Promise<SubvolumeInfo> {
+  return parseSubvolumeShow((await sys.run('btrfs', ['subvolume', 'show', path])).stdout);
+}
+
+/** Like {@link subvolumeInfo}, but undefined when `path` is not the root of a subvolume. */
+export async function trySubvolumeInfo(sys: System, path: string): Promise<SubvolumeInfo | undefined> {
+  const r = await sys.run('btrfs', ['subvolume', 'show', path], { allowFailure: true });
+  if (r.exitCode !== 0) return undefined;
+  return parseSubvolumeShow(r.stdout);
+}
+
+/** The default subvolume of the filesystem mounted at `mount`: id and path from the top level. */
+export async function getDefaultSubvolume(sys: System, mount: string): Promise<{ id: number; path: string }> {
+  return parseGetDefault((await sys.run('btrfs', ['subvolume', 'get-default', mount])).stdout);
+}
+
+/** Makes subvolume `id` the default of the filesystem mounted at `mount` (what boots next). */
+export async function setDefaultSubvolume(sys: System, mount: string, id: number): Promise<void> {
+  await sys.run('btrfs', ['subvolume', 'set-default', String(id), mount]);
+}
+
+/** All subvolumes of the filesystem mounted at `mount` (paths from the top level), with read-only flags. */
+export async function listSubvolumes(sys: System, mount: string): Promise<Subvolume[]> {
+  const all = parseSubvolumeList((await sys.run('btrfs', ['subvolume', 'list', '-u', '-q', mount])).stdout);
+  const ro = new Set(parseSubvolumeIds((await sys.run('btrfs', ['subvolume', 'list', '-r', mount])).stdout));
+  return all.map((s) => ({ ...s, readonly: ro.has(s.id) }));
+}
+
+/**
+ * Bytes only this subvolume (or directory) references, from `btrfs filesystem du -s --raw`.
+ * Works without quotas (it walks the files and their extents, so it takes time on big trees).
+ */
+export async function exclusiveBytes(sys: System, path: string): Promise<number> {
+  return parseDuExclusive((await sys.run('btrfs', ['filesystem', 'du', '-s', '--raw', path])).stdout);
+}
+
+/** The UUID (fsid) of the btrfs holding `path`, as in `UUID=` of fstab. */
+export async function filesystemUuid(sys: System, path: string): Promise<string> {
+  return parseFilesystemUuid((await sys.run('btrfs', ['filesystem', 'show', path])).stdout);
+}
+
+/**
+ * The current transaction generation of the whole filesystem holding `path` (it grows with every
+ * commit), from /sys/fs/btrfs/<fsid>/generation. A subvolume's own generation is in
+ * {@link subvolumeInfo}.
+ */
+export async function fsGeneration(sys: System, path: string): Promise<number> {
+  const fsid = await filesystemUuid(sys, path);
+  const text = (await readFile(`/sys/fs/btrfs/${fsid}/generation`, 'utf8')).trim();
+  if (!/^\d+$/.test(text)) throw new TiuError('TOOL_FAILED', `unexpected btrfs generation '${text}' in sysfs`);
+  return Number(text);
+}

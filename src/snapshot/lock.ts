@@ -1,0 +1,117 @@
+/**
+ * One tiu transaction at a time per root.
+ *
+ * Node.js has no flock(2), so the lock is held by a helper process:
+ * `flock --nonblock --no-fork --conflict-exit-code 75 <lockfile> cat`. flock locks the file and
+ * execs `cat`, which inherits the locked descriptor and echoes its stdin. tiu keeps cat's stdin
+ * pipe open; when tiu exits, even by SIGKILL, the kernel closes the pipe, cat reads EOF and
+ * exits, and the lock is gone with it. No stale lock files, no pid checks.
+ *
+ * Lock file: `$TIU_RUN_DIR/<first 16 hex of sha256(realpath(root))>.lock` (TIU_RUN_DIR defaults
+ * to /run/tiu); beside it a `.info` file says who holds it, for the BUSY message.
+ */
+import { createHash } from 'node:crypto';
+import { mkdir, readFile, realpath, rm, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { TiuError, fromErrno } from '../tiu/errors.ts';
+import type { System } from '../tiu/system.ts';
+
+/** flock's exit code when the lock is taken. */
+const CONFLICT_EXIT = 75;
+const HELD_LINE = 'tiu-lock-held';
+
+export interface LockHolder {
+  pid: number;
+  command: string;
+  root: string;
+  since: string;
+}
+
+/** The directory lock files live in. */
+export function lockDir(): string {
+  return process.env.TIU_RUN_DIR || '/run/tiu';
+}
+
+/** The lock file for a root, given its real path. Pure. */
+export function lockFileFor(realRoot: string, dir = lockDir()): string {
+  return join(dir, `${createHash('sha256').update(realRoot).digest('hex').slice(0, 16)}.lock`);
+}
+
+async function readHolder(infoFile: string): Promise<LockHolder | undefined> {
+  try {
+    const data = JSON.parse(await readFile(infoFile, 'utf8')) as Partial<LockHolder>;
+    return typeof data.pid === 'number' ? (data as LockHolder) : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * Takes the transaction lock of `root`, failing fast with BUSY if another process holds it.
+ * Resolves only once the lock is really held; dispose (or process exit) releases it.
+ * Side effects: creates the lock directory and lock file, writes the holder info file.
+ */
+export async function acquireLock(sys: System, root: string): Promise<AsyncDisposable> {
+  let realRoot: string;
+  try {
+    realRoot = await realpath(root);
+  } catch (e) {
+    throw fromErrno(e, `root ${root}`) ?? e;
+  }
+  const dir = lockDir();
+  await mkdir(dir, { recursive: true, mode: 0o755 });
+  const lockFile = lockFileFor(realRoot, dir);
+  const infoFile = lockFile.replace(/\.lock$/, '.info');
+
+  const child = sys.spawn('flock', ['--nonblock', '--no-fork', '--conflict-exit-code', String(CONFLICT_EXIT), lockFile, 'cat']);
+  const held = await new Promise<boolean>((resolve, reject) => {
+    let out = '';
+    const onData = (chunk: Buffer | string) => {
+      out += chunk.toString();
+      if (out.includes(`${HELD_LINE}\n`)) {
+        child.stdout?.off('data', onData);
+        resolve(true);
+      }
+    };
+    child.stdout?.on('data', onData);
+    child.then((r) => {
+      const res = r as unknown as { exitCode?: number; code?: string; cause?: { code?: string }; stderr?: string };
+      if (res.exitCode === CONFLICT_EXIT) return resolve(false);
+      if ((res.code ?? res.cause?.code) === 'ENOENT') return reject(new TiuError('TOOL_MISSING', "required tool 'flock' is not installed", { hint: 'install util-linux' }));
+      reject(new TiuError('TOOL_FAILED', `flock exited (${res.exitCode ?? 'no exit code'}) before taking the lock: ${String(res.stderr ?? '').trim()}`));
+    }, reject);
+    // EPIPE when flock exits at once (lock taken) is expected; the exit code tells.
+    child.stdin?.on('error', () => {});
+    // cat echoes this line only once flock has the lock and exec'ed it.
+    child.stdin?.write(`${HELD_LINE}\n`);
+  });
+
+  if (!held) {
+    const holder = await readHolder(infoFile);
+    throw new TiuError('BUSY', `another tiu transaction is running on ${realRoot}${holder ? ` (pid ${holder.pid})` : ''}`, {
+      hint: `wait for it to finish${holder ? ` (${holder.command}, since ${holder.since})` : ''}, then retry`,
+      details: { lockFile, holder },
+    });
+  }
+
+  const holder: LockHolder = { pid: process.pid, command: process.argv.slice(1).join(' '), root: realRoot, since: new Date().toISOString() };
+  await writeFile(infoFile, `${JSON.stringify(holder)}\n`).catch((e) => sys.log.debug(`lock: cannot write ${infoFile}: ${(e as Error).message}`));
+  sys.log.debug(`lock: holding ${lockFile} for ${realRoot}`);
+  // The helper must not keep tiu alive on its own: if tiu forgets to release, exiting releases.
+  child.unref();
+  for (const s of [child.stdin, child.stdout, child.stderr]) (s as unknown as { unref?: () => void } | null)?.unref?.();
+
+  let released = false;
+  return {
+    async [Symbol.asyncDispose]() {
+      if (released) return;
+      released = true;
+      // Remove the info first: once the lock is free, the file may belong to the next holder.
+      await rm(infoFile, { force: true });
+      child.ref();
+      child.stdin?.end();
+      await child.catch(() => {});
+      sys.log.debug(`lock: released ${lockFile}`);
+    },
+  };
+}

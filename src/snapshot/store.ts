@@ -1,0 +1,325 @@
+/**
+ * The snapshots of one root R: list, create, modify, switch the default, delete.
+ *
+ * R looks like a running MicroOS system: a mounted snapshot subvolume (`@/.snapshots/N/snapshot`)
+ * with the snapshots subvolume mounted at R/.snapshots. Snapshot N lives at
+ * R/.snapshots/N/snapshot with R/.snapshots/N/info.xml beside it; the btrfs default subvolume is
+ * the snapshot that boots next.
+ *
+ * Callers must hold the root's lock ({@link acquireLock}) around changes: the store itself does
+ * not lock, so that one transaction can make several calls.
+ */
+import { access, readdir, readFile, realpath, stat } from 'node:fs/promises';
+import { join } from 'node:path';
+import { TiuError, fromErrno } from '../tiu/errors.ts';
+import { missingToolError, type System } from '../tiu/system.ts';
+import { assertBtrfs, deleteSubvolume, getDefaultSubvolume, listSubvolumes, setDefaultSubvolume, setReadonly, trySubvolumeInfo, type Subvolume } from './btrfs.ts';
+import { assertXmlText, validateUserdata, type SnapshotInfo } from './infoxml.ts';
+import { mountAt, parseMountinfo, snapshotNumberOf } from './mountinfo.ts';
+import { nextSnapshotNumber, raiseHighWater, readHighWater, snapshotNumberFromName } from './numbering.ts';
+import { btrfsBackend } from './backend-btrfs.ts';
+import { snapperBackend } from './backend-snapper.ts';
+import { snapshotDirOf, type MetadataBackend, type StoreContext } from './backend.ts';
+import { snapperCapabilities, SNAPPER_CONFIG } from './snapper.ts';
+
+/** A snapshot as {@link SnapshotStore.list} reports it: its info.xml plus what btrfs says. */
+export interface SnapshotEntry extends SnapshotInfo {
+  /** R/.snapshots/N/snapshot */
+  path: string;
+  subvolumeId: number;
+  readonly: boolean;
+  /** The btrfs default subvolume: boots next. */
+  isDefault: boolean;
+  /** Mounted at R (the running system when R is /). */
+  isMounted: boolean;
+  /** info.xml is missing or invalid: description/userdata are empty, date is the directory's mtime. */
+  missingInfo?: boolean;
+  /** Why the metadata could not be read (with missingInfo). */
+  infoError?: string;
+}
+
+export interface CreateSnapshotOptions {
+  /** Number of the snapshot to start from. */
+  from: number;
+  description?: string;
+  /** Keys with '' values are left out. */
+  userdata?: Record<string, string>;
+  /** snapper cleanup algorithm; '' for none. */
+  cleanup?: 'number' | '';
+  /** Writable snapshot (default true); false makes it read-only. */
+  readWrite?: boolean;
+}
+
+export type SnapperMode = 'auto' | 'yes' | 'no';
+
+export interface OpenStoreOptions {
+  /** 'auto' (default): snapper if installed and R has a snapper config; 'yes': require it; 'no': plain btrfs. */
+  snapper?: SnapperMode;
+}
+
+export interface SnapshotStore {
+  /** Real path of R. */
+  readonly root: string;
+  /** R/.snapshots */
+  readonly snapshotsDir: string;
+  readonly backend: 'btrfs' | 'snapper';
+  /** R/.snapshots/N/snapshot (whether or not it exists). */
+  snapshotPath(num: number): string;
+  /** All snapshots (directories with a snapshot subvolume), sorted by number. */
+  list(): Promise<SnapshotEntry[]>;
+  /** One snapshot; SNAPSHOT_NOT_FOUND if there is none with that number. */
+  get(num: number): Promise<SnapshotEntry>;
+  /** Numeric directories without a snapshot subvolume: remains of interrupted runs. */
+  leftovers(): Promise<number[]>;
+  /** Snapshots `from` into a new number (never one used before); returns it. */
+  create(options: CreateSnapshotOptions): Promise<number>;
+  /** Merges `patch` into the userdata; null or '' removes a key. */
+  setUserdata(num: number, patch: Record<string, string | null>): Promise<void>;
+  setDescription(num: number, description: string): Promise<void>;
+  setReadonly(num: number, readonly: boolean): Promise<void>;
+  /** Makes `num` the btrfs default subvolume, i.e. what boots next. One atomic switch. */
+  setDefault(num: number): Promise<void>;
+  /** The snapshot that is the default subvolume, if the default is a snapshot. */
+  getDefault(): Promise<number | undefined>;
+  /** The snapshot mounted at R, if R is a mounted snapshot. */
+  getMounted(): Promise<number | undefined>;
+  /**
+   * Deletes snapshot `num` (with nested subvolumes) and its directory, or a leftover directory.
+   * Refuses (SNAPSHOT_REFUSED) the default and the mounted snapshot.
+   */
+  delete(num: number, options?: { commitAfter?: boolean }): Promise<void>;
+}
+
+const CLEANUP_RE = /^[a-z_-]{0,32}$/;
+
+async function exists(path: string): Promise<boolean> {
+  try {
+    await access(path);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+async function chooseBackend(sys: System, root: string, mode: SnapperMode): Promise<MetadataBackend> {
+  if (mode === 'no') return btrfsBackend;
+  const config = join(root, 'etc/snapper/configs', SNAPPER_CONFIG);
+  const [installed, configured] = await Promise.all([sys.which('snapper'), exists(config)]);
+  if (mode === 'yes') {
+    if (!installed) throw missingToolError('snapper');
+    if (!configured) {
+      throw new TiuError('ROOT_LAYOUT', `${root} has no snapper config (${config})`, {
+        hint: `create one (cp /usr/share/snapper/config-templates/default ${config}) or use the plain btrfs backend`,
+      });
+    }
+  } else if (!installed || !configured) {
+    sys.log.debug(`snapshots: plain btrfs backend (snapper ${installed ? 'installed' : 'not installed'}, config ${configured ? 'present' : 'absent'})`);
+    return btrfsBackend;
+  }
+  return snapperBackend(await snapperCapabilities(sys));
+}
+
+/**
+ * Opens the snapshot store of root `root`. Checks that R is on btrfs and R/.snapshots is a
+ * subvolume, and picks the backend. No changes on disk.
+ */
+export async function openSnapshotStore(sys: System, root: string, options: OpenStoreOptions = {}): Promise<SnapshotStore> {
+  let real: string;
+  try {
+    real = await realpath(root);
+  } catch (e) {
+    throw fromErrno(e, `root ${root}`) ?? e;
+  }
+  await assertBtrfs(sys, real);
+  const snapshotsDir = join(real, '.snapshots');
+  const snapsInfo = await trySubvolumeInfo(sys, snapshotsDir);
+  if (!snapsInfo) {
+    throw new TiuError('ROOT_LAYOUT', `${snapshotsDir} is not a btrfs subvolume`, {
+      hint: `mount the snapshots subvolume there (mount -o subvol=@/.snapshots <device> ${snapshotsDir})`,
+    });
+  }
+  const ctx: StoreContext = { sys, root: real, snapshotsDir, snapshotsSubvol: snapsInfo.path };
+  const backend = await chooseBackend(sys, real, options.snapper ?? 'auto');
+  return createStore(ctx, backend);
+}
+
+function notFound(num: number, root: string): TiuError {
+  return new TiuError('SNAPSHOT_NOT_FOUND', `snapshot ${num} does not exist in ${root}/.snapshots`, { hint: 'see `tiu list` for the snapshots there are' });
+}
+
+function checkNum(num: number): void {
+  if (!Number.isInteger(num) || num < 1 || num > 0xffffffff) throw new TiuError('USAGE', `'${num}' is not a snapshot number`);
+}
+
+function createStore(ctx: StoreContext, backend: MetadataBackend): SnapshotStore {
+  const { sys, root, snapshotsDir } = ctx;
+  const subvolPathOf = (num: number) => (ctx.snapshotsSubvol ? `${ctx.snapshotsSubvol}/${num}/snapshot` : `${num}/snapshot`);
+
+  async function numericDirs(): Promise<number[]> {
+    const names = await readdir(snapshotsDir);
+    return names.map(snapshotNumberFromName).filter((n): n is number => n !== undefined).sort((a, b) => a - b);
+  }
+
+  async function getDefault(): Promise<number | undefined> {
+    const def = await getDefaultSubvolume(sys, root);
+    return snapshotNumberOf(def.path, ctx.snapshotsSubvol);
+  }
+
+  async function getMounted(): Promise<number | undefined> {
+    const mount = mountAt(parseMountinfo(await readFile('/proc/self/mountinfo', 'utf8')), root);
+    if (mount) return mount.fsType === 'btrfs' ? snapshotNumberOf(mount.root, ctx.snapshotsSubvol) : undefined;
+    // R is not a mount point (e.g. a directory path to a snapshot): ask btrfs which subvolume it is.
+    const info = await trySubvolumeInfo(sys, root);
+    return info ? snapshotNumberOf(info.path, ctx.snapshotsSubvol) : undefined;
+  }
+
+  async function scan(): Promise<{ dirs: number[]; subvols: Subvolume[]; byPath: Map<string, Subvolume> }> {
+    const [dirs, subvols] = await Promise.all([numericDirs(), listSubvolumes(sys, root)]);
+    return { dirs, subvols, byPath: new Map(subvols.map((s) => [s.path, s])) };
+  }
+
+  async function list(): Promise<SnapshotEntry[]> {
+    const { dirs, byPath } = await scan();
+    const nums = dirs.filter((n) => byPath.has(subvolPathOf(n)));
+    const [infos, def, mounted] = await Promise.all([backend.readInfos(ctx, nums), getDefault(), getMounted()]);
+    const out: SnapshotEntry[] = [];
+    for (const num of nums) {
+      const subvol = byPath.get(subvolPathOf(num))!;
+      const info = infos.get(num);
+      const base = { path: join(snapshotsDir, String(num), 'snapshot'), subvolumeId: subvol.id, readonly: subvol.readonly, isDefault: num === def, isMounted: num === mounted };
+      if (info && !(info instanceof Error)) {
+        out.push({ ...info, ...base });
+      } else {
+        const mtime = (await stat(snapshotDirOf(ctx, num))).mtimeMs;
+        out.push({
+          num, type: 'single', date: new Date(Math.floor(mtime / 1000) * 1000), description: '', cleanup: '', userdata: {},
+          ...base, missingInfo: true, infoError: info?.message ?? 'no info.xml',
+        });
+      }
+    }
+    return out;
+  }
+
+  async function get(num: number): Promise<SnapshotEntry> {
+    checkNum(num);
+    const entry = (await list()).find((e) => e.num === num);
+    if (!entry) throw notFound(num, root);
+    return entry;
+  }
+
+  async function withInfo(num: number): Promise<SnapshotEntry> {
+    const entry = await get(num);
+    if (entry.missingInfo) {
+      throw new TiuError('SNAPSHOT_FAILED', `snapshot ${num} has no valid info.xml (${entry.infoError})`, {
+        hint: 'delete the snapshot, or repair its info.xml by hand',
+      });
+    }
+    return entry;
+  }
+
+  const store: SnapshotStore = {
+    root,
+    snapshotsDir,
+    backend: backend.name,
+    snapshotPath: (num) => join(snapshotsDir, String(num), 'snapshot'),
+    list,
+    get,
+    getDefault,
+    getMounted,
+
+    async leftovers() {
+      const { dirs, byPath } = await scan();
+      return dirs.filter((n) => !byPath.has(subvolPathOf(n)));
+    },
+
+    async create(options) {
+      checkNum(options.from);
+      const description = options.description ?? '';
+      const cleanup = options.cleanup ?? '';
+      assertXmlText(description, 'the description');
+      if (!CLEANUP_RE.test(cleanup)) throw new TiuError('USAGE', `invalid cleanup algorithm '${cleanup}'`);
+      const userdata = Object.fromEntries(Object.entries(options.userdata ?? {}).filter(([, v]) => v !== ''));
+      validateUserdata(userdata);
+      const entries = await list();
+      if (!entries.some((e) => e.num === options.from)) throw notFound(options.from, root);
+      const highWater = await readHighWater(snapshotsDir);
+      const num = nextSnapshotNumber(await numericDirs(), highWater);
+      await raiseHighWater(snapshotsDir, num);
+      const created = await backend.create(ctx, {
+        num,
+        from: options.from,
+        known: entries.filter((e) => !e.missingInfo).map((e) => e.num),
+        description,
+        cleanup,
+        userdata,
+        readonly: options.readWrite === false,
+      });
+      await raiseHighWater(snapshotsDir, created);
+      sys.log.debug(`snapshots: created ${created} from ${options.from} (${backend.name})`);
+      return created;
+    },
+
+    async setUserdata(num, patch) {
+      validateUserdata(patch);
+      await withInfo(num);
+      await backend.modify(ctx, num, { userdata: patch });
+    },
+
+    async setDescription(num, description) {
+      assertXmlText(description, 'the description');
+      await withInfo(num);
+      await backend.modify(ctx, num, { description });
+    },
+
+    async setReadonly(num, readonly) {
+      const entry = await get(num);
+      await setReadonly(sys, entry.path, readonly);
+    },
+
+    async setDefault(num) {
+      const entry = await get(num);
+      if (backend.setDefault && !entry.missingInfo) await backend.setDefault(ctx, num);
+      else await setDefaultSubvolume(sys, root, entry.subvolumeId);
+      const now = await getDefault();
+      if (now !== num) {
+        throw new TiuError('SNAPSHOT_FAILED', `setting snapshot ${num} as default did not take effect (default is ${now ?? 'not a snapshot'})`, {
+          hint: 'check `btrfs subvolume get-default /`',
+        });
+      }
+    },
+
+    async delete(num, options = {}) {
+      checkNum(num);
+      const { dirs, subvols, byPath } = await scan();
+      if (!dirs.includes(num)) throw notFound(num, root);
+      const subvol = byPath.get(subvolPathOf(num));
+      const commitAfter = options.commitAfter ?? false;
+      // Raise the mark first: once the directory is gone nothing else remembers the number.
+      await raiseHighWater(snapshotsDir, Math.max(...dirs));
+      if (!subvol) {
+        await btrfsBackend.deleteSnapshot(ctx, num, { commitAfter, hasInfo: false });
+        return;
+      }
+      const [def, mounted] = await Promise.all([getDefault(), getMounted()]);
+      if (num === def) {
+        throw new TiuError('SNAPSHOT_REFUSED', `snapshot ${num} is the default (it boots next); refusing to delete it`, { hint: 'make another snapshot the default first (tiu rollback)' });
+      }
+      if (num === mounted) {
+        throw new TiuError('SNAPSHOT_REFUSED', `snapshot ${num} is mounted at ${root}; refusing to delete it`, { hint: 'boot (or mount) another snapshot first' });
+      }
+      // Nested subvolumes (e.g. made by container tools inside the snapshot) block the deletion: remove them deepest first.
+      const nested = subvols.filter((s) => s.path.startsWith(`${subvol.path}/`)).sort((a, b) => b.path.length - a.path.length);
+      const hostPath = (p: string) => join(snapshotsDir, p.slice(ctx.snapshotsSubvol.length + (ctx.snapshotsSubvol ? 1 : 0)));
+      for (const s of nested) {
+        // A subvolume cannot be unlinked from a read-only parent: make the parent writable first.
+        const parent = subvols.find((p) => p.id === s.topLevel);
+        if (parent?.readonly) await setReadonly(sys, hostPath(parent.path), false);
+        await deleteSubvolume(sys, hostPath(s.path));
+      }
+      const infos = await backend.readInfos(ctx, [num]);
+      await backend.deleteSnapshot(ctx, num, { commitAfter, hasInfo: !(infos.get(num) instanceof Error) });
+      sys.log.debug(`snapshots: deleted ${num} (${backend.name})`);
+    },
+  };
+  return store;
+}

@@ -1,0 +1,117 @@
+/**
+ * The build side of the per-file index: scan the tree, add the directories tiu itself creates in
+ * the image (usr/lib/tiu/image, to hold the index), write the index file, and say how mksquashfs
+ * must be called so that the image holds exactly what the index lists.
+ */
+import { lstat, utimes, chown, chmod } from 'node:fs/promises';
+import { join } from 'node:path';
+import { TiuError } from '../errors.ts';
+import type { System } from '../system.ts';
+import { comparePaths, INDEX_PATH, type IndexEntry } from '../fileindex/types.ts';
+import { scanTree } from '../fileindex/scan.ts';
+import { writeIndex } from '../fileindex/io.ts';
+import type { PseudoDefinition } from '../../squashfs/pseudo.ts';
+import { TIU_STATE_DIR, VENDOR_ETC_DIR } from '../device/paths.ts';
+
+export interface ImageIndex {
+  sha256: string;
+  size: number;
+  entries: number;
+  files: number;
+  bytes: number;
+  /** Host path of the written index (inside the work dir). */
+  file: string;
+  squashfsExcludes: string[];
+  pseudo: PseudoDefinition[];
+  /** Per excluded path: how many direct children were left out. */
+  excludedCounts: Record<string, number>;
+}
+
+/** Merges a small sorted list of synthetic entries into a tree-ordered stream. */
+async function* mergeSorted(stream: AsyncIterable<IndexEntry>, extra: IndexEntry[]): AsyncGenerator<IndexEntry> {
+  let i = 0;
+  for await (const e of stream) {
+    while (i < extra.length && comparePaths(extra[i]!.path, e.path) < 0) yield extra[i++]!;
+    yield e;
+  }
+  while (i < extra.length) yield extra[i++]!;
+}
+
+async function kind(path: string): Promise<'dir' | 'other' | 'none'> {
+  try {
+    return (await lstat(path)).isDirectory() ? 'dir' : 'other';
+  } catch {
+    return 'none';
+  }
+}
+
+export async function buildImageIndex(
+  sys: System,
+  root: string,
+  o: { exclude: string[]; mkfsTime: number; workDir: string; onProgress?: (fraction: number) => void },
+): Promise<ImageIndex> {
+  // tiu's device state must not come from the tree: the device writes it.
+  for (const p of [TIU_STATE_DIR, VENDOR_ETC_DIR]) {
+    if ((await kind(join(root, p))) !== 'none') {
+      throw new TiuError('TREE_INVALID', `the tree contains /${p}, which tiu writes on the device itself`, { hint: `remove /${p} from the tree before tiu create` });
+    }
+  }
+  // Directories leading to the index that the tree lacks are created in the image (pseudo dirs).
+  const synthetic: IndexEntry[] = [];
+  const pseudo: PseudoDefinition[] = [];
+  const parts = TIU_STATE_DIR.split('/');
+  for (let i = 1; i <= parts.length; i++) {
+    const p = parts.slice(0, i).join('/');
+    const k = await kind(join(root, p));
+    if (k === 'other') throw new TiuError('TREE_INVALID', `/${p} in the tree is not a directory`, { hint: 'tiu stores its index below /usr/lib/tiu; fix the tree' });
+    if (k === 'none') {
+      synthetic.push({ path: p, type: 'dir', mode: 0o755, uid: 0, gid: 0, mtime: o.mkfsTime });
+      pseudo.push({ type: 'dir', path: p, mode: 0o755, uid: 0, gid: 0, mtime: o.mkfsTime });
+    }
+  }
+
+  const excludedCounts: Record<string, number> = {};
+  for (const e of o.exclude) {
+    try {
+      const { readdir } = await import('node:fs/promises');
+      excludedCounts[e] = (await readdir(join(root, e))).length;
+    } catch {
+      excludedCounts[e] = 0;
+    }
+  }
+
+  let files = 0;
+  let bytes = 0;
+  let count = 0;
+  const counted = async function* (s: AsyncIterable<IndexEntry>) {
+    for await (const e of s) {
+      if (e.type === 'file' && e.hardlink === undefined) {
+        files++;
+        bytes += e.size ?? 0;
+      }
+      if (++count % 1000 === 0) o.onProgress?.(Math.min(0.99, count / (count + 1000)));
+      yield e;
+    }
+  };
+  const file = join(o.workDir, 'index.jsonl');
+  const written = await writeIndex(file, counted(mergeSorted(scanTree(sys, root, { exclude: o.exclude }), synthetic)));
+  o.onProgress?.(1);
+  // The index enters the image through a pseudo "host file": content, mode, owner and mtime
+  // come from this file, so make them what the device expects.
+  await chown(file, 0, 0);
+  await chmod(file, 0o644);
+  await utimes(file, o.mkfsTime, o.mkfsTime);
+  pseudo.push({ type: 'file', path: INDEX_PATH, source: file });
+
+  return {
+    sha256: written.sha256,
+    size: written.bytes,
+    entries: written.entries,
+    files,
+    bytes,
+    file,
+    squashfsExcludes: o.exclude.map((e) => `${e.replace(/^\/+|\/+$/g, '')}/*`),
+    pseudo,
+    excludedCounts,
+  };
+}

@@ -1,0 +1,100 @@
+/**
+ * What a snapshot holds, as the apply step needs it: the image it was made from (recorded
+ * manifest and index), a scan of what is really there, and content digests — taken from the
+ * recorded index only when the snapshot provably has not changed since it was sealed.
+ */
+import { createHash } from 'node:crypto';
+import { constants } from 'node:fs';
+import { open, readFile } from 'node:fs/promises';
+import type { System } from '../system.ts';
+import { parseManifest, type Manifest } from '../archive/manifest.ts';
+import { loadIndex } from '../fileindex/io.ts';
+import { scanTreeToArray } from '../fileindex/scan.ts';
+import type { IndexEntry } from '../fileindex/types.ts';
+import { subvolumeInfo } from '../../snapshot/btrfs.ts';
+import { INDEX_PATH, MANIFEST_COPY_PATH, VENDOR_ETC_DIR } from './paths.ts';
+import { under } from '../apply/execute.ts';
+
+export interface RecordedImage {
+  manifest: Manifest;
+  indexPath: string;
+}
+
+/** The image a snapshot was made from, or undefined (not made by tiu, or state missing). */
+export async function readRecordedImage(snapshotDir: string): Promise<RecordedImage | undefined> {
+  let bytes: Buffer;
+  try {
+    bytes = await readFile(`${snapshotDir}/${MANIFEST_COPY_PATH}`);
+  } catch {
+    return undefined;
+  }
+  return { manifest: parseManifest(bytes), indexPath: `${snapshotDir}/${INDEX_PATH}` };
+}
+
+/** Reads an image's index completely, checking its digest against the signed manifest. */
+export async function readImageIndex(path: string, sha256: string): Promise<IndexEntry[]> {
+  return loadIndex(path, { sha256 });
+}
+
+/**
+ * Whether the recorded index of a base snapshot describes its content: the snapshot must be
+ * read-only and its btrfs generation unchanged since tiu sealed it.
+ */
+export async function isBaseTrusted(sys: System, snapshotDir: string, recordedGeneration: string | undefined): Promise<boolean> {
+  if (recordedGeneration === undefined) return false;
+  const info = await subvolumeInfo(sys, snapshotDir);
+  const ok = info.readonly && String(info.generation) === recordedGeneration;
+  sys.log.debug(`base index ${ok ? 'trusted' : 'not trusted'}: readonly=${info.readonly} generation=${info.generation} recorded=${recordedGeneration}`);
+  return ok;
+}
+
+/** Scans a snapshot as it is (no content hashing), tiu's vendor-etc copy left out. */
+export async function scanActual(sys: System, dir: string, o: { exclude: readonly string[] }): Promise<Map<string, IndexEntry>> {
+  const { entries } = await scanTreeToArray(sys, dir, { exclude: o.exclude, hash: false, skip: (p) => p === VENDOR_ETC_DIR });
+  return new Map(entries.map((e) => [e.path, e]));
+}
+
+async function hashFile(path: Buffer): Promise<string> {
+  const h = createHash('sha256');
+  const fh = await open(path, constants.O_RDONLY | constants.O_NOFOLLOW);
+  try {
+    const buf = Buffer.allocUnsafe(1024 * 1024);
+    for (;;) {
+      const { bytesRead } = await fh.read(buf, 0, buf.length, null);
+      if (bytesRead === 0) break;
+      h.update(buf.subarray(0, bytesRead));
+    }
+  } finally {
+    await fh.close();
+  }
+  return h.digest('hex');
+}
+
+/**
+ * Fills in `sha256` of the actual files the planner must compare: those whose size equals the
+ * target's (a different size is a change anyway). From the trusted recorded index when that
+ * has the same path with the same size and mtime, else by reading the file.
+ * Returns how many files were hashed.
+ */
+export async function fillDigests(dir: string, actual: Map<string, IndexEntry>, target: readonly IndexEntry[], recorded: RecordedImage | undefined): Promise<number> {
+  const old = new Map<string, IndexEntry>();
+  if (recorded) for (const e of await loadIndex(recorded.indexPath)) if (e.type === 'file') old.set(e.path, e);
+  const todo: IndexEntry[] = [];
+  for (const t of target) {
+    if (t.type !== 'file' || t.hardlink !== undefined) continue;
+    const a = actual.get(t.path);
+    if (!a || a.type !== 'file' || a.size !== t.size || a.hardlink !== undefined) continue;
+    const o = old.get(t.path);
+    if (o && o.size === a.size && o.mtime === a.mtime && o.sha256) a.sha256 = o.sha256;
+    else todo.push(a);
+  }
+  let next = 0;
+  const worker = async () => {
+    while (next < todo.length) {
+      const a = todo[next++]!;
+      a.sha256 = await hashFile(under(dir, a.path));
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(4, todo.length) }, worker));
+  return todo.length;
+}
