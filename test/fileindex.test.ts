@@ -65,8 +65,8 @@ const rawArb = (paths: fc.Arbitrary<string>, small = false): fc.Arbitrary<Raw> =
     sha256: small ? fc.constantFrom('a'.repeat(64), 'a'.repeat(64), 'a'.repeat(64), 'b'.repeat(64)) : hex64,
     sparse: fc.boolean(),
     target: small ? fc.constantFrom('t1', '../t2') : fc.oneof(bytesArb(1, 40).filter((t) => !t.includes('\0')), fc.constantFrom(...HOSTILE)),
-    rdev: small ? fc.constantFrom({ major: 1, minor: 3 }, { major: 259, minor: 70000 }) : fc.record({ major: fc.integer({ min: 0, max: 0xffffffff }), minor: fc.integer({ min: 0, max: 0xffffffff }) }),
-    xattrs: small ? fc.constantFrom(undefined, { 'user.a': 'MQ==' }, { 'security.capability': 'AQAAAg==' }) : xattrsArb,
+    rdev: small ? fc.constantFrom<Raw['rdev']>({ major: 1, minor: 3 }, { major: 259, minor: 70000 }) : fc.record({ major: fc.integer({ min: 0, max: 0xffffffff }), minor: fc.integer({ min: 0, max: 0xffffffff }) }),
+    xattrs: small ? fc.constantFrom<Raw['xattrs']>(undefined, { 'user.a': 'MQ==' }, { 'security.capability': 'AQAAAg==' }) : xattrsArb,
     link: fc.option(fc.nat(), { nil: undefined }),
   });
 

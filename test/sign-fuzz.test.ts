@@ -1,7 +1,7 @@
 /**
  * Property tests: verifySignedData on hostile input only ever rejects with a TiuError, and
- * never accepts a blob whose signed parts (content, signed attributes, signature value,
- * certificates) were changed.
+ * never accepts a changed blob: not in its signed parts (content, signed attributes, signature
+ * value, certificates), and not in the unsigned bookkeeping either (strict DER, fixed versions).
  */
 import { describe, it, expect, beforeAll } from 'vitest';
 import fc from 'fast-check';
@@ -85,30 +85,20 @@ describe('verifySignedData under hostile input', () => {
     );
   });
 
-  it('flipped bytes: rejected with an archive code, or accepted only if no signed byte changed', async () => {
-    let accepted = 0;
+  it('flipped bytes anywhere are rejected with an archive code (one encoding is accepted)', async () => {
     await fc.assert(
       fc.asyncProperty(
         fc.array(fc.record({ pos: fc.nat({ max: 100_000 }), xor: fc.integer({ min: 1, max: 255 }) }), { minLength: 1, maxLength: 3 }),
         async (flips) => {
           const blob = Buffer.from(der);
-          const positions = flips.map((f) => f.pos % der.length);
-          flips.forEach((f, i) => (blob[positions[i]!]! ^= f.xor));
+          for (const f of flips) blob[f.pos % der.length]! ^= f.xor;
           if (blob.equals(der)) return; // two flips cancelled out
           const r = await outcome(blob);
-          if ('code' in r) {
-            expect(REJECT_CODES).toContain(r.code);
-            return;
-          }
-          accepted++;
-          expect(r.accepted.equals(MANIFEST)).toBe(true);
-          for (const p of positions) expect(covered.some(([s, e]) => p >= s && p < e), `accepted a change at ${p}`).toBe(false);
+          expect('code' in r && REJECT_CODES.includes(r.code), `accepted flips ${JSON.stringify(flips)}`).toBe(true);
         },
       ),
       { numRuns: 600 },
     );
-    // Most of the blob is signed: acceptances must be rare (unsigned bookkeeping fields only).
-    expect(accepted).toBeLessThan(60);
   });
 
   it('flips inside every signed region are always rejected', async () => {

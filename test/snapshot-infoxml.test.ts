@@ -162,7 +162,8 @@ describe('info.xml', () => {
   it('refuses to render what snapper could not store or read back', () => {
     expect(code(() => renderInfoXml(info({ description: 'bell\u0007' })))).toMatch(/^INPUT_INVALID: .*U\+0007/);
     expect(code(() => renderInfoXml(info({ description: 'lone \ud800 surrogate' })))).toMatch(/^INPUT_INVALID: .*U\+D800/);
-    for (const userdata of [{ '': 'v' }, { 'a,b': 'v' }, { 'a=b': 'v' }, { k: 'a,b' }, { k: 'a=b' }, { ' k': 'v' }, { k: 'v ' }, { k: 'nl\u0001' }]) {
+    const bad: Record<string, string>[] = [{ '': 'v' }, { 'a,b': 'v' }, { 'a=b': 'v' }, { k: 'a,b' }, { k: 'a=b' }, { ' k': 'v' }, { k: 'v ' }, { k: 'nl\u0001' }];
+    for (const userdata of bad) {
       expect(code(() => renderInfoXml(info({ userdata }))), JSON.stringify(userdata)).toMatch(/^INPUT_INVALID: /);
     }
     expect(code(() => renderInfoXml(info({ num: 0 })))).toMatch(/^INTERNAL: /);

@@ -124,7 +124,8 @@ describe.each(BACKENDS)('snapshot store (snapper: %s)', (mode, backendName) => {
     expect(onDisk.description).toBe('second, with ü');
     expect(onDisk.date).toEqual(s.date);
     // Invalid userdata is refused before anything is written.
-    for (const bad of [{ 'a,b': 'x' }, { k: 'x=y' }, { '': 'x' }]) {
+    const bads: Record<string, string>[] = [{ 'a,b': 'x' }, { k: 'x=y' }, { '': 'x' }];
+    for (const bad of bads) {
       expect((await errorOf(store.setUserdata(n, bad))).code).toBe('INPUT_INVALID');
     }
     expect((await errorOf(store.setUserdata(99, { a: '1' }))).code).toBe('SNAPSHOT_NOT_FOUND');
@@ -213,6 +214,33 @@ describe.each(BACKENDS)('snapshot store (snapper: %s)', (mode, backendName) => {
     // Nothing was created by the refused requests.
     expect((await store.list()).map((s) => s.num)).toEqual([1]);
     expect((await readdir(dev.snapshotsDir)).filter((x) => /^\d+$/.test(x))).toEqual(['1']);
+  });
+});
+
+describe('snapshot store: safety', () => {
+  it('never removes directory content recursively when a snapshot directory holds something unexpected', async () => {
+    await using dev = await makeDevice();
+    const store = await openSnapshotStore(dev.sys, dev.root, { snapper: 'no' });
+    // Looks like snapshot 5, but "snapshot" is a plain directory, not a subvolume.
+    await mkdir(join(dev.snapshotsDir, '5/snapshot/etc'), { recursive: true });
+    await writeFile(join(dev.snapshotsDir, '5/snapshot/etc/precious'), 'keep me');
+    expect(await store.leftovers()).toEqual([5]);
+    const e = await errorOf(store.delete(5));
+    expect(e.code).toBe('SNAPSHOT_FAILED');
+    expect(e.message).toContain('still there');
+    expect(await readFile(join(dev.snapshotsDir, '5/snapshot/etc/precious'), 'utf8')).toBe('keep me');
+  });
+
+  it('refuses to hand out numbers when the high-water mark is damaged', async () => {
+    await using dev = await makeDevice();
+    const store = await openSnapshotStore(dev.sys, dev.root, { snapper: 'no' });
+    await writeFile(join(dev.snapshotsDir, HIGH_WATER_FILE), 'garbage\n');
+    const e = await errorOf(store.create({ from: 1 }));
+    expect(e.code).toBe('ROOT_LAYOUT');
+    expect(e.message).toContain(HIGH_WATER_FILE);
+    expect((await store.list()).map((s) => s.num)).toEqual([1]);
+    await writeFile(join(dev.snapshotsDir, HIGH_WATER_FILE), '41\n');
+    expect(await store.create({ from: 1 })).toBe(42);
   });
 });
 

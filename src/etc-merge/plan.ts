@@ -71,14 +71,12 @@ export async function planEtcMerge(base: EtcTree, local: EtcTree, next: EtcTree,
   let unchanged = 0;
 
   const children = new Map<string, string[]>();
-  for (const m of [base, local, next]) {
-    for (const p of m.keys()) {
-      if (p === '.') continue;
-      const parent = parentOf(p);
-      const list = children.get(parent) ?? [];
-      if (!list.includes(p)) list.push(p);
-      children.set(parent, list);
-    }
+  for (const p of new Set([...base.keys(), ...local.keys(), ...next.keys()])) {
+    if (p === '.') continue;
+    const parent = parentOf(p);
+    const list = children.get(parent);
+    if (list) list.push(p);
+    else children.set(parent, [p]);
   }
   for (const list of children.values()) list.sort(comparePaths);
 
@@ -138,11 +136,12 @@ export async function planEtcMerge(base: EtcTree, local: EtcTree, next: EtcTree,
     });
 
   /** Emits a combined result (content of one side or merged bytes, merged attributes) as the cheapest action. */
-  const emitCombined = (p: string, l: EtcEntry, n: EtcEntry, result: EtcEntry, content: Buffer | undefined, reason: string, notes: string[]) => {
+  const emitCombined = (p: string, b: EtcEntry | undefined, l: EtcEntry, n: EtcEntry, result: EtcEntry, content: Buffer | undefined, reason: string, notes: string[]) => {
     if (contentEqual(result, n)) {
       const fields = metaDiff(n, result);
       if (fields.length === 0) {
-        if (sameEntry(l, n) && notes.length === 0) unchanged++;
+        if (sameEntry(l, n) && sameEntry(l, b) && notes.length === 0) unchanged++;
+        else if (sameEntry(l, n) && notes.length === 0) takeNew(p, n, 'the same change on both sides');
         else takeNew(p, n, reason, notes);
       } else {
         const source: Source = contentEqual(l, n) && metaDiff(l, result).length === 0 ? 'local' : 'both';
@@ -176,7 +175,7 @@ export async function planEtcMerge(base: EtcTree, local: EtcTree, next: EtcTree,
     if (acc && l && n) {
       const a = mergeAttrs(b, l, n);
       const result = withAttrs({ ...l, size: acc.content.length, sha256: sha256(acc.content) }, a);
-      emitCombined(p, l, n, result, acc.content, 'account entries merged by name', [...acc.notes, ...notesOf(a.both, p)]);
+      emitCombined(p, b, l, n, result, acc.content, 'account entries merged by name', [...acc.notes, ...notesOf(a.both, p)]);
       return;
     }
     if (sameEntry(l, b)) {
@@ -202,7 +201,7 @@ export async function planEtcMerge(base: EtcTree, local: EtcTree, next: EtcTree,
       const winner = contentEqual(l, n) || (b && contentEqual(l, b)) ? n : b && contentEqual(n, b) ? l : undefined;
       if (winner) {
         const a = mergeAttrs(b, l, n);
-        emitCombined(p, l, n, withAttrs(winner, a), undefined, 'content and metadata merged', notesOf(a.both, p));
+        emitCombined(p, b, l, n, withAttrs(winner, a), undefined, 'content and metadata merged', notesOf(a.both, p));
         return;
       }
     }
@@ -214,7 +213,7 @@ export async function planEtcMerge(base: EtcTree, local: EtcTree, next: EtcTree,
       if (!m.clean) return conflict(p, l, n, 'changed on both sides in overlapping lines');
       const a = mergeAttrs(b, l, n);
       const result = withAttrs({ ...l, size: m.merged.length, sha256: sha256(m.merged) }, a);
-      emitCombined(p, l, n, result, m.merged, 'changes of both sides merged line by line', notesOf(a.both, p));
+      emitCombined(p, b, l, n, result, m.merged, 'changes of both sides merged line by line', notesOf(a.both, p));
       return;
     }
     conflict(p, l, n, l.type === n.type ? `changed on both sides (${l.type})` : `changed on both sides (${l.type} on this device, ${n.type} from the vendor)`);
@@ -239,7 +238,7 @@ export async function planEtcMerge(base: EtcTree, local: EtcTree, next: EtcTree,
     const nd = n?.type === 'dir';
     if (ld && nd) {
       const a = mergeAttrs(b?.type === 'dir' ? b : undefined, l, n);
-      emitCombined(p, l, n, withAttrs(n, a), undefined, sameEntry(l, b) ? 'changed by the vendor, not on this device' : 'directory metadata merged', notesOf(a.both, p));
+      emitCombined(p, b, l, n, withAttrs(n, a), undefined, sameEntry(l, b) ? 'changed by the vendor, not on this device' : 'directory metadata merged', notesOf(a.both, p));
       for (const q of children.get(p) ?? []) await visit(q);
     } else if (ld || nd) subtree(p, l, n);
     else await leaf(p, b, l, n);

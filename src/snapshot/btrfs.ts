@@ -122,12 +122,14 @@ export async function filesystemUuid(sys: System, path: string): Promise<string>
 }
 
 /**
- * The current transaction generation of the whole filesystem holding `path` (it grows with every
- * commit), from /sys/fs/btrfs/<fsid>/generation. A subvolume's own generation is in
- * {@link subvolumeInfo}.
+ * The filesystem's transaction generation after committing what is pending
+ * (`btrfs filesystem sync`, then /sys/fs/btrfs/<fsid>/generation). Contract: every change made
+ * before the call has a generation <= the result, every change made after it a greater one, so
+ * `subvolumeInfo(p).generation > g` tells whether subvolume p changed since. Side effect: a commit.
  */
 export async function fsGeneration(sys: System, path: string): Promise<number> {
   const fsid = await filesystemUuid(sys, path);
+  await sys.run('btrfs', ['filesystem', 'sync', path]);
   const text = (await readFile(`/sys/fs/btrfs/${fsid}/generation`, 'utf8')).trim();
   if (!/^\d+$/.test(text)) throw new TiuError('TOOL_FAILED', `unexpected btrfs generation '${text}' in sysfs`);
   return Number(text);

@@ -59,7 +59,11 @@ export async function acquireLock(sys: System, root: string): Promise<AsyncDispo
     throw fromErrno(e, `root ${root}`) ?? e;
   }
   const dir = lockDir();
-  await mkdir(dir, { recursive: true, mode: 0o755 });
+  try {
+    await mkdir(dir, { recursive: true, mode: 0o755 });
+  } catch (e) {
+    throw fromErrno(e, `lock directory ${dir}`) ?? e;
+  }
   const lockFile = lockFileFor(realRoot, dir);
   const infoFile = lockFile.replace(/\.lock$/, '.info');
 

@@ -48,12 +48,13 @@ export function mountAt(entries: readonly MountInfoEntry[], mountPoint: string):
   return found;
 }
 
-/** All mount points at or below `dir`, deepest (longest) first: the order to unmount them. */
+/**
+ * All mount points at or below `dir`, most recently mounted first: the order to unmount them
+ * (mountinfo lists mounts in the order they were made; a stacked mount point appears twice).
+ */
 export function mountsBelow(entries: readonly MountInfoEntry[], dir: string): string[] {
   const prefix = dir.endsWith('/') ? dir : `${dir}/`;
-  const points = entries.map((e) => e.mountPoint).filter((p) => p === dir || p.startsWith(prefix));
-  // Mount order reversed keeps stacked mounts right; the stable sort then puts children first.
-  return [...points].reverse().sort((a, b) => b.split('/').length - a.split('/').length);
+  return entries.map((e) => e.mountPoint).filter((p) => p === dir || p.startsWith(prefix)).reverse();
 }
 
 /**

@@ -106,7 +106,9 @@ export function buildMksquashfsArgs(o: MksquashfsOptions, v: SquashfsToolsVersio
   a.push(o.xattrs === false ? '-no-xattrs' : '-xattrs');
   if (o.sortFile !== undefined) a.push('-sort', o.sortFile);
   if (inp.pseudoFile !== undefined) a.push('-pf', inp.pseudoFile);
-  if (o.progress) a.push(...(atLeast(v, '4.6') ? ['-quiet', '-percentage'] : ['-quiet', '-progress']));
+  // 4.6 `-percentage` is not combined with -quiet (untested here whether -quiet would silence it);
+  // the summary it may print is ignored by the progress parser (only bare integers count).
+  if (o.progress) a.push(...(atLeast(v, '4.6') ? ['-percentage'] : ['-quiet', '-progress']));
   else a.push('-quiet', '-no-progress');
   if (o.excludes?.length) a.push('-wildcards', '-e', ...o.excludes);
   return a;

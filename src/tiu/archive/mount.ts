@@ -7,9 +7,7 @@
  * ({@link OpenedArchive.verifyData}); the loop device is then made from /proc/<pid>/fd/<n>, i.e.
  * from the very file that was verified, not from a path that could have been swapped.
  */
-import { access, mkdtemp, rm } from 'node:fs/promises';
-import { join } from 'node:path';
-import { tmpdir } from 'node:os';
+import { access, mkdir, readdir, readFile, rm } from 'node:fs/promises';
 import { randomBytes } from 'node:crypto';
 import { TiuError } from '../errors.ts';
 import type { System } from '../system.ts';
@@ -37,21 +35,66 @@ export async function hasDeviceMapper(sys: System): Promise<boolean> {
  * Mounts the archive's image read-only. Pass `verifiedInUserspace: true` only after
  * `archive.verifyData()` succeeded on this same open archive.
  */
-export async function mountImage(sys: System, archive: OpenedArchive, options: { verifiedInUserspace: boolean; tmp?: string }): Promise<MountedImage> {
-  const dir = await mkdtemp(join(options.tmp ?? tmpdir(), 'tiu-image-'));
+/** Where image mounts live: `<dir>/image-<pid>-<random>`, so stale ones can be recognized. */
+export function mountBase(): string {
+  return `${process.env.TIU_RUN_DIR ?? '/run/tiu'}/mnt`;
+}
+
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+/**
+ * Unmounts image mounts (and dm-verity devices) left by tiu processes that died (SIGKILL, power
+ * is not an issue: mounts do not survive a reboot). Loop devices detach themselves (autoclear).
+ */
+export async function cleanupStaleMounts(sys: System): Promise<void> {
+  const base = mountBase();
+  let info: string;
+  try {
+    info = await readFile('/proc/self/mountinfo', 'utf8');
+  } catch {
+    return;
+  }
+  for (const line of info.split('\n')) {
+    const target = line.split(' ')[4];
+    const m = target?.match(/\/image-(\d+)-[0-9a-f]+$/);
+    if (!target || !m || !target.startsWith(base + '/') || alive(Number(m[1]))) continue;
+    sys.log.info(`unmounting ${target} left by tiu process ${m[1]}, which is gone`);
+    await sys.run('umount', ['-l', target], { allowFailure: true });
+    await rm(target, { recursive: false, force: true }).catch(() => {});
+  }
+  for (const name of await readdir('/dev/mapper').catch(() => [] as string[])) {
+    const m = name.match(/^tiu-(\d+)-[0-9a-f]+$/);
+    if (m && !alive(Number(m[1]))) await sys.run('veritysetup', ['close', name], { allowFailure: true });
+  }
+}
+
+/**
+ * Mounts the archive's image read-only. Pass `verifiedInUserspace: true` only after
+ * `archive.verifyData()` succeeded on this same open archive.
+ */
+export async function mountImage(sys: System, archive: OpenedArchive, options: { verifiedInUserspace: boolean }): Promise<MountedImage> {
+  const tag = `${process.pid}-${randomBytes(4).toString('hex')}`;
+  await mkdir(mountBase(), { recursive: true, mode: 0o700 });
+  const dir = `${mountBase()}/image-${tag}`;
+  await mkdir(dir, { mode: 0o700 });
   const v = archive.manifest.verity;
   const cleanups: (() => Promise<unknown>)[] = [() => rm(dir, { recursive: true, force: true })];
   const dispose = async () => {
     for (const c of cleanups.reverse()) await c().catch((e) => sys.log.warn(`cleanup: ${(e as Error).message}`));
   };
   try {
-    // A read-only loop device over the whole archive file, from our own file descriptor.
-    const loop = (await sys.run('losetup', ['--find', '--show', '--read-only', archive.fdPath()])).stdout.trim();
-    cleanups.push(() => sys.run('losetup', ['--detach', loop], { allowFailure: true }));
-    let device = loop;
-    let verification: MountedImage['verification'] = 'userspace';
     if (await hasDeviceMapper(sys)) {
-      const name = `tiu-${randomBytes(6).toString('hex')}`;
+      // The kernel checks every block against the signed root hash as it is read.
+      const loop = (await sys.run('losetup', ['--find', '--show', '--read-only', archive.fdPath()])).stdout.trim();
+      cleanups.push(() => sys.run('losetup', ['--detach', loop], { allowFailure: true }));
+      const name = `tiu-${tag}`;
       await sys.run('veritysetup', [
         'open', loop, name, loop, v.rootHash,
         '--no-superblock', '--format=1', '--hash=sha256',
@@ -59,14 +102,18 @@ export async function mountImage(sys: System, archive: OpenedArchive, options: {
         `--data-blocks=${v.dataSize / v.dataBlockSize}`, `--hash-offset=${v.hashOffset}`, `--salt=${v.salt}`,
       ]);
       cleanups.push(() => sys.run('veritysetup', ['close', name], { allowFailure: true }));
-      device = `/dev/mapper/${name}`;
-      verification = 'dm-verity';
-    } else if (!options.verifiedInUserspace) {
+      await sys.run('mount', ['-t', 'squashfs', '-o', 'ro,nodev,nosuid', `/dev/mapper/${name}`, dir]);
+      cleanups.push(() => sys.run('umount', [dir], { allowFailure: true }));
+      return { dir, verification: 'dm-verity', [Symbol.asyncDispose]: dispose };
+    }
+    if (!options.verifiedInUserspace) {
       throw new TiuError('INTERNAL', 'refusing to mount an image that was not verified (no device-mapper and no userspace verification)');
     }
-    await sys.run('mount', ['-t', 'squashfs', '-o', 'ro,nodev,nosuid', device, dir]);
+    // A read-only loop device over our own open file descriptor (the file that was verified);
+    // mount's loop option sets autoclear, so the loop device goes away with the mount.
+    await sys.run('mount', ['-t', 'squashfs', '-o', `ro,nodev,nosuid,loop,sizelimit=${v.dataSize}`, archive.fdPath(), dir]);
     cleanups.push(() => sys.run('umount', [dir], { allowFailure: true }));
-    return { dir, verification, [Symbol.asyncDispose]: dispose };
+    return { dir, verification: 'userspace', [Symbol.asyncDispose]: dispose };
   } catch (e) {
     await dispose();
     throw e;

@@ -3,7 +3,7 @@ import type { Context } from '../context.ts';
 import { TiuError } from '../errors.ts';
 import { openDevice, facts } from '../device/open.ts';
 import { planCleanup } from '../device/policy.ts';
-import { deleteSnapshot } from '../device/transaction.ts';
+import { cleanupInterrupted, deleteSnapshot } from '../device/transaction.ts';
 import { acquireLock } from '../../snapshot/lock.ts';
 
 export async function run(ctx: Context, o: { root: string; keep?: string; dryRun?: boolean }): Promise<number> {
@@ -11,6 +11,7 @@ export async function run(ctx: Context, o: { root: string; keep?: string; dryRun
   if (!Number.isInteger(keep) || keep < 0) throw new TiuError('USAGE', `--keep must be a whole number, got '${o.keep}'`);
   const store = await openDevice(ctx.sys, o.root, ctx.config.snapper);
   await using _lock = await acquireLock(ctx.sys, o.root);
+  if (!o.dryRun) for (const n of await cleanupInterrupted(ctx.sys, store, o.root)) ctx.out(`deleted snapshot ${n} (left over by an interrupted run)`);
   const plan = planCleanup(await facts(store), keep);
   if (plan.delete.length === 0) {
     ctx.out('nothing to delete');

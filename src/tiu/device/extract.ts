@@ -16,7 +16,7 @@ import { acquireLock } from '../../snapshot/lock.ts';
 import { assertBtrfs } from '../../snapshot/btrfs.ts';
 import { createMountpoints } from '../../snapshot/layout.ts';
 import { Transaction, cleanupInterrupted } from './transaction.ts';
-import { readImageIndex, readRecordedImage, fillDigests, scanActual, isBaseTrusted, type RecordedImage } from './state.ts';
+import { readImageIndex, readRecordedImage, fillDigests, scanActual, isBaseTrusted, restoreDirTimes, type RecordedImage } from './state.ts';
 import { excludedMatcher, protectedMatcher, snapshotDir, INDEX_PATH, MANIFEST_COPY_PATH, TIU_STATE_DIR, UD } from './paths.ts';
 import { mergeEtcInto, type EtcStepResult } from './etc.ts';
 import { prepareBoot } from './boot.ts';
@@ -123,6 +123,8 @@ export async function extract(sys: System, o: ExtractOptions): Promise<ExtractRe
 
   // 6. Booting: initrd and bootloader entries (per configuration).
   await prepareBoot(sys, { root: o.root, snapshotDir: dir, num, manifest: m, bootloader: o.bootloader });
+
+  await restoreDirTimes(dir, target);
 
   // 7. Seal and switch.
   await tx.finalize({ makeDefault: o.makeDefault });

@@ -14,7 +14,7 @@ import { assertBtrfs, createSubvolume, setReadonly, subvolumeInfo, setDefaultSub
 import { createLayout, createMountpoints, renderFstab } from '../../snapshot/layout.ts';
 import { writeInfoXmlAtomic } from '../../snapshot/infoxml.ts';
 import { acquireLock } from '../../snapshot/lock.ts';
-import { readImageIndex, scanActual } from './state.ts';
+import { readImageIndex, restoreDirTimes, scanActual } from './state.ts';
 import { excludedMatcher, protectedMatcher, INDEX_PATH, UD } from './paths.ts';
 import { recordImage } from './extract.ts';
 import { snapshotVendorEtc } from './etc.ts';
@@ -71,14 +71,7 @@ export async function install(sys: System, o: InstallOptions): Promise<InstallRe
     const uuid = (await sys.run('findmnt', ['--noheadings', '--output', 'UUID', '--target', o.top])).stdout.trim();
     await writeFile(`${dir}/etc/fstab`, renderFstab(uuid), { mode: 0o644 });
     await prepareBoot(sys, { root: `${o.top}/@`, snapshotDir: dir, num: 1, manifest: m, bootloader: o.bootloader });
-    await writeInfoXmlAtomic(snapDir, {
-      type: 'single',
-      num: 1,
-      date: new Date(),
-      description: `tiu install: ${m.compatible} ${m.version}`,
-      cleanup: '',
-      userdata: { [UD.version]: m.version, [UD.compatible]: m.compatible, [UD.rootHash]: m.verity.rootHash, [UD.important]: 'yes' },
-    });
+    await restoreDirTimes(dir, target);
     await sys.run('sync', ['-f', dir]);
     await setReadonly(sys, dir, true);
     const info = await subvolumeInfo(sys, dir);

@@ -49,6 +49,20 @@ export function protectedMatcher(excluded: readonly string[]): (p: string) => bo
   return (p) => keep.has(p) || isTiuManaged(p);
 }
 
+/**
+ * Directories whose mtime tiu's own writes after the apply step change (mount points made,
+ * state recorded, vendor /etc copied): their image mtimes are restored at the very end.
+ */
+export function dirsTouchedByTiu(): string[] {
+  const out = new Set<string>(['.']);
+  for (const p of [...MOUNTPOINTS, TIU_STATE_DIR, VENDOR_ETC_DIR]) {
+    const parts = p.split('/');
+    for (let i = 1; i < parts.length; i++) out.add(parts.slice(0, i).join('/'));
+    out.add(p);
+  }
+  return [...out];
+}
+
 /** Paths tiu manages inside a snapshot itself. */
 export function isTiuManaged(p: string): boolean {
   return p === INDEX_PATH || p === MANIFEST_COPY_PATH || p.startsWith(TIU_STATE_DIR + '/') || p === VENDOR_ETC_DIR || p.startsWith(VENDOR_ETC_DIR + '/');

@@ -5,14 +5,14 @@
  */
 import { createHash } from 'node:crypto';
 import { constants } from 'node:fs';
-import { open, readFile } from 'node:fs/promises';
+import { lutimes, open, readFile } from 'node:fs/promises';
 import type { System } from '../system.ts';
 import { parseManifest, type Manifest } from '../archive/manifest.ts';
 import { loadIndex } from '../fileindex/io.ts';
 import { scanTreeToArray } from '../fileindex/scan.ts';
 import type { IndexEntry } from '../fileindex/types.ts';
 import { subvolumeInfo } from '../../snapshot/btrfs.ts';
-import { INDEX_PATH, MANIFEST_COPY_PATH, VENDOR_ETC_DIR } from './paths.ts';
+import { dirsTouchedByTiu, INDEX_PATH, MANIFEST_COPY_PATH, VENDOR_ETC_DIR } from './paths.ts';
 import { under } from '../apply/execute.ts';
 
 export interface RecordedImage {
@@ -97,4 +97,11 @@ export async function fillDigests(dir: string, actual: Map<string, IndexEntry>, 
   };
   await Promise.all(Array.from({ length: Math.min(4, todo.length) }, worker));
   return todo.length;
+}
+
+/** Puts back the image's mtimes of the directories tiu wrote into after the apply step. */
+export async function restoreDirTimes(dir: string, target: readonly IndexEntry[]): Promise<void> {
+  const touched = new Set(dirsTouchedByTiu());
+  const dirs = target.filter((e) => e.type === 'dir' && touched.has(e.path)).sort((a, b) => b.path.length - a.path.length);
+  for (const d of dirs) await lutimes(under(dir, d.path), d.mtime, d.mtime);
 }

@@ -9,8 +9,9 @@ import { lstat, readdir, rmdir, stat } from 'node:fs/promises';
 import { TiuError } from '../errors.ts';
 import type { System } from '../system.ts';
 import type { SnapshotStore } from '../../snapshot/store.ts';
-import { deleteSubvolume, snapshotSubvolume, subvolumeInfo, setReadonly } from '../../snapshot/btrfs.ts';
+import { snapshotSubvolume, subvolumeInfo, setReadonly } from '../../snapshot/btrfs.ts';
 import { snapshotDir, UD } from './paths.ts';
+import { cleanupStaleMounts } from '../archive/mount.ts';
 
 /** Directories that are separate subvolumes inside each snapshot (carried by snapshotting). */
 export const NESTED_SUBVOLUMES = ['etc'] as const;
@@ -25,21 +26,13 @@ async function isSubvolume(path: string): Promise<boolean> {
 }
 
 /** Deletes a snapshot including its nested subvolumes (/etc). */
-export async function deleteSnapshot(sys: System, store: SnapshotStore, root: string, num: number): Promise<void> {
-  const dir = snapshotDir(root, num);
-  for (const n of NESTED_SUBVOLUMES) {
-    const p = `${dir}/${n}`;
-    if (await isSubvolume(p)) {
-      // A read-only parent cannot have a child removed: make it writable first.
-      await setReadonly(sys, dir, false).catch(() => {});
-      await deleteSubvolume(sys, p);
-    }
-  }
+export async function deleteSnapshot(_sys: System, store: SnapshotStore, _root: string, num: number): Promise<void> {
   await store.delete(num);
 }
 
 /** Deletes snapshots left in progress by an interrupted run (never the default or the mounted one). */
 export async function cleanupInterrupted(sys: System, store: SnapshotStore, root: string): Promise<number[]> {
+  await cleanupStaleMounts(sys);
   const removed: number[] = [];
   const def = await store.getDefault();
   const mounted = await store.getMounted();

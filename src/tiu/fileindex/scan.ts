@@ -191,7 +191,17 @@ export async function* scanTree(sys: System, root: string, options: ScanOptions 
   const buffers: Buffer[] = [];
   /** (dev:ino) -> the leader's entry and how many more members to expect. */
   const groups = new Map<string, { entry: IndexEntry; remaining: bigint }>();
-  const pending: Slot[] = [];
+  /** Slots in tree order, from `head` on not yet emitted (compacted now and then). */
+  let pending: Slot[] = [];
+  let head = 0;
+  const next = (): Slot => {
+    const slot = pending[head++]!;
+    if (head >= 4096 && head * 2 >= pending.length) {
+      pending = pending.slice(head);
+      head = 0;
+    }
+    return slot;
+  };
   let batch: Batch = { paths: [] };
   let lastProgress = 0;
 
@@ -259,9 +269,9 @@ export async function* scanTree(sys: System, root: string, options: ScanOptions 
         if (batch.paths.length >= XATTR_BATCH) startBatch();
       }
       pending.push(slot);
-      while (pending.length > WINDOW) yield await finish(pending.shift()!);
+      while (pending.length - head > WINDOW) yield await finish(next());
     }
-    while (pending.length > 0) yield await finish(pending.shift()!);
+    while (pending.length > head) yield await finish(next());
   } finally {
     hashing.stop();
   }

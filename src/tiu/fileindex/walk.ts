@@ -32,6 +32,7 @@ export interface WalkOptions {
 }
 
 const SLASH = Buffer.from('/');
+const LSTAT_SLICE = 256;
 
 /** A TREE_INVALID error for a path that could not be read. */
 export function cannotRead(path: string, err: unknown): TiuError {
@@ -76,7 +77,7 @@ async function readChildren(dir: WalkItem, skip: WalkOptions['skip']): Promise<C
   names.sort(Buffer.compare);
   const prefix = dir.path === '.' ? '' : `${dir.path}/`;
   const kept = names.map((name) => ({ name, path: prefix + bytesToPath(name) })).filter((c) => !skip?.(c.path));
-  return Promise.all(kept.map(async ({ name, path }) => {
+  const one = async ({ name, path }: { name: Buffer; path: string }): Promise<Child> => {
     const abs = Buffer.concat([dir.abs, SLASH, name]);
     try {
       const st = await lstat(abs, { bigint: true });
@@ -86,7 +87,11 @@ async function readChildren(dir: WalkItem, skip: WalkOptions['skip']): Promise<C
     } catch (err) {
       throw cannotRead(path, err);
     }
-  }));
+  };
+  // lstat in slices: enough in flight to keep the thread pool busy, bounded for huge directories.
+  const out: Child[] = [];
+  for (let i = 0; i < kept.length; i += LSTAT_SLICE) out.push(...(await Promise.all(kept.slice(i, i + LSTAT_SLICE).map(one))));
+  return out;
 }
 
 /** Yields the root and everything below it in tree order. Throws TREE_INVALID on unreadable paths. */

@@ -57,6 +57,13 @@ function isContext(node: asn1js.AsnType | undefined, n: number): boolean {
   return !!node && node.idBlock.tagClass === 3 && node.idBlock.tagNumber === n;
 }
 
+/** Parameters of a hash or RSA AlgorithmIdentifier: absent or NULL (RFC 5754, RFC 4055); ECDSA: absent (RFC 5758). */
+function checkParams(alg: pkijs.AlgorithmIdentifier, what: string, nullAllowed: boolean): void {
+  if (!('algorithmParams' in alg) || alg.algorithmParams === undefined) return;
+  if (nullAllowed && alg.algorithmParams instanceof asn1js.Null) return;
+  throw new Error(`unexpected parameters in the ${what} algorithm`);
+}
+
 function singleValue(attrs: pkijs.Attribute[], type: string, name: string): asn1js.AsnType | undefined {
   const found = attrs.filter((a) => a.type === type);
   if (found.length === 0) return undefined;
@@ -92,6 +99,16 @@ export function parseSignedData(der: Uint8Array): ParsedSignedData {
 
   const digestAlgorithm = signerInfo.digestAlgorithm.algorithmId;
   if (!DIGESTS[digestAlgorithm]) throw new Error(`unsupported digest algorithm ${digestAlgorithm} (tiu accepts SHA-256/384/512)`);
+  checkParams(signerInfo.digestAlgorithm, 'digest', true);
+  // The bookkeeping fields are not signed: accept exactly one value for each (RFC 5652 5.1, 5.3).
+  const ds = signedData.digestAlgorithms;
+  if (ds.length !== 1 || ds[0]!.algorithmId !== digestAlgorithm) throw new Error('digestAlgorithms does not list exactly the signer\'s digest');
+  checkParams(ds[0]!, 'digest', true);
+  const sigAlg = SIGNATURE_ALGORITHMS[signerInfo.signatureAlgorithm.algorithmId];
+  if (!sigAlg) throw new Error(`unsupported signature algorithm ${signerInfo.signatureAlgorithm.algorithmId}`);
+  checkParams(signerInfo.signatureAlgorithm, 'signature', sigAlg.kind === 'rsa');
+  if (signerInfo.unsignedAttrs) throw new Error('the signer has unsigned attributes');
+  if (signedData.crls && signedData.crls.length > 0) throw new Error('it carries CRLs, which tiu does not use');
 
   const attrs = signerInfo.signedAttrs.attributes;
   const seen = new Set<string>();
@@ -114,6 +131,11 @@ export function parseSignedData(der: Uint8Array): ParsedSignedData {
     const raw = node.idBlock.isConstructed ? children(node)[0] : node;
     if (!raw) throw new Error('malformed signer identifier');
     sid = { subjectKeyId: Buffer.from((raw as asn1js.OctetString).valueBlock.valueHexView) };
+  }
+
+  const expectedVersion = 'issuerDer' in sid ? 1 : 3;
+  if (signerInfo.version !== expectedVersion || signedData.version !== expectedVersion) {
+    throw new Error(`version fields (SignedData ${signedData.version}, SignerInfo ${signerInfo.version}) do not match the signer identifier (expected ${expectedVersion})`);
   }
 
   return {

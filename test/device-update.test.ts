@@ -1,0 +1,242 @@
+/**
+ * The device side on real loop-mounted btrfs: install, extract/update, identical images, the
+ * reproducible-build trap, failures half-way, bad input, concurrency, snapper. Runs as root.
+ */
+import { describe, it, expect, beforeAll, afterAll } from 'vitest';
+import { join } from 'node:path';
+import { copyFile, mkdir, open, readFile, writeFile, mkdtemp, rm, appendFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { testSystem } from './helpers/env.ts';
+import { makeArchives, installedDevice, cli, type ArchiveSet } from './helpers/device.ts';
+import { addSnapperConfig, makeLoopBtrfs } from './helpers/btrfs.ts';
+import { scanTreeToArray } from '../src/tiu/fileindex/scan.ts';
+import { loadIndex } from '../src/tiu/fileindex/io.ts';
+import { displayPath, type IndexEntry } from '../src/tiu/fileindex/types.ts';
+import { DEFAULT_EXCLUDES } from '../src/tiu/config.ts';
+import { protectedMatcher, INDEX_PATH } from '../src/tiu/device/paths.ts';
+import { exclusiveBytes, getDefaultSubvolume } from '../src/snapshot/btrfs.ts';
+
+const sys = testSystem();
+let work: string;
+let A: ArchiveSet;
+
+beforeAll(async () => {
+  work = await mkdtemp(join(tmpdir(), 'tiu-device-'));
+  A = await makeArchives(sys, work);
+}, 300_000);
+
+afterAll(async () => {
+  if (work) await rm(work, { recursive: true, force: true });
+});
+
+const keyringArgs = () => ['--keyring', A.keys.keyring];
+
+function normalize(e: IndexEntry): Record<string, unknown> {
+  return { ...e, xattrs: e.xattrs && Object.keys(e.xattrs).length ? Object.fromEntries(Object.entries(e.xattrs).sort()) : undefined };
+}
+
+/** Every entry of the snapshot vs the image's index, /etc and tiu's own state aside. */
+async function expectSnapshotEqualsImage(snapDir: string): Promise<number> {
+  const index = await loadIndex(join(snapDir, INDEX_PATH));
+  const { entries } = await scanTreeToArray(sys, snapDir, { exclude: DEFAULT_EXCLUDES });
+  const isProtected = protectedMatcher(DEFAULT_EXCLUDES);
+  const skip = (p: string) => p === 'etc' || p.startsWith('etc/') || (isProtected(p) && !index.some((e) => e.path === p)) || p.startsWith('usr/lib/tiu/image/') || p.startsWith('usr/lib/tiu/vendor-etc');
+  const want = new Map(index.filter((e) => !skip(e.path)).map((e) => [e.path, normalize(e)]));
+  const got = new Map(entries.filter((e) => !skip(e.path)).map((e) => [e.path, normalize(e)]));
+  expect([...got.keys()].map(displayPath).sort()).toEqual([...want.keys()].map(displayPath).sort());
+  for (const [p, w] of want) {
+    const g = got.get(p)!;
+    // The image's directories tiu made (usr/lib/tiu...) are compared like the rest.
+    expect({ path: displayPath(p), ...g }).toEqual({ path: displayPath(p), ...w });
+  }
+  return want.size;
+}
+
+async function snapshotsOf(root: string) {
+  const r = await cli(['status', '--root', root, '--json']);
+  expect(r.exitCode, r.stderr).toBe(0);
+  return JSON.parse(r.stdout).snapshots as { number: number; default: boolean; booted: boolean; inProgress: boolean; version: string | null; health: string }[];
+}
+
+describe('tiu install + extract on loop btrfs', () => {
+  it('installs v1, updates to v2: the new snapshot equals v2 exactly, the base is unchanged', async () => {
+    await using dev = await installedDevice(sys, A.v1, A.keyringPem);
+    const snap1 = join(dev.root, '.snapshots/1/snapshot');
+    const n1 = await expectSnapshotEqualsImage(snap1);
+    expect(n1).toBeGreaterThan(40);
+    const before = await scanTreeToArray(sys, snap1, { exclude: DEFAULT_EXCLUDES });
+
+    const r = await cli(['extract', A.v2, '--root', dev.root, ...keyringArgs(), '--json']);
+    expect(r.exitCode, r.stderr).toBe(0);
+    const res = JSON.parse(r.stdout);
+    expect(res.number).toBe(2);
+    expect(res.trustedBaseIndex).toBe(true);
+    // Only what changed was written: the 300 kB unchanged file stays shared with snapshot 1 and
+    // the 8 MiB sparse file is written sparse.
+    await sys.run('btrfs', ['filesystem', 'sync', dev.root]);
+    expect(await exclusiveBytes(sys, join(dev.root, '.snapshots/2/snapshot'))).toBeLessThan(200_000);
+    expect(res.stats.metaOnly).toBeGreaterThanOrEqual(5);
+    await expectSnapshotEqualsImage(join(dev.root, '.snapshots/2/snapshot'));
+    expect(await readFile(join(dev.root, '.snapshots/2/snapshot/usr/share/t/trap'), 'utf8')).toBe('BBBB');
+    // The running snapshot is untouched, the default switched.
+    const after = await scanTreeToArray(sys, snap1, { exclude: DEFAULT_EXCLUDES });
+    expect(after.entries).toEqual(before.entries);
+    const list = await snapshotsOf(dev.root);
+    expect(list.map((s) => [s.number, s.default, s.booted, s.inProgress, s.version])).toEqual([
+      [1, false, true, false, '1.0'],
+      [2, true, false, false, '2.0'],
+    ]);
+    expect((await getDefaultSubvolume(sys, dev.root)).path).toBe('@/.snapshots/2/snapshot');
+    // Finished snapshots are read-only; /etc stays writable (nested subvolume).
+    await expect(writeFile(join(dev.root, '.snapshots/2/snapshot/usr/x'), 'x')).rejects.toThrow(/read-only/);
+    await writeFile(join(dev.root, '.snapshots/2/snapshot/etc/writable'), 'ok');
+  });
+
+  it('an identical image costs at most 64 kB', async () => {
+    await using dev = await installedDevice(sys, A.v1, A.keyringPem);
+    const r = await cli(['extract', A.v1, '--root', dev.root, ...keyringArgs(), '--json']);
+    expect(r.exitCode, r.stderr).toBe(0);
+    await sys.run('btrfs', ['filesystem', 'sync', dev.root]);
+    const excl = await exclusiveBytes(sys, join(dev.root, '.snapshots/2/snapshot'));
+    expect(excl).toBeLessThanOrEqual(64 * 1024);
+    expect(JSON.parse(r.stdout).stats.written).toBeLessThanOrEqual(1);
+  });
+
+  it('dry run prints the plan and changes nothing', async () => {
+    await using dev = await installedDevice(sys, A.v1, A.keyringPem);
+    const r = await cli(['extract', A.v2, '--root', dev.root, ...keyringArgs(), '--dry-run']);
+    expect(r.exitCode, r.stderr).toBe(0);
+    expect(r.stdout).toMatch(/^write +\/usr\/share\/t\/trap$/m);
+    expect(r.stdout).toMatch(/^meta +\/usr\/share\/t\/mode \(mode\)$/m);
+    expect(r.stdout).toMatch(/^remove +\/usr\/share\/t\/removed$/m);
+    expect((await snapshotsOf(dev.root)).map((s) => s.number)).toEqual([1]);
+  });
+
+  it('distrusts a modified base snapshot and still produces exactly v2', async () => {
+    await using dev = await installedDevice(sys, A.v1, A.keyringPem);
+    const snap1 = join(dev.root, '.snapshots/1/snapshot');
+    // Someone made the base writable and changed a file without changing size or mtime.
+    await sys.run('btrfs', ['property', 'set', snap1, 'ro', 'false']);
+    const fh = await open(join(snap1, 'usr/share/t/unchanged.bin'), 'r+');
+    await fh.write(Buffer.from([9]), 0, 1, 1000);
+    await fh.close();
+    await sys.run('touch', ['-d', '@1600000000', join(snap1, 'usr/share/t/unchanged.bin')]);
+    await sys.run('btrfs', ['property', 'set', snap1, 'ro', 'true']);
+    const r = await cli(['extract', A.v2, '--root', dev.root, ...keyringArgs(), '--json']);
+    expect(r.exitCode, r.stderr).toBe(0);
+    expect(JSON.parse(r.stdout).trustedBaseIndex).toBe(false);
+    await expectSnapshotEqualsImage(join(dev.root, '.snapshots/2/snapshot'));
+  });
+
+  it('a failure half-way (ENOSPC) exits non-zero, removes the snapshot, keeps the default', async () => {
+    const big = join(work, 'big');
+    await rm(big, { recursive: true, force: true });
+    await sys.run('cp', ['-a', join(work, 'tree-v2'), big]);
+    await sys.run('sh', ['-c', `head -c 400000000 /dev/urandom > ${join(big, 'usr/share/t/huge')}`]);
+    const bigArchive = join(work, 'big.tiu');
+    const keysDir = join(work, 'keys');
+    const c = await cli(['create', big, '-o', bigArchive, '--key', join(keysDir, 'signing.key.pem'), '--cert', join(keysDir, 'signing.cert.pem'), '--compatible', 'test-x86_64', '--version', '3.0', '--compression', 'lz4', '--no-progress']);
+    expect(c.exitCode, c.stderr).toBe(0);
+    await using dev = await installedDevice(sys, A.v1, A.keyringPem, { sizeMiB: 300 });
+    const r = await cli(['extract', bigArchive, '--root', dev.root, ...keyringArgs()]);
+    expect(r.exitCode).toBe(62);
+    expect(r.stderr.trim().split('\n').at(-1)).toMatch(/no space left on device.*\[NO_SPACE\]$/i);
+    expect(r.stderr).not.toMatch(/at .*\.ts:\d+/);
+    const list = await snapshotsOf(dev.root);
+    expect(list.map((s) => [s.number, s.default])).toEqual([[1, true]]);
+    await rm(big, { recursive: true, force: true });
+  });
+
+  it('bad input changes nothing: wrong compatible, tampered archive, unsigned keyring, not btrfs, no layout', async () => {
+    await using dev = await installedDevice(sys, A.v1, A.keyringPem);
+    const other = await makeArchives(sys, join(work, 'other'), { compatible: 'other-device' });
+    let r = await cli(['extract', other.v2, '--root', dev.root, '--keyring', other.keys.keyring]);
+    expect(r.exitCode).toBe(20);
+    expect(r.stderr).toMatch(/archive is for 'other-device', this device is 'test-x86_64'.*\[ARCHIVE_COMPATIBLE\]/);
+    // A key the device does not trust.
+    r = await cli(['extract', other.v2, '--root', dev.root, ...keyringArgs()]);
+    expect(r.exitCode).toBe(13);
+    // One flipped byte in the image.
+    const bad = join(work, 'tampered.tiu');
+    await copyFile(A.v2, bad);
+    const fh = await open(bad, 'r+');
+    const info = JSON.parse((await cli(['info', A.v2, ...keyringArgs(), '--json'])).stdout);
+    await fh.write(Buffer.from([0x5a]), 0, 1, Math.floor(info.manifest.image.size / 2));
+    await fh.close();
+    r = await cli(['extract', bad, '--root', dev.root, ...keyringArgs()]);
+    expect(r.exitCode).toBe(18);
+    expect(r.stderr).toMatch(/\[ARCHIVE_VERITY\]/);
+    expect((await snapshotsOf(dev.root)).map((s) => s.number)).toEqual([1]);
+    // Not btrfs.
+    const plain = await mkdtemp(join(tmpdir(), 'tiu-notbtrfs-'));
+    await sys.run('mount', ['-t', 'tmpfs', 'tmpfs', plain]);
+    try {
+      r = await cli(['extract', A.v2, '--root', plain, ...keyringArgs()]);
+      expect(r.exitCode).toBe(30);
+      expect(r.stderr).toMatch(/\[ROOT_NOT_BTRFS\]/);
+    } finally {
+      await sys.run('umount', [plain]);
+      await rm(plain, { recursive: true });
+    }
+    // btrfs without the layout.
+    await using fs = await makeLoopBtrfs({ sizeMiB: 200 });
+    r = await cli(['extract', A.v2, '--root', fs.mount, ...keyringArgs()]);
+    expect(r.exitCode).toBe(31);
+    expect(r.stderr).toMatch(/\[ROOT_LAYOUT\]/);
+  });
+
+  it('two concurrent updates: one runs, the other fails fast with BUSY', async () => {
+    await using dev = await installedDevice(sys, A.v1, A.keyringPem);
+    const timed = async () => {
+      const t0 = Date.now();
+      const r = await cli(['extract', A.v2, '--root', dev.root, ...keyringArgs()]);
+      return { ...r, ms: Date.now() - t0 };
+    };
+    const results = await Promise.all([timed(), timed()]);
+    const ok = results.filter((r) => r.exitCode === 0);
+    const busy = results.filter((r) => r.exitCode === 32);
+    expect(ok.length, results.map((r) => r.stderr).join('\n')).toBe(1);
+    expect(busy.length).toBe(1);
+    expect(busy[0]!.stderr).toMatch(/another tiu transaction is running.*\[BUSY\]/);
+    expect(busy[0]!.ms).toBeLessThan(ok[0]!.ms);
+    expect((await snapshotsOf(dev.root)).map((s) => s.number)).toEqual([1, 2]);
+  });
+
+  it('status, pin, rollback and cleanup', async () => {
+    await using dev = await installedDevice(sys, A.v1, A.keyringPem);
+    for (const a of [A.v2, A.v1, A.v2]) expect((await cli(['extract', a, '--root', dev.root, ...keyringArgs()])).exitCode).toBe(0);
+    let list = await snapshotsOf(dev.root);
+    expect(list.map((s) => s.number)).toEqual([1, 2, 3, 4]);
+    expect(list.find((s) => s.default)!.number).toBe(4);
+    // rollback without argument: the booted snapshot (1) undoes the pending update
+    let r = await cli(['rollback', '--root', dev.root]);
+    expect(r.exitCode, r.stderr).toBe(0);
+    expect((await snapshotsOf(dev.root)).find((s) => s.default)!.number).toBe(1);
+    r = await cli(['rollback', '3', '--root', dev.root]);
+    expect(r.exitCode, r.stderr).toBe(0);
+    r = await cli(['rollback', '99', '--root', dev.root]);
+    expect(r.exitCode).toBe(33);
+    r = await cli(['pin', '2', '--root', dev.root]);
+    expect(r.exitCode, r.stderr).toBe(0);
+    r = await cli(['cleanup', '--keep', '0', '--root', dev.root]);
+    expect(r.exitCode, r.stderr).toBe(0);
+    list = await snapshotsOf(dev.root);
+    // 1 booted, 2 pinned, 3 default; 4 deleted
+    expect(list.map((s) => s.number)).toEqual([1, 2, 3]);
+    expect(list.find((s) => s.number === 2)!).toMatchObject({ pinned: true });
+  });
+
+  it('uses snapper when a config exists: snapper --no-dbus list shows the tiu snapshots', async () => {
+    await using dev = await installedDevice(sys, A.v1, A.keyringPem);
+    await addSnapperConfig(dev.root);
+    const r = await cli(['extract', A.v2, '--root', dev.root, ...keyringArgs(), '--debug']);
+    expect(r.exitCode, r.stderr).toBe(0);
+    expect(r.stderr).toMatch(/run: snapper --no-dbus/);
+    const list = await sys.run('snapper', ['--no-dbus', '--root', dev.root, '-c', 'root', 'list']);
+    expect(list.stdout).toMatch(/tiu: test-x86_64 2\.0/);
+    expect(list.stdout).toMatch(/tiu-version=2\.0/);
+    await appendFile(join(dev.root, 'etc/hostname'), '');
+  });
+});
+
+export { mkdir };
