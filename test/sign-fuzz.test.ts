@@ -114,7 +114,7 @@ describe('verifySignedData under hostile input', () => {
     );
   });
 
-  it('truncations, insertions and deletions only ever produce TiuErrors', async () => {
+  it('truncations, insertions and deletions are rejected with an archive code', async () => {
     await fc.assert(
       fc.asyncProperty(
         fc.oneof(
@@ -131,8 +131,7 @@ describe('verifySignedData under hostile input', () => {
                 ? Buffer.concat([der.subarray(0, at), m.bytes, der.subarray(at)])
                 : Buffer.concat([der.subarray(0, at), der.subarray(at + m.n)]);
           const r = await outcome(blob);
-          if ('accepted' in r) expect(r.accepted.equals(MANIFEST)).toBe(true);
-          else expect(REJECT_CODES).toContain(r.code);
+          expect('code' in r && REJECT_CODES.includes(r.code), `accepted ${JSON.stringify(m)}`).toBe(true);
         },
       ),
       { numRuns: 300 },

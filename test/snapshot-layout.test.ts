@@ -214,7 +214,7 @@ describe('MicroOS layout', () => {
     const sys = testSystem();
     const fstab = renderFstab(dev.uuid);
     const lines = fstab.trimEnd().split('\n');
-    expect(lines[0]).toBe(`UUID=${dev.uuid} / btrfs ro 0 0`);
+    expect(lines[0]).toBe(`UUID=${dev.uuid} / btrfs defaults 0 0`);
     expect(lines[1]).toBe(`UUID=${dev.uuid} /.snapshots btrfs subvol=/@/.snapshots 0 0`);
     expect(lines).toContain(`UUID=${dev.uuid} /var btrfs subvol=/@/var,x-initrd.mount 0 0`);
     expect(lines).toContain(`UUID=${dev.uuid} /usr/local btrfs subvol=/@/usr/local 0 0`);

@@ -124,12 +124,14 @@ export async function mountSystem(sys: System, device: string, target: string, s
 }
 
 /**
- * The fstab lines of the layout, as MicroOS writes them: the root read-only (the snapshot comes
- * from the default subvolume, so no `subvol=`), then each subvolume by path. Pure.
+ * The fstab lines of the layout, as MicroOS writes them: the root (the snapshot comes from the
+ * default subvolume, so no `subvol=`), then each subvolume by path. Pure.
  */
 export function renderFstab(uuid: string): string {
   if (!/^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/.test(uuid)) throw new TiuError('INTERNAL', `'${uuid}' is not a filesystem UUID`);
-  const lines = [`UUID=${uuid} / btrfs ro 0 0`];
+  // Not `ro`: the snapshot itself is read-only (btrfs property), while /etc inside it is a
+  // nested writable subvolume that a read-only mount would freeze too.
+  const lines = [`UUID=${uuid} / btrfs defaults 0 0`];
   for (const sub of [SNAPSHOTS_MOUNTPOINT, ...SEPARATE_SUBVOLUMES]) {
     const opts = [`subvol=/${ROOT_SUBVOLUME}/${sub}`, EXTRA_OPTIONS[sub]].filter(Boolean).join(',');
     lines.push(`UUID=${uuid} /${sub} btrfs ${opts} 0 0`);

@@ -224,6 +224,14 @@ export function buildProgram(state: State = { globals: {} }): Command {
       .action(lazy('etc-diff', program, state)),
     'tiu etc diff',
   );
+  example(
+    etc
+      .command('sync')
+      .description('carry /etc edits made after an update was prepared into the snapshot that boots next')
+      .addOption(rootOpt())
+      .action(lazy('etc-sync', program, state)),
+    'tiu etc sync   # run at shutdown by tiu-etc-sync.service',
+  );
 
   return program;
 }

@@ -1,24 +1,48 @@
 /**
- * The /etc step of an update: the new snapshot's /etc holds the new image's vendor /etc after
- * the apply step; keep a copy of it as the next merge base, then carry this device's changes
- * (the base snapshot's /etc against its own vendor copy) over onto it, three-way.
+ * The /etc step of an update, and the re-merge of edits made after it.
+ *
+ * After the apply step the new snapshot's /etc holds the new image's vendor /etc. We keep a copy
+ * of it (the next update's merge base), freeze the running /etc in a read-only *syncpoint*
+ * (a btrfs snapshot, taken atomically), and merge three-way: base = the base snapshot's vendor
+ * copy, local = the syncpoint, new = the new vendor /etc; the result goes into the new /etc.
+ *
+ * An admin may edit /etc after `tiu update` and before the reboot. `tiu etc sync` (run at
+ * shutdown by tiu-etc-sync.service, and again early at the next boot) merges those edits:
+ * base = the syncpoint, local = the base snapshot's /etc now, new = the new snapshot's /etc.
  */
-import { mkdir, rm, stat, writeFile, rename } from 'node:fs/promises';
+import { lstat, mkdir, rm, writeFile, rename, readFile } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import type { System } from '../system.ts';
-import { TiuError } from '../errors.ts';
-import { scanEtc, dirContents } from '../../etc-merge/scan.ts';
-import { planEtcMerge } from '../../etc-merge/plan.ts';
-import { applyEtcPlan } from '../../etc-merge/apply.ts';
+import { mergeEtc } from '../../etc-merge/apply.ts';
+import { treeDigests } from '../../etc-merge/compare.ts';
+import { scanEtc } from '../../etc-merge/scan.ts';
 import type { EtcMergeReport } from '../../etc-merge/types.ts';
+import { snapshotSubvolume } from '../../snapshot/btrfs.ts';
 import { VENDOR_ETC_DIR } from './paths.ts';
+
+/**
+ * The read-only snapshot of the local /etc a merge started from: /.snapshots/N/etc-syncpoint,
+ * beside the snapshot (not inside it: the snapshot is read-only once finished).
+ */
+export function syncpointPath(snapshotDir: string): string {
+  return `${dirname(snapshotDir)}/etc-syncpoint`;
+}
 
 export interface EtcStepResult {
   report: EtcMergeReport;
 }
 
+async function isSubvolume(p: string): Promise<boolean> {
+  try {
+    const st = await lstat(p);
+    return st.isDirectory() && st.ino === 256;
+  } catch {
+    return false;
+  }
+}
+
 async function exists(p: string): Promise<boolean> {
-  return stat(p).then(
+  return lstat(p).then(
     () => true,
     () => false,
   );
@@ -35,32 +59,80 @@ export async function snapshotVendorEtc(sys: System, snapshotDir: string): Promi
   await sys.run('cp', ['-a', '--reflink=auto', '--no-target-directory', `${snapshotDir}/etc`, dst]);
 }
 
-/**
- * Merges: base = the base snapshot's vendor copy (empty if it has none: then every difference
- * counts as a conflict and local wins), local = the base snapshot's /etc, new = the new vendor
- * /etc; the result is written into the new snapshot's /etc. Stores the report beside info.xml.
- */
+/** Freezes `etcDir` as a read-only subvolume at `dst` (a copy when /etc is not a subvolume). */
+async function freeze(sys: System, etcDir: string, dst: string): Promise<void> {
+  await mkdir(dirname(dst), { recursive: true, mode: 0o755 });
+  if (await isSubvolume(etcDir)) await snapshotSubvolume(sys, etcDir, dst, { readonly: true });
+  else await sys.run('cp', ['-a', '--reflink=auto', '--no-target-directory', etcDir, dst]);
+}
+
+async function writeReport(file: string, data: unknown): Promise<void> {
+  await writeFile(`${file}.tmp`, JSON.stringify(data, null, 2) + '\n', { mode: 0o644 });
+  await rename(`${file}.tmp`, file);
+}
+
+/** Where the merge report of snapshot N is kept (beside info.xml). */
+export function reportPath(snapshotDir: string): string {
+  return `${dirname(snapshotDir)}/tiu-etc-merge.json`;
+}
+
+/** The update's /etc merge (see the module comment). Stores the report beside info.xml. */
 export async function mergeEtcInto(sys: System, o: { baseDir: string; newDir: string; signal?: AbortSignal }): Promise<EtcStepResult> {
   await snapshotVendorEtc(sys, o.newDir);
-  const dirs = {
-    base: `${o.baseDir}/${VENDOR_ETC_DIR}`,
-    local: `${o.baseDir}/etc`,
-    new: `${o.newDir}/${VENDOR_ETC_DIR}`,
-  };
-  const hasBase = await exists(dirs.base);
+  const baseVendor = `${o.baseDir}/${VENDOR_ETC_DIR}`;
+  const hasBase = await exists(baseVendor);
   if (!hasBase) sys.log.warn('the base snapshot has no vendor /etc copy (not made by tiu): local /etc changes are kept, differing vendor files are written as .tiunew');
-  const [base, local, next] = await Promise.all([hasBase ? scanEtc(dirs.base) : Promise.resolve(new Map()), scanEtc(dirs.local), scanEtc(dirs.new)]);
+  const syncpoint = syncpointPath(o.newDir);
+  await rm(syncpoint, { recursive: true, force: true });
+  await freeze(sys, `${o.baseDir}/etc`, syncpoint);
   if (o.signal?.aborted) throw o.signal.reason;
-  const plan = await planEtcMerge(base, local, next, dirContents(dirs));
-  let report: EtcMergeReport;
+  const r = await mergeEtc(sys, {
+    baseDir: hasBase ? baseVendor : undefined,
+    localDir: syncpoint,
+    newDir: `${o.newDir}/${VENDOR_ETC_DIR}`,
+    resultDir: `${o.newDir}/etc`,
+    verify: true,
+  });
+  await writeReport(reportPath(o.newDir), { ...r.report, localDigests: undefined });
+  return { report: r.report };
+}
+
+export interface EtcSyncResult {
+  /** Paths of the base /etc that changed after the update was prepared. */
+  changed: number;
+  report?: EtcMergeReport;
+}
+
+/**
+ * Carries /etc edits made on the base snapshot after the update was prepared into the new
+ * snapshot's /etc. Idempotent: a second run finds nothing new (the syncpoint is advanced).
+ */
+export async function syncEtc(sys: System, o: { baseDir: string; newDir: string }): Promise<EtcSyncResult> {
+  const syncpoint = syncpointPath(o.newDir);
+  if (!(await exists(syncpoint))) return { changed: 0 };
+  const [then, now] = await Promise.all([scanEtc(syncpoint, { sys }), scanEtc(`${o.baseDir}/etc`, { sys })]);
+  const a = treeDigests(then);
+  const b = treeDigests(now);
+  const changed = new Set([...Object.keys(a), ...Object.keys(b)].filter((p) => a[p] !== b[p])).size;
+  if (changed === 0) return { changed: 0 };
+  const r = await mergeEtc(sys, { baseDir: syncpoint, localDir: `${o.baseDir}/etc`, newDir: `${o.newDir}/etc`, resultDir: `${o.newDir}/etc`, verify: true });
+  // Advance the syncpoint so the same edits are not merged twice.
+  const next = `${syncpoint}.next`;
+  await freeze(sys, `${o.baseDir}/etc`, next);
+  await removeSyncpoint(sys, o.newDir);
+  await rename(next, syncpoint);
+  const file = reportPath(o.newDir);
+  let previous: unknown = null;
   try {
-    report = await applyEtcPlan(sys, plan, { local: dirs.local, next: dirs.new, result: `${o.newDir}/etc` });
-  } catch (e) {
-    if (e instanceof TiuError) throw e;
-    throw new TiuError('ETC_MERGE', `merging /etc failed: ${(e as Error).message}`, { cause: e, hint: 'nothing was made the default; rerun with --debug' });
-  }
-  const file = `${dirname(o.newDir)}/tiu-etc-merge.json`;
-  await writeFile(`${file}.tmp`, JSON.stringify(report, null, 2) + '\n', { mode: 0o644 });
-  await rename(`${file}.tmp`, file);
-  return { report };
+    previous = JSON.parse(await readFile(file, 'utf8'));
+  } catch {}
+  await writeReport(file, { ...(previous as object), resync: r.report });
+  return { changed, report: r.report };
+}
+
+/** Deletes a snapshot's syncpoint (a subvolume, or a plain copy), if any. */
+export async function removeSyncpoint(sys: System, snapshotDir: string): Promise<void> {
+  const p = syncpointPath(snapshotDir);
+  if (await isSubvolume(p)) await sys.run('btrfs', ['subvolume', 'delete', p]);
+  else await rm(p, { recursive: true, force: true });
 }

@@ -91,7 +91,7 @@ export async function extract(sys: System, o: ExtractOptions): Promise<ExtractRe
   const num = await tx.begin({
     from: base,
     description: `tiu: ${m.compatible} ${m.version}`,
-    userdata: { [UD.version]: m.version, [UD.compatible]: m.compatible, [UD.rootHash]: m.verity.rootHash },
+    userdata: { [UD.version]: m.version, [UD.compatible]: m.compatible, [UD.rootHash]: m.verity.rootHash, [UD.base]: String(base) },
   });
   sys.log.debug(`new snapshot ${num} from ${base}`);
   const dir = tx.dir;

@@ -10,7 +10,7 @@ import { openArchive } from '../archive/open.ts';
 import { mountImage } from '../archive/mount.ts';
 import { planApply } from '../apply/plan.ts';
 import { executePlan } from '../apply/execute.ts';
-import { assertBtrfs, createSubvolume, setReadonly, subvolumeInfo, setDefaultSubvolume, deleteSubvolume } from '../../snapshot/btrfs.ts';
+import { assertBtrfs, filesystemUuid, createSubvolume, setReadonly, subvolumeInfo, setDefaultSubvolume, deleteSubvolume } from '../../snapshot/btrfs.ts';
 import { createLayout, createMountpoints, renderFstab } from '../../snapshot/layout.ts';
 import { writeInfoXmlAtomic } from '../../snapshot/infoxml.ts';
 import { acquireLock } from '../../snapshot/lock.ts';
@@ -68,7 +68,7 @@ export async function install(sys: System, o: InstallOptions): Promise<InstallRe
     await createMountpoints(dir);
     await recordImage(dir, image.dir, archive.manifestBytes);
     await snapshotVendorEtc(sys, dir);
-    const uuid = (await sys.run('findmnt', ['--noheadings', '--output', 'UUID', '--target', o.top])).stdout.trim();
+    const uuid = await filesystemUuid(sys, o.top);
     await writeFile(`${dir}/etc/fstab`, renderFstab(uuid), { mode: 0o644 });
     await prepareBoot(sys, { root: `${o.top}/@`, snapshotDir: dir, num: 1, manifest: m, bootloader: o.bootloader });
     await restoreDirTimes(dir, target);

@@ -20,6 +20,8 @@ export const UD = {
   health: 'tiu-health',
   pinned: 'tiu-pinned',
   important: 'important',
+  /** The snapshot an update started from (its /etc edits are re-merged by `tiu etc sync`). */
+  base: 'tiu-base',
 } as const;
 
 /** Snapshot directory of number n below a root. */

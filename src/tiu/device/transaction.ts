@@ -12,6 +12,7 @@ import type { SnapshotStore } from '../../snapshot/store.ts';
 import { snapshotSubvolume, subvolumeInfo, setReadonly } from '../../snapshot/btrfs.ts';
 import { snapshotDir, UD } from './paths.ts';
 import { cleanupStaleMounts } from '../archive/mount.ts';
+import { removeSyncpoint } from './etc.ts';
 
 /** Directories that are separate subvolumes inside each snapshot (carried by snapshotting). */
 export const NESTED_SUBVOLUMES = ['etc'] as const;
@@ -26,7 +27,8 @@ async function isSubvolume(path: string): Promise<boolean> {
 }
 
 /** Deletes a snapshot including its nested subvolumes (/etc). */
-export async function deleteSnapshot(_sys: System, store: SnapshotStore, _root: string, num: number): Promise<void> {
+export async function deleteSnapshot(sys: System, store: SnapshotStore, root: string, num: number): Promise<void> {
+  await removeSyncpoint(sys, snapshotDir(root, num));
   await store.delete(num);
 }
 

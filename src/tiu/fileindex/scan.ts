@@ -6,14 +6,13 @@
  * that run while the hashing goes on. Entries come out in order once their hash and xattrs are in.
  * Reads the tree and runs `xargs getfattr`; writes nothing.
  */
-import { createHash } from 'node:crypto';
-import { constants, type BigIntStats } from 'node:fs';
-import { open, type FileHandle } from 'node:fs/promises';
+import type { BigIntStats } from 'node:fs';
 import { TiuError } from '../errors.ts';
 import type { System } from '../system.ts';
 import { displayPath, type EntryType, type IndexEntry } from './types.ts';
-import { cannotRead, walkTree, type WalkItem, type WalkOptions } from './walk.ts';
+import { walkTree, type WalkItem, type WalkOptions } from './walk.ts';
 import { listXattrs, type Xattrs } from './xattrs.ts';
+import { changed, hashFile, limiter } from './hash.ts';
 
 export interface ScanOptions extends WalkOptions {
   /** Called (at most every 100 ms, and once at the end) with entries emitted so far and bytes hashed. */
@@ -36,7 +35,6 @@ export interface ScanStats {
   hardlinks: number;
 }
 
-const EMPTY_SHA256 = createHash('sha256').digest('hex');
 /** Paths per getfattr batch, and how far the walk may run ahead of the consumer. */
 const XATTR_BATCH = 2048;
 const WINDOW = 3 * XATTR_BATCH;
@@ -82,83 +80,6 @@ export function baseEntry(it: WalkItem): IndexEntry {
     e.rdev = deviceNumbers(st.rdev);
   }
   return e;
-}
-
-function changed(path: string): TiuError {
-  return new TiuError('TREE_INVALID', `${JSON.stringify(displayPath(path))} changed while it was scanned`, { hint: 'make sure nothing modifies the tree while it is scanned' });
-}
-
-async function openForHash(abs: Buffer): Promise<FileHandle> {
-  const flags = constants.O_RDONLY | constants.O_NOFOLLOW;
-  try {
-    // O_NOATIME: hashing should not touch the source's atimes (needs ownership or CAP_FOWNER).
-    return await open(abs, flags | constants.O_NOATIME);
-  } catch (err) {
-    if ((err as { code?: string }).code !== 'EPERM') throw err;
-    return open(abs, flags);
-  }
-}
-
-/** sha256 of a regular file's content; checks that it is the inode that was lstat'ed and did not change. */
-async function hashFile(it: WalkItem, buf: Buffer): Promise<string> {
-  const size = it.st.size;
-  if (size === 0n) return EMPTY_SHA256;
-  let fh: FileHandle;
-  try {
-    fh = await openForHash(it.abs);
-  } catch (err) {
-    throw cannotRead(it.path, err);
-  }
-  try {
-    const h = createHash('sha256');
-    const total = Number(size);
-    let pos = 0;
-    while (pos < total) {
-      const { bytesRead } = await fh.read(buf, 0, Math.min(buf.length, total - pos), pos);
-      if (bytesRead === 0) break;
-      h.update(buf.subarray(0, bytesRead));
-      pos += bytesRead;
-    }
-    // One fstat after reading proves it is the lstat'ed inode (not swapped) and that it did not change.
-    const after = await fh.stat({ bigint: true });
-    if (pos !== total || after.ino !== it.st.ino || after.dev !== it.st.dev || after.size !== size || after.mtimeNs !== it.st.mtimeNs) throw changed(it.path);
-    return h.digest('hex');
-  } catch (err) {
-    throw err instanceof TiuError ? err : cannotRead(it.path, err);
-  } finally {
-    await fh.close();
-  }
-}
-
-/** Runs tasks with at most `n` at a time; `stop()` drops the ones not started. */
-function limiter(n: number) {
-  let running = 0;
-  const queue: Array<() => void> = [];
-  let stopped = false;
-  const next = () => {
-    if (stopped) return;
-    while (running < n && queue.length > 0) {
-      running++;
-      queue.shift()!();
-    }
-  };
-  return {
-    run<T>(task: () => Promise<T>): Promise<T> {
-      return new Promise<T>((resolve, reject) => {
-        queue.push(() => {
-          task().then(resolve, reject).finally(() => {
-            running--;
-            next();
-          });
-        });
-        next();
-      });
-    },
-    stop() {
-      stopped = true;
-      queue.length = 0;
-    },
-  };
 }
 
 interface Batch {

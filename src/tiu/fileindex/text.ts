@@ -17,13 +17,11 @@ export const XATTR_SIZE_MAX = 65536;
  * one line of printable text and the choice between the two forms is a function of the bytes.
  */
 export function textForm(bytes: string): string | undefined {
-  // eslint-disable-next-line no-control-regex
   if (/^[\x20-\x7e]*$/.test(bytes)) return bytes;
   const buf = Buffer.from(bytes, 'latin1');
   const text = buf.toString('utf8');
   // Node replaces invalid sequences with U+FFFD; a lossless round trip proves the bytes were valid.
   if (!Buffer.from(text, 'utf8').equals(buf)) return undefined;
-  // eslint-disable-next-line no-control-regex
   if (/[\x00-\x1f\x7f-\x9f]/.test(text)) return undefined;
   return text;
 }

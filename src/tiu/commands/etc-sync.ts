@@ -1,0 +1,27 @@
+/** `tiu etc sync`: re-merge /etc edits made on the running snapshot after the update was prepared. */
+import type { Context } from '../context.ts';
+import { openDevice, facts } from '../device/open.ts';
+import { snapshotDir, UD } from '../device/paths.ts';
+import { syncEtc } from '../device/etc.ts';
+import { acquireLock } from '../../snapshot/lock.ts';
+
+export async function run(ctx: Context, o: { root: string }): Promise<number> {
+  const store = await openDevice(ctx.sys, o.root, ctx.config.snapper);
+  await using _lock = await acquireLock(ctx.sys, o.root);
+  const list = await facts(store);
+  const next = list.find((s) => s.isDefault);
+  const base = next?.userdata[UD.base] === undefined ? undefined : Number(next.userdata[UD.base]);
+  if (!next || base === undefined || base === next.num || !list.some((s) => s.num === base)) {
+    ctx.out('nothing to sync: no pending update prepared by tiu');
+    return 0;
+  }
+  const r = await syncEtc(ctx.sys, { baseDir: snapshotDir(o.root, base), newDir: snapshotDir(o.root, next.num) });
+  if (r.changed === 0) {
+    ctx.out(`/etc of snapshot ${base} has not changed since snapshot ${next.num} was prepared`);
+    return 0;
+  }
+  const e = r.report!;
+  ctx.out(`carried ${r.changed} changed path(s) of /etc from snapshot ${base} into snapshot ${next.num}: ${e.keptLocal.length} kept local, ${e.merged.length} merged, ${e.conflicts.length} conflicts`);
+  for (const c of e.conflicts) ctx.out(`  conflict: /etc/${c.path}: ${c.reason}${c.tiunew ? ` (other version in /etc/${c.tiunew})` : ''}`);
+  return 0;
+}
