@@ -110,8 +110,18 @@ export async function buildImageIndex(
     files,
     bytes,
     file,
-    squashfsExcludes: o.exclude.map((e) => `${e.replace(/^\/+|\/+$/g, '')}/*`),
+    squashfsExcludes: o.exclude.flatMap((e) => squashfsExcludePatterns(e)),
     pseudo,
     excludedCounts,
   };
+}
+
+/**
+ * mksquashfs wildcard patterns that leave out everything below `dir`. mksquashfs matches with
+ * fnmatch(FNM_PERIOD), so `dir/*` alone keeps dot files (`/root/.ssh`!): `dir/.*` catches them.
+ * Glob characters in the path itself are escaped so they match literally.
+ */
+export function squashfsExcludePatterns(dir: string): string[] {
+  const literal = dir.replace(/^\/+|\/+$/g, '').replace(/[\\*?[\]+@!()]/g, '\\$&');
+  return [`${literal}/*`, `${literal}/.*`];
 }
