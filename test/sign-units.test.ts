@@ -242,7 +242,8 @@ describe('policy', () => {
     expect(code([leaf, ca], ['other'])).toBe('ARCHIVE_SIGNER');
     expect(code([leaf, { ...ca, basicConstraints: undefined }])).toBe('ARCHIVE_UNTRUSTED');
     expect(code([leaf, { ...ca, keyUsage: new Set(['cRLSign']) }])).toBe('ARCHIVE_KEY_USAGE');
-    expect(code([leaf, { ...ca, signatureAlgorithm: '1.2.840.113549.1.1.5' }])).toBe('ARCHIVE_UNTRUSTED'); // sha1WithRSA
+    expect(code([{ ...leaf, signatureAlgorithm: '1.2.840.113549.1.1.5' }, ca])).toBe('ARCHIVE_UNTRUSTED'); // sha1WithRSA
+    expect(code([leaf, { ...ca, signatureAlgorithm: '1.2.840.113549.1.1.5' }])).toBe('OK'); // an anchor's self-signature is not used
     expect(code([{ ...leaf, publicKey: { type: 'ed25519' } }, ca])).toBe('ARCHIVE_UNTRUSTED');
     expect(code([{ ...leaf, publicKey: { type: 'ec', curve: 'secp256k1' } }, ca])).toBe('ARCHIVE_UNTRUSTED');
     expect(code([{ ...leaf, keyUsage: new Set(['keyEncipherment']) }, ca])).toBe('ARCHIVE_KEY_USAGE');

@@ -251,8 +251,8 @@ const MTIME = 1_600_000_000;
  * random bytes so the verity tree has two levels, setuid, setgid, mode 0), a hardlink group of
  * three, symlinks (relative, absolute, dangling), char and block devices, a FIFO, a socket,
  * directories (sticky, setgid), user.* and security.capability xattrs, a POSIX ACL, other owners,
- * odd names (space, newline, leading dash, a 0xff byte, 255 bytes), os-release, and contents in
- * excluded directories (var, tmp). Returns the tree path (`dir`).
+ * odd names (space, newline, leading dash, a 0xff byte, 255 bytes), os-release, and contents (dot files
+ * too) in excluded directories (var, tmp). Returns the tree path (`dir`).
  */
 export async function buildTypesTree(dir: string): Promise<string> {
   const p = (rel: string) => b(join(dir, rel));
@@ -316,6 +316,9 @@ export async function buildTypesTree(dir: string): Promise<string> {
   // Contents of excluded directories (the default excludes /var and /tmp).
   await writeFile(p('var/cache/app/state'), 'excluded\n');
   await writeFile(p('tmp/scratch'), 'excluded\n');
+  // Dot files too: mksquashfs's `dir/*` does not match them (fnmatch FNM_PERIOD).
+  await writeFile(p('var/.hidden'), 'excluded dot file\n');
+  await mkdir(p('tmp/.X11-unix'));
   // Fixed times on everything, children before parents (writing a child changes the parent).
   const all = await walkPaths(dir);
   for (const rel of all.reverse()) {

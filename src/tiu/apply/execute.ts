@@ -280,7 +280,7 @@ async function applyXattrs(sys: System, root: string, entries: IndexEntry[]): Pr
     const set = Object.entries(want).filter(([k, v]) => have[k] !== v);
     if (set.length === 0) continue;
     dump += `# file: ${escapeDumpPath(p)}\n`;
-    for (const [k, v] of set) dump += `${k}=0s${v}\n`;
+    for (const [k, v] of set) dump += `${escapeDumpPath(Buffer.from(k, "latin1"))}=0s${v}\n`;
     dump += '\n';
   }
   if (!dump) return;

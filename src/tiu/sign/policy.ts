@@ -3,7 +3,7 @@
  *
  * The chain is `[signer, intermediate..., keyring CA]`. Rules (docs/trust.md):
  * - every certificate: no critical extension tiu does not understand; RSA >= 2048 bits or
- *   ECDSA on P-256/P-384/P-521; signed with SHA-256/384/512; valid at `now`;
+ *   ECDSA on P-256/P-384/P-521; valid at `now`; all but the keyring CA signed with SHA-256/384/512;
  * - every CA (all but the signer): basicConstraints cA=TRUE, keyUsage (if present) with
  *   keyCertSign, pathLenConstraint respected, extendedKeyUsage (if present) allowing signing;
  * - the signer: keyUsage (if present) with digitalSignature, extendedKeyUsage (if present)
@@ -37,14 +37,14 @@ export function role(chain: readonly CertInfo[], i: number): string {
 
 const day = (d: Date) => d.toISOString().replace('T', ' ').replace(/\.\d+Z$/, ' UTC');
 
-/** Algorithm, key and extension rules that apply to every certificate. */
-export function checkCertificateBasics(cert: CertInfo, name: string): void {
+/** Algorithm, key and extension rules for every certificate (an anchor's self-signature is not used, so not judged). */
+export function checkCertificateBasics(cert: CertInfo, name: string, isAnchor = false): void {
   if (cert.unsupportedCritical.length > 0) {
     throw new TiuError('ARCHIVE_UNTRUSTED', `${name} has a critical extension tiu does not understand (${cert.unsupportedCritical.join(', ')})`, {
       hint: 'issue the certificate without it, or mark it non-critical',
     });
   }
-  if (!CERT_SIGNATURE_ALGORITHMS[cert.signatureAlgorithm]) {
+  if (!isAnchor && !CERT_SIGNATURE_ALGORITHMS[cert.signatureAlgorithm]) {
     throw new TiuError('ARCHIVE_UNTRUSTED', `${name} is signed with an algorithm tiu does not accept (${cert.signatureAlgorithm})`, {
       hint: 'reissue it signed with SHA-256 or stronger (RSA or ECDSA)',
     });
@@ -146,7 +146,7 @@ export function ekuName(oid: string): string {
 
 /** Runs every chain rule in the documented order. */
 export function checkChainPolicy(chain: readonly CertInfo[], now: Date, allowed?: readonly string[]): void {
-  chain.forEach((cert, i) => checkCertificateBasics(cert, role(chain, i)));
+  chain.forEach((cert, i) => checkCertificateBasics(cert, role(chain, i), i === chain.length - 1));
   for (let i = 1; i < chain.length; i++) checkCa(chain[i]!, role(chain, i), i - 1);
   checkValidity(chain, now);
   checkSignerUsage(chain);
