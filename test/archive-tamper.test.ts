@@ -144,14 +144,18 @@ const CASES: Case[] = [
   },
   { name: 'trailer with size 0', make: (out) => copyPrefix(good, out, parts.size - 8, encodeTrailer(0)), code: 'ARCHIVE_FORMAT' },
   {
-    name: 'signature over 64 KiB (forged trailer, real bytes)',
+    name: 'signature over 64 KiB (forged trailer, 4096-aligned start)',
+    // Claims the CMS starts 64 KiB earlier than it does: aligned, inside the file, too big.
+    make: (out) => copyPrefix(good, out, parts.size - 8, encodeTrailer(parts.sigSize + 65536)),
+    code: 'ARCHIVE_FORMAT',
+  },
+  {
+    name: 'signature over 64 KiB (a real CMS by the trusted key)',
     make: async (out) => {
-      // 65537 bytes really are there (the CMS padded in front with zeros) and 4096-aligned.
-      const sigSize = 65536 + 4096 - ((parts.sigOffset + 65536) % 4096) + 1;
-      expect(sigSize).toBeGreaterThan(65536);
-      const start = parts.sigOffset + parts.sigSize - sigSize;
-      expect(start % 4096).toBe(0);
-      await copyPrefix(good, out, parts.size - 8, encodeTrailer(sigSize));
+      // The manifest followed by 70,000 spaces is still the same JSON; the CMS is then > 64 KiB.
+      const der = await opensslSign(Buffer.concat([parts.manifestBytes, Buffer.alloc(70_000, ' ')]), keys.signingCert, keys.signingKey, 'big');
+      expect(der.length).toBeGreaterThan(65536);
+      await spliceSignature(good, der, out);
     },
     code: 'ARCHIVE_FORMAT',
   },

@@ -320,8 +320,8 @@ describe('signManifest input errors', () => {
     const ec = generateKeyPairSync('ec', { namedCurve: 'prime256v1' }).privateKey.export({ type: 'pkcs8', format: 'pem' }).toString();
     const small = generateKeyPairSync('rsa', { modulusLength: 1024 }).privateKey.export({ type: 'pkcs8', format: 'pem' }).toString();
     const cases: [string, RegExp][] = [
-      [encrypted, /encrypted/],
-      [legacyEncrypted, /encrypted/],
+      [encrypted, /^the signing key is encrypted/],
+      [legacyEncrypted, /^the signing key is encrypted/],
       [ec, /is ec \(prime256v1\); tiu needs an RSA key/],
       [small, /1024 bits; tiu needs at least 2048/],
       [cert, /no private key \(found CERTIFICATE\)/],

@@ -166,6 +166,7 @@ export function buildProgram(state: State = { globals: {} }): Command {
       .addOption(rootOpt())
       .option('--source <file|url>', 'archive file or https URL (default: [update] source in tiu.conf)')
       .option('--keyring <pem>', 'trusted CA certificates')
+      .option('--limit-rate <rate>', 'download at most this many bytes per second (k, M suffixes)')
       .option('--reboot', 'reboot when the update is in place')
       .option('--json', 'machine-readable result')
       .action(lazy('update', program, state)),

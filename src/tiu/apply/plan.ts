@@ -37,6 +37,7 @@ export interface PlanStats {
   written: number;
   writtenBytes: number;
   created: number;
+  /** Paths the target no longer has (replaced paths are counted as written/created). */
   removed: number;
   metaOnly: number;
   linked: number;
@@ -119,7 +120,6 @@ export function planApply(target: readonly IndexEntry[], actual: ReadonlyMap<str
     removals.push({ op: 'remove', path: a.path, type: a.type });
     if (a.type === 'dir') removedDirs.push(a.path);
     touched.add(parentOf(a.path));
-    stats.removed++;
   };
 
   const targetByPath = new Map<string, IndexEntry>();
@@ -131,7 +131,10 @@ export function planApply(target: readonly IndexEntry[], actual: ReadonlyMap<str
   for (const a of actualSorted) {
     if (a.path === '.' || options.isExcluded(a.path) || options.isProtected(a.path)) continue;
     const t = targetByPath.get(a.path);
-    if (!t || t.type !== a.type) remove(a);
+    if (!t || t.type !== a.type) {
+      if (!t && !removedDirs.some((d) => isUnder(a.path, d)) && !options.isProtected(a.path)) stats.removed++;
+      remove(a);
+    }
   }
   const gone = (p: string) => removedDirs.some((d) => isUnder(p, d) || p === d) || removals.some((r) => r.path === p);
 

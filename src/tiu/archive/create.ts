@@ -11,16 +11,19 @@ import { mkdtemp, open, rename, rm, stat, readFile } from 'node:fs/promises';
 import { dirname, basename, join } from 'node:path';
 import { tmpdir } from 'node:os';
 import { TiuError, fromErrno } from '../errors.ts';
-import type { System } from '../system.ts';
+import { missingToolError, type System } from '../system.ts';
 import { TIU_VERSION } from '../version.ts';
 import { encodeTrailer, padTo, MAX_SIGNATURE_SIZE } from './layout.ts';
-import { serializeManifest, type Manifest } from './manifest.ts';
+import { checkToken, serializeManifest, type Manifest } from './manifest.ts';
 import { detectArch, openSourceTree, readOsRelease } from './sourcetree.ts';
 import { INDEX_PATH, type IndexEntry } from '../fileindex/types.ts';
 import { buildImageIndex } from './imageindex.ts';
 import { mksquashfs } from '../../squashfs/index.ts';
 import { computeHashTree } from '../verity.ts';
 import { signManifest } from '../sign/sign.ts';
+
+/** What `create` runs, in the order a user should install them (tar only for tarballs). */
+const REQUIRED_TOOLS = ['mksquashfs', 'unsquashfs', 'xargs', 'getfattr'];
 
 export interface CreateOptions {
   source: string;
@@ -57,14 +60,24 @@ export async function createArchive(sys: System, o: CreateOptions): Promise<Crea
   const epoch = o.sourceDateEpoch;
   const now = epoch !== undefined ? new Date(epoch * 1000) : new Date();
   const mkfsTime = Math.floor(now.getTime() / 1000);
+  checkToken(o.compatible, 'compatible string');
+  checkToken(o.version, 'version');
+  if (o.buildId !== undefined) checkToken(o.buildId, 'build id');
+  if (o.arch !== undefined) checkToken(o.arch, 'architecture');
   // Fail on bad keys before the long work: sign a probe.
   signManifest({ content: Buffer.from('probe'), keyPem: o.keyPem, certPem: o.certPem, chainPem: o.chainPem, signingTime: now });
+  // Likewise on missing tools, naming the first one (the scan would otherwise trip over xargs
+  // before mksquashfs is ever looked for).
+  for (const tool of REQUIRED_TOOLS) {
+    if ((await sys.which(tool)) === undefined) throw missingToolError(tool);
+  }
+
+  await assertOutputPath(o.output);
 
   await using tree = await openSourceTree(sys, o.source, { tmpdir: o.tmpdir });
   const work = await mkdtemp(join(o.tmpdir ?? tmpdir(), 'tiu-create-'));
   const tmpOut = join(dirname(o.output), `.${basename(o.output)}.tmp-${process.pid}`);
   try {
-    await assertWritableDir(dirname(o.output));
     o.progress?.('scanning', 0);
     const index = await buildImageIndex(sys, tree.dir, { exclude: o.exclude, mkfsTime, workDir: work, onProgress: (f) => o.progress?.('scanning', f) });
     const osRelease = await readOsRelease(tree.dir);
@@ -158,6 +171,13 @@ async function assertWritableDir(dir: string): Promise<void> {
     throw new TiuError('INPUT_NOT_FOUND', `output directory ${dir} does not exist`, { hint: 'create it or choose another --output', cause: e });
   }
   if (!st.isDirectory()) throw new TiuError('INPUT_INVALID', `${dir} is not a directory`, { hint: 'choose another --output' });
+}
+
+/** The output must be a new file or a file to replace: find out before the build, not at the rename. */
+async function assertOutputPath(output: string): Promise<void> {
+  const st = await stat(output).catch(() => undefined);
+  if (st?.isDirectory()) throw new TiuError('INPUT_INVALID', `output ${output} is a directory`, { hint: 'give the file name of the archive to write, e.g. --output os-1.0.tiu' });
+  await assertWritableDir(dirname(output));
 }
 
 /** Reads PEM files for `create`, with one-line errors. */

@@ -105,6 +105,17 @@ export function checkLayout(m: Manifest, sigOffset: number): void {
   if (v.hashOffset + v.hashSize !== sigOffset) fail(`hash tree ends at ${v.hashOffset + v.hashSize}, but the signature starts at ${sigOffset}`);
 }
 
+/**
+ * Checks a value the builder puts in a token field (compatible, version, buildId, arch) before
+ * any work is done, so a bad command-line value is a usage error, not a failure after the build.
+ */
+export function checkToken(value: string, what: string): void {
+  const r = token.safeParse(value);
+  if (!r.success) {
+    throw new TiuError('USAGE', `${what} ${JSON.stringify(value)} is not valid: ${r.error.issues[0]!.message}`, { hint: 'use 1-128 characters of A-Z a-z 0-9 . _ + : ~ @ -' });
+  }
+}
+
 /** Checks an archive is meant for this device. */
 export function checkCompatible(m: Manifest, compatible: string | undefined): void {
   if (compatible === undefined) return;

@@ -43,13 +43,12 @@ function keyError(message: string, hint?: string, cause?: unknown): TiuError {
 /** Loads the private key: PEM, unencrypted, RSA >= 2048 bits. Throws KEY_INVALID. */
 export function loadSigningKey(keyPem: string): KeyObject {
   if (looksLikeDer(keyPem)) throw keyError('the signing key is binary (DER), tiu reads PEM', 'convert it: openssl pkey -inform DER -in key.der -out key.pem');
+  const encrypted = keyError('the signing key is encrypted; tiu cannot ask for a passphrase', 'decrypt it into a file only the signing user can read: openssl pkey -in key.pem -out key-plain.pem');
+  if (/Proc-Type:\s*4,ENCRYPTED/.test(keyPem)) throw encrypted;
   const parsed = parsePem(keyPem);
   if ('problem' in parsed) throw keyError(`the signing key is not valid PEM: ${parsed.problem}`, RSA_KEY_HINT);
-  const encryptedPem = /Proc-Type:\s*4,ENCRYPTED/.test(keyPem);
   const block = parsed.blocks.find((b) => b.type.endsWith('PRIVATE KEY'));
-  if (encryptedPem || block?.type === 'ENCRYPTED PRIVATE KEY') {
-    throw keyError('the signing key is encrypted; tiu cannot ask for a passphrase', 'decrypt it into a file only the signing user can read: openssl pkey -in key.pem -out key-plain.pem');
-  }
+  if (block?.type === 'ENCRYPTED PRIVATE KEY') throw encrypted;
   if (!block) {
     const found = parsed.blocks.map((b) => b.type).join(', ') || 'nothing';
     throw keyError(`the key file holds no private key (found ${found})`, RSA_KEY_HINT);

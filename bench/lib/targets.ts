@@ -1,0 +1,93 @@
+/**
+ * The targets from the issues, judged against a result document. Pure: data in, verdicts out.
+ * A target whose inputs are missing is "not measured", with the reason in `measured`.
+ */
+import { fmtBytes, fmtRatio, fmtS, ratio } from './stats.ts';
+import type { BenchReport, Row, Target } from './types.ts';
+
+export const LIMITS = {
+  createVsBaseline: 1.05,
+  verityVsOpenssl: 0.8,
+  /** "Flat": peak RSS on the largest archive at most this factor of the one on the smallest. */
+  verifyFlat: 1.1,
+  extractVsRsyncInplace: 0.8,
+  /** "Growth ≈ changed bytes": at most this factor of the content-changed bytes. */
+  growthVsChanged: 1.25,
+  identicalGrowthBytes: 64 * 1024,
+  peakRssKiB: 100 * 1024,
+} as const;
+
+function row(rows: readonly Row[] | undefined, id: string): Row | undefined {
+  const r = rows?.find((x) => x.id === id);
+  return r && !r.error && r.runs.length ? r : undefined;
+}
+
+function why(rows: readonly Row[] | undefined, ...ids: string[]): string {
+  for (const id of ids) {
+    const r = rows?.find((x) => x.id === id);
+    if (!r) return `no measurement of ${id}`;
+    if (r.error) return `${id} not measured: ${r.error}`;
+  }
+  return 'missing input';
+}
+
+function judge(name: string, goal: string, ok: boolean | undefined, measured: string): Target {
+  return { name, goal, measured, status: ok === undefined ? 'not measured' : ok ? 'met' : 'not met' };
+}
+
+const mib = (kib: number | undefined) => (kib === undefined ? '–' : `${(kib / 1024).toFixed(0)} MiB`);
+
+/** Evaluates every target. */
+export function evaluateTargets(r: BenchReport): Target[] {
+  const t: Target[] = [];
+
+  const create = row(r.build.rows, 'tiu-create');
+  const base = row(r.build.rows, 'mksquashfs+veritysetup');
+  const cr = ratio(create?.median.wallS, base?.median.wallS);
+  t.push(judge('tiu create wall time', `≤ ${LIMITS.createVsBaseline}× (mksquashfs + veritysetup format)`, cr === undefined ? undefined : cr <= LIMITS.createVsBaseline,
+    cr === undefined ? why(r.build.rows, 'tiu-create', 'mksquashfs+veritysetup') : `${fmtS(create!.median.wallS)} vs ${fmtS(base!.median.wallS)} = ${fmtRatio(cr)}`));
+
+  const hasher = r.verity.rows.find((x) => x.name.startsWith('BlockHasher.digestAll'));
+  t.push(judge('verity hashing throughput, one core', `≥ ${LIMITS.verityVsOpenssl * 100}% of openssl speed sha256 (4096-byte blocks)`,
+    hasher && r.verity.opensslMBps ? hasher.MBps >= LIMITS.verityVsOpenssl * r.verity.opensslMBps : undefined,
+    hasher && r.verity.opensslMBps ? `${hasher.MBps.toFixed(0)} MB/s vs openssl ${r.verity.opensslMBps.toFixed(0)} MB/s = ${hasher.pctOfOpenssl.toFixed(0)}%` : `not measured: ${r.verity.error ?? 'no BlockHasher row in bench/verity-speed.ts output'}`));
+
+  const vrows = r.verify.rows.filter((x) => !x.error && x.runs.length).sort((a, b) => a.archiveBytes - b.archiveBytes);
+  const small = vrows[0];
+  const large = vrows[vrows.length - 1];
+  const flat = small && large && small !== large ? ratio(large.median.maxRssKiB, small.median.maxRssKiB) : undefined;
+  t.push(judge('tiu verify peak memory flat in archive size', `peak RSS on the largest archive ≤ ${LIMITS.verifyFlat}× the smallest's`, flat === undefined ? undefined : flat <= LIMITS.verifyFlat,
+    flat === undefined ? `not measured: ${r.verify.error ?? 'fewer than two archive sizes measured'}` : vrows.map((v) => `${fmtBytes(v.archiveBytes)}: ${mib(v.median.maxRssKiB)}`).join(', ') + ` (${fmtRatio(flat)})`));
+
+  for (const c of r.device.cases) {
+    const tiu = row(c.rows, 'tiu');
+    const rs = row(c.rows, 'rsync-inplace');
+    const er = ratio(tiu?.median.wallS, rs?.median.wallS);
+    t.push(judge(`tiu extract wall time, ${c.label}`, `≤ ${LIMITS.extractVsRsyncInplace}× (btrfs snapshot + rsync -aHAX --delete --inplace --no-whole-file)`, er === undefined ? undefined : er <= LIMITS.extractVsRsyncInplace,
+      er === undefined ? why(c.rows, 'tiu', 'rsync-inplace') : `${fmtS(tiu!.median.wallS)} vs ${fmtS(rs!.median.wallS)} = ${fmtRatio(er)}`));
+  }
+
+  const upd = r.device.cases.find((c) => c.id === 'v1-v2');
+  const updTiu = row(upd?.rows, 'tiu');
+  const changed = upd?.changed?.changedBytes;
+  const gr = ratio(updTiu?.median.growthBytes, changed);
+  t.push(judge('disk growth of an update (v1→v2)', `≈ bytes of files whose content changed (≤ ${LIMITS.growthVsChanged}× ${fmtBytes(changed)})`, gr === undefined ? undefined : gr <= LIMITS.growthVsChanged,
+    gr === undefined ? (changed === undefined ? `not measured: ${r.corpus.error ?? 'changed bytes not computed'}` : why(upd?.rows, 'tiu')) : `df growth ${fmtBytes(updTiu!.median.growthBytes)} (${fmtRatio(gr)}); btrfs exclusive ${fmtBytes(updTiu!.median.exclusiveBytes)}`));
+
+  const same = r.device.cases.find((c) => c.id === 'v1-v1');
+  const sameTiu = row(same?.rows, 'tiu');
+  const g = sameTiu?.median.growthBytes;
+  t.push(judge('disk growth of an identical image (v1→v1)', `≤ ${fmtBytes(LIMITS.identicalGrowthBytes)}`, g === undefined ? undefined : g <= LIMITS.identicalGrowthBytes,
+    g === undefined ? why(same?.rows, 'tiu') : `df growth ${fmtBytes(g)}; btrfs exclusive ${fmtBytes(sameTiu!.median.exclusiveBytes)}`));
+
+  for (const c of r.device.cases) {
+    const tiu = row(c.rows, 'tiu');
+    const k = tiu?.median.maxRssKiB;
+    t.push(judge(`tiu extract peak memory, ${c.label}`, `≤ ${mib(LIMITS.peakRssKiB)} including Node`, k === undefined ? undefined : k <= LIMITS.peakRssKiB, k === undefined ? why(c.rows, 'tiu') : mib(k)));
+  }
+  const vmax = vrows.length ? Math.max(...vrows.map((v) => v.median.maxRssKiB ?? 0)) : undefined;
+  t.push(judge('tiu verify peak memory', `≤ ${mib(LIMITS.peakRssKiB)} including Node`, vmax === undefined ? undefined : vmax <= LIMITS.peakRssKiB, vmax === undefined ? `not measured: ${r.verify.error ?? 'no verify runs'}` : `${mib(vmax)} (largest over the archive sizes)`));
+
+  t.push({ name: 'delta updates', goal: 'smaller than casync new chunks / ostree static delta', measured: 'not measured: tiu has no delta format yet', status: 'not measured' });
+  return t;
+}

@@ -1,0 +1,98 @@
+/** The benchmark's result document (written as bench/results/latest.json). */
+import type { Medians, Sample } from './stats.ts';
+import type { ContentDiff } from './treediff.ts';
+
+/** One tool or procedure, measured `runs.length` times. */
+export interface Row {
+  id: string;
+  label: string;
+  runs: Sample[];
+  median: Medians;
+  /** Size of what it produced (build side). */
+  artifactBytes?: number;
+  /** Set when it could not be measured: the reason. */
+  error?: string;
+  note?: string;
+}
+
+export interface VerifyRow extends Row {
+  archiveBytes: number;
+  /** Bytes tiu verify hashes (verity data area). */
+  dataBytes: number;
+}
+
+export interface DeviceCase {
+  id: 'v1-v2' | 'v1-v1';
+  label: string;
+  /** Content-changed bytes between the two images (the floor for disk growth). */
+  changed?: ContentDiff;
+  rows: Row[];
+}
+
+export interface Target {
+  name: string;
+  goal: string;
+  measured: string;
+  status: 'met' | 'not met' | 'not measured';
+}
+
+export interface BenchReport {
+  meta: {
+    date: string;
+    host: string;
+    kernel: string;
+    cpus: number;
+    cpuModel: string;
+    memGiB: number;
+    node: string;
+    runs: number;
+    workDir: string;
+    tools: Record<string, string>;
+    loadAtStart: number;
+    loadAtEnd?: number;
+    durationS?: number;
+  };
+  corpus: {
+    v1?: string;
+    v2?: string;
+    /** v1 -> v2 content difference of the two images' trees. */
+    diff?: ContentDiff;
+    error?: string;
+  };
+  build: {
+    settings?: { compression: string; level: string; blockSize: number; excludes: string[] };
+    rows: Row[];
+    error?: string;
+  };
+  verity: {
+    opensslMBps?: number;
+    rows: { name: string; MBps: number; pctOfOpenssl: number }[];
+    error?: string;
+  };
+  verify: { rows: VerifyRow[]; error?: string };
+  device: { cases: DeviceCase[]; notes: string[]; error?: string };
+  deltas: {
+    casyncNewChunks?: number;
+    casyncNewChunkBytes?: number;
+    casyncV2StoreBytes?: number;
+    ostreeStaticDeltaBytes?: number;
+    ostreeStaticDeltaS?: number;
+    errors: string[];
+  };
+  targets: Target[];
+  notMeasured: { what: string; reason: string }[];
+}
+
+export function emptyReport(meta: BenchReport['meta']): BenchReport {
+  return {
+    meta,
+    corpus: {},
+    build: { rows: [] },
+    verity: { rows: [] },
+    verify: { rows: [] },
+    device: { cases: [], notes: [] },
+    deltas: { errors: [] },
+    targets: [],
+    notMeasured: [],
+  };
+}
