@@ -68,14 +68,14 @@ describe('configuration', () => {
       await writeFile(join(root, 'usr/lib/tiu/tiu.conf'), '[device]\ncompatible = vendor\nbootloader = grub2\n[cleanup]\nkeep = 3\n');
       await writeFile(join(root, 'usr/lib/tiu/tiu.conf.d/10-x.conf'), '[cleanup]\nkeep = 4\n');
       await writeFile(join(root, 'etc/tiu/tiu.conf'), '[device]\ncompatible = admin\n');
-      await writeFile(join(root, 'etc/tiu/tiu.conf.d/50-a.conf'), '[trust]\nallowed_signers = a, b\n');
+      await writeFile(join(root, 'etc/tiu/tiu.conf.d/50-a.conf'), '[trust]\nallowed_signers[] = tiu signing, 2026\nallowed_signers[] = CN=b,O=x\n');
       await writeFile(join(root, 'etc/tiu/tiu.conf.d/60-b.conf'), '[cleanup]\nkeep = 6\n');
       await writeFile(join(root, 'extra.conf'), '[update]\nsource = https://example.invalid/x.tiu\n');
       const c = await loadConfig({ configRoot: root, file: join(root, 'extra.conf') });
       expect(c.compatible).toBe('admin');
       expect(c.bootloader).toBe('grub2');
       expect(c.keep).toBe(6);
-      expect(c.allowedSigners).toEqual(['a', 'b']);
+      expect(c.allowedSigners).toEqual(['tiu signing, 2026', 'CN=b,O=x']);
       expect(c.source).toBe('https://example.invalid/x.tiu');
       expect(c.keyring).toBe(join(root, 'etc/tiu/keyring.pem'));
       expect(c.files).toHaveLength(6);

@@ -109,6 +109,9 @@ describe('tiu install + extract on loop btrfs', () => {
     expect(r.stdout).toMatch(/^write +\/usr\/share\/t\/trap$/m);
     expect(r.stdout).toMatch(/^meta +\/usr\/share\/t\/mode \(mode\)$/m);
     expect(r.stdout).toMatch(/^remove +\/usr\/share\/t\/removed$/m);
+    // ...and the /etc merge it would do (the vendor's sshd_config change taken).
+    expect(r.stdout).toMatch(/^\/etc merge:$/m);
+    expect(r.stdout).toMatch(/^take-new +\/etc\/ssh\/sshd_config/m);
     expect((await snapshotsOf(dev.root)).map((s) => s.number)).toEqual([1]);
   });
 
@@ -183,6 +186,24 @@ describe('tiu install + extract on loop btrfs', () => {
     r = await cli(['extract', A.v2, '--root', fs.mount, ...keyringArgs()]);
     expect(r.exitCode).toBe(31);
     expect(r.stderr).toMatch(/\[ROOT_LAYOUT\]/);
+  });
+
+  it('a missing tool is named with the package to install, and nothing changes', async () => {
+    await using dev = await installedDevice(sys, A.v1, A.keyringPem);
+    // A PATH with everything tiu uses except btrfs-progs.
+    const bin = await mkdtemp(join(tmpdir(), 'tiu-path-'));
+    try {
+      for (const t of ['stat', 'mount', 'umount', 'losetup', 'flock', 'cat', 'getfattr', 'setfattr', 'xargs', 'cp', 'sync', 'mknod', 'snapper', 'sh']) {
+        const where = (await sys.run('sh', ['-c', `command -v ${t}`], { allowFailure: true })).stdout.trim();
+        if (where) await sys.run('ln', ['-s', where, join(bin, t)]);
+      }
+      const r = await cli(['extract', A.v2, '--root', dev.root, ...keyringArgs()], { env: { PATH: bin } });
+      expect(r.exitCode).toBe(60);
+      expect(r.stderr).toMatch(/required tool 'btrfs' is not installed; install it \(Debian\/Ubuntu: apt-get install btrfs-progs.*\[TOOL_MISSING\]/);
+    } finally {
+      await rm(bin, { recursive: true, force: true });
+    }
+    expect((await snapshotsOf(dev.root)).map((s) => s.number)).toEqual([1]);
   });
 
   it('two concurrent updates: one runs, the other fails fast with BUSY', async () => {

@@ -15,7 +15,8 @@ export interface Step {
   cwd?: string;
 }
 
-export interface TimedResult extends Pick<Sample, 'wallS' | 'cpuS' | 'maxRssKiB' | 'procWriteBytes' | 'load1'> {
+export interface TimedResult {
+  sample: Sample;
   /** stdout of each step, in order. */
   stdout: string[];
 }
@@ -31,7 +32,8 @@ export async function load1(): Promise<number> {
  * steps; CPU and write_bytes are summed. Throws (TOOL_FAILED, with stderr) if a step fails.
  */
 export async function runTimed(sys: System, steps: readonly Step[], reportFile: string): Promise<TimedResult> {
-  const out: TimedResult = { wallS: 0, cpuS: 0, maxRssKiB: 0, procWriteBytes: 0, load1: await load1(), stdout: [] };
+  const out: Sample = { wallS: 0, cpuS: 0, maxRssKiB: 0, procWriteBytes: 0, load1: await load1() };
+  const stdout: string[] = [];
   for (const step of steps) {
     const [file, ...args] = step.argv;
     if (!file) throw new Error('empty step');
@@ -42,9 +44,9 @@ export async function runTimed(sys: System, steps: readonly Step[], reportFile: 
     out.cpuS += rep.userS + rep.sysS;
     out.maxRssKiB = Math.max(out.maxRssKiB, rep.maxRssKiB);
     out.procWriteBytes += rep.fsOutputs * 512;
-    out.stdout.push(r.stdout);
+    stdout.push(r.stdout);
   }
-  return out;
+  return { sample: out, stdout };
 }
 
 /** Adds up samples of procedures run one after the other (e.g. mksquashfs then veritysetup). */

@@ -53,9 +53,9 @@ export const DEFAULT_CONFIG: Config = {
 
 type Raw = Record<string, unknown>;
 
-function list(v: unknown): string[] {
-  if (Array.isArray(v)) return v.map(String);
-  return String(v).split(/[\s,]+/).filter(Boolean);
+function list(v: unknown, separator: RegExp = /[\s,]+/): string[] {
+  if (Array.isArray(v)) return v.map((x) => String(x).trim()).filter(Boolean);
+  return String(v).split(separator).map((x) => x.trim()).filter(Boolean);
 }
 
 function int(v: unknown, key: string, file: string): number {
@@ -82,7 +82,8 @@ export function applyIni(cfg: Config, doc: Raw, file: string): Config {
       const id = `${section}.${key}`;
       switch (id) {
         case 'trust.keyring': out.keyring = String(v); break;
-        case 'trust.allowed_signers': out.allowedSigners = list(v); break;
+        // Subjects contain spaces and commas: one per line (allowed_signers[] = …) or ';'-separated.
+        case 'trust.allowed_signers': out.allowedSigners = list(v, /;/); break;
         case 'device.compatible': out.compatible = String(v); break;
         case 'device.bootloader': out.bootloader = oneOf(v, ['auto', 'grub2', 'systemd-boot', 'none'] as const, id, file); break;
         case 'device.snapper': out.snapper = oneOf(v, ['auto', 'yes', 'no'] as const, id, file); break;

@@ -10,7 +10,7 @@ export async function run(ctx: Context, o: { out: string; cn: string; days: stri
   await mkdir(o.out, { recursive: true, mode: 0o700 });
   const r = await generateDevKeys({ outDir: o.out, commonName: o.cn, days, intermediate: !!o.intermediate });
   ctx.out(`wrote development keys to ${o.out}:`);
-  for (const [what, path] of Object.entries(r)) if (typeof path === 'string') ctx.out(`  ${what.padEnd(12)} ${path}`);
+  for (const [what, path] of Object.entries(r)) if (typeof path === 'string') ctx.out(`  ${what.padEnd(16)} ${path}`);
   ctx.out(`sign with:  tiu create <rootfs> -o os.tiu --key ${r.signingKey} --cert ${r.signingCert}${'chain' in r && r.chain ? ` --chain ${r.chain}` : ''} --compatible <device> --version <v>`);
   ctx.out(`trust with: install -D -m 0644 ${r.keyring} /etc/tiu/keyring.pem   (or pass --keyring)`);
   ctx.log.warn('these keys are for development only: keep production signing keys offline or in an HSM');

@@ -14,6 +14,7 @@ import { lstat, mkdir, rm, writeFile, rename, readFile } from 'node:fs/promises'
 import { dirname } from 'node:path';
 import type { System } from '../system.ts';
 import { mergeEtc } from '../../etc-merge/apply.ts';
+import { formatPlan } from '../../etc-merge/report.ts';
 import { treeDigests } from '../../etc-merge/compare.ts';
 import { scanEtc } from '../../etc-merge/scan.ts';
 import type { EtcMergeReport } from '../../etc-merge/types.ts';
@@ -135,4 +136,17 @@ export async function removeSyncpoint(sys: System, snapshotDir: string): Promise
   const p = syncpointPath(snapshotDir);
   if (await isSubvolume(p)) await sys.run('btrfs', ['subvolume', 'delete', p]);
   else await rm(p, { recursive: true, force: true });
+}
+
+/** The /etc merge plan an update would carry out (for --dry-run): nothing is written. */
+export async function dryRunEtc(sys: System, baseDir: string, newVendorEtc: string): Promise<string[]> {
+  const baseVendor = `${baseDir}/${VENDOR_ETC_DIR}`;
+  const r = await mergeEtc(sys, {
+    baseDir: (await exists(baseVendor)) ? baseVendor : undefined,
+    localDir: `${baseDir}/etc`,
+    newDir: newVendorEtc,
+    resultDir: newVendorEtc,
+    dryRun: true,
+  });
+  return formatPlan(r.plan);
 }

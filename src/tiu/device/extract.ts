@@ -18,7 +18,7 @@ import { createMountpoints } from '../../snapshot/layout.ts';
 import { Transaction, cleanupInterrupted } from './transaction.ts';
 import { readImageIndex, readRecordedImage, fillDigests, scanActual, isBaseTrusted, restoreDirTimes, type RecordedImage } from './state.ts';
 import { excludedMatcher, protectedMatcher, snapshotDir, INDEX_PATH, MANIFEST_COPY_PATH, TIU_STATE_DIR, UD } from './paths.ts';
-import { mergeEtcInto, type EtcStepResult } from './etc.ts';
+import { dryRunEtc, mergeEtcInto, type EtcStepResult } from './etc.ts';
 import { prepareBoot } from './boot.ts';
 import { TIU_VERSION } from '../version.ts';
 
@@ -83,7 +83,8 @@ export async function extract(sys: System, o: ExtractOptions): Promise<ExtractRe
     const actual = await scanActual(sys, baseDir, { exclude: m.excluded });
     await fillDigests(baseDir, actual, target, trusted ? recorded : undefined);
     const plan = planApply(target, actual, { isExcluded, isProtected: protectedMatcher(m.excluded) });
-    return { number: undefined, base, version: m.version, stats: plan.stats, bytesWritten: 0, verification: image.verification, trustedBaseIndex: trusted, planLines: formatPlan(plan, displayPath), madeDefault: false };
+    const etcLines = await dryRunEtc(sys, baseDir, `${image.dir}/etc`);
+    return { number: undefined, base, version: m.version, stats: plan.stats, bytesWritten: 0, verification: image.verification, trustedBaseIndex: trusted, planLines: [...formatPlan(plan, displayPath), '', '/etc merge:', ...etcLines], madeDefault: false };
   }
 
   // 2. The new snapshot.

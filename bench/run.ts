@@ -1,0 +1,195 @@
+/**
+ * `npm run bench`: tiu measured side by side with the baseline tools. See bench/README.md.
+ *
+ *   BENCH_RUNS=3            runs per tool (alternating)
+ *   BENCH_DIR=/var/tmp/tiu-bench   scratch directory (outside the repo; removed at the end)
+ *   BENCH_ONLY=build,verity,verify,device   run only these phases
+ *   BENCH_OUT=bench/results results directory (latest.md, latest.json)
+ *   BENCH_KEEP=1            keep the scratch directory
+ *   BENCH_SKIP_SETUP=1      do not run scripts/setup.sh
+ *
+ * Side effects: installs Debian packages through scripts/setup.sh, builds the Debian fixture
+ * trees once (cached in /var/cache/tiu-fixtures), creates loop devices and mounts below
+ * BENCH_DIR (all removed at the end, also after a failure or Ctrl-C).
+ */
+import { mkdir, rm, writeFile } from 'node:fs/promises';
+import { existsSync } from 'node:fs';
+import os from 'node:os';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { createLogger } from '../src/tiu/log.ts';
+import { createSystem, type System } from '../src/tiu/system.ts';
+import { errorText, type BenchContext } from './lib/context.ts';
+import { cleanupStale } from './lib/device.ts';
+import { renderMarkdown } from './lib/markdown.ts';
+import { GNU_TIME, load1 } from './lib/measure.ts';
+import { evaluateTargets } from './lib/targets.ts';
+import { emptyReport, type BenchReport } from './lib/types.ts';
+import { benchBuild } from './phases/build.ts';
+import { buildCorpus, createArchive } from './phases/corpus.ts';
+import { benchDevice } from './phases/device.ts';
+import { benchVerify } from './phases/verify.ts';
+import { benchVerity } from './phases/verity.ts';
+
+const repo = resolve(dirname(fileURLToPath(import.meta.url)), '..');
+const runs = Number(process.env.BENCH_RUNS ?? 3);
+const work = resolve(process.env.BENCH_DIR ?? '/var/tmp/tiu-bench');
+const outDir = resolve(process.env.BENCH_OUT ?? join(repo, 'bench/results'));
+const only = process.env.BENCH_ONLY ? new Set(process.env.BENCH_ONLY.split(',').map((s) => s.trim())) : undefined;
+const phase = (name: string) => !only || only.has(name);
+const started = Date.now();
+
+function say(msg: string): void {
+  const t = ((Date.now() - started) / 1000).toFixed(0).padStart(5);
+  process.stderr.write(`[bench ${t}s] ${msg}\n`);
+}
+
+async function firstLine(sys: System, file: string, args: string[]): Promise<string> {
+  const r = await sys.run(file, args, { allowFailure: true }).catch(() => undefined);
+  const text = `${r?.stdout ?? ''}\n${r?.stderr ?? ''}`.split('\n').map((l) => l.trim()).find((l) => /\d/.test(l));
+  return text?.replace(/^(version|Version:)\s*/i, '').slice(0, 80) ?? 'unknown';
+}
+
+async function toolVersions(sys: System): Promise<Record<string, string>> {
+  return {
+    mksquashfs: await firstLine(sys, 'mksquashfs', ['-version']),
+    veritysetup: await firstLine(sys, 'veritysetup', ['--version']),
+    rauc: await firstLine(sys, 'rauc', ['--version']),
+    casync: await firstLine(sys, 'casync', ['--version']),
+    ostree: (await sys.run('ostree', ['--version'], { allowFailure: true }).catch(() => undefined))?.stdout.match(/Version: '?([\d.]+)/)?.[1] ?? 'unknown',
+    rsync: await firstLine(sys, 'rsync', ['--version']),
+    btrfs: await firstLine(sys, 'btrfs', ['--version']),
+    openssl: await firstLine(sys, 'openssl', ['version']),
+  };
+}
+
+async function writeResults(report: BenchReport): Promise<void> {
+  report.targets = evaluateTargets(report);
+  await mkdir(outDir, { recursive: true });
+  await writeFile(join(outDir, 'latest.json'), JSON.stringify(report, null, 2) + '\n');
+  await writeFile(join(outDir, 'latest.md'), renderMarkdown(report));
+}
+
+async function main(): Promise<number> {
+  if (!Number.isInteger(runs) || runs < 1) throw new Error(`BENCH_RUNS must be a positive whole number, got '${process.env.BENCH_RUNS}'`);
+  if (process.getuid?.() !== 0) throw new Error('the benchmark needs root (loop devices, mounts, btrfs)');
+  if (work === repo || work.startsWith(repo + '/')) throw new Error(`BENCH_DIR ${work} must be outside the repository`);
+  const sys = createSystem(createLogger(process.env.BENCH_DEBUG ? 'debug' : 'warn'));
+
+  if (!process.env.BENCH_SKIP_SETUP) {
+    say('setup: scripts/setup.sh with casync ostree rauc time');
+    await sys.run('bash', [join(repo, 'scripts/setup.sh')], { cwd: repo, env: { TIU_SETUP_EXTRA: 'casync ostree rauc time' }, inherit: true });
+  }
+  if (!existsSync(GNU_TIME)) throw new Error(`${GNU_TIME} (GNU time) is missing: apt-get install time`);
+
+  await cleanupStale(sys, work);
+  await rm(work, { recursive: true, force: true });
+  await mkdir(work, { recursive: true });
+
+  const cpus = os.cpus();
+  const report = emptyReport({
+    date: new Date().toISOString().replace(/\.\d+Z$/, 'Z'),
+    host: os.hostname(),
+    kernel: os.release(),
+    cpus: cpus.length,
+    cpuModel: cpus[0]?.model.replace(/\s+/g, ' ').trim() ?? 'unknown',
+    memGiB: Math.round(os.totalmem() / 2 ** 30),
+    node: process.version,
+    runs,
+    workDir: work,
+    tools: await toolVersions(sys),
+    loadAtStart: await load1(),
+  });
+  const ctx: BenchContext = {
+    sys,
+    repo,
+    work,
+    runs,
+    keys: { key: join(work, 'keys/signing.key.pem'), cert: join(work, 'keys/signing.cert.pem'), keyring: join(work, 'keys/keyring.pem') },
+    timeFile: join(work, 'time.txt'),
+    report,
+    say,
+  };
+
+  const onSignal = (sig: NodeJS.Signals) => {
+    say(`${sig}: cleaning up ${work}`);
+    cleanupStale(sys, work).finally(() => process.exit(130));
+  };
+  process.once('SIGINT', onSignal);
+  process.once('SIGTERM', onSignal);
+
+  try {
+    let corpus;
+    try {
+      corpus = await buildCorpus(ctx);
+    } catch (e) {
+      report.corpus.error = errorText(e);
+      for (const what of ['build side', 'tiu verify', 'device side']) report.notMeasured.push({ what, reason: `no corpus: ${report.corpus.error}` });
+    }
+    let v2Tiu: string | undefined;
+    if (corpus && phase('build')) {
+      try {
+        v2Tiu = await benchBuild(ctx, corpus.v2);
+      } catch (e) {
+        report.build.error = errorText(e);
+      }
+      await writeResults(report);
+    } else if (!phase('build')) report.notMeasured.push({ what: 'build side', reason: 'skipped (BENCH_ONLY)' });
+
+    if (phase('verity')) {
+      try {
+        await benchVerity(ctx);
+      } catch (e) {
+        report.verity.error = errorText(e);
+      }
+      await writeResults(report);
+    } else report.notMeasured.push({ what: 'verity hashing throughput', reason: 'skipped (BENCH_ONLY)' });
+
+    if (corpus && phase('verify')) {
+      try {
+        await benchVerify(ctx, corpus.v1Tiu);
+      } catch (e) {
+        report.verify.error = errorText(e);
+      }
+      await writeResults(report);
+    } else if (!phase('verify')) report.notMeasured.push({ what: 'tiu verify memory', reason: 'skipped (BENCH_ONLY)' });
+
+    if (corpus && phase('device')) {
+      try {
+        if (!v2Tiu) {
+          say('device: tiu create v2.tiu (untimed; the build phase did not leave one)');
+          v2Tiu = join(work, 'v2.tiu');
+          await createArchive(ctx, corpus.v2, v2Tiu, '2');
+        }
+        await benchDevice(ctx, corpus.v1Tiu, v2Tiu);
+      } catch (e) {
+        report.device.error = errorText(e);
+      }
+    } else if (!phase('device')) report.notMeasured.push({ what: 'device side', reason: 'skipped (BENCH_ONLY)' });
+  } finally {
+    await cleanupStale(sys, work);
+    if (!process.env.BENCH_KEEP) await rm(work, { recursive: true, force: true });
+  }
+  report.meta.loadAtEnd = await load1();
+  report.meta.durationS = (Date.now() - started) / 1000;
+  await writeResults(report);
+
+  process.stdout.write(summary(report));
+  say(`wrote ${join(outDir, 'latest.md')} and latest.json`);
+  return 0;
+}
+
+/** Medians and ratios for the terminal. */
+function summary(r: BenchReport): string {
+  const md = renderMarkdown(r);
+  // The tables are readable as they are; print the targets and the measurement tables.
+  return md.split('\n').filter((l) => !l.startsWith('Every run')).join('\n') + '\n';
+}
+
+main().then(
+  (code) => process.exit(code),
+  (e) => {
+    process.stderr.write(`bench: ${errorText(e)}\n`);
+    process.exit(1);
+  },
+);
