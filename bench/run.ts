@@ -44,22 +44,22 @@ function say(msg: string): void {
   process.stderr.write(`[bench ${t}s] ${msg}\n`);
 }
 
-async function firstLine(sys: System, file: string, args: string[]): Promise<string> {
+async function versionOf(sys: System, file: string, args: string[]): Promise<string> {
   const r = await sys.run(file, args, { allowFailure: true }).catch(() => undefined);
-  const text = `${r?.stdout ?? ''}\n${r?.stderr ?? ''}`.split('\n').map((l) => l.trim()).find((l) => /\d/.test(l));
-  return text?.replace(/^(version|Version:)\s*/i, '').slice(0, 80) ?? 'unknown';
+  const text = `${r?.stdout ?? ''}\n${r?.stderr ?? ''}`.split('\n').map((l) => l.trim()).find((l) => /\d/.test(l)) ?? '';
+  return /v?(\d+(?:\.\d+)+|\b\d+\b)/.exec(text.replace(file, ''))?.[1] ?? 'unknown';
 }
 
 async function toolVersions(sys: System): Promise<Record<string, string>> {
   return {
-    mksquashfs: await firstLine(sys, 'mksquashfs', ['-version']),
-    veritysetup: await firstLine(sys, 'veritysetup', ['--version']),
-    rauc: await firstLine(sys, 'rauc', ['--version']),
-    casync: await firstLine(sys, 'casync', ['--version']),
+    mksquashfs: await versionOf(sys, 'mksquashfs', ['-version']),
+    veritysetup: await versionOf(sys, 'veritysetup', ['--version']),
+    rauc: await versionOf(sys, 'rauc', ['--version']),
+    casync: await versionOf(sys, 'casync', ['--version']),
     ostree: (await sys.run('ostree', ['--version'], { allowFailure: true }).catch(() => undefined))?.stdout.match(/Version: '?([\d.]+)/)?.[1] ?? 'unknown',
-    rsync: await firstLine(sys, 'rsync', ['--version']),
-    btrfs: await firstLine(sys, 'btrfs', ['--version']),
-    openssl: await firstLine(sys, 'openssl', ['version']),
+    rsync: await versionOf(sys, 'rsync', ['--version']),
+    btrfs: await versionOf(sys, 'btrfs', ['--version']),
+    openssl: await versionOf(sys, 'openssl', ['version']),
   };
 }
 

@@ -3,14 +3,15 @@
  * the specific code, prints one error line naming the problem, and leaves no file behind (not
  * even its `.tmp-*` temp). Missing tools, an unreadable file (a write-only sysfs attribute
  * bind-mounted into the tree: EACCES even for root), a tree holding tiu's own state, missing
- * paths, a full disk (a small tmpfs), bad keys and keyrings, bad token values.
+ * paths, a full disk (a small tmpfs), Ctrl-C, bad keys and keyrings, bad token values.
  */
 import { describe, it, expect, beforeAll, afterAll } from 'vitest';
+import { execFileSync } from 'node:child_process';
 import { glob, mkdir, readdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { execa } from 'execa';
 import {
-  archiveParts, buildTypesTree, createArchive, expectCliError, expectOk, makeKeys, pathWith, runCreate, tiu,
+  archiveParts, buildTypesTree, createArchive, expectCliError, expectOk, makeKeys, pathWith, runCreate, tiu, NODE, TIU_BIN,
   type ArchiveParts, type Keys,
 } from './helpers/archive.ts';
 import { tempDir } from './helpers/env.ts';
@@ -161,6 +162,36 @@ describe('tiu create', () => {
       } finally {
         await execa('umount', [dir]);
       }
+    });
+  });
+
+  describe('Ctrl-C while mksquashfs runs: INTERRUPTED (exit 65), nothing left behind', () => {
+    it.each(['directory', 'tarball'])('from a %s', async (kind) => {
+      const debian = execFileSync('bash', [join(import.meta.dirname, 'fixtures/debian-tree.sh'), 'v1'], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] }).trim();
+      let src = debian;
+      if (kind === 'tarball') {
+        src = w('debian.tar');
+        await execa('tar', ['--create', '--file', src, '--xattrs', '--acls', '--numeric-owner', '-C', debian, '.']);
+      }
+      const out = await outDir(`interrupt-${kind}`);
+      const tmp = await outDir(`interrupt-tmp-${kind}`);
+      // zstd level 22 on the Debian tree runs for minutes: long enough to be interrupted.
+      const child = execa(NODE, [TIU_BIN, 'create', src, '-o', join(out, 'x.tiu'), '--key', keys.signingKey, '--cert', keys.signingCert, '--compatible', 'c', '--version', '1', '--no-progress', '--level', '22'], {
+        env: { TMPDIR: tmp, SOURCE_DATE_EPOCH: undefined }, reject: false,
+      });
+      // Wait until mksquashfs writes the temp output next to the output.
+      const deadline = Date.now() + 60_000;
+      while (!(await contents(out)).some((n) => n.startsWith('.x.tiu.tmp-'))) {
+        expect(Date.now(), 'the temp output appears').toBeLessThan(deadline);
+        await new Promise((r) => setTimeout(r, 100));
+      }
+      expect((await contents(tmp)).length).toBeGreaterThan(0);
+      child.kill('SIGINT');
+      const r = await child;
+      const result = { exitCode: r.exitCode ?? -1, stdout: String(r.stdout), stderr: String(r.stderr) };
+      expect(expectCliError(result, 'INTERRUPTED', [/^unpacking /])).toContain('SIGINT');
+      expect(await contents(out)).toEqual([]);
+      expect(await contents(tmp)).toEqual([]);
     });
   });
 

@@ -64,8 +64,13 @@ export function renderMarkdown(r: BenchReport): string {
   out.push(table(['archive', 'runs', 'archive size', 'wall (median)', 'throughput', 'peak RSS'],
     r.verify.rows.map((v) => v.error ? [v.label, '0', fmtBytes(v.archiveBytes), `not measured: ${v.error}`, '', ''] : [
       v.label + (v.note ? ` (${v.note})` : ''), runsCell(v), fmtBytes(v.archiveBytes), fmtS(v.median.wallS),
-      v.median.wallS ? `${(v.dataBytes / 1048576 / v.median.wallS).toFixed(0)} MiB/s` : '–', mib(v.median.maxRssKiB),
+      // Throughput means nothing for an archive that verifies in less time than Node takes to start.
+      v.median.wallS && v.dataBytes >= 2 ** 20 ? `${(v.dataBytes / 1048576 / v.median.wallS).toFixed(0)} MiB/s` : '–', mib(v.median.maxRssKiB),
     ])), '');
+
+  if (r.memoryFloor) {
+    out.push(`For scale: Node.js doing nothing (\`node -e 0\`) peaks at ${mib(r.memoryFloor.nodeKiB)}, \`tiu --version\` (loading the CLI) at ${mib(r.memoryFloor.tiuVersionKiB)}.`, '');
+  }
 
   out.push('## Device side', '');
   for (const n of r.device.notes) out.push(`- ${n}`);
@@ -80,6 +85,14 @@ export function renderMarkdown(r: BenchReport): string {
         ? [x.label, '0', `not measured: ${x.error}`, '', '', '', '', '', '', '']
         : [x.label + (x.note ? ` (${x.note})` : ''), runsCell(x), fmtS(x.median.wallS), x.median.cpuS?.toFixed(2) ?? '–', mib(x.median.maxRssKiB), fmtBytes(x.median.growthBytes),
           fmtBytes(x.median.exclusiveBytes), fmtBytes(x.median.devWriteBytes), fmtBytes(x.median.procWriteBytes), fmtRatio(ratio(x.median.wallS, base))])), '');
+  }
+
+  const b = r.device.breakdown;
+  if (b) {
+    out.push('### Where tiu extract spends its time (one extra `--debug` run, v1 → v2, untimed)', '');
+    out.push(`Total ${fmtS(b.totalS)}; ${b.commands} external commands took ${fmtS(b.commandsS)} together (overlapping ones counted each).`, '');
+    out.push(table(['phase (from tiu\'s progress lines)', 'wall'], b.phases.map((p) => [p.name, fmtS(p.s)])), '');
+    out.push(table(['slowest commands', 'wall'], b.slowest.map((c) => [`\`${c.command.length > 140 ? c.command.slice(0, 140) + '…' : c.command}\``, fmtS(c.s)])), '');
   }
 
   out.push('## Deltas', '');

@@ -1,6 +1,7 @@
 /** The benchmark's result document (written as bench/results/latest.json). */
 import type { Medians, Sample } from './stats.ts';
 import type { ContentDiff } from './treediff.ts';
+import type { Breakdown } from './breakdown.ts';
 
 /** One tool or procedure, measured `runs.length` times. */
 export interface Row {
@@ -70,7 +71,15 @@ export interface BenchReport {
     error?: string;
   };
   verify: { rows: VerifyRow[]; error?: string };
-  device: { cases: DeviceCase[]; notes: string[]; error?: string };
+  device: {
+    cases: DeviceCase[];
+    notes: string[];
+    /** One extra `tiu --debug extract` v1 -> v2 run, split into phases and commands. */
+    breakdown?: Breakdown;
+    error?: string;
+  };
+  /** Peak RSS of Node.js doing nothing and of `tiu --version` (the floor under every tiu figure). */
+  memoryFloor?: { nodeKiB: number; tiuVersionKiB: number };
   deltas: {
     casyncNewChunks?: number;
     casyncNewChunkBytes?: number;

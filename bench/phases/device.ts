@@ -10,6 +10,7 @@ import { mountImage } from '../lib/image.ts';
 import { runTimed, type Step } from '../lib/measure.ts';
 import type { Sample } from '../lib/stats.ts';
 import { diffContent, scanTree } from '../lib/treediff.ts';
+import { breakdown, type StampedLine } from '../lib/breakdown.ts';
 import type { DeviceCase, Row } from '../lib/types.ts';
 import { newChunks, OSTREE_REFS, prepareCasync, prepareOstree, storeChunks, treeBytes, type CasyncSetup } from './baselines.ts';
 
@@ -58,6 +59,13 @@ function procedures(ctx: BenchContext, inp: Inputs, etcNested: boolean, ostreeSr
     created: async (d) => s2(d),
   });
   const procs: Procedure[] = [
+    {
+      id: 'snapshot-only',
+      label: 'btrfs subvolume snapshot only (floor: the snapshot itself)',
+      prepare: mkdirS2,
+      steps: (d) => [...snapshotSteps(d), { argv: ['sync', '-f', s2(d)] }],
+      created: async (d) => s2(d),
+    },
     {
       id: 'tiu',
       label: 'tiu extract',
@@ -157,6 +165,16 @@ async function probeCasyncRoot(ctx: BenchContext, golden: string, dir: string, c
     : `casync extract into the root of a new subvolume fails (exit ${r.exitCode}: ${(r.stderr.trim().split('\n').pop() ?? '').slice(0, 200)}), so it extracts into <new subvolume>/tree.`;
 }
 
+/** One untimed `tiu --debug extract` with every stderr line stamped, for the time breakdown. */
+async function diagnoseTiuExtract(ctx: BenchContext, golden: string, dir: string, archive: string): Promise<void> {
+  await using dev = await openDevice(ctx.sys, golden, dir);
+  const lines: StampedLine[] = [];
+  const t0 = performance.now();
+  const [node, ...args] = tiuArgv(ctx, '--debug', 'extract', archive, '--root', dev.root, '--keyring', ctx.keys.keyring);
+  await ctx.sys.run(node!, args, { onLine: (line) => lines.push({ t: (performance.now() - t0) / 1000, line }) });
+  ctx.report.device.breakdown = breakdown(lines, (performance.now() - t0) / 1000);
+}
+
 export async function benchDevice(ctx: BenchContext, v1Tiu: string, v2Tiu: string): Promise<void> {
   const dir = join(ctx.work, 'device');
   await mkdir(dir, { recursive: true });
@@ -233,6 +251,13 @@ export async function benchDevice(ctx: BenchContext, v1Tiu: string, v2Tiu: strin
         }
       }
     }
+  }
+
+  ctx.say('device: one tiu --debug extract v1 -> v2 for the time breakdown (untimed)');
+  try {
+    await diagnoseTiuExtract(ctx, golden.file, dir, v2Tiu);
+  } catch (e) {
+    notes.push(`time breakdown of tiu extract failed: ${errorText(e)}`);
   }
 
   ctx.say('device: delta sizes to beat (casync new chunks, ostree static delta)');

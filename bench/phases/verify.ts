@@ -10,6 +10,7 @@ import { join } from 'node:path';
 import { addRun, failRow, newRow, rotate, tiuArgv, type BenchContext } from '../lib/context.ts';
 import { imageDataSize } from '../lib/image.ts';
 import { runTimed } from '../lib/measure.ts';
+import { median } from '../lib/stats.ts';
 import type { VerifyRow } from '../lib/types.ts';
 import { createArchive } from './corpus.ts';
 
@@ -48,6 +49,15 @@ export async function benchVerify(ctx: BenchContext, v1Tiu: string): Promise<voi
   // Level 1 only to save build time: random data does not compress at any level.
   await createArchive(ctx, largeTree, large, '1', ['--level', '1']);
   await rm(largeTree, { recursive: true, force: true });
+
+  // The floor under every tiu memory figure: Node.js itself, and the CLI loading.
+  const node: number[] = [];
+  const cli: number[] = [];
+  for (let i = 0; i < ctx.runs; i++) {
+    node.push((await runTimed(ctx.sys, [{ argv: [process.execPath, '-e', '0'] }], ctx.timeFile)).sample.maxRssKiB);
+    cli.push((await runTimed(ctx.sys, [{ argv: tiuArgv(ctx, '--version') }], ctx.timeFile)).sample.maxRssKiB);
+  }
+  ctx.report.memoryFloor = { nodeKiB: median(node), tiuVersionKiB: median(cli) };
 
   const rows: VerifyRow[] = [];
   for (const [id, label, file, note] of [

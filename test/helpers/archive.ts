@@ -54,16 +54,16 @@ const PROGRESS_LINE = /^[a-z]+: \d{1,3}%$/;
 /**
  * Asserts a command failed with `code` as a user sees it: the exit code of that code, and one
  * error line `tiu: error: ... [CODE]` at the end of stderr, no stack trace. Other stderr lines
- * may only be progress lines ("verifying: 0%"). Returns the error line.
+ * may only be progress lines ("verifying: 0%") or match `alsoAllowed`. Returns the error line.
  */
-export function expectCliError(r: CliResult, code: ErrorCode): string {
+export function expectCliError(r: CliResult, code: ErrorCode, alsoAllowed: RegExp[] = []): string {
   const lines = r.stderr.split('\n').filter((l) => l !== '');
   const context = `exit ${r.exitCode}, stderr:\n${r.stderr}`;
   expect(lines.length, context).toBeGreaterThan(0);
   const last = lines[lines.length - 1]!;
   expect(last, context).toMatch(/^tiu: error: \S.* \[[A-Z_]+\]$/);
   expect(last.slice(last.lastIndexOf('[') + 1, -1), context).toBe(code);
-  expect(lines.slice(0, -1).filter((l) => !PROGRESS_LINE.test(l)), context).toEqual([]);
+  expect(lines.slice(0, -1).filter((l) => ![PROGRESS_LINE, ...alsoAllowed].some((re) => re.test(l))), context).toEqual([]);
   expect(r.stderr, context).not.toMatch(/^\s+at /m);
   expect(r.exitCode, context).toBe(ERROR_CODES[code].exit);
   return last;

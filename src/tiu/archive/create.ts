@@ -3,8 +3,8 @@
  *
  * Steps: scan the tree into the per-file index; build the squashfs with the index inside it;
  * pad to 4 KiB; append the dm-verity hash tree; sign the manifest and append it with the trailer.
- * Writes `<output>.tmp-<pid>` next to the output and renames it at the very end, so a failure
- * (or a full disk) leaves nothing half-written under the output name.
+ * Writes `.<name>.tmp-<pid>` next to the output and renames it at the very end, so a failure
+ * (a full disk, Ctrl-C) leaves nothing half-written under the output name, and removes the temp.
  */
 import { createHash, randomBytes } from 'node:crypto';
 import { mkdtemp, open, rename, rm, stat, readFile } from 'node:fs/promises';
@@ -74,7 +74,13 @@ export async function createArchive(sys: System, o: CreateOptions): Promise<Crea
 
   await assertOutputPath(o.output);
 
-  await using tree = await openSourceTree(sys, o.source, { tmpdir: o.tmpdir });
+  // Ctrl-C / SIGTERM abort the build so that the cleanup below runs: no temp output, work dir or
+  // unpacked tarball is left behind (Node would otherwise just exit).
+  using interrupt = interruptible();
+  const stop = interrupt.signal;
+  await using tree = await openSourceTree(sys, o.source, { tmpdir: o.tmpdir }).catch((e: unknown) => {
+    throw stop.aborted ? stop.reason : e;
+  });
   const work = await mkdtemp(join(o.tmpdir ?? tmpdir(), 'tiu-create-'));
   const tmpOut = join(dirname(o.output), `.${basename(o.output)}.tmp-${process.pid}`);
   try {
@@ -82,6 +88,7 @@ export async function createArchive(sys: System, o: CreateOptions): Promise<Crea
     const index = await buildImageIndex(sys, tree.dir, { exclude: o.exclude, mkfsTime, workDir: work, onProgress: (f) => o.progress?.('scanning', f) });
     const osRelease = await readOsRelease(tree.dir);
     const arch = o.arch ?? (await detectArch(tree.dir)) ?? 'unknown';
+    stop.throwIfAborted();
 
     o.progress?.('squashfs', 0);
     const sq = await mksquashfs(sys, tree.dir, tmpOut, {
@@ -92,6 +99,7 @@ export async function createArchive(sys: System, o: CreateOptions): Promise<Crea
       excludes: index.squashfsExcludes,
       pseudo: index.pseudo,
       progress: (f) => o.progress?.('squashfs', f),
+      signal: stop,
     });
 
     const fh = await open(tmpOut, 'r+');
@@ -105,6 +113,7 @@ export async function createArchive(sys: System, o: CreateOptions): Promise<Crea
         : randomBytes(32);
       o.progress?.('verity', 0);
       const { rootHash, hashSize } = await computeHashTree(fh, { dataSize, hashOffset: dataSize, salt, onProgress: (d: number, t: number) => o.progress?.('verity', t ? d / t : 1) });
+      stop.throwIfAborted();
       const manifest: Manifest = {
         format: 'tiu-archive',
         formatVersion: 1,
@@ -135,6 +144,7 @@ export async function createArchive(sys: System, o: CreateOptions): Promise<Crea
       await fh.sync();
       const size = sigOffset + der.length + 8;
       await fh.close();
+      stop.throwIfAborted();
       await rename(tmpOut, o.output);
       await syncDir(dirname(o.output));
       return { manifest, size, excludedCounts: index.excludedCounts, entries: index.entries };
@@ -143,10 +153,29 @@ export async function createArchive(sys: System, o: CreateOptions): Promise<Crea
     }
   } catch (e) {
     await rm(tmpOut, { force: true });
+    // Whatever failed after an interrupt (a killed child, a closed file) failed because of it.
+    if (stop.aborted) throw stop.reason;
     throw fromErrno(e, `creating ${o.output}`) ?? e;
   } finally {
     await rm(work, { recursive: true, force: true });
   }
+}
+
+/** SIGINT/SIGTERM -> an abort signal carrying INTERRUPTED, for as long as it is not disposed. */
+function interruptible(): { signal: AbortSignal } & Disposable {
+  const ac = new AbortController();
+  const onSignal = (sig: NodeJS.Signals) => {
+    ac.abort(new TiuError('INTERRUPTED', `interrupted by ${sig}; no archive was written`, { hint: 'run tiu create again' }));
+  };
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
+  return {
+    signal: ac.signal,
+    [Symbol.dispose]() {
+      process.off('SIGINT', onSignal);
+      process.off('SIGTERM', onSignal);
+    },
+  };
 }
 
 async function writeAll(fh: import('node:fs/promises').FileHandle, buf: Buffer, position: number): Promise<void> {

@@ -23,8 +23,10 @@ export interface MountedImage extends AsyncDisposable {
 /** True when this kernel can activate dm-verity (device-mapper present, veritysetup installed). */
 export async function hasDeviceMapper(sys: System): Promise<boolean> {
   if (process.env.TIU_NO_DM === '1') return false;
+  // /dev/mapper/control can exist without a device-mapper in the kernel: ask the kernel.
   try {
     await access('/dev/mapper/control');
+    if (!/\bdevice-mapper\b/.test(await readFile('/proc/misc', 'utf8'))) return false;
   } catch {
     return false;
   }
@@ -92,19 +94,28 @@ export async function mountImage(sys: System, archive: OpenedArchive, options: {
   try {
     if (await hasDeviceMapper(sys)) {
       // The kernel checks every block against the signed root hash as it is read.
-      const loop = (await sys.run('losetup', ['--find', '--show', '--read-only', archive.fdPath()])).stdout.trim();
-      cleanups.push(() => sys.run('losetup', ['--detach', loop], { allowFailure: true }));
-      const name = `tiu-${tag}`;
-      await sys.run('veritysetup', [
-        'open', loop, name, loop, v.rootHash,
-        '--no-superblock', '--format=1', '--hash=sha256',
-        `--data-block-size=${v.dataBlockSize}`, `--hash-block-size=${v.hashBlockSize}`,
-        `--data-blocks=${v.dataSize / v.dataBlockSize}`, `--hash-offset=${v.hashOffset}`, `--salt=${v.salt}`,
-      ]);
-      cleanups.push(() => sys.run('veritysetup', ['close', name], { allowFailure: true }));
-      await sys.run('mount', ['-t', 'squashfs', '-o', 'ro,nodev,nosuid', `/dev/mapper/${name}`, dir]);
-      cleanups.push(() => sys.run('umount', [dir], { allowFailure: true }));
-      return { dir, verification: 'dm-verity', [Symbol.asyncDispose]: dispose };
+      const dmCleanups: (() => Promise<unknown>)[] = [];
+      try {
+        const loop = (await sys.run('losetup', ['--find', '--show', '--read-only', archive.fdPath()])).stdout.trim();
+        dmCleanups.push(() => sys.run('losetup', ['--detach', loop], { allowFailure: true }));
+        const name = `tiu-${tag}`;
+        await sys.run('veritysetup', [
+          'open', loop, name, loop, v.rootHash,
+          '--no-superblock', '--format=1', '--hash=sha256',
+          `--data-block-size=${v.dataBlockSize}`, `--hash-block-size=${v.hashBlockSize}`,
+          `--data-blocks=${v.dataSize / v.dataBlockSize}`, `--hash-offset=${v.hashOffset}`, `--salt=${v.salt}`,
+        ]);
+        dmCleanups.push(() => sys.run('veritysetup', ['close', name], { allowFailure: true }));
+        await sys.run('mount', ['-t', 'squashfs', '-o', 'ro,nodev,nosuid', `/dev/mapper/${name}`, dir]);
+        dmCleanups.push(() => sys.run('umount', [dir], { allowFailure: true }));
+        cleanups.push(...dmCleanups);
+        return { dir, verification: 'dm-verity', [Symbol.asyncDispose]: dispose };
+      } catch (e) {
+        for (const c of dmCleanups.reverse()) await c().catch(() => {});
+        // A kernel without the dm-verity target: fall back only if the data was verified already.
+        if (!options.verifiedInUserspace) throw e;
+        sys.log.warn(`dm-verity activation failed (${(e as Error).message}); using the userspace-verified image`);
+      }
     }
     if (!options.verifiedInUserspace) {
       throw new TiuError('INTERNAL', 'refusing to mount an image that was not verified (no device-mapper and no userspace verification)');

@@ -1,0 +1,33 @@
+/**
+ * Runs once before the VM suite: checks the host, then builds (or takes from the cache) the
+ * guest tree, the archives and the base disks, and hands their paths to the test files.
+ */
+import { execFileSync } from 'node:child_process';
+import type { TestProject } from 'vitest/node';
+import { createSystem } from '../src/tiu/system.ts';
+import { createLogger } from '../src/tiu/log.ts';
+import { ensureArtifacts, type Artifacts } from './lib/image.ts';
+import { bootMode } from './lib/bootmode.ts';
+
+declare module 'vitest' {
+  export interface ProvidedContext {
+    artifacts: Artifacts;
+  }
+}
+
+export default async function setup(project: TestProject): Promise<void> {
+  if (process.getuid?.() !== 0) throw new Error('the VM suite builds disks with losetup, mount and chroot: run it as root');
+  for (const tool of ['qemu-system-x86_64', 'qemu-img', 'mmdebstrap', 'sfdisk', 'mkfs.vfat', 'mkfs.btrfs', 'losetup', 'mksquashfs']) {
+    try {
+      execFileSync('sh', ['-c', `command -v ${tool}`], { stdio: 'ignore' });
+    } catch {
+      throw new Error(`required tool ${tool} is missing: apt-get install qemu-system-x86 qemu-utils ovmf mmdebstrap fdisk dosfstools btrfs-progs squashfs-tools`);
+    }
+  }
+  const sys = createSystem(createLogger(process.env.TIU_VM_DEBUG ? 'debug' : 'warn'));
+  const mode = bootMode();
+  const log = (s: string) => process.stderr.write(`[vm] ${s}\n`);
+  const a = await ensureArtifacts(sys, { bootMode: mode, log });
+  log(a.buildSeconds ? `images built in ${a.buildSeconds.toFixed(0)} s (${a.dir})` : `images from the cache (${a.dir})`);
+  project.provide('artifacts', a);
+}

@@ -1,0 +1,212 @@
+/**
+ * The guest images, built once and cached under CACHE_DIR:
+ *
+ *   tree-<key>/rootfs        Debian bookworm from mmdebstrap (build-tree.sh, customize.sh,
+ *                            packages.txt); key = hash of those three files
+ *   artifacts-<key>/         keys/, the archives (v1, v2, bad-health, no-init, tampered) and the
+ *                            base disks disk-bios.raw / disk-uefi.raw made WITH TIU (create,
+ *                            install); key = tree key + this file + build-disk.sh + tiu's
+ *                            sources (src/, bin/), so a change to tiu rebuilds them
+ *
+ * Each stage is built into `<name>.tmp` and renamed when complete; older generations are removed.
+ * Side effects: runs mmdebstrap, tiu, mount (overlayfs), losetup, chroot as root.
+ */
+import { createHash } from 'node:crypto';
+import { existsSync } from 'node:fs';
+import { mkdir, readdir, readFile, rename, rm, stat, symlink, writeFile, open } from 'node:fs/promises';
+import { join, relative } from 'node:path';
+import type { System } from '../../src/tiu/system.ts';
+import { CACHE_DIR, COMPATIBLE, IMAGE_DIR, NODE, REPO } from './paths.ts';
+
+export type Variant = 'bios' | 'uefi';
+
+/** The archives the scenarios use, by file name (the same names below GUEST_ARTIFACTS). */
+export const ARCHIVES = {
+  v1: 'v1.tiu',
+  v2: 'v2.tiu',
+  badHealth: 'bad-health.tiu',
+  noInit: 'no-init.tiu',
+  tampered: 'tampered.tiu',
+} as const;
+
+/** What each archive's image says in /usr/share/tiu-vm/release, and its manifest version. */
+export const RELEASES = { v1: '1', v2: '2', badHealth: '3-bad-health', noInit: '4-no-init' } as const;
+
+export interface Artifacts {
+  /** Directory shared with the guest (9p tag `artifacts`). */
+  dir: string;
+  keyring: string;
+  disks: Record<Variant, string>;
+  /** Seconds spent building (0 when everything came from the cache). */
+  buildSeconds: number;
+}
+
+async function sha256Files(files: string[]): Promise<string> {
+  const h = createHash('sha256');
+  for (const f of files.sort()) {
+    h.update(`${relative(REPO, f)}\0`);
+    h.update(await readFile(f));
+    h.update('\0');
+  }
+  return h.digest('hex').slice(0, 16);
+}
+
+async function walk(dir: string): Promise<string[]> {
+  const out: string[] = [];
+  for (const e of await readdir(dir, { withFileTypes: true })) {
+    const p = join(dir, e.name);
+    if (e.isDirectory()) out.push(...(await walk(p)));
+    else if (e.isFile()) out.push(p);
+  }
+  return out;
+}
+
+/** Cache key of the Debian tree. */
+export function treeKey(): Promise<string> {
+  return sha256Files(['packages.txt', 'build-tree.sh', 'customize.sh'].map((f) => `${IMAGE_DIR}/${f}`));
+}
+
+/** Cache key of the archives and disks. */
+export async function artifactsKey(tree: string, bootMode: string): Promise<string> {
+  const files = [`${IMAGE_DIR}/build-disk.sh`, join(import.meta.dirname, 'image.ts'), `${REPO}/bin/tiu.js`, ...(await walk(`${REPO}/src`))];
+  return `${await sha256Files(files)}${tree.slice(0, 4)}-${bootMode}`;
+}
+
+async function removeOthers(prefix: string, keep: string): Promise<void> {
+  for (const name of await readdir(CACHE_DIR)) {
+    if (name.startsWith(prefix) && name !== keep) await rm(join(CACHE_DIR, name), { recursive: true, force: true });
+  }
+}
+
+/** Builds (or reuses) the Debian tree; returns the rootfs path. */
+export async function ensureTree(sys: System, log: (s: string) => void): Promise<string> {
+  const key = await treeKey();
+  const dir = join(CACHE_DIR, `tree-${key}`);
+  if (existsSync(`${dir}/complete`)) return `${dir}/rootfs`;
+  log(`building the guest tree (mmdebstrap, several minutes) into ${dir}`);
+  const tmp = `${dir}.tmp`;
+  await rm(tmp, { recursive: true, force: true });
+  await mkdir(tmp, { recursive: true });
+  await sys.run('bash', [`${IMAGE_DIR}/build-tree.sh`, `${tmp}/rootfs`], { timeoutMs: 3_600_000 });
+  await writeFile(`${tmp}/complete`, new Date().toISOString());
+  await rename(tmp, dir);
+  await removeOthers('tree-', `tree-${key}`);
+  return `${dir}/rootfs`;
+}
+
+type Layer = (upper: string) => Promise<void>;
+
+async function put(upper: string, path: string, content: string, mode = 0o644): Promise<void> {
+  await mkdir(join(upper, path, '..'), { recursive: true });
+  await writeFile(join(upper, path), content, { mode });
+}
+
+/** What every variant adds to the Debian tree: trust, device config, the ESP mount point. */
+function commonLayer(keyring: string, release: string): Layer {
+  return async (u) => {
+    await put(u, 'etc/tiu/keyring.pem', await readFile(keyring, 'utf8'));
+    await put(u, 'usr/lib/tiu/tiu.conf', `[device]\ncompatible = ${COMPATIBLE}\n`);
+    await put(u, 'usr/share/tiu-vm/release', `${release}\n`);
+    await mkdir(`${u}/boot/efi`, { recursive: true });
+    await put(
+      u,
+      'etc/systemd/system/boot-efi.mount',
+      '[Unit]\nDescription=EFI system partition\n[Mount]\nWhat=/dev/disk/by-partlabel/esp\nWhere=/boot/efi\nType=vfat\nOptions=umask=0077,nofail\n[Install]\nWantedBy=local-fs.target\n',
+    );
+    await mkdir(`${u}/etc/systemd/system/local-fs.target.wants`, { recursive: true });
+    await symlink('../boot-efi.mount', `${u}/etc/systemd/system/local-fs.target.wants/boot-efi.mount`);
+  };
+}
+
+const layers: Record<'v1' | 'v2' | 'badHealth' | 'noInit', (keyring: string) => Layer> = {
+  v1: (k) => commonLayer(k, RELEASES.v1),
+  v2: (k) => commonLayer(k, RELEASES.v2),
+  badHealth: (k) => async (u) => {
+    await commonLayer(k, RELEASES.badHealth)(u);
+    await put(u, 'usr/lib/tiu/health.d/50-vm-always-fails', '#!/bin/sh\necho "tiu-vm: this image is built to fail its health check" >&2\nexit 1\n', 0o755);
+  },
+  noInit: (k) => async (u) => {
+    await commonLayer(k, RELEASES.noInit)(u);
+    // Nothing reaches userspace: the kernel's init exits at once and the kernel panics.
+    await mkdir(`${u}/usr/sbin`, { recursive: true });
+    await symlink('/bin/false', `${u}/usr/sbin/init`);
+  },
+};
+
+async function tiu(sys: System, args: string[]): Promise<void> {
+  await sys.run(NODE, [`${REPO}/bin/tiu.js`, ...args], { timeoutMs: 1_800_000, env: { SOURCE_DATE_EPOCH: '1700000000' } });
+}
+
+/** Flips one byte inside the squashfs image (1 MiB in): the signature stays valid, verity must fail. */
+async function tamper(src: string, dst: string, sys: System): Promise<void> {
+  await sys.run('cp', ['--sparse=always', src, dst]);
+  const fh = await open(dst, 'r+');
+  try {
+    const b = Buffer.alloc(1);
+    await fh.read(b, 0, 1, 1 << 20);
+    b[0] = b[0]! ^ 0xff;
+    await fh.write(b, 0, 1, 1 << 20);
+  } finally {
+    await fh.close();
+  }
+}
+
+/**
+ * Builds (or reuses) keys, archives and both base disks. `bootMode` 'harness' makes the harness
+ * write a minimal bootloader config; 'tiu' lets tiu's boot backend do it.
+ */
+export async function ensureArtifacts(sys: System, o: { bootMode: 'harness' | 'tiu'; log: (s: string) => void }): Promise<Artifacts> {
+  const started = Date.now();
+  await mkdir(CACHE_DIR, { recursive: true });
+  const rootfs = await ensureTree(sys, o.log);
+  const key = await artifactsKey(await treeKey(), o.bootMode);
+  const dir = join(CACHE_DIR, `artifacts-${key}`);
+  const result = (): Artifacts => ({
+    dir,
+    keyring: `${dir}/keys/keyring.pem`,
+    disks: { bios: `${dir}/disk-bios.raw`, uefi: `${dir}/disk-uefi.raw` },
+    buildSeconds: (Date.now() - started) / 1000,
+  });
+  if (existsSync(`${dir}/complete`)) return { ...result(), buildSeconds: 0 };
+  o.log(`building archives and disks with tiu into ${dir}`);
+  const tmp = `${dir}.tmp`;
+  await rm(tmp, { recursive: true, force: true });
+  await mkdir(tmp, { recursive: true });
+  await tiu(sys, ['keygen', '-o', `${tmp}/keys`]);
+  const keyring = `${tmp}/keys/keyring.pem`;
+  const versions: Record<keyof typeof layers, string> = { v1: '1', v2: '2', badHealth: '3', noInit: '4' };
+  for (const name of Object.keys(layers) as (keyof typeof layers)[]) {
+    const ov = `${tmp}/overlay-${name}`;
+    await mkdir(`${ov}/upper`, { recursive: true });
+    await mkdir(`${ov}/work`);
+    await mkdir(`${ov}/merged`);
+    await layers[name](`${tmp}/keys/keyring.pem`)(`${ov}/upper`);
+    await sys.run('mount', ['-t', 'overlay', 'overlay', '-o', `lowerdir=${rootfs},upperdir=${ov}/upper,workdir=${ov}/work`, `${ov}/merged`]);
+    try {
+      await tiu(sys, [
+        'create', `${ov}/merged`, '-o', `${tmp}/${ARCHIVES[name]}`,
+        '--key', `${tmp}/keys/signing.key.pem`, '--cert', `${tmp}/keys/signing.cert.pem`,
+        '--compatible', COMPATIBLE, '--version', versions[name], '--no-progress',
+      ]);
+    } finally {
+      await sys.run('umount', [`${ov}/merged`]);
+    }
+    await rm(ov, { recursive: true, force: true });
+  }
+  await tamper(`${tmp}/${ARCHIVES.v2}`, `${tmp}/${ARCHIVES.tampered}`, sys);
+  for (const variant of ['bios', 'uefi'] as const) {
+    await sys.run('bash', [`${IMAGE_DIR}/build-disk.sh`, variant, `${tmp}/${ARCHIVES.v1}`, keyring, `${tmp}/disk-${variant}.raw`], {
+      timeoutMs: 1_800_000,
+      env: { TIU: `${NODE} ${REPO}/bin/tiu.js`, BOOT_MODE: o.bootMode },
+    });
+  }
+  await writeFile(`${tmp}/complete`, new Date().toISOString());
+  await rename(tmp, dir);
+  await removeOthers('artifacts-', `artifacts-${key}`);
+  return result();
+}
+
+/** Size in bytes of a file (for the report). */
+export async function sizeOf(path: string): Promise<number> {
+  return (await stat(path)).size;
+}
