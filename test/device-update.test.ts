@@ -4,7 +4,7 @@
  */
 import { describe, it, expect, beforeAll, afterAll } from 'vitest';
 import { join } from 'node:path';
-import { copyFile, mkdir, open, readFile, writeFile, mkdtemp, rm, appendFile } from 'node:fs/promises';
+import { copyFile, open, readFile, writeFile, mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { testSystem } from './helpers/env.ts';
 import { makeArchives, installedDevice, cli, type ArchiveSet } from './helpers/device.ts';
@@ -256,8 +256,6 @@ describe('tiu install + extract on loop btrfs', () => {
     const list = await sys.run('snapper', ['--no-dbus', '--root', dev.root, '-c', 'root', 'list']);
     expect(list.stdout).toMatch(/tiu: test-x86_64 2\.0/);
     expect(list.stdout).toMatch(/tiu-version=2\.0/);
-    await appendFile(join(dev.root, 'etc/hostname'), '');
   });
 });
 
-export { mkdir };

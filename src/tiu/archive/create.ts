@@ -16,7 +16,7 @@ import { TIU_VERSION } from '../version.ts';
 import { encodeTrailer, padTo, MAX_SIGNATURE_SIZE } from './layout.ts';
 import { checkToken, serializeManifest, type Manifest } from './manifest.ts';
 import { detectArch, openSourceTree, readOsRelease } from './sourcetree.ts';
-import { INDEX_PATH, type IndexEntry } from '../fileindex/types.ts';
+import { INDEX_PATH } from '../fileindex/types.ts';
 import { buildImageIndex } from './imageindex.ts';
 import { mksquashfs } from '../../squashfs/index.ts';
 import { computeHashTree } from '../verity.ts';
@@ -218,4 +218,3 @@ export async function readPem(path: string, what: string): Promise<string> {
   }
 }
 
-export type { IndexEntry };

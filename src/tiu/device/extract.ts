@@ -3,14 +3,14 @@
  * snapshot of the current default (or of `base`), merge /etc, prepare booting, and switch the
  * default in one atomic step at the very end. The running snapshot is never written.
  */
-import { copyFile, mkdir, readFile, writeFile, rename } from 'node:fs/promises';
+import { copyFile, mkdir, writeFile, rename } from 'node:fs/promises';
 import { TiuError } from '../errors.ts';
 import type { System } from '../system.ts';
 import { openArchive } from '../archive/open.ts';
 import { mountImage } from '../archive/mount.ts';
 import { planApply, formatPlan, type PlanStats } from '../apply/plan.ts';
 import { executePlan } from '../apply/execute.ts';
-import { displayPath, type IndexEntry } from '../fileindex/types.ts';
+import { displayPath } from '../fileindex/types.ts';
 import { openSnapshotStore } from '../../snapshot/store.ts';
 import { acquireLock } from '../../snapshot/lock.ts';
 import { assertBtrfs } from '../../snapshot/btrfs.ts';
@@ -152,4 +152,3 @@ export async function recordImage(dir: string, imageDir: string, manifestBytes: 
   await rename(`${dir}/${MANIFEST_COPY_PATH}.tmp`, `${dir}/${MANIFEST_COPY_PATH}`);
 }
 
-export type { IndexEntry, readFile };
