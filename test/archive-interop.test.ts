@@ -6,12 +6,11 @@
  * Runs on a small tree with every file type and on a real Debian tree.
  */
 import { describe, it, expect, beforeAll, afterAll } from 'vitest';
-import { execFileSync } from 'node:child_process';
 import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { execa } from 'execa';
 import {
-  archiveParts, buildTypesTree, copyFlipped, copyPrefix, createArchive, expectOk, makeKeys, mountSquashfs, readAt,
+  debianTree, archiveParts, buildTypesTree, copyFlipped, copyPrefix, createArchive, expectOk, makeKeys, mountSquashfs, readAt,
   sha256File, spliceSignature, tiu, ODD, type ArchiveParts, type Keys,
 } from './helpers/archive.ts';
 import { tempDir } from './helpers/env.ts';
@@ -27,7 +26,7 @@ beforeAll(async () => {
   work = await tempDir('tiu-interop-');
   keys = await makeKeys(w('keys'));
   const small = await buildTypesTree(w('small'));
-  const debian = execFileSync('bash', [join(import.meta.dirname, 'fixtures/debian-tree.sh'), 'v1'], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] }).trim();
+  const debian = debianTree();
   for (const [name, tree] of [['small', small], ['debian', debian]] as const) {
     const archive = await createArchive({ tree, out: w(`${name}.tiu`), keys });
     subjects[name] = { tree, archive, parts: await archiveParts(archive) };

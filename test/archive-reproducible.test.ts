@@ -4,11 +4,10 @@
  * concurrently); another epoch, or none (random salt), gives a different archive.
  */
 import { describe, it, expect, beforeAll, afterAll } from 'vitest';
-import { execFileSync } from 'node:child_process';
 import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { execa } from 'execa';
-import { archiveParts, buildTypesTree, createArchive, makeKeys, sha256File, EPOCH, type Keys } from './helpers/archive.ts';
+import { debianTree, archiveParts, buildTypesTree, createArchive, makeKeys, sha256File, EPOCH, type Keys } from './helpers/archive.ts';
 import { tempDir } from './helpers/env.ts';
 
 let work: { path: string } & AsyncDisposable;
@@ -21,7 +20,7 @@ beforeAll(async () => {
   work = await tempDir('tiu-repro-');
   keys = await makeKeys(w('keys'));
   tree = await buildTypesTree(w('tree'));
-  debian = execFileSync('bash', [join(import.meta.dirname, 'fixtures/debian-tree.sh'), 'v1'], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] }).trim();
+  debian = debianTree();
   for (const d of ['a', 'b', 'c', 'd', 'e', 'f']) await mkdir(w(d));
 }, 600_000);
 

@@ -6,12 +6,12 @@
  * paths and describe each one as it is. On the small tree with every file type, and on Debian.
  */
 import { describe, it, expect, beforeAll, afterAll } from 'vitest';
-import { execFileSync } from 'node:child_process';
+import { mkdir, symlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { INDEX_PATH, type IndexEntry } from '../src/tiu/fileindex/types.ts';
 import { loadIndex } from '../src/tiu/fileindex/io.ts';
 import {
-  archiveParts, buildTypesTree, createArchive, describeTree, excludedRel, hardlinkGroups, makeKeys, mountSquashfs, xattrsOfTree, ODD,
+  debianTree, archiveParts, buildTypesTree, createArchive, describeTree, excludedRel, hardlinkGroups, makeKeys, mountSquashfs, xattrsOfTree, ODD,
   type ArchiveParts, type Node,
 } from './helpers/archive.ts';
 import { tempDir } from './helpers/env.ts';
@@ -23,7 +23,7 @@ beforeAll(async () => {
   work = await tempDir('tiu-roundtrip-');
   const keys = await makeKeys(join(work.path, 'keys'));
   const small = await buildTypesTree(join(work.path, 'small'));
-  const debian = execFileSync('bash', [join(import.meta.dirname, 'fixtures/debian-tree.sh'), 'v1'], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] }).trim();
+  const debian = debianTree();
   for (const [name, tree] of [['small', small], ['debian', debian]] as const) {
     const archive = await createArchive({ tree, out: join(work.path, `${name}.tiu`), keys });
     subjects[name] = { tree, archive, parts: await archiveParts(archive) };
@@ -175,5 +175,40 @@ describe.each(['small', 'debian'])('%s tree', (name) => {
       expect(byPath.get('dev-nodes/big')!.rdev).toEqual({ major: 300, minor: 70000 });
       expect([byPath.get('usr/lib/libhard-copy.so')!.hardlink, byPath.get('usr/lib/libhard.so.1')!.hardlink, byPath.get('links/hard-third')!.hardlink].filter((h) => h !== undefined)).toHaveLength(2);
     }
+  });
+});
+
+describe('what the manifest says about the tree', () => {
+  it('Debian: os-release fields and x86_64 from its binaries', () => {
+    const m = subjects.debian!.parts.manifest;
+    expect(m.os.ID).toBe('debian');
+    expect(m.os.VERSION_ID).toBe('12');
+    expect(m.arch).toBe('x86_64');
+    expect(m.excluded).toContain('/var');
+  });
+
+  it('absolute symlinks are resolved inside the tree, never on the build host', async () => {
+    // An aarch64 tree built on this x86_64 host, whose os-release and sh are absolute links
+    // (as in many images): following them on the host would describe the host instead.
+    const tree = join(work.path, 'foreign');
+    await mkdir(join(tree, 'usr/lib'), { recursive: true });
+    await mkdir(join(tree, 'usr/bin'), { recursive: true });
+    await mkdir(join(tree, 'etc'), { recursive: true });
+    await writeFile(join(tree, 'usr/lib/os-release'), 'ID=foreign\nVERSION_ID=7\nPRETTY_NAME="Foreign OS 7"\n');
+    await symlink('/usr/lib/os-release', join(tree, 'etc/os-release'));
+    const elf = Buffer.alloc(64);
+    elf.write('\x7fELF', 0, 'latin1');
+    elf[4] = 2; // 64-bit
+    elf[5] = 1; // little endian
+    elf[6] = 1;
+    elf.writeUInt16LE(0xb7, 18); // EM_AARCH64
+    await writeFile(join(tree, 'usr/bin/dash'), elf, { mode: 0o755 });
+    await symlink('/usr/bin/dash', join(tree, 'usr/bin/sh'));
+    await symlink('usr/bin', join(tree, 'bin'));
+    const keys = { ...(await makeKeys(join(work.path, 'foreign-keys'))) };
+    const archive = await createArchive({ tree, out: join(work.path, 'foreign.tiu'), keys });
+    const m = (await archiveParts(archive)).manifest;
+    expect(m.arch).toBe('aarch64');
+    expect(m.os).toEqual({ ID: 'foreign', VERSION_ID: '7', PRETTY_NAME: 'Foreign OS 7' });
   });
 });

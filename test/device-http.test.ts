@@ -27,7 +27,7 @@ beforeAll(async () => {
   A = await makeArchives(sys, work);
   body = await readFile(A.v2);
   const tampered = Buffer.from(body);
-  tampered[100] ^= 0xff;
+  tampered[100] = tampered[100]! ^ 0xff;
   server = createServer((req, res) => {
     requests.push({ url: req.url ?? '', range: req.headers.range });
     const data = req.url === '/v2.tiu' ? body : req.url === '/tampered.tiu' ? tampered : undefined;

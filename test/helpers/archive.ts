@@ -7,6 +7,7 @@
  * Paths of trees are byte strings (latin1, one char per byte) as in src/tiu/fileindex/types.ts,
  * so names that are not UTF-8 survive; fs calls get `Buffer.from(p, 'latin1')`.
  */
+import { execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
 import { chmod, chown, copyFile, lstat, mkdir, mkdtemp, open, readdir, readlink, rm, symlink, truncate, utimes, lutimes, writeFile, link } from 'node:fs/promises';
@@ -24,6 +25,14 @@ export const TIU_BIN = join(REPO, 'bin/tiu.js');
 export const NODE = process.execPath;
 /** Fixed build time for reproducible archives. */
 export const EPOCH = 1_700_000_000;
+
+/**
+ * The cached real Debian tree: test/fixtures/debian-tree.sh builds it on first use (~40 s, needs
+ * the network; call from a beforeAll with a long timeout) and prints its path.
+ */
+export function debianTree(which: 'v1' | 'v2' = 'v1'): string {
+  return execFileSync('bash', [join(REPO, 'test/fixtures/debian-tree.sh'), which], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] }).trim();
+}
 
 export interface CliResult {
   exitCode: number;
