@@ -29,14 +29,17 @@ export function createProgress(ctx: Context, enabled = true): Progress {
       done: () => started && bar.stop(),
     };
   }
+  // Off a terminal (logs, timers): a line every 5 s, only for steps that take that long.
   let last = '';
-  let lastAt = 0;
+  let lastAt = Date.now();
   return {
     update(phase, fraction) {
       const now = Date.now();
-      if (phase !== last || now - lastAt > 5000) {
-        ctx.log.info(`${phase}: ${Math.round(fraction * 100)}%`);
+      if (phase !== last) {
         last = phase;
+        lastAt = now;
+      } else if (now - lastAt > 5000) {
+        ctx.log.info(`${phase}: ${Math.round(fraction * 100)}%`);
         lastAt = now;
       }
     },
