@@ -51,31 +51,35 @@ export function formatCommand(file: string, args: readonly string[]): string {
   return [file, ...args].map((a) => (/^[\w@%+=:,./-]+$/.test(a) ? a : `'${a.replace(/'/g, `'\\''`)}'`)).join(' ');
 }
 
-/** Which Debian package provides a tool, for install advice. */
-const PACKAGE_OF: Record<string, string> = {
-  mksquashfs: 'squashfs-tools',
-  unsquashfs: 'squashfs-tools',
-  veritysetup: 'cryptsetup-bin',
-  btrfs: 'btrfs-progs',
-  'mkfs.btrfs': 'btrfs-progs',
-  rsync: 'rsync',
-  getfattr: 'attr',
-  setfattr: 'attr',
-  snapper: 'snapper',
-  tar: 'tar',
-  zstd: 'zstd',
-  xz: 'xz-utils',
-  losetup: 'util-linux',
-  mount: 'mount',
-  umount: 'mount',
-  dracut: 'dracut',
-  openssl: 'openssl',
+/** Which package provides a tool, for install advice: [Debian/Ubuntu, openSUSE]. */
+const PACKAGE_OF: Record<string, [string, string]> = {
+  mksquashfs: ['squashfs-tools', 'squashfs'],
+  unsquashfs: ['squashfs-tools', 'squashfs'],
+  veritysetup: ['cryptsetup-bin', 'cryptsetup'],
+  btrfs: ['btrfs-progs', 'btrfsprogs'],
+  'mkfs.btrfs': ['btrfs-progs', 'btrfsprogs'],
+  rsync: ['rsync', 'rsync'],
+  getfattr: ['attr', 'attr'],
+  setfattr: ['attr', 'attr'],
+  setfacl: ['acl', 'acl'],
+  snapper: ['snapper', 'snapper'],
+  tar: ['tar', 'tar'],
+  xargs: ['findutils', 'findutils'],
+  zstd: ['zstd', 'zstd'],
+  xz: ['xz-utils', 'xz'],
+  flock: ['util-linux', 'util-linux'],
+  losetup: ['mount', 'util-linux'],
+  mount: ['mount', 'util-linux'],
+  umount: ['mount', 'util-linux'],
+  unshare: ['util-linux', 'util-linux'],
+  dracut: ['dracut', 'dracut'],
+  openssl: ['openssl', 'openssl'],
 };
 
 export function missingToolError(file: string): TiuError {
   const pkg = PACKAGE_OF[file];
   return new TiuError('TOOL_MISSING', `required tool '${file}' is not installed`, {
-    hint: pkg ? `install it (Debian/Ubuntu: apt-get install ${pkg}; openSUSE: zypper install ${pkg})` : 'install it and retry',
+    hint: pkg ? `install it (Debian/Ubuntu: apt-get install ${pkg[0]}; openSUSE: zypper install ${pkg[1]})` : 'install it and retry',
   });
 }
 
