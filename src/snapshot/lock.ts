@@ -46,6 +46,15 @@ async function readHolder(infoFile: string): Promise<LockHolder | undefined> {
   }
 }
 
+function processAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
 /**
  * Takes the transaction lock of `root`, failing fast with BUSY if another process holds it.
  * Resolves only once the lock is really held; dispose (or process exit) releases it.
@@ -67,30 +76,44 @@ export async function acquireLock(sys: System, root: string): Promise<AsyncDispo
   const lockFile = lockFileFor(realRoot, dir);
   const infoFile = lockFile.replace(/\.lock$/, '.info');
 
-  const child = sys.spawn('flock', ['--nonblock', '--no-fork', '--conflict-exit-code', String(CONFLICT_EXIT), lockFile, 'cat']);
-  const held = await new Promise<boolean>((resolve, reject) => {
-    let out = '';
-    const onData = (chunk: Buffer | string) => {
-      out += chunk.toString();
-      if (out.includes(`${HELD_LINE}\n`)) {
-        child.stdout?.off('data', onData);
-        resolve(true);
-      }
-    };
-    child.stdout?.on('data', onData);
-    child.then((r) => {
-      const res = r as unknown as { exitCode?: number; code?: string; cause?: { code?: string }; stderr?: string };
-      if (res.exitCode === CONFLICT_EXIT) return resolve(false);
-      if ((res.code ?? res.cause?.code) === 'ENOENT') return reject(new TiuError('TOOL_MISSING', "required tool 'flock' is not installed", { hint: 'install util-linux' }));
-      reject(new TiuError('TOOL_FAILED', `flock exited (${res.exitCode ?? 'no exit code'}) before taking the lock: ${String(res.stderr ?? '').trim()}`));
-    }, reject);
-    // EPIPE when flock exits at once (lock taken) is expected; the exit code tells.
-    child.stdin?.on('error', () => {});
-    // cat echoes this line only once flock has the lock and exec'ed it.
-    child.stdin?.write(`${HELD_LINE}\n`);
-  });
+  type Child = ReturnType<System['spawn']>;
+  // Wrapped in an object: returning the (thenable) child from an async function would await it.
+  const attempt = async (): Promise<{ child: Child } | undefined> => {
+    const child = sys.spawn('flock', ['--nonblock', '--no-fork', '--conflict-exit-code', String(CONFLICT_EXIT), lockFile, 'cat']);
+    const held = await new Promise<boolean>((resolve, reject) => {
+      let out = '';
+      const onData = (chunk: Buffer | string) => {
+        out += chunk.toString();
+        if (out.includes(`${HELD_LINE}\n`)) {
+          child.stdout?.off('data', onData);
+          resolve(true);
+        }
+      };
+      child.stdout?.on('data', onData);
+      child.then((r) => {
+        const res = r as unknown as { exitCode?: number; code?: string; cause?: { code?: string }; stderr?: string };
+        if (res.exitCode === CONFLICT_EXIT) return resolve(false);
+        if ((res.code ?? res.cause?.code) === 'ENOENT') return reject(new TiuError('TOOL_MISSING', "required tool 'flock' is not installed", { hint: 'install util-linux' }));
+        reject(new TiuError('TOOL_FAILED', `flock exited (${res.exitCode ?? 'no exit code'}) before taking the lock: ${String(res.stderr ?? '').trim()}`));
+      }, reject);
+      // EPIPE when flock exits at once (lock taken) is expected; the exit code tells.
+      child.stdin?.on('error', () => {});
+      // cat echoes this line only once flock has the lock and exec'ed it.
+      child.stdin?.write(`${HELD_LINE}\n`);
+    });
+    return held ? { child } : undefined;
+  };
 
-  if (!held) {
+  let got = await attempt();
+  // A holder that died (SIGKILL) releases the lock a moment later, when its helper sees the
+  // pipe close: wait for that instead of reporting BUSY for a transaction that is gone.
+  for (let i = 0; !got && i < 50; i++) {
+    const holder = await readHolder(infoFile);
+    if (!holder || processAlive(holder.pid)) break;
+    await new Promise((r) => setTimeout(r, 100));
+    got = await attempt();
+  }
+  if (!got) {
     const holder = await readHolder(infoFile);
     throw new TiuError('BUSY', `another tiu transaction is running on ${realRoot}${holder ? ` (pid ${holder.pid})` : ''}`, {
       hint: `wait for it to finish${holder ? ` (${holder.command}, since ${holder.since})` : ''}, then retry`,
@@ -98,6 +121,7 @@ export async function acquireLock(sys: System, root: string): Promise<AsyncDispo
     });
   }
 
+  const child = got.child;
   const holder: LockHolder = { pid: process.pid, command: process.argv.slice(1).join(' '), root: realRoot, since: new Date().toISOString() };
   await writeFile(infoFile, `${JSON.stringify(holder)}\n`).catch((e) => sys.log.debug(`lock: cannot write ${infoFile}: ${(e as Error).message}`));
   sys.log.debug(`lock: holding ${lockFile} for ${realRoot}`);

@@ -215,6 +215,19 @@ export function buildProgram(state: State = { globals: {} }): Command {
     );
   }
 
+  example(
+    program
+      .command('health-check')
+      .description('check the booted snapshot; mark it good, or roll back and reboot once (run at boot by tiu-health.service)')
+      .addOption(rootOpt())
+      .option('--sync-only', 'only make the boot loader entries and default follow the snapshots')
+      .option('--no-reboot', 'never reboot (like the kernel option tiu.health.reboot=0)')
+      .option('--dry-run', 'print the reboot/isolate instead of running it (also TIU_HEALTH_DRY=1)')
+      .option('--plugin-timeout <seconds>', 'time each plugin in /usr/lib/tiu/health.d and /etc/tiu/health.d may take', '120')
+      .action(lazy('health-check', program, state)),
+    'tiu health-check --dry-run',
+  );
+
   const etc = program.command('etc').description('inspect /etc against the vendor defaults');
   example(
     etc

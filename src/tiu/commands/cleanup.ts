@@ -5,6 +5,7 @@ import { openDevice, facts } from '../device/open.ts';
 import { planCleanup } from '../device/policy.ts';
 import { cleanupInterrupted, deleteSnapshot } from '../device/transaction.ts';
 import { acquireLock } from '../../snapshot/lock.ts';
+import { activateBoot } from '../device/boot.ts';
 
 export async function run(ctx: Context, o: { root: string; keep?: string; dryRun?: boolean }): Promise<number> {
   const keep = o.keep === undefined ? ctx.config.keep : Number(o.keep);
@@ -25,5 +26,7 @@ export async function run(ctx: Context, o: { root: string; keep?: string; dryRun
     await deleteSnapshot(ctx.sys, store, o.root, d.num);
     ctx.out(`deleted snapshot ${d.num} (${d.reason})`);
   }
+  // Remove the deleted snapshots' boot entries.
+  if (!o.dryRun) await activateBoot(ctx.sys, { root: o.root, bootloader: ctx.config.bootloader, snapper: ctx.config.snapper });
   return 0;
 }

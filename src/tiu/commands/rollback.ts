@@ -3,6 +3,7 @@ import type { Context } from '../context.ts';
 import { openDevice, facts, parseSnapshotNumber } from '../device/open.ts';
 import { rollbackTarget } from '../device/policy.ts';
 import { acquireLock } from '../../snapshot/lock.ts';
+import { activateBoot } from '../device/boot.ts';
 
 export async function run(ctx: Context, n: string | undefined, o: { root: string; force?: boolean }): Promise<number> {
   const store = await openDevice(ctx.sys, o.root, ctx.config.snapper);
@@ -15,6 +16,8 @@ export async function run(ctx: Context, n: string | undefined, o: { root: string
     return 0;
   }
   await store.setDefault(target);
+  // The bootloader follows: entries, default, and no boot trial for an older, known snapshot.
+  await activateBoot(ctx.sys, { root: o.root, bootloader: ctx.config.bootloader, snapper: ctx.config.snapper });
   ctx.out(`snapshot ${target} is now the default (was ${current ?? 'none'}); reboot to boot it`);
   return 0;
 }

@@ -1,14 +1,24 @@
 /**
- * Boot preparation for a new snapshot (initrd, bootloader entries). The backends (grub2,
- * systemd-boot) belong to the boot-integration work; until they land, `none` is the only
- * backend and `auto` resolves to it, with a warning when the snapshot carries kernels.
+ * The update pipeline's two boot steps (the work is in src/tiu/boot/):
+ *
+ * - {@link prepareBoot}, before the new snapshot is sealed (it is still writable): initrds
+ *   (dracut in the snapshot, unless the image ships them) and, for GRUB, the snapshot's own
+ *   grub.cfg from the distribution's grub-mkconfig.
+ * - {@link activateBoot}, after the btrfs default was switched to it: the bootloader follows
+ *   (entries, default, boot trial with fallback to the booted snapshot). See docs/boot.md.
  */
-import { readdir } from 'node:fs/promises';
-import { TiuError } from '../errors.ts';
 import type { System } from '../system.ts';
+import { TiuError } from '../errors.ts';
 import type { Manifest } from '../archive/manifest.ts';
+import { regenerateInitrds } from '../boot/initrd.ts';
+import { detectBoot, type BootloaderSetting } from '../boot/detect.ts';
+import { generateSnapshotGrubCfg } from '../boot/grub2.ts';
+import { syncBoot, type SyncResult } from '../boot/sync.ts';
+import { trySubvolumeInfo } from '../../snapshot/btrfs.ts';
+import { findKernels } from '../boot/kernels.ts';
 
 export interface PrepareBootOptions {
+  /** The root R (running system, or `<top>/@` at install time). */
   root: string;
   snapshotDir: string;
   num: number;
@@ -16,27 +26,49 @@ export interface PrepareBootOptions {
   bootloader?: string;
 }
 
-/** Kernel versions present in a snapshot (usr/lib/modules/<version>/vmlinuz). */
-export async function kernelsIn(snapshotDir: string): Promise<string[]> {
-  const out: string[] = [];
-  try {
-    for (const v of await readdir(`${snapshotDir}/usr/lib/modules`)) {
-      try {
-        await readdir(`${snapshotDir}/usr/lib/modules/${v}/kernel`);
-        out.push(v);
-      } catch {}
-    }
-  } catch {}
-  return out.sort();
+function setting(v: string | undefined): BootloaderSetting {
+  const s = v ?? 'auto';
+  if (s === 'auto' || s === 'grub2' || s === 'systemd-boot' || s === 'none') return s;
+  throw new TiuError('CONFIG_INVALID', `unknown bootloader '${s}'`, { hint: 'set [device] bootloader = auto, grub2, systemd-boot or none' });
 }
 
+/** Kernel versions present in a snapshot (kept for callers of the earlier stub). */
+export async function kernelsIn(snapshotDir: string): Promise<string[]> {
+  return (await findKernels(snapshotDir)).map((k) => k.kver);
+}
+
+/**
+ * Prepares the still writable snapshot to boot: initrds, then (GRUB) its grub.cfg. Throws
+ * BOOT_FAILED if dracut or grub-mkconfig fails, so a snapshot that could not boot is discarded.
+ */
 export async function prepareBoot(sys: System, o: PrepareBootOptions): Promise<void> {
-  const backend = o.bootloader ?? 'auto';
-  if (backend === 'none') return;
-  if (backend === 'auto') {
-    const kernels = await kernelsIn(o.snapshotDir);
-    if (kernels.length) sys.log.warn(`snapshot ${o.num} has kernels (${kernels.join(', ')}) but no bootloader backend is configured; set [device] bootloader in tiu.conf`);
-    return;
+  const kind = setting(o.bootloader);
+  await regenerateInitrds(sys, { snapshotDir: o.snapshotDir, initrd: o.manifest.initrd });
+  if (kind === 'none') return;
+  const loc = await detectBoot(o.root, kind).catch(() => ({ kind: 'none' as const }));
+  if (loc.kind !== 'grub2') return;
+  const info = await trySubvolumeInfo(sys, o.snapshotDir);
+  if (!info) throw new TiuError('INTERNAL', `${o.snapshotDir} is not a subvolume`);
+  try {
+    await generateSnapshotGrubCfg(sys, { snapshotDir: o.snapshotDir, subvol: info.path.replace(/^\/+/, '') });
+  } catch (e) {
+    if (e instanceof TiuError && e.code === 'BOOT_FAILED') throw e;
+    throw new TiuError('BOOT_FAILED', `grub-mkconfig failed in snapshot ${o.num}: ${(e as Error).message}`, { hint: 'rerun with --debug to see its output; the new snapshot was discarded', cause: e });
   }
-  throw new TiuError('BOOT_FAILED', `bootloader backend '${backend}' is not available in this tiu version`, { hint: "set [device] bootloader = none in tiu.conf, or update tiu" });
+}
+
+/**
+ * Makes the bootloader follow the btrfs default (just switched to a new snapshot): adds its
+ * entry and arms the boot trial. The default is already switched when this runs, so a failure
+ * says how to finish by hand instead of undoing the update.
+ */
+export async function activateBoot(sys: System, o: { root: string; bootloader?: string; snapper?: 'auto' | 'yes' | 'no' }): Promise<SyncResult> {
+  try {
+    return await syncBoot(sys, { root: o.root, bootloader: setting(o.bootloader), snapper: o.snapper });
+  } catch (e) {
+    throw new TiuError('BOOT_FAILED', `the new snapshot is the btrfs default, but the boot loader could not be updated: ${(e as Error).message}`, {
+      hint: 'fix the cause, then run tiu health-check --sync-only (or tiu rollback to undo the update)',
+      cause: e,
+    });
+  }
 }

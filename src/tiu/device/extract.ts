@@ -19,7 +19,7 @@ import { Transaction, cleanupInterrupted } from './transaction.ts';
 import { readImageIndex, readRecordedImage, fillDigests, scanActual, isBaseTrusted, restoreDirTimes, type RecordedImage } from './state.ts';
 import { excludedMatcher, protectedMatcher, snapshotDir, INDEX_PATH, MANIFEST_COPY_PATH, TIU_STATE_DIR, UD } from './paths.ts';
 import { dryRunEtc, mergeEtcInto, type EtcStepResult } from './etc.ts';
-import { prepareBoot } from './boot.ts';
+import { prepareBoot, activateBoot } from './boot.ts';
 import { TIU_VERSION } from '../version.ts';
 
 export interface ExtractOptions {
@@ -127,8 +127,9 @@ export async function extract(sys: System, o: ExtractOptions): Promise<ExtractRe
 
   await restoreDirTimes(dir, target);
 
-  // 7. Seal and switch.
+  // 7. Seal and switch; then the bootloader follows the new default.
   await tx.finalize({ makeDefault: o.makeDefault });
+  if (o.makeDefault) await activateBoot(sys, { root: o.root, bootloader: o.bootloader, snapper: o.snapper });
   return {
     number: num,
     base,

@@ -1,0 +1,51 @@
+/**
+ * `tiu health-check [--root R]`: check the booted snapshot, mark it good or bad, roll back and
+ * reboot once on a new snapshot's failure (docs/boot.md). Run at boot by tiu-health.service.
+ * `--sync-only`: only make the boot entries follow the snapshots (installer, manual fixes).
+ * Exit 0 healthy (or synced), 1 unhealthy.
+ */
+import { readFile } from 'node:fs/promises';
+import type { Context } from '../context.ts';
+import { TiuError } from '../errors.ts';
+import { rebootAllowedByCmdline } from '../boot/health.ts';
+import { runHealthCheck } from '../boot/health-run.ts';
+import { syncBoot } from '../boot/sync.ts';
+import { acquireLock } from '../../snapshot/lock.ts';
+import { assertBtrfs } from '../../snapshot/btrfs.ts';
+
+export interface HealthCheckOptions {
+  root: string;
+  syncOnly?: boolean;
+  dryRun?: boolean;
+  reboot?: boolean;
+  pluginTimeout?: string;
+}
+
+export async function run(ctx: Context, o: HealthCheckOptions): Promise<number> {
+  await assertBtrfs(ctx.sys, o.root);
+  if (o.syncOnly) {
+    await using _lock = await acquireLock(ctx.sys, o.root);
+    const r = await syncBoot(ctx.sys, { root: o.root, bootloader: ctx.config.bootloader, snapper: ctx.config.snapper });
+    const p = r.plan;
+    ctx.out(
+      r.kind === 'none'
+        ? 'no boot loader to update (bootloader = none, or none detected)'
+        : `${r.kind} (${r.location}): ${p.add.length} entries added, ${p.remove.length} removed${p.setDefault ? `, default snapshot ${p.setDefault.num}${p.setDefault.fallback !== undefined ? ` on trial, fallback ${p.setDefault.fallback}` : ''}` : ', default unchanged'}`,
+    );
+    return 0;
+  }
+  const timeout = Number(o.pluginTimeout ?? '120');
+  if (!Number.isFinite(timeout) || timeout <= 0) throw new TiuError('USAGE', `--plugin-timeout must be a positive number of seconds, got '${o.pluginTimeout}'`);
+  // Tests and containers have no meaningful /proc/cmdline: TIU_KERNEL_CMDLINE stands in for it.
+  const cmdline = process.env.TIU_KERNEL_CMDLINE ?? (await readFile('/proc/cmdline', 'utf8').catch(() => ''));
+  const r = await runHealthCheck(ctx.sys, {
+    root: o.root,
+    dryRun: !!o.dryRun || process.env.TIU_HEALTH_DRY === '1',
+    rebootAllowed: o.reboot !== false && rebootAllowedByCmdline(cmdline),
+    pluginTimeoutMs: timeout * 1000,
+    bootloader: ctx.config.bootloader,
+    snapper: ctx.config.snapper,
+    say: (line) => ctx.out(line),
+  });
+  return r.decision.verdict === 'healthy' || r.decision.verdict === 'not-a-snapshot' ? 0 : 1;
+}
