@@ -1,48 +1,24 @@
 /**
- * A small scanner for etc trees (a stand-in until the shared `src/tiu/fileindex` scanner exists:
- * it produces the same {@link IndexEntry}s, so it can be swapped out in this one file).
+ * A small scanner for etc trees: it produces the same {@link IndexEntry}s as the image scanner
+ * (src/tiu/fileindex), minus hardlink detection, and reads xattrs only when given `sys`.
  *
  * Reads names as bytes (`readdir` with `encoding: 'buffer'`), so any file name survives.
  * Hashes file contents streaming (bounded memory). Does not follow symlinks, does not detect
  * hardlinks. xattrs are read with one `getfattr -R` (needs `sys`), whose output escapes names.
  * Side effects: reads the tree; runs getfattr when `sys` is given.
  */
-import { createHash } from 'node:crypto';
-import { createReadStream, type BigIntStats } from 'node:fs';
 import { lstat, readdir, readFile, readlink } from 'node:fs/promises';
 import { TiuError, fromErrno } from '../tiu/errors.ts';
 import type { System } from '../tiu/system.ts';
-import { bytesToPath, comparePaths, pathBytes, type EntryType } from '../tiu/fileindex/types.ts';
+import { bytesToPath, comparePaths, pathBytes } from '../tiu/fileindex/types.ts';
+import { deviceNumbers, entryType } from '../tiu/fileindex/scan.ts';
+import { hashPath } from '../tiu/fileindex/hash.ts';
 import type { ContentSource, EtcEntry, EtcSide } from './types.ts';
 
 /** Absolute Buffer path of a byte-string path below `root` (`.` is the root itself). */
 export function absPath(root: string, rel: string): Buffer {
   const r = Buffer.from(root.replace(/(.)\/+$/, '$1'), 'utf8');
   return rel === '.' ? r : Buffer.concat([r, Buffer.from('/'), pathBytes(rel)]);
-}
-
-function typeOf(st: BigIntStats): EntryType | undefined {
-  if (st.isFile()) return 'file';
-  if (st.isDirectory()) return 'dir';
-  if (st.isSymbolicLink()) return 'symlink';
-  if (st.isCharacterDevice()) return 'chr';
-  if (st.isBlockDevice()) return 'blk';
-  if (st.isFIFO()) return 'fifo';
-  if (st.isSocket()) return 'socket';
-  return undefined;
-}
-
-async function hashFile(p: Buffer): Promise<string> {
-  const h = createHash('sha256');
-  for await (const chunk of createReadStream(p)) h.update(chunk as Buffer);
-  return h.digest('hex');
-}
-
-/** Splits a Linux dev_t (as lstat returns it) into major/minor. */
-function devNumbers(rdev: bigint): { major: number; minor: number } {
-  const major = Number(((rdev >> 8n) & 0xfffn) | ((rdev >> 32n) & ~0xfffn));
-  const minor = Number((rdev & 0xffn) | ((rdev >> 12n) & ~0xffn));
-  return { major, minor };
 }
 
 export interface ScanOptions {
@@ -61,16 +37,16 @@ export async function scanEtc(dir: string, opts: ScanOptions = {}): Promise<Map<
   const visit = async (rel: string): Promise<void> => {
     const abs = absPath(dir, rel);
     const st = await lstat(abs, { bigint: true });
-    const type = typeOf(st);
+    const type = entryType(st);
     if (!type) throw new TiuError('ETC_MERGE', `${dir}/${rel}: unsupported file type`);
     const e: EtcEntry = { path: rel, type, mode: Number(st.mode & 0o7777n), uid: Number(st.uid), gid: Number(st.gid), mtime: Number(st.mtimeMs / 1000n) };
     if (type === 'file') {
       e.size = Number(st.size);
-      e.sha256 = await hashFile(abs);
+      e.sha256 = await hashPath(abs);
     } else if (type === 'symlink') {
       e.target = bytesToPath(await readlink(abs, { encoding: 'buffer' }));
     } else if (type === 'chr' || type === 'blk') {
-      e.rdev = devNumbers(st.rdev);
+      e.rdev = deviceNumbers(st.rdev);
     }
     out.set(rel, e);
     if (type === 'dir') {

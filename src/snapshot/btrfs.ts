@@ -4,7 +4,7 @@
  * Each function runs one command (argv, never a shell string) and parses its output with the
  * strict parsers of `btrfs-parse.ts`. Paths are host paths on a mounted btrfs.
  */
-import { readFile } from 'node:fs/promises';
+import { lstat, readFile } from 'node:fs/promises';
 import { TiuError } from '../tiu/errors.ts';
 import type { System } from '../tiu/system.ts';
 import {
@@ -133,4 +133,14 @@ export async function fsGeneration(sys: System, path: string): Promise<number> {
   const text = (await readFile(`/sys/fs/btrfs/${fsid}/generation`, 'utf8')).trim();
   if (!/^\d+$/.test(text)) throw new TiuError('TOOL_FAILED', `unexpected btrfs generation '${text}' in sysfs`);
   return Number(text);
+}
+
+/** Whether `path` is the root of a btrfs subvolume (inode 256), without running btrfs. */
+export async function isSubvolumeRoot(path: string): Promise<boolean> {
+  try {
+    const st = await lstat(path);
+    return st.isDirectory() && st.ino === 256;
+  } catch {
+    return false;
+  }
 }

@@ -14,7 +14,7 @@ import { createHash } from 'node:crypto';
 import { mkdir, readFile, realpath, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { TiuError, fromErrno } from '../tiu/errors.ts';
-import type { System } from '../tiu/system.ts';
+import { processAlive, type System } from '../tiu/system.ts';
 
 /** flock's exit code when the lock is taken. */
 const CONFLICT_EXIT = 75;
@@ -43,15 +43,6 @@ async function readHolder(infoFile: string): Promise<LockHolder | undefined> {
     return typeof data.pid === 'number' ? (data as LockHolder) : undefined;
   } catch {
     return undefined;
-  }
-}
-
-function processAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (e) {
-    return (e as NodeJS.ErrnoException).code === 'EPERM';
   }
 }
 

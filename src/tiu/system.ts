@@ -160,3 +160,13 @@ export function createSystem(log: Logger = createLogger()): System {
   };
   return sys;
 }
+
+/** Whether a process with this pid exists (EPERM means it does, owned by someone else). */
+export function processAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}

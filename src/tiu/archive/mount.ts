@@ -10,7 +10,7 @@
 import { access, mkdir, readdir, readFile, rm } from 'node:fs/promises';
 import { randomBytes } from 'node:crypto';
 import { TiuError } from '../errors.ts';
-import type { System } from '../system.ts';
+import { processAlive, type System } from '../system.ts';
 import type { OpenedArchive } from './open.ts';
 
 export interface MountedImage extends AsyncDisposable {
@@ -42,15 +42,6 @@ export function mountBase(): string {
   return `${process.env.TIU_RUN_DIR ?? '/run/tiu'}/mnt`;
 }
 
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (e) {
-    return (e as NodeJS.ErrnoException).code === 'EPERM';
-  }
-}
-
 /**
  * Unmounts image mounts (and dm-verity devices) left by tiu processes that died (SIGKILL, power
  * is not an issue: mounts do not survive a reboot). Loop devices detach themselves (autoclear).
@@ -66,14 +57,14 @@ export async function cleanupStaleMounts(sys: System): Promise<void> {
   for (const line of info.split('\n')) {
     const target = line.split(' ')[4];
     const m = target?.match(/\/image-(\d+)-[0-9a-f]+$/);
-    if (!target || !m || !target.startsWith(base + '/') || alive(Number(m[1]))) continue;
+    if (!target || !m || !target.startsWith(base + '/') || processAlive(Number(m[1]))) continue;
     sys.log.info(`unmounting ${target} left by tiu process ${m[1]}, which is gone`);
     await sys.run('umount', ['-l', target], { allowFailure: true });
     await rm(target, { recursive: false, force: true }).catch(() => {});
   }
   for (const name of await readdir('/dev/mapper').catch(() => [] as string[])) {
     const m = name.match(/^tiu-(\d+)-[0-9a-f]+$/);
-    if (m && !alive(Number(m[1]))) await sys.run('veritysetup', ['close', name], { allowFailure: true });
+    if (m && !processAlive(Number(m[1]))) await sys.run('veritysetup', ['close', name], { allowFailure: true });
   }
 }
 

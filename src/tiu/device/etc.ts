@@ -18,7 +18,7 @@ import { formatPlan } from '../../etc-merge/report.ts';
 import { treeDigests } from '../../etc-merge/compare.ts';
 import { scanEtc } from '../../etc-merge/scan.ts';
 import type { EtcMergeReport } from '../../etc-merge/types.ts';
-import { snapshotSubvolume } from '../../snapshot/btrfs.ts';
+import { isSubvolumeRoot, snapshotSubvolume } from '../../snapshot/btrfs.ts';
 import { VENDOR_ETC_DIR } from './paths.ts';
 
 /**
@@ -33,14 +33,6 @@ export interface EtcStepResult {
   report: EtcMergeReport;
 }
 
-async function isSubvolume(p: string): Promise<boolean> {
-  try {
-    const st = await lstat(p);
-    return st.isDirectory() && st.ino === 256;
-  } catch {
-    return false;
-  }
-}
 
 async function exists(p: string): Promise<boolean> {
   return lstat(p).then(
@@ -63,7 +55,7 @@ export async function snapshotVendorEtc(sys: System, snapshotDir: string): Promi
 /** Freezes `etcDir` as a read-only subvolume at `dst` (a copy when /etc is not a subvolume). */
 async function freeze(sys: System, etcDir: string, dst: string): Promise<void> {
   await mkdir(dirname(dst), { recursive: true, mode: 0o755 });
-  if (await isSubvolume(etcDir)) await snapshotSubvolume(sys, etcDir, dst, { readonly: true });
+  if (await isSubvolumeRoot(etcDir)) await snapshotSubvolume(sys, etcDir, dst, { readonly: true });
   else await sys.run('cp', ['-a', '--reflink=auto', '--no-target-directory', etcDir, dst]);
 }
 
@@ -134,7 +126,7 @@ export async function syncEtc(sys: System, o: { baseDir: string; newDir: string 
 /** Deletes a snapshot's syncpoint (a subvolume, or a plain copy), if any. */
 export async function removeSyncpoint(sys: System, snapshotDir: string): Promise<void> {
   const p = syncpointPath(snapshotDir);
-  if (await isSubvolume(p)) await sys.run('btrfs', ['subvolume', 'delete', p]);
+  if (await isSubvolumeRoot(p)) await sys.run('btrfs', ['subvolume', 'delete', p]);
   else await rm(p, { recursive: true, force: true });
 }
 

@@ -3,9 +3,8 @@
  * manifest and index), a scan of what is really there, and content digests — taken from the
  * recorded index only when the snapshot provably has not changed since it was sealed.
  */
-import { createHash } from 'node:crypto';
-import { constants } from 'node:fs';
-import { lutimes, open, readFile } from 'node:fs/promises';
+import { lutimes, readFile } from 'node:fs/promises';
+import { hashPath } from '../fileindex/hash.ts';
 import type { System } from '../system.ts';
 import { parseManifest, type Manifest } from '../archive/manifest.ts';
 import { loadIndex } from '../fileindex/io.ts';
@@ -54,22 +53,6 @@ export async function scanActual(sys: System, dir: string, o: { exclude: readonl
   return new Map(entries.map((e) => [e.path, e]));
 }
 
-async function hashFile(path: Buffer): Promise<string> {
-  const h = createHash('sha256');
-  const fh = await open(path, constants.O_RDONLY | constants.O_NOFOLLOW);
-  try {
-    const buf = Buffer.allocUnsafe(1024 * 1024);
-    for (;;) {
-      const { bytesRead } = await fh.read(buf, 0, buf.length, null);
-      if (bytesRead === 0) break;
-      h.update(buf.subarray(0, bytesRead));
-    }
-  } finally {
-    await fh.close();
-  }
-  return h.digest('hex');
-}
-
 /**
  * Fills in `sha256` of the actual files the planner must compare: those whose size equals the
  * target's (a different size is a change anyway). From the trusted recorded index when that
@@ -92,7 +75,7 @@ export async function fillDigests(dir: string, actual: Map<string, IndexEntry>, 
   const worker = async () => {
     while (next < todo.length) {
       const a = todo[next++]!;
-      a.sha256 = await hashFile(under(dir, a.path));
+      a.sha256 = await hashPath(under(dir, a.path));
     }
   };
   await Promise.all(Array.from({ length: Math.min(4, todo.length) }, worker));

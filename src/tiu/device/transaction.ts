@@ -9,7 +9,7 @@ import { lstat, readdir, rmdir, stat } from 'node:fs/promises';
 import { TiuError } from '../errors.ts';
 import type { System } from '../system.ts';
 import type { SnapshotStore } from '../../snapshot/store.ts';
-import { snapshotSubvolume, subvolumeInfo, setReadonly } from '../../snapshot/btrfs.ts';
+import { isSubvolumeRoot, snapshotSubvolume, subvolumeInfo, setReadonly } from '../../snapshot/btrfs.ts';
 import { snapshotDir, UD } from './paths.ts';
 import { cleanupStaleMounts } from '../archive/mount.ts';
 import { removeSyncpoint } from './etc.ts';
@@ -17,14 +17,6 @@ import { removeSyncpoint } from './etc.ts';
 /** Directories that are separate subvolumes inside each snapshot (carried by snapshotting). */
 export const NESTED_SUBVOLUMES = ['etc'] as const;
 
-async function isSubvolume(path: string): Promise<boolean> {
-  try {
-    const st = await lstat(path);
-    return st.isDirectory() && st.ino === 256;
-  } catch {
-    return false;
-  }
-}
 
 /** Deletes a snapshot including its nested subvolumes (/etc). */
 export async function deleteSnapshot(sys: System, store: SnapshotStore, root: string, num: number): Promise<void> {
@@ -95,7 +87,7 @@ export class Transaction implements AsyncDisposable {
     for (const n of NESTED_SUBVOLUMES) {
       const src = `${base}/${n}`;
       const dst = `${this.dir}/${n}`;
-      if (!(await isSubvolume(src))) continue;
+      if (!(await isSubvolumeRoot(src))) continue;
       // A snapshot does not include nested subvolumes: it has an empty directory there.
       if (await isDirEmpty(dst)) await rmdir(dst);
       await snapshotSubvolume(this.sys, src, dst, { readonly: false });

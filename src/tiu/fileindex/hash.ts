@@ -88,3 +88,20 @@ export function limiter(n: number) {
     },
   };
 }
+
+/** sha256 (hex) of a file's content, read in 1 MiB chunks; never follows a symlink. */
+export async function hashPath(path: Buffer | string): Promise<string> {
+  const h = createHash('sha256');
+  const fh = await open(path, constants.O_RDONLY | constants.O_NOFOLLOW);
+  try {
+    const buf = Buffer.allocUnsafe(1024 * 1024);
+    for (;;) {
+      const { bytesRead } = await fh.read(buf, 0, buf.length, null);
+      if (bytesRead === 0) break;
+      h.update(buf.subarray(0, bytesRead));
+    }
+  } finally {
+    await fh.close();
+  }
+  return h.digest('hex');
+}
