@@ -70,8 +70,8 @@ export function reportPath(snapshotDir: string): string {
 }
 
 /** The update's /etc merge (see the module comment). Stores the report beside info.xml. */
-export async function mergeEtcInto(sys: System, o: { baseDir: string; newDir: string; signal?: AbortSignal }): Promise<EtcStepResult> {
-  await snapshotVendorEtc(sys, o.newDir);
+export async function mergeEtcInto(sys: System, o: { baseDir: string; newDir: string; signal?: AbortSignal; vendorEtcUnchanged?: boolean }): Promise<EtcStepResult> {
+  if (!o.vendorEtcUnchanged || !(await exists(`${o.newDir}/${VENDOR_ETC_DIR}`))) await snapshotVendorEtc(sys, o.newDir);
   const baseVendor = `${o.baseDir}/${VENDOR_ETC_DIR}`;
   const hasBase = await exists(baseVendor);
   if (!hasBase) sys.log.warn('the base snapshot has no vendor /etc copy (not made by tiu): local /etc changes are kept, differing vendor files are written as .tiunew');

@@ -3,14 +3,16 @@
  * snapshot of the current default (or of `base`), merge /etc, prepare booting, and switch the
  * default in one atomic step at the very end. The running snapshot is never written.
  */
-import { copyFile, mkdir, writeFile, rename } from 'node:fs/promises';
+import { copyFile, mkdir, readFile, writeFile, rename } from 'node:fs/promises';
+import { loadIndex } from '../fileindex/io.ts';
+import { serializeEntry } from '../fileindex/format.ts';
 import { TiuError } from '../errors.ts';
 import type { System } from '../system.ts';
 import { openArchive } from '../archive/open.ts';
 import { mountImage } from '../archive/mount.ts';
 import { planApply, formatPlan, type PlanStats } from '../apply/plan.ts';
 import { executePlan } from '../apply/execute.ts';
-import { displayPath } from '../fileindex/types.ts';
+import { displayPath, type IndexEntry } from '../fileindex/types.ts';
 import { openSnapshotStore } from '../../snapshot/store.ts';
 import { acquireLock } from '../../snapshot/lock.ts';
 import { assertBtrfs } from '../../snapshot/btrfs.ts';
@@ -81,7 +83,7 @@ export async function extract(sys: System, o: ExtractOptions): Promise<ExtractRe
 
   if (o.dryRun) {
     const actual = await scanActual(sys, baseDir, { exclude: m.excluded });
-    await fillDigests(baseDir, actual, target, trusted ? recorded : undefined);
+    await fillDigests(baseDir, actual, target, trusted && recorded ? await loadIndex(recorded.indexPath) : undefined);
     const plan = planApply(target, actual, { isExcluded, isProtected: protectedMatcher(m.excluded) });
     const etcLines = await dryRunEtc(sys, baseDir, `${image.dir}/etc`);
     return { number: undefined, base, version: m.version, stats: plan.stats, bytesWritten: 0, verification: image.verification, trustedBaseIndex: trusted, planLines: [...formatPlan(plan, displayPath), '', '/etc merge:', ...etcLines], madeDefault: false };
@@ -101,7 +103,8 @@ export async function extract(sys: System, o: ExtractOptions): Promise<ExtractRe
   o.onProgress?.('scanning', 0);
   const actual = await scanActual(sys, dir, { exclude: m.excluded });
   tx.throwIfAborted();
-  await fillDigests(dir, actual, target, trusted ? recorded : undefined);
+  const oldIndex = trusted && recorded ? await loadIndex(recorded.indexPath) : undefined;
+  await fillDigests(dir, actual, target, oldIndex);
   const plan = planApply(target, actual, { isExcluded, isProtected: protectedMatcher(m.excluded) });
   const total = plan.stats.writtenBytes || 1;
   const exec = await executePlan(plan, {
@@ -116,10 +119,12 @@ export async function extract(sys: System, o: ExtractOptions): Promise<ExtractRe
   // 4. Mount points of the separate subvolumes, and which image this snapshot holds (the next
   // update's base index).
   await createMountpoints(dir);
-  await recordImage(dir, image.dir, archive.manifestBytes);
+  await recordImage(dir, image.dir, archive.manifestBytes, recorded?.manifest.index.sha256 === m.index.sha256 && trusted);
 
-  // 5. /etc: the new vendor defaults with this device's changes carried over.
-  const etc = await mergeEtcInto(sys, { baseDir, newDir: dir, signal: tx.signal });
+  // 5. /etc: the new vendor defaults with this device's changes carried over. The vendor copy
+  // the snapshot inherited stays when the image's /etc did not change (nothing rewritten).
+  const vendorEtcUnchanged = oldIndex !== undefined && sameEtc(oldIndex, target);
+  const etc = await mergeEtcInto(sys, { baseDir, newDir: dir, signal: tx.signal, vendorEtcUnchanged });
   tx.throwIfAborted();
 
   // 6. Booting: initrd and bootloader entries (per configuration).
@@ -143,12 +148,27 @@ export async function extract(sys: System, o: ExtractOptions): Promise<ExtractRe
   };
 }
 
-/** Writes the image's index and manifest into the snapshot's tiu state directory. */
-export async function recordImage(dir: string, imageDir: string, manifestBytes: Buffer): Promise<void> {
+/** Whether two indexes list the same /etc (every entry and attribute). */
+function sameEtc(a: readonly IndexEntry[], b: readonly IndexEntry[]): boolean {
+  const etc = (l: readonly IndexEntry[]) => l.filter((e) => e.path === 'etc' || e.path.startsWith('etc/')).map((e) => serializeEntry(e));
+  const x = etc(a);
+  const y = etc(b);
+  return x.length === y.length && x.every((v, i) => v === y[i]);
+}
+
+/**
+ * Writes the image's index and manifest into the snapshot's tiu state directory (the index is
+ * left as inherited when it is the same, so an identical image rewrites nothing).
+ */
+export async function recordImage(dir: string, imageDir: string, manifestBytes: Buffer, sameIndex = false): Promise<void> {
   const state = `${dir}/${TIU_STATE_DIR}`;
   await mkdir(state, { recursive: true, mode: 0o755 });
-  await copyFile(`${imageDir}/${INDEX_PATH}`, `${dir}/${INDEX_PATH}.tmp`);
-  await rename(`${dir}/${INDEX_PATH}.tmp`, `${dir}/${INDEX_PATH}`);
+  if (!sameIndex) {
+    await copyFile(`${imageDir}/${INDEX_PATH}`, `${dir}/${INDEX_PATH}.tmp`);
+    await rename(`${dir}/${INDEX_PATH}.tmp`, `${dir}/${INDEX_PATH}`);
+  }
+  const old = await readFile(`${dir}/${MANIFEST_COPY_PATH}`).catch(() => undefined);
+  if (old?.equals(manifestBytes)) return;
   await writeFile(`${dir}/${MANIFEST_COPY_PATH}.tmp`, manifestBytes, { mode: 0o644 });
   await rename(`${dir}/${MANIFEST_COPY_PATH}.tmp`, `${dir}/${MANIFEST_COPY_PATH}`);
 }

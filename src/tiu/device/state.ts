@@ -55,13 +55,14 @@ export async function scanActual(sys: System, dir: string, o: { exclude: readonl
 
 /**
  * Fills in `sha256` of the actual files the planner must compare: those whose size equals the
- * target's (a different size is a change anyway). From the trusted recorded index when that
+ * target's (a different size is a change anyway). From the trusted recorded index (the base
+ * snapshot's) when that
  * has the same path with the same size and mtime, else by reading the file.
  * Returns how many files were hashed.
  */
-export async function fillDigests(dir: string, actual: Map<string, IndexEntry>, target: readonly IndexEntry[], recorded: RecordedImage | undefined): Promise<number> {
+export async function fillDigests(dir: string, actual: Map<string, IndexEntry>, target: readonly IndexEntry[], recordedIndex: readonly IndexEntry[] | undefined): Promise<number> {
   const old = new Map<string, IndexEntry>();
-  if (recorded) for (const e of await loadIndex(recorded.indexPath)) if (e.type === 'file') old.set(e.path, e);
+  for (const e of recordedIndex ?? []) if (e.type === 'file') old.set(e.path, e);
   const todo: IndexEntry[] = [];
   for (const t of target) {
     if (t.type !== 'file' || t.hardlink !== undefined) continue;
