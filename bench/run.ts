@@ -7,6 +7,7 @@
  *   BENCH_OUT=bench/results results directory (latest.md, latest.json)
  *   BENCH_KEEP=1            keep the scratch directory
  *   BENCH_SKIP_SETUP=1      do not run scripts/setup.sh
+ *   BENCH_STEP_TIMEOUT=900  seconds after which a measured command is killed (then "not measured")
  *
  * Side effects: installs Debian packages through scripts/setup.sh, builds the Debian fixture
  * trees once (cached in /var/cache/tiu-fixtures), creates loop devices and mounts below
@@ -74,7 +75,10 @@ async function main(): Promise<number> {
   if (!Number.isInteger(runs) || runs < 1) throw new Error(`BENCH_RUNS must be a positive whole number, got '${process.env.BENCH_RUNS}'`);
   if (process.getuid?.() !== 0) throw new Error('the benchmark needs root (loop devices, mounts, btrfs)');
   if (work === repo || work.startsWith(repo + '/')) throw new Error(`BENCH_DIR ${work} must be outside the repository`);
-  const sys = createSystem(createLogger(process.env.BENCH_DEBUG ? 'debug' : 'warn'));
+  const raw = createSystem(createLogger(process.env.BENCH_DEBUG ? 'debug' : 'warn'));
+  // After Ctrl-C / SIGTERM the phases must start nothing new while the cleanup unmounts.
+  let stopping = false;
+  const sys: System = { ...raw, run: (file, args, o) => (stopping ? Promise.reject(new Error('interrupted')) : raw.run(file, args, o)) };
 
   if (!process.env.BENCH_SKIP_SETUP) {
     say('setup: scripts/setup.sh with casync ostree rauc time');
@@ -112,8 +116,10 @@ async function main(): Promise<number> {
   };
 
   const onSignal = (sig: NodeJS.Signals) => {
+    stopping = true;
     say(`${sig}: cleaning up ${work}`);
-    cleanupStale(sys, work).finally(() => process.exit(130));
+    // A moment for the command in flight to end (it got the signal too on Ctrl-C).
+    setTimeout(() => void cleanupStale(raw, work).finally(() => process.exit(130)), 2000);
   };
   process.once('SIGINT', onSignal);
   process.once('SIGTERM', onSignal);
@@ -167,7 +173,7 @@ async function main(): Promise<number> {
       }
     } else if (!phase('device')) report.notMeasured.push({ what: 'device side', reason: 'skipped (BENCH_ONLY)' });
   } finally {
-    await cleanupStale(sys, work);
+    await cleanupStale(raw, work);
     if (!process.env.BENCH_KEEP) await rm(work, { recursive: true, force: true });
   }
   report.meta.loadAtEnd = await load1();

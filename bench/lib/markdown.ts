@@ -1,6 +1,7 @@
 /** Renders the result document as bench/results/latest.md. Pure. */
 import { fmtBytes, fmtRatio, fmtS, ratio } from './stats.ts';
 import type { BenchReport, Row } from './types.ts';
+import type { Breakdown } from './breakdown.ts';
 
 const mib = (kib: number | undefined) => (kib === undefined ? '–' : `${(kib / 1024).toFixed(0)} MiB`);
 
@@ -11,6 +12,17 @@ function table(head: string[], rows: string[][]): string {
 
 function runsCell(r: Row): string {
   return r.error ? '0' : String(r.runs.length);
+}
+
+function renderBreakdown(title: string, b: Breakdown): string[] {
+  const cmd = (c: string) => `\`${c.length > 140 ? c.slice(0, 140) + '…' : c}\``;
+  return [
+    `### ${title}`, '',
+    `Total ${fmtS(b.totalS)}; ${b.commands} external commands took ${fmtS(b.commandsS)} together (overlapping ones counted each).`, '',
+    table(['slowest commands', 'wall'], b.slowest.map((c) => [cmd(c.command), fmtS(c.s)])), '',
+    'Longest silences in the --debug log (in-process work, or a command running, between these two lines):', '',
+    table(['after the line', 'until the line', 'wall'], b.gaps.map((g) => [cmd(g.after), cmd(g.before), fmtS(g.s)])), '',
+  ];
 }
 
 export function renderMarkdown(r: BenchReport): string {
@@ -52,6 +64,8 @@ export function renderMarkdown(r: BenchReport): string {
       ? [x.label, '0', `not measured: ${x.error}`, '', '', '', '']
       : [x.label + (x.note ? ` (${x.note})` : ''), runsCell(x), fmtS(x.median.wallS), x.median.cpuS?.toFixed(1) ?? '–', mib(x.median.maxRssKiB), fmtBytes(x.artifactBytes), fmtRatio(ratio(x.median.wallS, bBase))])), '');
 
+  if (r.build.breakdown) out.push(...renderBreakdown('Where tiu create spends its time (one extra `--debug` run of the v2 tree, untimed)', r.build.breakdown));
+
   out.push('## Verity hashing throughput', '');
   if (r.verity.error) out.push(`Not measured: ${r.verity.error}`, '');
   else {
@@ -87,13 +101,7 @@ export function renderMarkdown(r: BenchReport): string {
           fmtBytes(x.median.exclusiveBytes), fmtBytes(x.median.devWriteBytes), fmtBytes(x.median.procWriteBytes), fmtRatio(ratio(x.median.wallS, base))])), '');
   }
 
-  const b = r.device.breakdown;
-  if (b) {
-    out.push('### Where tiu extract spends its time (one extra `--debug` run, v1 → v2, untimed)', '');
-    out.push(`Total ${fmtS(b.totalS)}; ${b.commands} external commands took ${fmtS(b.commandsS)} together (overlapping ones counted each).`, '');
-    out.push(table(['phase (from tiu\'s progress lines)', 'wall'], b.phases.map((p) => [p.name, fmtS(p.s)])), '');
-    out.push(table(['slowest commands', 'wall'], b.slowest.map((c) => [`\`${c.command.length > 140 ? c.command.slice(0, 140) + '…' : c.command}\``, fmtS(c.s)])), '');
-  }
+  if (r.device.breakdown) out.push(...renderBreakdown('Where tiu extract spends its time (one extra `--debug` run, v1 → v2, untimed)', r.device.breakdown));
 
   out.push('## Deltas', '');
   out.push('tiu delta updates: **not measured: tiu has no delta format yet**. The numbers to beat (v1 → v2):', '');

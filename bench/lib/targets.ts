@@ -50,7 +50,7 @@ export function evaluateTargets(r: BenchReport): Target[] {
   const hasher = r.verity.rows.find((x) => x.name.startsWith('BlockHasher.digestAll'));
   t.push(judge('verity hashing throughput, one core', `≥ ${LIMITS.verityVsOpenssl * 100}% of openssl speed sha256 (4096-byte blocks)`,
     hasher && r.verity.opensslMBps ? hasher.MBps >= LIMITS.verityVsOpenssl * r.verity.opensslMBps : undefined,
-    hasher && r.verity.opensslMBps ? `${hasher.MBps.toFixed(0)} MB/s vs openssl ${r.verity.opensslMBps.toFixed(0)} MB/s = ${hasher.pctOfOpenssl.toFixed(0)}%` : `not measured: ${r.verity.error ?? 'no BlockHasher row in bench/verity-speed.ts output'}`));
+    hasher && r.verity.opensslMBps ? `${hasher.MBps.toFixed(0)} MB/s vs openssl ${r.verity.opensslMBps.toFixed(0)} MB/s = ${hasher.pctOfOpenssl.toFixed(0)}%` : `not measured: ${r.verity.error ?? (r.verity.rows.length ? 'no BlockHasher row in bench/verity-speed.ts output' : 'the verity phase did not run')}`));
 
   const vrows = r.verify.rows.filter((x) => !x.error && x.runs.length).sort((a, b) => a.archiveBytes - b.archiveBytes);
   const small = vrows[0];

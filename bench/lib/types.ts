@@ -63,6 +63,8 @@ export interface BenchReport {
   build: {
     settings?: { compression: string; level: string; blockSize: number; excludes: string[] };
     rows: Row[];
+    /** One extra `tiu --debug create` of the v2 tree, split into phases and commands. */
+    breakdown?: Breakdown;
     error?: string;
   };
   verity: {

@@ -7,19 +7,24 @@
 import { mkdir, rename, rm, stat, writeFile, link } from 'node:fs/promises';
 import { join } from 'node:path';
 import { DEFAULT_CONFIG } from '../../src/tiu/config.ts';
-import { addRun, failRow, newRow, rotate, tiuArgv, type BenchContext } from '../lib/context.ts';
+import { squashfsExcludePatterns } from '../../src/tiu/archive/imageindex.ts';
+import { addRun, errorText, failRow, newRow, rotate, tiuArgv, type BenchContext } from '../lib/context.ts';
 import { runTimed, sumSamples, type Step } from '../lib/measure.ts';
 import type { Sample } from '../lib/stats.ts';
+import { breakdown, type StampedLine } from '../lib/breakdown.ts';
 
-/** mksquashfs wildcard excludes equivalent to tiu's default exclude list (contents only). Pure. */
+/** The mksquashfs excludes tiu itself derives from an exclude list (contents only). Pure. */
 export function squashfsExcludes(exclude: readonly string[]): string[] {
-  return exclude.map((p) => `${p.replace(/^\/+|\/+$/g, '')}/*`);
+  return exclude.flatMap((p) => squashfsExcludePatterns(p));
 }
 
-/** The baseline mksquashfs argv with tiu's default compression settings. Pure. */
+/**
+ * The baseline mksquashfs argv: tiu's default compression settings and the same general flags
+ * tiu passes (src/squashfs/options.ts), without tiu's pseudo file (its index). Pure.
+ */
 export function mksquashfsArgv(tree: string, out: string, cfg = DEFAULT_CONFIG): string[] {
   return [
-    'mksquashfs', tree, out, '-noappend', '-no-recovery', '-comp', cfg.compression,
+    'mksquashfs', tree, out, '-noappend', '-no-recovery', '-exit-on-error', '-reproducible', '-comp', cfg.compression,
     ...(cfg.compressionLevel !== undefined ? ['-Xcompression-level', String(cfg.compressionLevel)] : []),
     '-b', String(cfg.blockSize), '-xattrs', '-quiet', '-no-progress', '-wildcards', '-e', ...squashfsExcludes(cfg.exclude),
   ];
@@ -126,7 +131,19 @@ export async function benchBuild(ctx: BenchContext, v2Tree: string): Promise<str
       }
     }
   }
-  rows.rauc.note = 'signed with the same development keys; no --keyring, so no verification after signing';
+  ctx.say('build: one tiu --debug create for the time breakdown (untimed)');
+  try {
+    const lines: StampedLine[] = [];
+    const t0 = performance.now();
+    const out = join(dir, 'breakdown.tiu');
+    const [node, ...args] = tiuArgv(ctx, '--debug', 'create', v2Tree, '-o', out, '--key', ctx.keys.key, '--cert', ctx.keys.cert, '--compatible', 'tiu-bench', '--version', '2');
+    await ctx.sys.run(node!, args, { onLine: (line) => lines.push({ t: (performance.now() - t0) / 1000, line }) });
+    ctx.report.build.breakdown = breakdown(lines, (performance.now() - t0) / 1000);
+    await rm(out, { force: true });
+  } catch (e) {
+    ctx.report.notMeasured.push({ what: 'time breakdown of tiu create', reason: errorText(e) });
+  }
+  rows.rauc.note = 'signed with the same development key, which RAUC accepts (its extended key usage has emailProtection besides codeSigning); no --keyring, so no verification after signing';
   const keep = join(ctx.work, 'v2.tiu');
   if (lastTiu) await rename(lastTiu, keep);
   await rm(dir, { recursive: true, force: true });

@@ -278,5 +278,5 @@ export async function benchDevice(ctx: BenchContext, v1Tiu: string, v2Tiu: strin
       ctx.report.deltas.errors.push(`ostree static delta: ${errorText(e)}`);
     }
   } else ctx.report.deltas.errors.push('ostree static delta: not measured (no ostree repo, see above)');
-  await rm(golden.file, { force: true });
+  if (!process.env.BENCH_KEEP) await rm(golden.file, { force: true });
 }

@@ -9,9 +9,10 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createSystem } from '../../src/tiu/system.ts';
 import { createLogger } from '../../src/tiu/log.ts';
+import { DEFAULT_CONFIG } from '../../src/tiu/config.ts';
 import { parseElapsed, parseTimeReport } from '../lib/timev.ts';
 import { median, medians, ratio, fmtBytes, type Sample } from '../lib/stats.ts';
-import { diffContent, type TreeScan } from '../lib/treediff.ts';
+import { diffContent, type FileFacts, type TreeScan } from '../lib/treediff.ts';
 import { parseBtrfsDuExclusive } from '../lib/device.ts';
 import { dataSizeFromSuperblock } from '../lib/image.ts';
 import { parseVeritySpeed } from '../phases/verity.ts';
@@ -21,7 +22,7 @@ import { evaluateTargets, LIMITS } from '../lib/targets.ts';
 import { renderMarkdown } from '../lib/markdown.ts';
 import { emptyReport, type BenchReport, type Row } from '../lib/types.ts';
 import { rotate } from '../lib/context.ts';
-import { sumSamples, GNU_TIME } from '../lib/measure.ts';
+import { runTimed, sumSamples, GNU_TIME } from '../lib/measure.ts';
 import { breakdown } from '../lib/breakdown.ts';
 
 test('parseElapsed handles m:ss.cc and h:mm:ss', () => {
@@ -41,6 +42,24 @@ test('parseTimeReport reads a real GNU time -v report', async () => {
     assert.ok(r.maxRssKiB > 100 && r.maxRssKiB < 1024 * 1024, `maxRss ${r.maxRssKiB}`);
     assert.ok(r.fsOutputs * 512 >= 4 * 1024 * 1024, `outputs ${r.fsOutputs}`);
     assert.ok(r.wallS >= 0 && r.userS >= 0 && r.sysS >= 0);
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+});
+
+test('runTimed sums steps, and turns failures and hangs into errors', async () => {
+  const dir = await mkdtemp(join(tmpdir(), 'bench-test-'));
+  const sys = createSystem(createLogger('warn'));
+  const report = join(dir, 't');
+  try {
+    const dd = (n: number) => ({ argv: ['dd', 'if=/dev/zero', `of=${join(dir, `f${n}`)}`, 'bs=1M', `count=${n}`, 'conv=fsync', 'status=none'] });
+    const { sample } = await runTimed(sys, [dd(2), dd(3)], report);
+    assert.ok(sample.procWriteBytes >= 5 * 2 ** 20 && sample.procWriteBytes < 50 * 2 ** 20, `write_bytes ${sample.procWriteBytes}`);
+    assert.ok(sample.maxRssKiB > 0 && sample.wallS > 0);
+    await assert.rejects(runTimed(sys, [{ argv: ['sh', '-c', 'echo boom >&2; exit 3'] }], report), /exit 3\): boom/);
+    const t0 = performance.now();
+    await assert.rejects(runTimed(sys, [{ argv: ['sleep', '30'] }], report, 1), /timed out after 1 s/);
+    assert.ok(performance.now() - t0 < 10_000);
   } finally {
     await rm(dir, { recursive: true, force: true });
   }
@@ -72,8 +91,9 @@ test('sumSamples adds times and writes, keeps the largest process', () => {
 
 test('diffContent counts changed, new, mtime-only and removed files', () => {
   const f = (sha256: string, size: number, mtimeMs = 1) => ({ kind: 'file' as const, size, mtimeMs, sha256 });
-  const old: TreeScan = new Map([['a', f('1', 10)], ['b', f('2', 20)], ['c', f('3', 30)], ['gone', f('4', 1)], ['l', { kind: 'symlink', size: 3, mtimeMs: 1 }]]);
-  const neu: TreeScan = new Map([['a', f('1', 10)], ['b', f('9', 25)], ['c', f('3', 30, 2)], ['new', f('5', 7)], ['l', f('6', 4)]]);
+  const link: FileFacts = { kind: 'symlink', size: 3, mtimeMs: 1 };
+  const old: TreeScan = new Map<string, FileFacts>([['a', f('1', 10)], ['b', f('2', 20)], ['c', f('3', 30)], ['gone', f('4', 1)], ['l', link]]);
+  const neu: TreeScan = new Map<string, FileFacts>([['a', f('1', 10)], ['b', f('9', 25)], ['c', f('3', 30, 2)], ['new', f('5', 7)], ['l', f('6', 4)]]);
   const d = diffContent(old, neu);
   assert.equal(d.changedFiles, 3); // b, new, l (was a symlink)
   assert.equal(d.changedBytes, 25 + 7 + 4);
@@ -118,9 +138,9 @@ test('newChunks', () => {
 });
 
 test('baseline mksquashfs uses tiu defaults and excludes contents only', () => {
-  assert.deepEqual(squashfsExcludes(['/var', '/boot/efi/']), ['var/*', 'boot/efi/*']);
-  const a = mksquashfsArgv('/t', '/o', { ...({} as never), compression: 'zstd', compressionLevel: 19, blockSize: 65536, exclude: ['/var'] } as never);
-  assert.deepEqual(a, ['mksquashfs', '/t', '/o', '-noappend', '-no-recovery', '-comp', 'zstd', '-Xcompression-level', '19', '-b', '65536', '-xattrs', '-quiet', '-no-progress', '-wildcards', '-e', 'var/*']);
+  assert.deepEqual(squashfsExcludes(['/var', '/boot/efi/']), ['var/*', 'var/.*', 'boot/efi/*', 'boot/efi/.*']);
+  const a = mksquashfsArgv('/t', '/o', { ...DEFAULT_CONFIG, compression: 'zstd', compressionLevel: 19, blockSize: 65536, exclude: ['/var'] });
+  assert.deepEqual(a, ['mksquashfs', '/t', '/o', '-noappend', '-no-recovery', '-exit-on-error', '-reproducible', '-comp', 'zstd', '-Xcompression-level', '19', '-b', '65536', '-xattrs', '-quiet', '-no-progress', '-wildcards', '-e', 'var/*', 'var/.*']);
   assert.match(raucManifest('c', '2'), /\[bundle\]\nformat=verity\n/);
 });
 
@@ -140,9 +160,11 @@ test('breakdown splits phases and pairs commands', () => {
     { t: 4.2, line: 'tiu: debug: exit 0: xargs -0 getfattr' },
     { t: 4.5, line: 'tiu: debug: exit 0: xargs -0 getfattr' },
   ], 5);
-  assert.deepEqual(b.phases.map((p) => [p.name, Number(p.s.toFixed(2))]), [['start-up, lock, snapshot discovery', 1], ['verifying', 2], ['scanning', 2]]);
+  assert.deepEqual(b.phases.map((p) => [p.name, Number(p.s.toFixed(2))]), [['(before the first progress line)', 1], ['verifying', 2], ['scanning', 2]]);
   assert.equal(b.commands, 3);
   assert.equal(Number(b.slowest[0]!.s.toFixed(2)), 1.3);
+  assert.deepEqual([b.gaps[0]!.after, b.gaps[0]!.before, Number(b.gaps[0]!.s.toFixed(2))], ['verifying: 0%', 'scanning: 0%', 2]);
+  assert.deepEqual([b.gaps[1]!.before, Number(b.gaps[1]!.s.toFixed(2))], ['tiu: debug: exit 0: xargs -0 getfattr', 1]); // a command running
 });
 
 function report(): BenchReport {
