@@ -258,8 +258,12 @@ describe('verifyHashTree rejects', () => {
     }
     // Data cut short (the tree is read first, so put it elsewhere).
     await truncate(short, 1000 * B + 5);
-    const e = await withFile(short, (fh) => computeHashTree(fh, { dataSize: 2000 * B, hashOffset: 3000 * B, salt }), 'r+').catch((x: unknown) => x);
-    expect((e as TiuError).code).toBe('ARCHIVE_TRUNCATED');
+    for (const workers of [0, 2]) {
+      const e = await withFile(short, (fh) => computeHashTree(fh, { dataSize: 2000 * B, hashOffset: 3000 * B, salt, workers }), 'r+').catch((x: unknown) => x);
+      expect(e).toBeInstanceOf(TiuError);
+      expect((e as TiuError).message).toMatch(`file ends at byte ${1000 * B + 5}`);
+      expect((e as TiuError).code).toBe('ARCHIVE_TRUNCATED');
+    }
   });
 });
 

@@ -7,11 +7,12 @@ import type { TestProject } from 'vitest/node';
 import { createSystem } from '../src/tiu/system.ts';
 import { createLogger } from '../src/tiu/log.ts';
 import { ensureArtifacts, type Artifacts } from './lib/image.ts';
-import { bootMode } from './lib/bootmode.ts';
+import { bootMode, type BootMode } from './lib/bootmode.ts';
 
 declare module 'vitest' {
   export interface ProvidedContext {
     artifacts: Artifacts;
+    bootMode: BootMode;
   }
 }
 
@@ -30,4 +31,5 @@ export default async function setup(project: TestProject): Promise<void> {
   const a = await ensureArtifacts(sys, { bootMode: mode, log });
   log(a.buildSeconds ? `images built in ${a.buildSeconds.toFixed(0)} s (${a.dir})` : `images from the cache (${a.dir})`);
   project.provide('artifacts', a);
+  project.provide('bootMode', mode);
 }

@@ -37,8 +37,15 @@ size=256MiB, type=C12A7328-F81F-11D2-BA4B-00A0C93EC93B, name=esp
 type=0FC63DAF-8483-4772-8E79-3D69D8477DE4, name=root
 EOF
 loop=$(losetup --find --show --partscan "$out.tmp")
+# Without udev the partition nodes may be missing: ask the kernel (partx) and make them.
+[ -b "${loop}p3" ] || partx -a "$loop" 2>/dev/null || true
 for i in 1 2 3; do
   for _ in $(seq 50); do [ -b "${loop}p$i" ] && break; sleep 0.1; done
+  if [ ! -b "${loop}p$i" ] && [ -r "/sys/block/${loop#/dev/}/${loop#/dev/}p$i/dev" ]; then
+    IFS=: read -r maj min <"/sys/block/${loop#/dev/}/${loop#/dev/}p$i/dev"
+    mknod "${loop}p$i" b "$maj" "$min"
+  fi
+  [ -b "${loop}p$i" ] || { echo "partition ${loop}p$i did not appear" >&2; exit 1; }
 done
 mkfs.vfat -F 32 -n ESP "${loop}p2" >/dev/null
 mkfs.btrfs -q -L tiu-root "${loop}p3"
@@ -59,48 +66,54 @@ else
 fi
 printf '[device]\nbootloader = %s\n' "$bl" >"$snap/etc/tiu/tiu.conf.d/50-vm-bootloader.conf"
 
-# A chroot of the installed snapshot, with the ESP at /boot/efi and the disk's device nodes.
-mount -t vfat "${loop}p2" "$snap/boot/efi"
-# rslave: unmounting these binds later must not propagate to the host's /dev, /proc, /sys.
-for d in dev proc sys; do mount --rbind "/$d" "$snap/$d"; mount --make-rslave "$snap/$d"; done
+# This host's kernel has no vfat: the ESP is written with mtools, never mounted here.
+export MTOOLS_SKIP_CHECK=1
 kver=$(ls "$snap/usr/lib/modules" | sort -V | tail -1)
-esp=$snap/boot/efi
 cmdline="root=UUID=$uuid rw console=ttyS0,115200 panic=5 systemd.show_status=auto"
 
-if [ "$BOOT_MODE" = harness ]; then
-  # Kernel and initrd on the ESP; the kernel mounts the btrfs DEFAULT subvolume as / (no
-  # rootflags=subvol=), so an update or rollback (set-default) changes what boots. See
-  # docs/vm.md for why GRUB cannot pick the kernel from the default subvolume here.
-  mkdir -p "$esp/tiu-vm"
-  cp "$snap/boot/vmlinuz-$kver" "$esp/tiu-vm/vmlinuz"
-  cp "$snap/boot/initrd.img-$kver" "$esp/tiu-vm/initrd.img"
-fi
-
 if [ "$variant" = bios ]; then
-  chroot "$snap" grub-install --target=i386-pc --boot-directory=/boot/efi \
-    --modules="part_gpt fat btrfs biosdisk serial" "$loop"
-  if [ "$BOOT_MODE" = harness ]; then
-    cat >"$esp/grub/grub.cfg" <<EOF
+  # GRUB's files go to @/boot/grub2/i386-pc, the layout's subvolume for them (not rolled back
+  # with /); GRUB reads them with its btrfs driver. grub-install runs in a chroot of snapshot 1.
+  grubdir=/boot/grub2/i386-pc
+  mount -t btrfs -o "subvol=/@$grubdir" "${loop}p3" "$snap$grubdir"
+  # rslave: unmounting these binds later must not propagate to the host's /dev, /proc, /sys.
+  for d in dev proc sys; do mount --rbind "/$d" "$snap/$d"; mount --make-rslave "$snap/$d"; done
+  chroot "$snap" grub-install --target=i386-pc --boot-directory="$grubdir" \
+    --modules="part_gpt btrfs biosdisk serial" "$loop"
+  if true; then # boot mode tiu: the installer boot uses it, then tiu replaces it
+    # Kernel and initrd beside GRUB (outside the snapshots); the kernel mounts the btrfs DEFAULT
+    # subvolume as / (no rootflags=subvol=), so an update or rollback (set-default) changes
+    # what boots. docs/vm.md explains why GRUB cannot take the kernel from the default subvolume.
+    mkdir -p "$top/@$grubdir/tiu-vm"
+    cp "$snap/boot/vmlinuz-$kver" "$top/@$grubdir/tiu-vm/vmlinuz"
+    cp "$snap/boot/initrd.img-$kver" "$top/@$grubdir/tiu-vm/initrd.img"
+    cat >"$top/@$grubdir/grub/grub.cfg" <<EOF
 serial --unit=0 --speed=115200
 terminal_input serial
 terminal_output serial
 set timeout=0
 menuentry 'tiu VM: btrfs default subvolume' {
-  linux /tiu-vm/vmlinuz $cmdline
-  initrd /tiu-vm/initrd.img
+  linux /@$grubdir/tiu-vm/vmlinuz $cmdline
+  initrd /@$grubdir/tiu-vm/initrd.img
 }
 EOF
   fi
 else
-  SYSTEMD_RELAX_ESP_CHECKS=1 chroot "$snap" bootctl install --esp-path=/boot/efi --no-variables
-  if [ "$BOOT_MODE" = harness ]; then
-    printf 'default tiu-vm.conf\ntimeout 0\n' >"$esp/loader/loader.conf"
-    cat >"$esp/loader/entries/tiu-vm.conf" <<EOF
-title tiu VM: btrfs default subvolume
-linux /tiu-vm/vmlinuz
-initrd /tiu-vm/initrd.img
-options $cmdline
-EOF
+  esp="${loop}p2"
+  mmd -i "$esp" ::/EFI ::/EFI/BOOT ::/EFI/systemd ::/loader ::/loader/entries
+  mcopy -i "$esp" "$snap/usr/lib/systemd/boot/efi/systemd-bootx64.efi" ::/EFI/BOOT/BOOTX64.EFI
+  mcopy -i "$esp" "$snap/usr/lib/systemd/boot/efi/systemd-bootx64.efi" ::/EFI/systemd/systemd-bootx64.efi
+  if true; then # boot mode tiu: the installer boot uses it, then tiu replaces it
+    # Kernel and initrd on the ESP (systemd-boot reads only the ESP); root = default subvolume.
+    t=$(mktemp -d)
+    printf 'default tiu-vm.conf\ntimeout 0\n' >"$t/loader.conf"
+    printf 'title tiu VM: btrfs default subvolume\nlinux /tiu-vm/vmlinuz\ninitrd /tiu-vm/initrd.img\noptions %s\n' "$cmdline" >"$t/tiu-vm.conf"
+    mmd -i "$esp" ::/tiu-vm
+    mcopy -i "$esp" "$snap/boot/vmlinuz-$kver" ::/tiu-vm/vmlinuz
+    mcopy -i "$esp" "$snap/boot/initrd.img-$kver" ::/tiu-vm/initrd.img
+    mcopy -i "$esp" "$t/loader.conf" ::/loader/loader.conf
+    mcopy -i "$esp" "$t/tiu-vm.conf" ::/loader/entries/tiu-vm.conf
+    rm -rf "$t"
   fi
 fi
 

@@ -16,7 +16,9 @@ import { existsSync } from 'node:fs';
 import { mkdir, readdir, readFile, rename, rm, stat, symlink, writeFile, open } from 'node:fs/promises';
 import { join, relative } from 'node:path';
 import type { System } from '../../src/tiu/system.ts';
-import { CACHE_DIR, COMPATIBLE, IMAGE_DIR, NODE, REPO } from './paths.ts';
+import { CACHE_DIR, COMPATIBLE, IMAGE_DIR, NODE, REPO, RUN_DIR } from './paths.ts';
+import type { BootMode } from './bootmode.ts';
+import { createVm } from './qemu.ts';
 
 export type Variant = 'bios' | 'uefi';
 
@@ -68,7 +70,7 @@ export function treeKey(): Promise<string> {
 
 /** Cache key of the archives and disks. */
 export async function artifactsKey(tree: string, bootMode: string): Promise<string> {
-  const files = [`${IMAGE_DIR}/build-disk.sh`, join(import.meta.dirname, 'image.ts'), `${REPO}/bin/tiu.js`, ...(await walk(`${REPO}/src`))];
+  const files = [`${IMAGE_DIR}/build-disk.sh`, join(import.meta.dirname, 'image.ts'), `${REPO}/vm/guest/install-bootloader.sh`, `${REPO}/bin/tiu.js`, ...(await walk(`${REPO}/src`)), ...(await walk(`${REPO}/systemd`))];
   return `${await sha256Files(files)}${tree.slice(0, 4)}-${bootMode}`;
 }
 
@@ -102,7 +104,7 @@ async function put(upper: string, path: string, content: string, mode = 0o644): 
 }
 
 /** What every variant adds to the Debian tree: trust, device config, the ESP mount point. */
-function commonLayer(keyring: string, release: string): Layer {
+function commonLayer(keyring: string, release: string, mode: BootMode, kver: string): Layer {
   return async (u) => {
     await put(u, 'etc/tiu/keyring.pem', await readFile(keyring, 'utf8'));
     await put(u, 'usr/lib/tiu/tiu.conf', `[device]\ncompatible = ${COMPATIBLE}\n`);
@@ -113,23 +115,84 @@ function commonLayer(keyring: string, release: string): Layer {
       'etc/systemd/system/boot-efi.mount',
       '[Unit]\nDescription=EFI system partition\n[Mount]\nWhat=/dev/disk/by-partlabel/esp\nWhere=/boot/efi\nType=vfat\nOptions=umask=0077,nofail\n[Install]\nWantedBy=local-fs.target\n',
     );
-    await mkdir(`${u}/etc/systemd/system/local-fs.target.wants`, { recursive: true });
-    await symlink('../boot-efi.mount', `${u}/etc/systemd/system/local-fs.target.wants/boot-efi.mount`);
+    // What tiu's boot backends put on every kernel command line, and GRUB's own entries.
+    await put(u, 'etc/kernel/cmdline', `${KERNEL_OPTIONS}\n`);
+    await put(
+      u,
+      'etc/default/grub',
+      `GRUB_DEFAULT=0\nGRUB_TIMEOUT=0\nGRUB_DISTRIBUTOR=Debian\nGRUB_CMDLINE_LINUX_DEFAULT=""\nGRUB_CMDLINE_LINUX="${KERNEL_OPTIONS}"\nGRUB_TERMINAL=serial\nGRUB_SERIAL_COMMAND="serial --unit=0 --speed=115200"\nGRUB_DISABLE_OS_PROBER=true\n`,
+    );
+    if (mode === 'tiu') {
+      // WORKAROUND (docs/vm.md): tiu's GRUB selector sets no timeout and no serial terminal, so
+      // for a snapshot without its own grub.cfg (snapshot 1, made by `tiu install`) GRUB waits
+      // at its menu forever. The image therefore ships a static /boot/grub/grub.cfg that the
+      // selector sources; tiu replaces it with grub-mkconfig's output in every snapshot an
+      // update makes.
+      await put(u, 'boot/grub/grub.cfg', shippedGrubCfg(kver));
+      // tiu's boot integration: the ESP at /boot/efi (GRUB's directory or systemd-boot's
+      // entries), the health check and the /etc sync units from the checkout, enabled.
+      await enable(u, 'local-fs.target.wants', 'boot-efi.mount', '../boot-efi.mount');
+      for (const unit of ['tiu-health.service', 'tiu-etc-sync.service']) {
+        await put(u, `usr/lib/systemd/system/${unit}`, await readFile(`${REPO}/systemd/${unit}`, 'utf8'));
+      }
+      await enable(u, 'multi-user.target.wants', 'tiu-health.service', '/usr/lib/systemd/system/tiu-health.service');
+      await enable(u, 'boot-complete.target.requires', 'tiu-health.service', '/usr/lib/systemd/system/tiu-health.service');
+      await enable(u, 'sysinit.target.wants', 'tiu-etc-sync.service', '/usr/lib/systemd/system/tiu-etc-sync.service');
+    }
+    // Every unit costs seconds under TCG: mask what a headless VM does not need.
+    for (const unit of ['e2scrub_reap.service', 'modprobe@drm.service', 'dev-hugepages.mount', 'sys-kernel-debug.mount', 'sys-kernel-tracing.mount', 'getty@tty1.service']) {
+      await mkdir(`${u}/etc/systemd/system`, { recursive: true });
+      await symlink('/dev/null', `${u}/etc/systemd/system/${unit}`);
+    }
+    // tiu from the 9p share; V8's compile cache on /var (kept across boots) saves seconds a run.
+    await put(
+      u,
+      'usr/bin/tiu',
+      '#!/bin/sh\n# tiu from the host checkout shared over 9p (docs/vm.md).\nexport NODE_COMPILE_CACHE=/var/cache/tiu-vm-node\nexec /opt/tiu/node_modules/node/bin/node /opt/tiu/bin/tiu.js "$@"\n',
+      0o755,
+    );
   };
 }
 
-const layers: Record<'v1' | 'v2' | 'badHealth' | 'noInit', (keyring: string) => Layer> = {
-  v1: (k) => commonLayer(k, RELEASES.v1),
-  v2: (k) => commonLayer(k, RELEASES.v2),
-  badHealth: (k) => async (u) => {
-    await commonLayer(k, RELEASES.badHealth)(u);
+/** See the WORKAROUND in commonLayer. Uses the variables tiu's selector exports. */
+function shippedGrubCfg(kver: string): string {
+  return `# tiu-vm harness: shipped in the image for the snapshot tiu install makes (docs/vm.md).
+set timeout=0
+serial --unit=0 --speed=115200
+terminal_input serial
+terminal_output serial
+menuentry 'tiu VM image, snapshot \${tiu_boot} (shipped grub.cfg)' {
+  probe --set=tiu_uuid --fs-uuid \$root
+  linux /@/.snapshots/\${tiu_boot}/snapshot/boot/vmlinuz-${kver} root=UUID=\${tiu_uuid} \${tiu_rootflags} rw ${KERNEL_OPTIONS}
+  initrd /@/.snapshots/\${tiu_boot}/snapshot/boot/initrd.img-${kver}
+}
+`;
+}
+
+async function enable(upper: string, wants: string, name: string, target: string): Promise<void> {
+  await mkdir(`${upper}/etc/systemd/system/${wants}`, { recursive: true });
+  await symlink(target, `${upper}/etc/systemd/system/${wants}/${name}`);
+}
+
+/** Kernel options of the guest (besides root=…, which the boot config adds). */
+export const KERNEL_OPTIONS = 'console=ttyS0,115200 panic=5 systemd.show_status=auto';
+
+const layers: Record<'v1' | 'v2' | 'badHealth' | 'noInit', (keyring: string, mode: BootMode, kver: string) => Layer> = {
+  v1: (k, m, v) => commonLayer(k, RELEASES.v1, m, v),
+  v2: (k, m, v) => commonLayer(k, RELEASES.v2, m, v),
+  badHealth: (k, m, v) => async (u) => {
+    await commonLayer(k, RELEASES.badHealth, m, v)(u);
     await put(u, 'usr/lib/tiu/health.d/50-vm-always-fails', '#!/bin/sh\necho "tiu-vm: this image is built to fail its health check" >&2\nexit 1\n', 0o755);
   },
-  noInit: (k) => async (u) => {
-    await commonLayer(k, RELEASES.noInit)(u);
-    // Nothing reaches userspace: the kernel's init exits at once and the kernel panics.
+  noInit: (k, m, v) => async (u) => {
+    await commonLayer(k, RELEASES.noInit, m, v)(u);
+    // Nothing reaches userspace: the initrd's systemd switches root by re-executing
+    // /usr/lib/systemd/systemd (not /sbin/init), so both become /bin/false; PID 1 exits at
+    // once and the kernel panics ("Attempted to kill init").
     await mkdir(`${u}/usr/sbin`, { recursive: true });
     await symlink('/bin/false', `${u}/usr/sbin/init`);
+    await mkdir(`${u}/usr/lib/systemd`, { recursive: true });
+    await symlink('/bin/false', `${u}/usr/lib/systemd/systemd`);
   },
 };
 
@@ -174,19 +237,22 @@ export async function ensureArtifacts(sys: System, o: { bootMode: 'harness' | 't
   await mkdir(tmp, { recursive: true });
   await tiu(sys, ['keygen', '-o', `${tmp}/keys`]);
   const keyring = `${tmp}/keys/keyring.pem`;
+  const kver = (await readdir(`${rootfs}/usr/lib/modules`)).sort().at(-1)!;
   const versions: Record<keyof typeof layers, string> = { v1: '1', v2: '2', badHealth: '3', noInit: '4' };
   for (const name of Object.keys(layers) as (keyof typeof layers)[]) {
     const ov = `${tmp}/overlay-${name}`;
     await mkdir(`${ov}/upper`, { recursive: true });
     await mkdir(`${ov}/work`);
     await mkdir(`${ov}/merged`);
-    await layers[name](`${tmp}/keys/keyring.pem`)(`${ov}/upper`);
+    await layers[name](`${tmp}/keys/keyring.pem`, o.bootMode, kver)(`${ov}/upper`);
     await sys.run('mount', ['-t', 'overlay', 'overlay', '-o', `lowerdir=${rootfs},upperdir=${ov}/upper,workdir=${ov}/work`, `${ov}/merged`]);
     try {
       await tiu(sys, [
         'create', `${ov}/merged`, '-o', `${tmp}/${ARCHIVES[name]}`,
         '--key', `${tmp}/keys/signing.key.pem`, '--cert', `${tmp}/keys/signing.cert.pem`,
-        '--compatible', COMPATIBLE, '--version', versions[name], '--no-progress',
+        '--compatible', COMPATIBLE, '--version', versions[name], '--level', '3', '--no-progress',
+        // The image's initrd (built with the tree) is used as is: dracut under TCG takes minutes.
+        '--shipped-initrd',
       ]);
     } finally {
       await sys.run('umount', [`${ov}/merged`]);
@@ -199,11 +265,36 @@ export async function ensureArtifacts(sys: System, o: { bootMode: 'harness' | 't
       timeoutMs: 1_800_000,
       env: { TIU: `${NODE} ${REPO}/bin/tiu.js`, BOOT_MODE: o.bootMode },
     });
+    if (o.bootMode === 'tiu') await installBootloader(sys, variant, `${tmp}/disk-${variant}.raw`, tmp, o.log);
   }
   await writeFile(`${tmp}/complete`, new Date().toISOString());
   await rename(tmp, dir);
   await removeOthers('artifacts-', `artifacts-${key}`);
   return result();
+}
+
+/**
+ * The installer boot (boot mode `tiu`): this host cannot mount the ESP (no vfat in its kernel),
+ * so the disk first boots with the harness's minimal config, and inside the guest GRUB is
+ * installed onto the ESP (BIOS) or systemd-boot's entries are replaced (UEFI), then
+ * `tiu health-check --sync-only` writes tiu's boot config; the guest powers off. Writes the
+ * raw disk directly (no overlay): the result is the cached base disk.
+ */
+async function installBootloader(sys: System, variant: Variant, disk: string, artifactsDir: string, log: (s: string) => void): Promise<void> {
+  log(`installer boot of the ${variant} disk (tiu writes the boot config inside the guest)`);
+  const vm = await createVm(sys, { name: `installer-${variant}`, baseDisk: disk, direct: true, firmware: variant, workDir: `${RUN_DIR}/installer-${variant}-${process.pid}`, shares: { tiu: REPO, artifacts: artifactsDir } });
+  try {
+    await vm.boot({ timeoutMs: 600_000 });
+    const r = await vm.run(`bash ${'/opt/tiu/vm/guest/install-bootloader.sh'} ${variant}`, { timeoutMs: 900_000, allowFailure: true });
+    if (r.exitCode !== 0) throw new Error(`installing the boot loader in the guest failed (log: ${vm.saveLog(`installer-${variant}`)}):\n${r.output}`);
+    await vm.powerOff();
+  } catch (e) {
+    vm.saveLog(`installer-${variant}`);
+    throw e;
+  } finally {
+    await vm.kill();
+    await rm(vm.o.workDir, { recursive: true, force: true });
+  }
 }
 
 /** Size in bytes of a file (for the report). */

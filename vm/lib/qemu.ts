@@ -24,6 +24,8 @@ export interface VmOptions {
   shares: Record<string, string>;
   memMiB?: number;
   cpus?: number;
+  /** Write to baseDisk itself (raw), no overlay: only for building a base disk. */
+  direct?: boolean;
 }
 
 export interface RunOptions {
@@ -33,6 +35,17 @@ export interface RunOptions {
 }
 
 export class VmError extends Error {}
+
+/** Thrown by {@link Vm.run} when the guest rebooted (a new kernel started) before the command ended. */
+export class RebootedError extends VmError {}
+
+/** The first line every kernel prints on the console. */
+export const KERNEL_BANNER = /\] Linux version \d/g;
+
+/** How many kernels started in `stream` at or after `from`. */
+export function countBoots(stream: string, from = 0): number {
+  return [...stream.slice(from).matchAll(KERNEL_BANNER)].length;
+}
 
 let counter = 0;
 function uid(): string {
@@ -70,17 +83,17 @@ export class Vm implements AsyncDisposable {
   /** Creates the overlay (and the UEFI variable store); call once before the first {@link boot}. */
   async prepare(): Promise<void> {
     mkdirSync(this.o.workDir, { recursive: true });
-    await this.sys.run('qemu-img', ['create', '-q', '-f', 'qcow2', '-b', this.o.baseDisk, '-F', 'raw', this.overlay]);
+    if (!this.o.direct) await this.sys.run('qemu-img', ['create', '-q', '-f', 'qcow2', '-b', this.o.baseDisk, '-F', 'raw', this.overlay]);
     if (this.o.firmware === 'uefi') copyFileSync(OVMF_VARS, `${this.o.workDir}/OVMF_VARS.fd`);
     writeFileSync(this.logFile, '');
   }
 
   private args(): string[] {
     const a = [
-      '-accel', 'tcg', '-cpu', 'max', '-m', String(this.o.memMiB ?? 1536), '-smp', String(this.o.cpus ?? 2),
+      '-accel', process.env.TIU_VM_ACCEL ?? 'tcg', '-cpu', process.env.TIU_VM_CPU ?? 'max', '-m', String(this.o.memMiB ?? 1536), '-smp', String(this.o.cpus ?? 2),
       '-nodefaults', '-no-user-config', '-display', 'none', '-vga', 'none', '-monitor', 'none', '-nic', 'none',
       '-chardev', 'stdio,id=con,signal=off', '-serial', 'chardev:con',
-      '-drive', `file=${this.overlay},if=virtio,format=qcow2,cache=writeback`,
+      '-drive', this.o.direct ? `file=${this.o.baseDisk},if=virtio,format=raw,cache=writeback` : `file=${this.overlay},if=virtio,format=qcow2,cache=writeback`,
       '-device', 'virtio-rng-pci',
     ];
     for (const [tag, path] of Object.entries(this.o.shares)) {
@@ -132,7 +145,24 @@ export class Vm implements AsyncDisposable {
    */
   async waitForShell(o: { timeoutMs?: number; since?: number } = {}): Promise<number> {
     const since = o.since ?? Date.now();
-    const deadline = since + (o.timeoutMs ?? 300_000);
+    const deadline = since + (o.timeoutMs ?? 400_000);
+    for (;;) {
+      await this.probeShell(deadline, since);
+      try {
+        await this.run("set +o emacs +o vi; stty -echo </dev/tty; PS1=''; PS2=''; dmesg -n 1; export TERM=dumb PAGER=cat SYSTEMD_PAGER=cat SYSTEMD_COLORS=0; cd /", { timeoutMs: 60_000 });
+        await this.run('systemctl is-system-running --wait', { timeoutMs: Math.max(30_000, deadline - Date.now()), allowFailure: true });
+      } catch (e) {
+        // The shell of a boot that the guest itself ends (health check rollback): wait again.
+        if (e instanceof RebootedError && Date.now() < deadline) continue;
+        throw e;
+      }
+      const secs = (Date.now() - since) / 1000;
+      this.bootSeconds.push(secs);
+      return secs;
+    }
+  }
+
+  private async probeShell(deadline: number, since: number): Promise<void> {
     const from = this.stream.length;
     let answered = false;
     const ids: string[] = [];
@@ -149,11 +179,6 @@ export class Vm implements AsyncDisposable {
       }
     }
     this.cursor = this.stream.length;
-    await this.run("stty -echo; PS1=''; PS2=''; dmesg -n 1; export TERM=dumb PAGER=cat SYSTEMD_PAGER=cat SYSTEMD_COLORS=0; cd /", { timeoutMs: 30_000 });
-    await this.run('systemctl is-system-running --wait', { timeoutMs: Math.max(30_000, deadline - Date.now()), allowFailure: true });
-    const secs = (Date.now() - since) / 1000;
-    this.bootSeconds.push(secs);
-    return secs;
   }
 
   /** Powers on and waits for the shell. Returns the boot time in seconds. */
@@ -180,6 +205,7 @@ export class Vm implements AsyncDisposable {
         return { output: r.output, exitCode: r.exitCode };
       }
       if (!this.running) throw new VmError(`${this.o.name}: QEMU exited while running: ${command}\n${this.tail()}`);
+      if (countBoots(this.stream, from) > 0) throw new RebootedError(`${this.o.name}: the guest rebooted while running: ${command}`);
       if (Date.now() > deadline) throw new VmError(`${this.o.name}: timed out after ${timeoutMs / 1000} s: ${command}\n${this.tail()}`);
       await sleep(100);
     }
@@ -198,15 +224,32 @@ export class Vm implements AsyncDisposable {
   /** Reboots the guest (`systemctl reboot`) and waits for the new boot's shell; returns its seconds. */
   async reboot(o: { timeoutMs?: number } = {}): Promise<number> {
     const old = await this.bootId();
-    const since = Date.now();
     this.send('systemctl reboot');
-    // The old shell keeps answering until systemd stops it: wait for a different boot id.
+    return this.waitForNewBoot(old, o);
+  }
+
+  /**
+   * Waits for a shell of a boot other than `oldBootId` (the old shell may answer until systemd
+   * stops it). Boots that end by themselves before their shell is ready are waited through.
+   */
+  async waitForNewBoot(oldBootId: string, o: { timeoutMs?: number } = {}): Promise<number> {
+    const since = Date.now();
+    const deadline = since + (o.timeoutMs ?? 600_000);
     for (;;) {
       await sleep(2000);
-      const secs = await this.waitForShell({ timeoutMs: o.timeoutMs, since });
-      if ((await this.bootId()) !== old) return secs;
+      const secs = await this.waitForShell({ timeoutMs: deadline - since, since });
+      try {
+        if ((await this.bootId()) !== oldBootId) return secs;
+      } catch (e) {
+        if (!(e instanceof RebootedError)) throw e;
+      }
       this.bootSeconds.pop();
     }
+  }
+
+  /** Position in the console stream (to count boots from there with {@link countBoots}). */
+  get mark(): number {
+    return this.stream.length;
   }
 
   /** Waits until QEMU has exited (the guest powered off or reset with -no-reboot), or throws. */

@@ -1,6 +1,6 @@
 /**
- * Worker threads hashing chunks of blocks in parallel with this thread (SHA-256 in one Node
- * thread reaches only ~65% of `openssl speed` because of per-call overhead; two threads pass it).
+ * Worker threads hashing chunks of blocks in parallel (SHA-256 in one Node thread reaches only
+ * ~60-70% of `openssl speed`, because of per-call overhead; two threads reach it).
  *
  * The workers read the file themselves through the caller's file descriptor (pread, so no shared
  * offset), so chunk data never crosses threads and memory stays at one chunk per worker.

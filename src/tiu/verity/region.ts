@@ -1,8 +1,8 @@
 /**
- * Streams the salted digests of a run of blocks in file order, chunk by chunk. Chunks are shared
- * round-robin between this thread and the workers of a {@link HashPool}, if given; this thread
- * reads its next chunk while it hashes the current one.
- * Memory: two chunks here, one per worker, and a window of 32 KiB digest lists.
+ * Streams the salted digests of a run of blocks in file order, chunk by chunk: hashed by the
+ * workers of a {@link HashPool} if given (this thread then only hands out chunks and consumes
+ * digests in order), else in this thread, which reads its next chunk while hashing the current one.
+ * Memory: two chunks in this thread, or one per worker, plus a window of 32 KiB digest lists.
  */
 import type { FileHandle } from 'node:fs/promises';
 import type { BlockHasher } from './hash.ts';
@@ -37,9 +37,9 @@ export async function* digestRegion(fh: FileHandle, region: Region, h: RegionHas
   const perChunk = CHUNK_SIZE / h.blockSize;
   const chunks = Math.ceil(region.blocks / perChunk);
   const countOf = (i: number): number => Math.min(perChunk, region.blocks - i * perChunk);
-  const threads = (h.pool?.size ?? 0) + 1;
+  const threads = h.pool?.size ?? 1;
 
-  // This thread's share: buffer k % 2 is reused once the task before on it has been hashed.
+  // Hashing here: buffer k % 2 is reused once the task before on it has been hashed.
   const bufs: Buffer[] = [];
   const bufDone: Promise<unknown>[] = [Promise.resolve(), Promise.resolve()];
   let local = 0;
@@ -61,9 +61,7 @@ export async function* digestRegion(fh: FileHandle, region: Region, h: RegionHas
   let submitted = 0;
   const submit = (): void => {
     const i = submitted++;
-    const p = h.pool && i % threads !== threads - 1
-      ? h.pool.digest(region.position + i * CHUNK_SIZE, countOf(i) * h.blockSize)
-      : hashHere(i);
+    const p = h.pool ? h.pool.digest(region.position + i * CHUNK_SIZE, countOf(i) * h.blockSize) : hashHere(i);
     p.catch(() => {}); // awaited in order below; a failure while the consumer is busy is not unhandled
     inFlight.push(p);
   };

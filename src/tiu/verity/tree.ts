@@ -15,10 +15,10 @@ import { SHA256_SIZE, VERITY_BLOCK_SIZE, verityLayout, type VerityLayout, type V
 import { createHashPool, type HashPool } from './pool.ts';
 import { CHUNK_SIZE, digestRegion, type Region } from './region.ts';
 
-/** Starting a worker costs ~40 ms (about 40 MiB hashed): small regions are hashed here. */
+/** Starting the workers costs ~40-70 ms (40-70 MiB hashed): smaller regions are hashed here. */
 const AUTO_POOL_MIN_BYTES = 128 * 1024 * 1024;
 const MAX_SALT = 256; // veritysetup's limit
-const MAX_THREADS = 4;
+const MAX_WORKERS = 4;
 
 export interface HashTreeCommon {
   /** Bytes of data at the start of the file: a positive multiple of 4096. */
@@ -29,9 +29,9 @@ export interface HashTreeCommon {
   /** Called after each chunk with bytes hashed so far and in total (data plus tree). */
   onProgress?: (done: number, total: number) => void;
   /**
-   * Worker threads hashing alongside this one; 0 hashes in this thread only. Default: one fewer
-   * than the cores (this thread hashes too; at most 4 threads in all), used for regions of
-   * 128 MiB or more. An explicit count is used for every region of at least one 4 MiB chunk.
+   * Worker threads to hash with (this thread then only coordinates); 0 hashes in this thread.
+   * Default: one per core, at most 4, none on a single core; used for regions of 128 MiB or more.
+   * An explicit count is used for every region of at least one 4 MiB chunk.
    */
   workers?: number;
 }
@@ -62,7 +62,7 @@ function geometry(code: ErrorCode, o: HashTreeCommon): Geometry {
     fail(`hash offset ${o.hashOffset} is not a multiple of ${VERITY_BLOCK_SIZE} at or after the data (${o.dataSize} bytes)`);
   }
   if (!Buffer.isBuffer(o.salt) || o.salt.length > MAX_SALT) fail(`salt must be at most ${MAX_SALT} bytes`);
-  const auto = Math.min(availableParallelism(), MAX_THREADS) - 1;
+  const auto = availableParallelism() > 1 ? Math.min(availableParallelism(), MAX_WORKERS) : 0;
   const workers = o.workers ?? auto;
   if (!Number.isInteger(workers) || workers < 0) throw new TiuError('INTERNAL', `verity: invalid worker count ${workers}`);
   return {

@@ -1,0 +1,51 @@
+/** The serial-console protocol (pure): markers survive echo and interleaved console noise. */
+import { describe, expect, it } from 'vitest';
+import { extractJson, findResult, probeAnswered, probeCommand, wrapCommand } from './lib/console.ts';
+import { countBoots } from './lib/qemu.ts';
+import { snapshotNumber } from './lib/guest.ts';
+
+describe('console protocol', () => {
+  it('finds output and exit code between the markers, not in the echoed command', () => {
+    const sent = wrapCommand('abc1', 'ls /nope');
+    // A terminal that echoes the typed text, CRLF line ends, then the real output.
+    const stream = `${sent.replace(/\n/g, '\r\n')}__TIUB_abc1\r\nls: cannot access '/nope'\r\n__TIUE_abc1_2\r\n`;
+    expect(sent).not.toContain('__TIUB_abc1');
+    expect(findResult(stream, 'abc1')).toEqual({ output: "ls: cannot access '/nope'", exitCode: 2, end: stream.indexOf('__TIUE_abc1_2') + '__TIUE_abc1_2'.length });
+  });
+
+  it('waits for the end marker and ignores other ids', () => {
+    expect(findResult('__TIUB_a\nhalf', 'a')).toBeUndefined();
+    expect(findResult('__TIUB_b\nx\n__TIUE_b_0\n', 'a')).toBeUndefined();
+    expect(findResult('__TIUB_a\nno newline__TIUE_a_0', 'a')?.output).toBe('no newline');
+    expect(findResult('__TIUB_a\n__TIUE_a_0\n', 'a')).toMatchObject({ output: '', exitCode: 0 });
+  });
+
+  it('starts searching at `from`', () => {
+    const s = '__TIUB_a\none\n__TIUE_a_0\n__TIUB_a\ntwo\n__TIUE_a_1\n';
+    const first = findResult(s, 'a')!;
+    expect(findResult(s, 'a', first.end)).toMatchObject({ output: 'two', exitCode: 1 });
+  });
+
+  it('recognizes the probe answer only as printed output', () => {
+    const p = probeCommand('z9');
+    expect(probeAnswered(p, 'z9')).toBe(false);
+    expect(probeAnswered(`${p}__TIUR_z9\r\n`, 'z9')).toBe(true);
+  });
+
+  it('refuses marker ids that could break the command line', () => {
+    expect(() => wrapCommand('a b', 'true')).toThrow();
+    expect(() => wrapCommand("a'", 'true')).toThrow();
+  });
+
+  it('extracts JSON after warnings and keeps nested objects', () => {
+    expect(extractJson('tiu: warning: x\n{\n  "a": {"b": [1]}\n}\n')).toEqual({ a: { b: [1] } });
+    expect(() => extractJson('no json')).toThrow(/no JSON/);
+  });
+
+  it('counts kernel starts and reads snapshot numbers from subvolume paths', () => {
+    expect(countBoots('[    0.000000] Linux version 6.1.0\n...\n[    0.000000] Linux version 6.1.0\n')).toBe(2);
+    expect(countBoots('Linux version in a command\n')).toBe(0);
+    expect(snapshotNumber('@/.snapshots/12/snapshot')).toBe(12);
+    expect(snapshotNumber('@/var')).toBeUndefined();
+  });
+});
