@@ -2,14 +2,11 @@
  * Fixtures for the boot tests: a minimal root tree with a real shell (the host's dash and its
  * libraries), and fake boot tools written with shell builtins only, which record what they saw.
  */
-import { chmod, copyFile, mkdir, readFile, symlink, writeFile } from 'node:fs/promises';
+import { chmod, copyFile, mkdir, symlink, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { execa } from 'execa';
 import type { System } from '../../src/tiu/system.ts';
-import { createArchive } from '../../src/tiu/archive/create.ts';
-import { generateDevKeys } from '../../src/tiu/sign/keygen.ts';
-import { DEFAULT_EXCLUDES } from '../../src/tiu/config.ts';
-import { makeTree, type ArchiveSet } from './device.ts';
+import { makeArchives, type ArchiveSet } from './device.ts';
 
 /** A root tree with /bin/sh (the host's dash and its libraries) and usrmerge symlinks. */
 export async function makeMiniRoot(root: string): Promise<void> {
@@ -98,21 +95,6 @@ export async function addBootFiles(tree: string, o: { grub?: boolean; tag: strin
 }
 
 /** Like makeArchives (helpers/device.ts), with the trees made bootable by {@link addBootFiles}. */
-export async function makeBootArchives(sys: System, dir: string, o: { grub?: boolean } = {}): Promise<ArchiveSet> {
-  const keys = await generateDevKeys({ outDir: join(dir, 'keys') });
-  const keyPem = await readFile(keys.signingKey, 'utf8');
-  const certPem = await readFile(keys.signingCert, 'utf8');
-  const out: Record<string, string> = {};
-  for (const v of [1, 2] as const) {
-    const tree = join(dir, `tree-v${v}`);
-    await makeTree(sys, tree, v);
-    await addBootFiles(tree, { grub: o.grub, tag: `v${v}` });
-    out[`v${v}`] = join(dir, `v${v}.tiu`);
-    await createArchive(sys, {
-      source: tree, output: out[`v${v}`]!, keyPem, certPem,
-      compatible: 'test-x86_64', version: `${v}.0`,
-      compression: 'zstd', blockSize: 131072, exclude: DEFAULT_EXCLUDES, sourceDateEpoch: 1_700_000_000 + v,
-    });
-  }
-  return { keys, keyringPem: await readFile(keys.keyring, 'utf8'), v1: out.v1!, v2: out.v2!, dir };
+export function makeBootArchives(sys: System, dir: string, o: { grub?: boolean } = {}): Promise<ArchiveSet> {
+  return makeArchives(sys, dir, { prepare: (tree, v) => addBootFiles(tree, { grub: o.grub, tag: `v${v}` }) });
 }

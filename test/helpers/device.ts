@@ -111,7 +111,11 @@ export interface ArchiveSet {
 }
 
 /** Dev keys and archives of v1 and v2 of the test tree, in `dir`. */
-export async function makeArchives(sys: System, dir: string, options: { compatible?: string } = {}): Promise<ArchiveSet> {
+export async function makeArchives(
+  sys: System,
+  dir: string,
+  options: { compatible?: string; /** Changes each tree before it is packed (e.g. boot files). */ prepare?: (tree: string, v: 1 | 2) => Promise<void> } = {},
+): Promise<ArchiveSet> {
   const keys = await generateDevKeys({ outDir: join(dir, 'keys') });
   const keyPem = await readFile(keys.signingKey, 'utf8');
   const certPem = await readFile(keys.signingCert, 'utf8');
@@ -119,6 +123,7 @@ export async function makeArchives(sys: System, dir: string, options: { compatib
   for (const v of [1, 2] as const) {
     const tree = join(dir, `tree-v${v}`);
     await makeTree(sys, tree, v);
+    await options.prepare?.(tree, v);
     out[`v${v}`] = join(dir, `v${v}.tiu`);
     await createArchive(sys, {
       source: tree, output: out[`v${v}`]!, keyPem, certPem,

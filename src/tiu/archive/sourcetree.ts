@@ -2,11 +2,12 @@
  * The build side's input: a root tree directory, or a tarball unpacked into a private temp dir.
  * Also reads what the manifest says about the tree (os-release, architecture).
  */
-import { lstat, mkdtemp, open, readFile, readlink, rm } from 'node:fs/promises';
+import { lstat, mkdtemp, open, readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { tmpdir } from 'node:os';
 import { parse } from 'ini';
 import { TiuError, fromErrno } from '../errors.ts';
+import { resolveInTree } from '../treepath.ts';
 import type { System } from '../system.ts';
 
 export interface SourceTree extends AsyncDisposable {
@@ -40,39 +41,6 @@ export async function openSourceTree(sys: System, source: string, options: { tmp
   return { dir, fromTarball: true, [Symbol.asyncDispose]: dispose };
 }
 
-/**
- * The host path of `rel` inside the tree, with symlinks resolved as they would be on the running
- * system (absolute targets relative to `root`, `..` never above it), so that an absolute link
- * such as `etc/os-release -> /usr/lib/os-release` reads the tree's file and not the build
- * host's. Undefined if the path does not exist in the tree or the links loop.
- */
-export async function resolveInTree(root: string, rel: string): Promise<string | undefined> {
-  const todo = rel.split('/').filter((c) => c && c !== '.');
-  const done: string[] = [];
-  for (let hops = 0; todo.length; ) {
-    const c = todo.shift()!;
-    if (c === '..') {
-      done.pop();
-      continue;
-    }
-    const host = join(root, ...done, c);
-    let st;
-    try {
-      st = await lstat(host);
-    } catch {
-      return undefined;
-    }
-    if (!st.isSymbolicLink()) {
-      done.push(c);
-      continue;
-    }
-    if (++hops > 40) return undefined;
-    const target = await readlink(host);
-    if (target.startsWith('/')) done.length = 0;
-    todo.unshift(...target.split('/').filter((x) => x && x !== '.'));
-  }
-  return join(root, ...done);
-}
 
 /** Parses os-release (etc/os-release, else usr/lib/os-release) of a tree; {} if none. */
 export async function readOsRelease(root: string): Promise<Record<string, string>> {

@@ -4,7 +4,8 @@
  * wherever dracut or the distribution put it. The version comparison and the choice of files are
  * pure; the directory reads are a thin layer.
  */
-import { lstat, readdir, readFile, readlink, stat } from 'node:fs/promises';
+import { resolveInTree } from '../treepath.ts';
+import { lstat, readdir, readFile, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 
 export interface KernelFile {
@@ -114,39 +115,8 @@ async function isDirNoFollow(path: string): Promise<boolean> {
   }
 }
 
-/**
- * Resolves `rel` inside the snapshot `dir` following symlinks as a chroot would (absolute
- * targets are taken relative to `dir`), at most 40 hops. Returns the host path, or undefined if
- * it does not exist. Keeps a malicious or stale absolute symlink from reading host files.
- */
-export async function resolveInside(dir: string, rel: string): Promise<string | undefined> {
-  const parts = rel.split('/').filter((p) => p && p !== '.');
-  const resolved: string[] = [];
-  let hops = 0;
-  while (parts.length) {
-    const part = parts.shift()!;
-    if (part === '..') {
-      resolved.pop();
-      continue;
-    }
-    const candidate = join(dir, ...resolved, part);
-    let st;
-    try {
-      st = await lstat(candidate);
-    } catch {
-      return undefined;
-    }
-    if (st.isSymbolicLink()) {
-      if (++hops > 40) return undefined;
-      const target = await readlink(candidate);
-      if (target.startsWith('/')) resolved.length = 0;
-      parts.unshift(...target.split('/').filter((p) => p && p !== '.'));
-      continue;
-    }
-    resolved.push(part);
-  }
-  return join(dir, ...resolved);
-}
+/** Resolves `rel` inside the snapshot `dir` as a chroot would (see {@link resolveInTree}). */
+export const resolveInside = resolveInTree;
 
 /** The kernels in snapshot directory `dir` (see {@link pickKernels}). Reads directories only. */
 export async function findKernels(dir: string): Promise<KernelFile[]> {
