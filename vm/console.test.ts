@@ -1,7 +1,7 @@
 /** The serial-console protocol (pure): markers survive echo and interleaved console noise. */
 import { describe, expect, it } from 'vitest';
 import { extractJson, findResult, probeAnswered, probeCommand, wrapCommand } from './lib/console.ts';
-import { countBoots } from './lib/qemu.ts';
+import { countBoots, kernelOwnsConsole } from './lib/qemu.ts';
 import { snapshotNumber } from './lib/guest.ts';
 
 describe('console protocol', () => {
@@ -40,6 +40,18 @@ describe('console protocol', () => {
   it('extracts JSON after warnings and keeps nested objects', () => {
     expect(extractJson('tiu: warning: x\n{\n  "a": {"b": [1]}\n}\n')).toEqual({ a: { b: [1] } });
     expect(() => extractJson('no json')).toThrow(/no JSON/);
+  });
+
+  it('lets the driver type only while a kernel owns the console', () => {
+    const banner = '[    0.000000] Linux version 6.1.0-50-amd64 (x)\n';
+    expect(kernelOwnsConsole('BdsDxe: loading Boot0001\n', 0)).toBe(false);
+    expect(kernelOwnsConsole(`firmware\n${banner}systemd...\n`, 0)).toBe(true);
+    expect(kernelOwnsConsole(`${banner}[  27.8] Kernel panic - not syncing: Attempted to kill init!\n`, 0)).toBe(false);
+    expect(kernelOwnsConsole(`${banner}[ 99.1] reboot: Restarting system\nsystemd-boot menu`, 0)).toBe(false);
+    expect(kernelOwnsConsole(`${banner}reboot: Restarting system\n${banner}`, 0)).toBe(true);
+    // Only banners after `from` count (the old boot's kernel does not).
+    const s = `${banner}running\n`;
+    expect(kernelOwnsConsole(s, s.length)).toBe(false);
   });
 
   it('counts kernel starts and reads snapshot numbers from subvolume paths', () => {

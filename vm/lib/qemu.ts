@@ -42,6 +42,25 @@ export class RebootedError extends VmError {}
 /** The first line every kernel prints on the console. */
 export const KERNEL_BANNER = /\] Linux version \d/g;
 
+/**
+ * What the kernel prints when the machine is about to reset or halt (at emergency level, so
+ * also with `dmesg -n 1`): after it, firmware and boot loader own the console.
+ */
+export const KERNEL_GOING_DOWN = /Kernel panic - not syncing|reboot: Restarting system|reboot: Power down|reboot: System halted/g;
+
+/**
+ * True when a kernel started after `from` and has not announced a reset since: only then may
+ * the driver type on the console. Keys typed while firmware or boot loader read the console
+ * are taken as commands (systemd-boot's `f` reboots into the firmware setup).
+ */
+export function kernelOwnsConsole(stream: string, from: number): boolean {
+  let lastBanner = -1;
+  for (const m of stream.slice(from).matchAll(KERNEL_BANNER)) lastBanner = m.index!;
+  if (lastBanner < 0) return false;
+  const after = stream.slice(from + lastBanner);
+  return !new RegExp(KERNEL_GOING_DOWN.source).test(after);
+}
+
 /** How many kernels started in `stream` at or after `from`. */
 export function countBoots(stream: string, from = 0): number {
   return [...stream.slice(from).matchAll(KERNEL_BANNER)].length;
@@ -143,11 +162,13 @@ export class Vm implements AsyncDisposable {
    * (no echo, empty prompts, kernel messages off the console) and waits until systemd has
    * finished booting. Returns the seconds since `since`.
    */
-  async waitForShell(o: { timeoutMs?: number; since?: number } = {}): Promise<number> {
+  async waitForShell(o: { timeoutMs?: number; since?: number; bannerAfter?: number } = {}): Promise<number> {
     const since = o.since ?? Date.now();
     const deadline = since + (o.timeoutMs ?? 400_000);
+    let bannerAfter = o.bannerAfter ?? 0;
     for (;;) {
-      await this.probeShell(deadline, since);
+      await this.probeShell(deadline, since, bannerAfter);
+      bannerAfter = this.stream.length;
       try {
         await this.run("set +o emacs +o vi; stty -echo </dev/tty; PS1=''; PS2=''; dmesg -n 1; export TERM=dumb PAGER=cat SYSTEMD_PAGER=cat SYSTEMD_COLORS=0; cd /", { timeoutMs: 60_000 });
         await this.run('systemctl is-system-running --wait', { timeoutMs: Math.max(30_000, deadline - Date.now()), allowFailure: true });
@@ -162,13 +183,18 @@ export class Vm implements AsyncDisposable {
     }
   }
 
-  private async probeShell(deadline: number, since: number): Promise<void> {
+  /** Types probes (only while a kernel owns the console, see kernelOwnsConsole) until one is answered. */
+  private async probeShell(deadline: number, since: number, bannerAfter: number): Promise<void> {
     const from = this.stream.length;
     let answered = false;
     const ids: string[] = [];
     while (!answered) {
       if (!this.running) throw new VmError(`${this.o.name}: QEMU exited while waiting for the shell\n${this.tail()}`);
       if (Date.now() > deadline) throw new VmError(`${this.o.name}: no shell on the serial console after ${Math.round((Date.now() - since) / 1000)} s\n${this.tail()}`);
+      if (!kernelOwnsConsole(this.stream, bannerAfter)) {
+        await sleep(200);
+        continue;
+      }
       const id = uid();
       ids.push(id);
       this.type(probeCommand(id));
@@ -184,8 +210,9 @@ export class Vm implements AsyncDisposable {
   /** Powers on and waits for the shell. Returns the boot time in seconds. */
   async boot(o: { timeoutMs?: number } = {}): Promise<number> {
     const since = Date.now();
+    const mark = this.stream.length;
     this.start();
-    return this.waitForShell({ timeoutMs: o.timeoutMs, since });
+    return this.waitForShell({ timeoutMs: o.timeoutMs, since, bannerAfter: mark });
   }
 
   /** Runs a bash command in the guest; throws (with the output) on a non-zero exit code. */
@@ -224,20 +251,22 @@ export class Vm implements AsyncDisposable {
   /** Reboots the guest (`systemctl reboot`) and waits for the new boot's shell; returns its seconds. */
   async reboot(o: { timeoutMs?: number } = {}): Promise<number> {
     const old = await this.bootId();
+    const mark = this.stream.length;
     this.send('systemctl reboot');
-    return this.waitForNewBoot(old, o);
+    return this.waitForNewBoot(old, { ...o, bannerAfter: mark });
   }
 
   /**
    * Waits for a shell of a boot other than `oldBootId` (the old shell may answer until systemd
    * stops it). Boots that end by themselves before their shell is ready are waited through.
    */
-  async waitForNewBoot(oldBootId: string, o: { timeoutMs?: number } = {}): Promise<number> {
+  async waitForNewBoot(oldBootId: string, o: { timeoutMs?: number; bannerAfter?: number } = {}): Promise<number> {
     const since = Date.now();
     const deadline = since + (o.timeoutMs ?? 600_000);
+    let bannerAfter = o.bannerAfter ?? this.stream.length;
     for (;;) {
-      await sleep(2000);
-      const secs = await this.waitForShell({ timeoutMs: deadline - since, since });
+      const secs = await this.waitForShell({ timeoutMs: deadline - since, since, bannerAfter });
+      bannerAfter = this.stream.length;
       try {
         if ((await this.bootId()) !== oldBootId) return secs;
       } catch (e) {
