@@ -1,9 +1,20 @@
 #!/usr/bin/env node
 // Thin launcher: Node.js >= 24 runs the TypeScript sources directly (type stripping).
+// `npm run build` bundles this file with everything it imports into dist/tiu.mjs.
+import module from 'node:module';
+
 const [major] = process.versions.node.split('.').map(Number);
 if (major < 24) {
   process.stderr.write(`tiu: needs Node.js 24 or newer, this is ${process.version}; run 'npm run setup' in the checkout and use 'npx tiu'\n`);
   process.exit(69);
+}
+// V8's code cache across runs (NODE_COMPILE_CACHE, if set, is used by Node itself). As root the
+// cache lives in /var/cache/tiu: /tmp is a fresh tmpfs at every boot, and the health check runs
+// at every boot. A cache that cannot be written is skipped silently.
+if (!process.env.NODE_COMPILE_CACHE && process.getuid?.() === 0) {
+  try {
+    module.enableCompileCache?.('/var/cache/tiu/compile-cache');
+  } catch {}
 }
 const { main } = await import('../src/tiu/cli.ts');
 process.exitCode = await main(process.argv);

@@ -314,7 +314,26 @@ describe('systemd units', () => {
     const timer = await read('tiu-update.timer');
     for (const l of ['OnCalendar=daily', 'RandomizedDelaySec=', 'Persistent=true', 'WantedBy=timers.target']) expect(timer).toContain(l);
     const sync = await read('tiu-etc-sync.service');
-    for (const l of ['RemainAfterExit=yes', 'ExecStart=/usr/bin/tiu etc sync', 'ExecStop=/usr/bin/tiu etc sync', 'After=local-fs.target', 'DefaultDependencies=no']) expect(sync).toContain(l);
+    for (const l of ['RemainAfterExit=yes', 'After=local-fs.target', 'DefaultDependencies=no']) expect(sync).toContain(l);
     expect(await read('tiu-update.service')).toContain('After=network-online.target tiu-health.service');
+  });
+
+  it('tiu-etc-sync starts tiu etc sync (at boot and at shutdown) only when an update left a syncpoint', async () => {
+    const unit = await readFile(join(dir, 'tiu-etc-sync.service'), 'utf8');
+    for (const key of ['ExecStart', 'ExecStop']) {
+      const m = unit.match(new RegExp(`^${key}=/bin/sh -c '(.*)'$`, 'm'));
+      expect(m, key).toBeTruthy();
+      await using d = await tempDir();
+      // systemd turns $$ into $; the paths point into the temporary directory.
+      const script = m![1]!.replaceAll('$$', '$').replaceAll('/.snapshots/', `${d.path}/.snapshots/`).replaceAll('/usr/bin/tiu', `${d.path}/tiu`);
+      await writeFile(join(d.path, 'tiu'), `#!/bin/sh\necho "$@" >${d.path}/called\n`, { mode: 0o755 });
+      await mkdir(join(d.path, '.snapshots/1/snapshot'), { recursive: true });
+      await mkdir(join(d.path, '.snapshots/2/snapshot'), { recursive: true });
+      expect((await execa('sh', ['-c', script], { reject: false })).exitCode).toBe(0);
+      await expect(readFile(join(d.path, 'called'), 'utf8')).rejects.toThrow();
+      await mkdir(join(d.path, '.snapshots/2/etc-syncpoint'));
+      expect((await execa('sh', ['-c', script], { reject: false })).exitCode).toBe(0);
+      expect(await readFile(join(d.path, 'called'), 'utf8')).toBe('etc sync\n');
+    }
   });
 });

@@ -5,7 +5,8 @@
  */
 import { describe, it, expect, beforeAll, afterAll } from 'vitest';
 import { join } from 'node:path';
-import { appendFile, mkdtemp, readFile, rm, writeFile, stat } from 'node:fs/promises';
+import { appendFile, mkdir, mkdtemp, readFile, rm, writeFile, stat } from 'node:fs/promises';
+import { mountSystem } from '../src/snapshot/layout.ts';
 import { tmpdir } from 'node:os';
 import { testSystem } from './helpers/env.ts';
 import { makeArchives, installedDevice, cli, type ArchiveSet } from './helpers/device.ts';
@@ -24,6 +25,10 @@ afterAll(async () => {
 });
 
 const snap = (root: string, n: number, p: string) => join(root, `.snapshots/${n}/snapshot`, p);
+
+async function exists(p: string): Promise<boolean> {
+  return stat(p).then(() => true, () => false);
+}
 
 async function edit(file: string, from: RegExp, to: string): Promise<void> {
   const text = await readFile(file, 'utf8');
@@ -91,6 +96,29 @@ describe('/etc across tiu update', () => {
     // Idempotent.
     const again = await cli(['etc', 'sync', '--root', dev.root]);
     expect(again.stdout).toMatch(/has not changed/);
+    expect(await exists(join(dev.root, '.snapshots/2/etc-syncpoint'))).toBe(true);
+  });
+
+  it('the boot of the new snapshot carries the last edits of an unclean shutdown, then drops the syncpoint', async () => {
+    await using dev = await installedDevice(sys, A.v1, A.keyringPem);
+    expect((await cli(['update', '--source', A.v2, '--root', dev.root, '--keyring', A.keys.keyring])).exitCode).toBe(0);
+    // Edited on snapshot 1, then the power went (no sync at shutdown).
+    await writeFile(join(dev.root, 'etc/hostname'), 'edited-before-power-cut\n');
+    // Snapshot 2 boots: tiu-etc-sync.service runs before sysinit.target.
+    const root2 = join(dev.dir, 'root2');
+    await mkdir(root2);
+    await using _booted = await mountSystem(sys, dev.loopDev, root2, 2);
+    expect(await exists(join(root2, '.snapshots/2/etc-syncpoint'))).toBe(true);
+    const s = await cli(['etc', 'sync', '--root', root2]);
+    expect(s.exitCode, s.stderr).toBe(0);
+    expect(s.stdout).toMatch(/carried 1 changed path/);
+    expect(await readFile(join(root2, 'etc/hostname'), 'utf8')).toBe('edited-before-power-cut\n');
+    // The running snapshot's /etc is the live one now: no syncpoint, nothing for later boots.
+    expect(await exists(join(root2, '.snapshots/2/etc-syncpoint'))).toBe(false);
+    await writeFile(join(dev.root, 'etc/hostname'), 'edited-on-the-old-one-later\n');
+    const again = await cli(['etc', 'sync', '--root', root2]);
+    expect(again.exitCode, again.stderr).toBe(0);
+    expect(await readFile(join(root2, 'etc/hostname'), 'utf8')).toBe('edited-before-power-cut\n');
   });
 
   it('rollback boots the older snapshot with its own /etc; edits made on the newer one stay there', async () => {

@@ -8,6 +8,7 @@ import { createSystem } from '../src/tiu/system.ts';
 import { createLogger } from '../src/tiu/log.ts';
 import { ensureArtifacts, type Artifacts } from './lib/image.ts';
 import { bootMode, type BootMode } from './lib/bootmode.ts';
+import { NODE, REPO } from './lib/paths.ts';
 
 declare module 'vitest' {
   export interface ProvidedContext {
@@ -28,6 +29,9 @@ export default async function setup(project: TestProject): Promise<void> {
   const sys = createSystem(createLogger(process.env.TIU_VM_DEBUG ? 'debug' : 'warn'));
   const mode = bootMode();
   const log = (s: string) => process.stderr.write(`[vm] ${s}\n`);
+  // The guest runs the bundle of this checkout (dist/tiu.mjs, shared over 9p): build it now so
+  // it always matches src/.
+  await sys.run(NODE, [`${REPO}/scripts/build.ts`], { timeoutMs: 300_000 });
   const a = await ensureArtifacts(sys, { bootMode: mode, log });
   log(a.buildSeconds ? `images built in ${a.buildSeconds.toFixed(0)} s (${a.dir})` : `images from the cache (${a.dir})`);
   project.provide('artifacts', a);

@@ -45,8 +45,30 @@ export function splitGlobals(args: string[]): { globals: GlobalOptions; rest: st
 
 type Runner = (ctx: Context, ...args: any[]) => Promise<number | void>;
 
-/** Builds a commander action that lazily imports `commands/<module>.ts` and calls its `run`. */
-function lazy(module: string, _program: Command, state: State): (...args: any[]) => Promise<void> {
+/**
+ * Each command's module, imported only when that command runs (static specifiers, so a bundler
+ * sees them and `tsc` checks them).
+ */
+const COMMANDS = {
+  keygen: () => import('./commands/keygen.ts'),
+  create: () => import('./commands/create.ts'),
+  info: () => import('./commands/info.ts'),
+  verify: () => import('./commands/verify.ts'),
+  install: () => import('./commands/install.ts'),
+  extract: () => import('./commands/extract.ts'),
+  update: () => import('./commands/update.ts'),
+  status: () => import('./commands/status.ts'),
+  rollback: () => import('./commands/rollback.ts'),
+  cleanup: () => import('./commands/cleanup.ts'),
+  pin: () => import('./commands/pin.ts'),
+  unpin: () => import('./commands/unpin.ts'),
+  'health-check': () => import('./commands/health-check.ts'),
+  'etc-diff': () => import('./commands/etc-diff.ts'),
+  'etc-sync': () => import('./commands/etc-sync.ts'),
+} satisfies Record<string, () => Promise<{ run: Runner }>>;
+
+/** Builds a commander action that lazily imports the command's module and calls its `run`. */
+function lazy(module: keyof typeof COMMANDS, _program: Command, state: State): (...args: any[]) => Promise<void> {
   return async (...args: any[]) => {
     const cmd = args[args.length - 1] as Command;
     const g = state.globals;
@@ -55,7 +77,7 @@ function lazy(module: string, _program: Command, state: State): (...args: any[])
     const sys = createSystem(log);
     const config = await loadConfig({ file: g.config });
     state.ctx = { sys, log, config, debug: !!g.debug, out: (s) => process.stdout.write(s.endsWith('\n') ? s : s + '\n') };
-    const mod = (await import(`./commands/${module}.ts`)) as { run: Runner };
+    const mod: { run: Runner } = await COMMANDS[module]();
     const code = await mod.run(state.ctx, ...args.slice(0, -2), { ...args[args.length - 2], ...cmd.opts() });
     process.exitCode = typeof code === 'number' ? code : 0;
   };

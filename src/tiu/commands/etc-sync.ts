@@ -2,7 +2,7 @@
 import type { Context } from '../context.ts';
 import { openDevice, facts } from '../device/open.ts';
 import { snapshotDir, UD } from '../device/paths.ts';
-import { syncEtc } from '../device/etc.ts';
+import { removeSyncpoint, syncEtc } from '../device/etc.ts';
 import { acquireLock } from '../../snapshot/lock.ts';
 
 export async function run(ctx: Context, o: { root: string }): Promise<number> {
@@ -16,6 +16,10 @@ export async function run(ctx: Context, o: { root: string }): Promise<number> {
     return 0;
   }
   const r = await syncEtc(ctx.sys, { baseDir: snapshotDir(o.root, base), newDir: snapshotDir(o.root, next.num) });
+  // Once the snapshot runs, its /etc is the live one and its syncpoint has done its job (the
+  // boot-time run above carried the last edits of an unclean shutdown). Without syncpoints the
+  // unit skips tiu at every later boot and shutdown.
+  if (next.isMounted) await removeSyncpoint(ctx.sys, snapshotDir(o.root, next.num));
   if (r.changed === 0) {
     ctx.out(`/etc of snapshot ${base} has not changed since snapshot ${next.num} was prepared`);
     return 0;
