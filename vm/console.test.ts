@@ -1,7 +1,7 @@
 /** The serial-console protocol (pure): markers survive echo and interleaved console noise. */
 import { describe, expect, it } from 'vitest';
 import { extractJson, findResult, probeAnswered, probeCommand, wrapCommand } from './lib/console.ts';
-import { countBoots, kernelOwnsConsole } from './lib/qemu.ts';
+import { countBoots, kernelOwnsConsole, lastGoingDown, poweredOff } from './lib/qemu.ts';
 import { snapshotNumber } from './lib/guest.ts';
 
 describe('console protocol', () => {
@@ -59,5 +59,28 @@ describe('console protocol', () => {
     expect(countBoots('Linux version in a command\n')).toBe(0);
     expect(snapshotNumber('@/.snapshots/12/snapshot')).toBe(12);
     expect(snapshotNumber('@/var')).toBeUndefined();
+  });
+});
+
+describe('guest resets (QEMU runs with -no-reboot)', () => {
+  const boot = '[    0.000000] Linux version 6.1.0-50-amd64 (debian)\n';
+  it('tells a power-off from a reset or a panic by the kernel\'s last word', () => {
+    expect(poweredOff(`${boot}...\n[  9.1] reboot: Power down\n`, 0)).toBe(true);
+    expect(poweredOff(`${boot}[  9.1] reboot: System halted\n`, 0)).toBe(true);
+    expect(poweredOff(`${boot}[  9.1] reboot: Restarting system\n`, 0)).toBe(false);
+    expect(poweredOff(`${boot}[  3.0] Kernel panic - not syncing: Attempted to kill init!\n`, 0)).toBe(false);
+    // Firmware that resets by itself (nothing from a kernel): a reset.
+    expect(poweredOff('BdsDxe: loading Boot0001\n', 0)).toBe(false);
+    // Only what came after `from` counts.
+    const s = `${boot}[  9.1] reboot: Power down\n=== start ===\n${boot}[  9.1] reboot: Restarting system\n`;
+    expect(poweredOff(s, s.indexOf('=== start'))).toBe(false);
+  });
+
+  it('finds the reset announcement of the running kernel only', () => {
+    const first = `${boot}[  9.1] reboot: Restarting system\n`;
+    expect(lastGoingDown(first, 0)).toBe(first.indexOf('reboot: Restarting'));
+    // A new kernel started after it: nothing announced yet.
+    expect(lastGoingDown(`${first}${boot}[  1.0] systemd[1]: started\n`, 0)).toBeUndefined();
+    expect(lastGoingDown('', 0)).toBeUndefined();
   });
 });

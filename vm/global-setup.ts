@@ -8,7 +8,8 @@ import { createSystem } from '../src/tiu/system.ts';
 import { createLogger } from '../src/tiu/log.ts';
 import { ensureArtifacts, type Artifacts } from './lib/image.ts';
 import { bootMode, type BootMode } from './lib/bootmode.ts';
-import { NODE, REPO } from './lib/paths.ts';
+import { NODE, REPO, RUN_DIR } from './lib/paths.ts';
+import { readdir, rm } from 'node:fs/promises';
 
 declare module 'vitest' {
   export interface ProvidedContext {
@@ -27,6 +28,7 @@ export default async function setup(project: TestProject): Promise<void> {
     }
   }
   const sys = createSystem(createLogger(process.env.TIU_VM_DEBUG ? 'debug' : 'warn'));
+  await removeStaleRuns();
   const mode = bootMode();
   const log = (s: string) => process.stderr.write(`[vm] ${s}\n`);
   // The guest runs the bundle of this checkout (dist/tiu.mjs, shared over 9p): build it now so
@@ -36,4 +38,18 @@ export default async function setup(project: TestProject): Promise<void> {
   log(a.buildSeconds ? `images built in ${a.buildSeconds.toFixed(0)} s (${a.dir})` : `images from the cache (${a.dir})`);
   project.provide('artifacts', a);
   project.provide('bootMode', mode);
+}
+
+/** Per-run directories (`<name>-<pid>`, overlays of gigabytes) of runs whose process is gone. */
+async function removeStaleRuns(): Promise<void> {
+  const names = await readdir(RUN_DIR).catch(() => [] as string[]);
+  for (const name of names) {
+    const pid = Number(name.match(/-(\d+)$/)?.[1]);
+    if (!pid) continue;
+    try {
+      process.kill(pid, 0);
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === 'ESRCH') await rm(`${RUN_DIR}/${name}`, { recursive: true, force: true });
+    }
+  }
 }

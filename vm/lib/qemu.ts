@@ -61,6 +61,22 @@ export function kernelOwnsConsole(stream: string, from: number): boolean {
   return !new RegExp(KERNEL_GOING_DOWN.source).test(after);
 }
 
+/** Whether the guest powered off (not reset) since `from`: the kernel's last word says so. */
+export function poweredOff(stream: string, from: number): boolean {
+  let last: string | undefined;
+  for (const m of stream.slice(from).matchAll(KERNEL_GOING_DOWN)) last = m[0];
+  return last === 'reboot: Power down' || last === 'reboot: System halted';
+}
+
+/** Stream position of the last reset/panic announcement after the last kernel banner since `from`. */
+export function lastGoingDown(stream: string, from: number): number | undefined {
+  let banner = from;
+  for (const m of stream.slice(from).matchAll(KERNEL_BANNER)) banner = from + m.index!;
+  let pos: number | undefined;
+  for (const m of stream.slice(banner).matchAll(KERNEL_GOING_DOWN)) pos = banner + m.index!;
+  return pos;
+}
+
 /** How many kernels started in `stream` at or after `from`. */
 export function countBoots(stream: string, from = 0): number {
   return [...stream.slice(from).matchAll(KERNEL_BANNER)].length;
@@ -85,6 +101,13 @@ export class Vm implements AsyncDisposable {
   private child: ReturnType<System['spawn']> | undefined;
   private exited: Promise<void> | undefined;
   private running = false;
+  /** Set by kill(): the coming exit is ours, not a guest reset. */
+  private stopping = false;
+  /** Set by the reset watchdog: restart after the kill it sends. */
+  private forceRestart = false;
+  private watchdog: NodeJS.Timeout | undefined;
+  /** Guest resets the harness turned into a fresh QEMU process, and resets it had to force. */
+  readonly resets = { restarted: 0, forced: 0 };
   /** Seconds each boot took until the shell answered (for the timing report). */
   readonly bootSeconds: number[] = [];
 
@@ -111,6 +134,9 @@ export class Vm implements AsyncDisposable {
     const a = [
       '-accel', process.env.TIU_VM_ACCEL ?? 'tcg', '-cpu', process.env.TIU_VM_CPU ?? 'max', '-m', String(this.o.memMiB ?? 1536), '-smp', String(this.o.cpus ?? 2),
       '-nodefaults', '-no-user-config', '-display', 'none', '-vga', 'none', '-monitor', 'none', '-nic', 'none',
+      // A guest reset ends QEMU; the harness starts it again (see onExit): OVMF under TCG
+      // sometimes hung for good after a warm reset, a fresh process boots every time.
+      '-no-reboot',
       '-chardev', 'stdio,id=con,signal=off', '-serial', 'chardev:con',
       '-drive', this.o.direct ? `file=${this.o.baseDisk},if=virtio,format=raw,cache=writeback` : `file=${this.overlay},if=virtio,format=qcow2,cache=writeback`,
       '-device', 'virtio-rng-pci',
@@ -133,6 +159,7 @@ export class Vm implements AsyncDisposable {
   /** Starts QEMU (the machine powers on); returns at once. */
   start(): void {
     if (this.running) throw new VmError(`${this.o.name}: already running`);
+    this.stopping = false;
     this.append(`\n=== [harness] qemu start ${new Date().toISOString()} ===\n`);
     const child = this.sys.spawn('qemu-system-x86_64', this.args());
     this.child = child;
@@ -140,11 +167,36 @@ export class Vm implements AsyncDisposable {
     const dec = new StringDecoder('utf8');
     child.stdout?.on('data', (b: Buffer) => this.append(dec.write(b)));
     child.stderr?.on('data', (b: Buffer) => this.append(`[qemu stderr] ${b.toString()}`));
+    const startedAt = this.stream.length;
     this.exited = (async () => {
       const r = (await child) as unknown as { exitCode?: number; signal?: string };
-      this.running = false;
+      clearInterval(this.watchdog);
       this.append(`\n=== [harness] qemu exited (${r.signal ?? `exit ${r.exitCode}`}) ${new Date().toISOString()} ===\n`);
+      const restart = this.forceRestart || (!this.stopping && r.exitCode === 0 && !poweredOff(this.stream, startedAt));
+      this.forceRestart = false;
+      this.running = false;
+      if (restart) {
+        this.resets.restarted += 1;
+        this.append(`=== [harness] the guest reset: starting QEMU again (same disk and firmware variables) ===\n`);
+        this.start();
+        await this.exited;
+      }
     })();
+    // Reset watchdog: a kernel that announced a reset (or a panic) must leave within 2 minutes;
+    // if the machine hangs instead, cut the power and start it again (as a hardware watchdog
+    // would). Everything was flushed before the announcement.
+    let downSeen: { at: number; pos: number } | undefined;
+    this.watchdog = setInterval(() => {
+      const pos = lastGoingDown(this.stream, startedAt);
+      if (pos === undefined) return (downSeen = undefined);
+      if (!downSeen || downSeen.pos !== pos) return (downSeen = { at: Date.now(), pos });
+      if (Date.now() - downSeen.at < 120_000 || this.stopping) return;
+      this.resets.forced += 1;
+      this.append(`\n=== [harness] no reset 120 s after the kernel announced it: power cycle ===\n`);
+      this.forceRestart = true;
+      clearInterval(this.watchdog);
+      child.kill('SIGKILL');
+    }, 5_000);
   }
 
   private type(text: string): void {
@@ -303,6 +355,7 @@ export class Vm implements AsyncDisposable {
   /** Power cut: SIGKILL to QEMU; nothing the guest has not flushed to the disk survives. */
   async kill(): Promise<void> {
     if (!this.running) return;
+    this.stopping = true;
     this.append(`\n=== [harness] SIGKILL to qemu ${new Date().toISOString()} ===\n`);
     this.child!.kill('SIGKILL');
     await this.exited;

@@ -1,20 +1,14 @@
 /**
- * Which scenarios run on which variant. To keep the suite near its time budget (every boot
- * under TCG costs 1-2 minutes), the boot-loader-independent ones (dm-verity, power cut) run on
- * BIOS only, and UEFI skips health-rollback (its boot-loader part, the health check moving the
- * default entry away from a bad snapshot, is also what no-userspace ends with). Both pass on
- * UEFI (docs/vm.md). TIU_VM_SCENARIOS (comma-separated) overrides the list for both variants,
- * TIU_VM_VARIANTS (bios,uefi) skips a variant.
+ * Which scenarios run on which variant: all of them on both (the variants run side by side,
+ * vm/vitest.config.ts). TIU_VM_SCENARIOS (comma-separated) overrides the list for both
+ * variants, TIU_VM_VARIANTS (bios,uefi) skips a variant.
  */
 import type { Scenario } from './suite.ts';
 import type { BootMode } from './bootmode.ts';
 import type { Variant } from './image.ts';
 
 const ALL: Scenario[] = ['boot', 'dm-verity', 'power-cut', 'update', 'health-rollback', 'no-userspace'];
-const DEFAULT: Record<Variant, Scenario[]> = {
-  bios: ALL,
-  uefi: ['boot', 'update', 'no-userspace'],
-};
+const DEFAULT: Record<Variant, Scenario[]> = { bios: ALL, uefi: ALL };
 
 export function scenariosFor(variant: Variant): Scenario[] {
   const variants = (process.env.TIU_VM_VARIANTS ?? 'bios,uefi').split(',');

@@ -76,7 +76,8 @@ export function defineVmSuite(o: SuiteOptions): void {
       const mine = timings.filter((t) => t.name.startsWith(`${variant}:`));
       const lines = mine.map((t) => `  ${t.ok ? 'ok  ' : 'FAIL'} ${t.seconds.toFixed(1).padStart(7)} s  ${t.name}`);
       const boots = vm?.bootSeconds.map((s) => s.toFixed(0)).join(', ') ?? '';
-      process.stderr.write(`\n[vm] timings (${variant}); boots took ${boots} s\n${lines.join('\n')}\n`);
+      const resets = vm ? `; guest resets: ${vm.resets.restarted} (QEMU started again), ${vm.resets.forced} forced by the watchdog` : '';
+      process.stderr.write(`\n[vm] timings (${variant}); boots took ${boots} s${resets}\n${lines.join('\n')}\n`);
     });
 
     const scenario = (name: Scenario, title: string, fn: () => Promise<void>) => {
@@ -155,7 +156,7 @@ wait $pid; echo "rc=$? seen=$seen"`,
         inProgress = await inProgressOnDisk(v);
       }
       await v.run('sync', { timeoutMs: 300_000 });
-      const running = await v.run('pgrep -f "tiu.js update" >/dev/null && echo running || echo finished');
+      const running = await v.run('pgrep -f "tiu\\.m?js update" >/dev/null && echo running || echo finished');
       expect(running.output.trim(), 'tiu update finished before the power cut; the cut must hit it mid-way').toBe('running');
       await v.kill();
 
