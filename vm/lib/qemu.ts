@@ -54,11 +54,14 @@ export const KERNEL_GOING_DOWN = /Kernel panic - not syncing|reboot: Restarting 
  * are taken as commands (systemd-boot's `f` reboots into the firmware setup).
  */
 export function kernelOwnsConsole(stream: string, from: number): boolean {
-  let lastBanner = -1;
-  for (const m of stream.slice(from).matchAll(KERNEL_BANNER)) lastBanner = m.index!;
-  if (lastBanner < 0) return false;
-  const after = stream.slice(from + lastBanner);
-  return !new RegExp(KERNEL_GOING_DOWN.source).test(after);
+  return lastBanner(stream, from) !== undefined && lastGoingDown(stream, from) === undefined;
+}
+
+/** Stream position of the last kernel banner at or after `from`. */
+function lastBanner(stream: string, from: number): number | undefined {
+  let at: number | undefined;
+  for (const m of stream.slice(from).matchAll(KERNEL_BANNER)) at = from + m.index!;
+  return at;
 }
 
 /** Whether the guest powered off (not reset) since `from`: the kernel's last word says so. */
@@ -70,8 +73,7 @@ export function poweredOff(stream: string, from: number): boolean {
 
 /** Stream position of the last reset/panic announcement after the last kernel banner since `from`. */
 export function lastGoingDown(stream: string, from: number): number | undefined {
-  let banner = from;
-  for (const m of stream.slice(from).matchAll(KERNEL_BANNER)) banner = from + m.index!;
+  const banner = lastBanner(stream, from) ?? from;
   let pos: number | undefined;
   for (const m of stream.slice(banner).matchAll(KERNEL_GOING_DOWN)) pos = banner + m.index!;
   return pos;
@@ -134,7 +136,7 @@ export class Vm implements AsyncDisposable {
     const a = [
       '-accel', process.env.TIU_VM_ACCEL ?? 'tcg', '-cpu', process.env.TIU_VM_CPU ?? 'max', '-m', String(this.o.memMiB ?? 1536), '-smp', String(this.o.cpus ?? 2),
       '-nodefaults', '-no-user-config', '-display', 'none', '-vga', 'none', '-monitor', 'none', '-nic', 'none',
-      // A guest reset ends QEMU; the harness starts it again (see onExit): OVMF under TCG
+      // A guest reset ends QEMU; start() starts it again (its exit handler): OVMF under TCG
       // sometimes hung for good after a warm reset, a fresh process boots every time.
       '-no-reboot',
       '-chardev', 'stdio,id=con,signal=off', '-serial', 'chardev:con',
