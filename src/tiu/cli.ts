@@ -189,6 +189,8 @@ export function buildProgram(state: State = { globals: {} }): Command {
       .option('--source <file|url>', 'archive file or https URL (default: [update] source in tiu.conf)')
       .option('--keyring <pem>', 'trusted CA certificates')
       .option('--limit-rate <rate>', 'download at most this many bytes per second (k, M suffixes)')
+      .option('--stall-timeout <seconds>', 'give up a download slower than 1 KiB/s for this long (default [download] stall_timeout: 60)')
+      .option('--timeout <seconds>', 'give up a download that takes longer than this (default [download] timeout: 21600)')
       .option('--reboot', 'reboot when the update is in place')
       .option('--json', 'machine-readable result')
       .action(lazy('update', program, state)),
