@@ -40,6 +40,8 @@ export interface DownloadOptions {
   deadlineSeconds?: number;
   /** Extra attempts for transient failures (default 4). */
   retries?: number;
+  /** Base delay of the retry backoff in ms (default 1000). */
+  retryDelayMs?: number;
   /** Revalidate a cached complete copy with a conditional request instead of fetching it (default true). */
   conditional?: boolean;
   /** The System to run curl and flock through (default: a new one logging to `log`). */

@@ -38,6 +38,8 @@ export interface FetchToCacheOptions {
   deadlineSeconds?: number;
   /** Extra attempts after the first for transient failures. */
   retries?: number;
+  /** Base of the exponential backoff between attempts, in ms (default 1000; tests use less). */
+  retryDelayMs?: number;
   /** Ask the server whether a cached copy changed (default true). */
   conditional?: boolean;
   /**
@@ -187,6 +189,7 @@ export async function fetchToCache(o: FetchToCacheOptions): Promise<FetchResult>
   const stallSeconds = o.stallSeconds ?? DOWNLOAD_DEFAULTS.stallSeconds;
   const deadline = Date.now() + (o.deadlineSeconds ?? DOWNLOAD_DEFAULTS.deadlineSeconds) * 1000;
   const retries = o.retries ?? DOWNLOAD_DEFAULTS.retries;
+  const backoff = (n: number) => (backoffSeconds(n) * (o.retryDelayMs ?? 1000)) / 1000;
 
   let meta = await readMeta(final, o.url);
   const finalSize = await sizeOf(final);
@@ -296,7 +299,7 @@ export async function fetchToCache(o: FetchToCacheOptions): Promise<FetchResult>
         throw new TiuError('DOWNLOAD_FAILED', `cannot download ${o.url}: HTTP ${head.status} ${head.reason}`.trim(), { hint: head.status === 404 ? 'check the URL' : 'try again later' });
       }
       last = `HTTP ${head.status} ${head.reason}`.trim();
-      wait = retryAfterSeconds(head.headers.get('retry-after')) ?? backoffSeconds(attempt);
+      wait = retryAfterSeconds(head.headers.get('retry-after')) ?? backoff(attempt);
     } else if (out.exitCode !== 0) {
       const f = classifyCurlExit(out.exitCode, out.stderr);
       last = f.what;
@@ -305,10 +308,10 @@ export async function fetchToCache(o: FetchToCacheOptions): Promise<FetchResult>
       }
       if (f.kind === 'deadline' && Date.now() >= deadline - 1500) continue; // the loop's deadline check reports it
       if (f.kind === 'fatal') throw new TiuError('DOWNLOAD_FAILED', `cannot download ${o.url}: ${f.what}`, { hint: 'check the URL and the network' });
-      wait = backoffSeconds(attempt);
+      wait = backoff(attempt);
     } else if (!head) {
       last = 'no HTTP response';
-      wait = backoffSeconds(attempt);
+      wait = backoff(attempt);
     }
     if (attempt > retries) break;
     wait = Math.min(wait, Math.max(0, (deadline - Date.now()) / 1000));
