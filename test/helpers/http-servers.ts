@@ -5,7 +5,7 @@
  */
 import { createServer, type Server } from 'node:http';
 import { connect, createServer as createNetServer, type AddressInfo } from 'node:net';
-import { mkdir, readFile, writeFile } from 'node:fs/promises';
+import { writeFile } from 'node:fs/promises';
 import { createHash, randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import { execa, type ResultPromise } from 'execa';
@@ -60,57 +60,7 @@ export async function startPython(dir: string): Promise<RunningServer> {
   return { base: `http://127.0.0.1:${port}`, [Symbol.asyncDispose]: () => stop(child) };
 }
 
-export interface Nginx extends RunningServer {
-  /** Access log lines: `status bytes_sent_in_body request`. */
-  log(): Promise<{ status: number; bytes: number; request: string }[]>;
-}
-
-/** Debian's nginx serving `www` with keep-alive, Range and ETag, on a free port. */
-export async function startNginx(work: string, www: string): Promise<Nginx> {
-  const port = await freePort();
-  const prefix = join(work, 'nginx');
-  await mkdir(join(prefix, 'tmp'), { recursive: true });
-  const conf = join(prefix, 'nginx.conf');
-  const access = join(prefix, 'access.log');
-  await writeFile(conf, `daemon off;
-master_process on;
-worker_processes 1;
-user root;
-pid ${prefix}/nginx.pid;
-error_log ${prefix}/error.log;
-events { worker_connections 64; }
-http {
-  log_format tiu '$status $body_bytes_sent "$request"';
-  access_log ${access} tiu;
-  client_body_temp_path ${prefix}/tmp/body;
-  proxy_temp_path ${prefix}/tmp/proxy;
-  fastcgi_temp_path ${prefix}/tmp/fastcgi;
-  uwsgi_temp_path ${prefix}/tmp/uwsgi;
-  scgi_temp_path ${prefix}/tmp/scgi;
-  keepalive_timeout 30;
-  sendfile on;
-  server {
-    listen 127.0.0.1:${port};
-    root ${www};
-    location / { }
-  }
-}
-`);
-  await writeFile(access, '');
-  const child = execa('nginx', ['-p', prefix, '-c', conf, '-e', join(prefix, 'error.log')], { reject: false, stdio: ['ignore', 'ignore', 'pipe'] });
-  await waitForPort(port, child, 'nginx');
-  return {
-    base: `http://127.0.0.1:${port}`,
-    async log() {
-      const text = await readFile(access, 'utf8');
-      return text.split('\n').filter(Boolean).map((l) => {
-        const m = /^(\d+) (\d+) "(.*)"$/.exec(l)!;
-        return { status: Number(m[1]), bytes: Number(m[2]), request: m[3]! };
-      });
-    },
-    [Symbol.asyncDispose]: () => stop(child),
-  };
-}
+export { startNginx, type Nginx } from '../../bench/lib/nginx.ts';
 
 /** Behaviour switches of the misbehaving Node server (tests set them between downloads). */
 export interface Misbehaviour {
