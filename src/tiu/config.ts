@@ -29,6 +29,14 @@ export interface Config {
   source: string | undefined;
   /** Where downloads are stored. */
   cacheDir: string;
+  /** Update repository base URL (https://, http:// or file://) used by `tiu update`/`tiu check`. */
+  repository: string | undefined;
+  /** Channel to follow (stable, candidate, beta, edge…) unless `tiu channel set` chose another. */
+  channel: string;
+  /** The repository's trusted root.json shipped with the system; undefined = /etc/tiu then /usr/lib/tiu. */
+  repositoryRoot: string | undefined;
+  /** Device state (metadata cache, chosen channel). */
+  stateDir: string;
   /** Files the configuration was read from, in order. */
   files: string[];
 }
@@ -48,6 +56,10 @@ export const DEFAULT_CONFIG: Config = {
   keep: 5,
   source: undefined,
   cacheDir: '/var/cache/tiu',
+  repository: undefined,
+  channel: 'stable',
+  repositoryRoot: undefined,
+  stateDir: '/var/lib/tiu',
   files: [],
 };
 
@@ -90,6 +102,10 @@ export function applyIni(cfg: Config, doc: Raw, file: string): Config {
         case 'cleanup.keep': out.keep = int(v, id, file); break;
         case 'update.source': out.source = String(v); break;
         case 'update.cache_dir': out.cacheDir = String(v); break;
+        case 'update.repository': out.repository = String(v); break;
+        case 'update.channel': out.channel = String(v); break;
+        case 'update.repository_root': out.repositoryRoot = String(v); break;
+        case 'update.state_dir': out.stateDir = String(v); break;
         case 'create.exclude': out.exclude = list(v); break;
         case 'create.compression': out.compression = String(v); break;
         case 'create.compression_level': out.compressionLevel = int(v, id, file); break;
