@@ -148,7 +148,15 @@ export async function fetchTarget(ctx: Context, img: RepoImage, o: { targetsBase
     file = join(o.cacheDir, `${img.sha256}.${img.path.split('/').pop()}`);
     await copyFile(src, file);
   } else {
-    file = await download({ url, cacheDir: o.cacheDir, log: ctx.log, rateLimit: o.rateLimit, onProgress: o.onProgress, signal: o.signal, maxBytes: img.length });
+    try {
+      file = await download({ url, cacheDir: o.cacheDir, log: ctx.log, rateLimit: o.rateLimit, onProgress: o.onProgress, signal: o.signal, maxBytes: img.length });
+    } catch (e) {
+      // More bytes than the signed length: the endless-data defence of the downloader fired.
+      if (e instanceof TiuError && e.code === 'DOWNLOAD_FAILED' && /more than|exceed|too large|larger/i.test(e.message)) {
+        throw new TiuError('REPO_TOO_LARGE', `target ${img.path}: the server sends more than the signed ${img.length} bytes`, { hint: 'the server or mirror sends other bytes: nothing was installed', cause: e });
+      }
+      throw e;
+    }
   }
   const size = (await stat(file)).size;
   const digest = size === img.length ? await sha256File(file) : undefined;
