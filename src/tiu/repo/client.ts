@@ -91,13 +91,14 @@ export async function refreshRepository(o: RefreshOptions): Promise<Refreshed> {
   const cached = await readFile(cachedPath).catch(() => undefined);
   if (!cached || rootVersion(cached, cachedPath) < shippedVersion) await writeAtomic(cachedPath, shipped);
   const base = o.url.replace(/\/+$/, '');
-  const updater = new Updater({
-    metadataDir: o.cacheDir,
-    metadataBaseUrl: `${base}/metadata`,
-    fetcher: new RepoFetcher(o.timeoutMs),
-    config: { ...LIMITS, maxRootRotations: 64 },
-  });
+  let updater: Updater;
   try {
+    updater = new Updater({
+      metadataDir: o.cacheDir,
+      metadataBaseUrl: `${base}/metadata`,
+      fetcher: new RepoFetcher(o.timeoutMs),
+      config: { ...LIMITS, maxRootRotations: 64 },
+    });
     await updater.refresh();
   } catch (e) {
     throw classify(e, o.url);
