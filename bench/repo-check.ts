@@ -25,7 +25,7 @@ if (process.argv[2] === 'client') {
   const { phaseBucket } = await import('../src/tiu/repo/phasing.ts');
   const { createLogger } = await import('../src/tiu/log.ts');
   const [url, rootFile, cache] = process.argv.slice(3) as [string, string, string];
-  const r = await refreshRepository({ url, trustedRootFile: rootFile, cacheDir: cache, log: createLogger('warn') });
+  const r = await refreshRepository({ url, trustedRootFile: rootFile, cacheDir: cache, log: createLogger('warn'), compatible: 'device-00' });
   const plan = planUpdate({ images: imagesFor(r.images, 'device-00', 'stable'), channel: 'stable', installed: { version: '1.50', index: '0'.repeat(64) }, bucket: (v) => phaseBucket('bench-machine', v) });
   process.stdout.write(JSON.stringify({ inProcessMs: Math.round(performance.now() - t0), maxRssMiB: Math.round(process.resourceUsage().maxRSS / 1024), targets: r.images.length, outcome: plan.outcome, chosen: plan.chosen?.last.version }) + '\n');
   process.exit(0);

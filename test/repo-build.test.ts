@@ -37,7 +37,7 @@ afterEach(async () => {
   await rm(dir, { recursive: true, force: true });
 });
 
-const client = (url = `file://${repo}`) => refreshRepository({ url, trustedRootFile: join(repo, 'metadata/1.root.json'), cacheDir: repoCacheDir(join(dir, 'state'), url), log });
+const client = (url = `file://${repo}`) => refreshRepository({ url, trustedRootFile: join(repo, 'metadata/1.root.json'), cacheDir: repoCacheDir(join(dir, 'state'), url), log, compatible: 'dev' });
 
 describe('tiu repo (build side)', () => {
   it('init keeps keys out of the served tree, 0600, and refuses to run twice', async () => {
@@ -80,8 +80,11 @@ describe('tiu repo (build side)', () => {
 describe('metadata client (tuf-js over file://)', () => {
   it('reads what publish wrote, follows root rotations, and sees promotions', async () => {
     await publish({ dir: repo, keysDir: keys, archive: await archive('os-1.0.tiu', 'one'), manifest: manifest('1.0'), channel: 'stable', phased: 100 });
+    await publish({ dir: repo, keysDir: keys, archive: await archive('other.tiu', 'other'), manifest: manifest('7.0', 'other'), channel: 'stable', phased: 100 });
     const r1 = await client();
+    // Only this device type's delegated role is read.
     expect(r1.images.map((i) => [i.version, i.build, Object.keys(i.channels)])).toEqual([['1.0', 1, ['stable']]]);
+    expect((await readdir(join(repo, 'metadata'))).filter((f) => /^\d+\.(dev|other)\.json$/.test(f)).sort()).toEqual(['1.dev.json', '1.other.json']);
     for (const role of ['root', 'snapshot', 'targets', 'root'] as const) await rotateKey({ dir: repo, keysDir: keys, role });
     const r2 = await client();
     expect(r2.rootVersion).toBe(5);
@@ -100,8 +103,8 @@ describe('metadata client (tuf-js over file://)', () => {
   });
 
   it('a missing repository is REPO_UNAVAILABLE, a missing trusted root REPO_INVALID', async () => {
-    await expect(refreshRepository({ url: `file://${dir}/nowhere`, trustedRootFile: join(repo, 'metadata/1.root.json'), cacheDir: join(dir, 'c1'), log })).rejects.toMatchObject({ code: 'REPO_UNAVAILABLE' });
-    await expect(refreshRepository({ url: `file://${repo}`, trustedRootFile: join(dir, 'none.json'), cacheDir: join(dir, 'c2'), log })).rejects.toMatchObject({ code: 'REPO_INVALID' });
+    await expect(refreshRepository({ url: `file://${dir}/nowhere`, trustedRootFile: join(repo, 'metadata/1.root.json'), cacheDir: join(dir, 'c1'), log, compatible: 'dev' })).rejects.toMatchObject({ code: 'REPO_UNAVAILABLE' });
+    await expect(refreshRepository({ url: `file://${repo}`, trustedRootFile: join(dir, 'none.json'), cacheDir: join(dir, 'c2'), log, compatible: 'dev' })).rejects.toMatchObject({ code: 'REPO_INVALID' });
   });
 
   it('maps tuf-js failures to distinct codes', () => {

@@ -26,6 +26,8 @@ export interface RefreshOptions {
   cacheDir: string;
   log: Logger;
   timeoutMs?: number;
+  /** The device type whose delegated targets role to load (the only one the device reads). */
+  compatible: string;
 }
 
 export interface Refreshed {
@@ -100,16 +102,20 @@ export async function refreshRepository(o: RefreshOptions): Promise<Refreshed> {
       config: { ...LIMITS, maxRootRotations: 64 },
     });
     await updater.refresh();
+    // Loads (and verifies) the delegated role of this device type: a lookup of a path in it.
+    await updater.getTargetInfo(`${o.compatible}/-/-`);
   } catch (e) {
     throw classify(e, o.url);
   }
   // The verified metadata lives in tuf-js's trusted set; it has no public getter for the whole
   // targets role (only per-path lookups), so read it from there.
-  const trusted = (updater as unknown as { trustedSet: { root: Metadata<any>; timestamp?: Metadata<any>; targets?: Metadata<Targets> } }).trustedSet;
+  const trusted = (updater as unknown as { trustedSet: { root: Metadata<any>; timestamp?: Metadata<any>; targets?: Metadata<Targets>; trustedSet: Record<string, Metadata<Targets> | undefined> } }).trustedSet;
   if (!trusted?.targets) throw new TiuError('INTERNAL', 'tuf-js refreshed but holds no targets');
-  const images = Object.values(trusted.targets.signed.targets).map((t) => parseImage(t.path, t.length, t.hashes, t.custom));
+  // Only the delegated role's own files, and only paths inside its delegation.
+  const role = o.compatible === 'root' || o.compatible === 'targets' || o.compatible === 'snapshot' || o.compatible === 'timestamp' ? undefined : trusted.trustedSet[o.compatible];
+  const images = Object.values(role?.signed.targets ?? {}).filter((t) => t.path.startsWith(`${o.compatible}/`)).map((t) => parseImage(t.path, t.length, t.hashes, t.custom));
   o.log.debug(`repository ${o.url}: root ${trusted.root.signed.version}, targets ${trusted.targets.signed.version}, ${images.length} targets`);
-  return { url: o.url, images, rootVersion: trusted.root.signed.version, timestampVersion: trusted.timestamp?.signed.version ?? 0, targetsVersion: trusted.targets.signed.version, targetsBase: `${base}/targets` };
+  return { url: o.url, images, rootVersion: trusted.root.signed.version, timestampVersion: trusted.timestamp?.signed.version ?? 0, targetsVersion: role?.signed.version ?? 0, targetsBase: `${base}/targets` };
 }
 
 /** URL of a target file (consistent snapshots: the file name is prefixed with its sha256). */

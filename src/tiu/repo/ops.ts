@@ -141,7 +141,7 @@ export async function promote(o: { dir: string; keysDir: string; version: string
 /** `tiu repo refresh`: new snapshot and timestamp (online keys only) with fresh expiry. */
 export async function refresh(o: { dir: string; keysDir: string; timestampExpiry?: number; snapshotExpiry?: number; now?: Date }): Promise<Repo> {
   const repo = await loadRepo(o.dir);
-  return commitSnapshot(repo, undefined, await onlineKeys(o.keysDir), o.now ?? new Date(), { timestampExpiry: o.timestampExpiry, snapshotExpiry: o.snapshotExpiry });
+  return commitSnapshot(repo, await onlineKeys(o.keysDir), o.now ?? new Date(), { timestampExpiry: o.timestampExpiry, snapshotExpiry: o.snapshotExpiry });
 }
 
 /**
@@ -168,8 +168,8 @@ export async function rotateKey(o: { dir: string; keysDir: string; role: Role; n
   if (o.role === 'root') root.sign(signer(fresh));
   await writeRoot(o.dir, root);
   const next = { ...repo, root };
-  if (o.role === 'targets') await commitTargets(next, repo.targets.signed.targets, { targets: fresh, ...(await onlineKeys(o.keysDir)) }, now);
-  else if (o.role === 'snapshot' || o.role === 'timestamp') await commitSnapshot(next, undefined, await onlineKeys(o.keysDir), now);
+  if (o.role === 'targets') await commitTargets(next, targetMap(repoImages(repo)), { targets: fresh, ...(await onlineKeys(o.keysDir)) }, now);
+  else if (o.role === 'snapshot' || o.role === 'timestamp') await commitSnapshot(next, await onlineKeys(o.keysDir), now);
   return { rootVersion: v + 1, keyID: fresh.key.keyID };
 }
 

@@ -2,7 +2,8 @@
  * The repository on disk (build side): a directory any static web server can serve.
  *
  *   <dir>/metadata/N.root.json        every root version (the chain clients follow), root.json = newest
- *   <dir>/metadata/N.targets.json     consistent snapshots: each version under its own name
+ *   <dir>/metadata/N.targets.json     top-level targets: delegates each device type (paths compatible/VERSION/FILE) to its own role
+ *   <dir>/metadata/N.<compatible>.json that device type's targets (consistent snapshots: each version its own name)
  *   <dir>/metadata/N.snapshot.json
  *   <dir>/metadata/timestamp.json     the only file that changes in place
  *   <dir>/targets/<compatible>/<version>/<sha256>.<file>   the archives (hash-prefixed)
@@ -28,7 +29,10 @@ export const DEFAULT_EXPIRY: Record<Role, number> = { root: 365 * DAY, targets: 
 export interface Repo {
   dir: string;
   root: Metadata<Root>;
+  /** Top-level targets: no files, only the delegation of each device type to its own role. */
   targets: Metadata<Targets>;
+  /** One delegated targets role per device type (`compatible`), so a device reads only its own. */
+  roles: Record<string, Metadata<Targets>>;
   snapshot: Metadata<Snapshot>;
   timestamp: Metadata<Timestamp>;
 }
@@ -70,14 +74,25 @@ export async function loadRepo(dir: string): Promise<Repo> {
   const tv = snapshot.signed.meta['targets.json']?.version;
   if (!tv) throw new TiuError('REPO_INVALID', `${md}: the snapshot names no targets.json`);
   const targets = Metadata.fromJSON(MetadataKind.Targets, await readJson(join(md, `${tv}.targets.json`)));
+  const roles: Record<string, Metadata<Targets>> = {};
+  for (const [file, meta] of Object.entries(snapshot.signed.meta)) {
+    if (file === 'targets.json') continue;
+    const name = file.replace(/\.json$/, '');
+    roles[name] = Metadata.fromJSON(MetadataKind.Targets, await readJson(join(md, `${meta.version}.${file}`)));
+  }
   const roots = (await readdir(md)).map((f) => /^(\d+)\.root\.json$/.exec(f)).filter((m) => m).map((m) => Number(m![1]));
   const root = Metadata.fromJSON(MetadataKind.Root, await readJson(join(md, `${Math.max(...roots)}.root.json`)));
-  return { dir, root, targets, snapshot, timestamp };
+  return { dir, root, targets, roles, snapshot, timestamp };
 }
 
 /** The repository's images (every target, parsed strictly). */
-export function repoImages(repo: Pick<Repo, 'targets'>): RepoImage[] {
-  return Object.values(repo.targets.signed.targets).map((t) => parseImage(t.path, t.length, t.hashes, t.custom));
+export function repoImages(repo: Pick<Repo, 'roles'>): RepoImage[] {
+  return Object.values(repo.roles).flatMap((r) => Object.values(r.signed.targets).map((t) => parseImage(t.path, t.length, t.hashes, t.custom)));
+}
+
+/** The delegation pattern of a device type's role: `<compatible>/<version>/<file>`. */
+export function rolePattern(compatible: string): string {
+  return `${compatible}/*/*`;
 }
 
 /** Writes a root version (N.root.json and root.json). */
@@ -99,25 +114,49 @@ export function makeRoot(keys: Record<Role, RoleKey>, now: Date, version = 1): M
 }
 
 /**
- * Signs and writes a new targets version, then snapshot and timestamp naming it. `targets` is the
- * complete new set. The snapshot and timestamp carry length and hashes of what they name, so a
- * client bounds every download by a signed length (endless data) and detects swapped files.
+ * Signs and writes the targets of every device type whose files changed (a new version of its
+ * delegated role) and, when the set of device types or the targets key changed, a new top-level
+ * targets; then snapshot and timestamp. `targets` is the complete new set of files. The snapshot
+ * and timestamp carry length and hashes of what they name, so a client bounds every download by
+ * a signed length (endless data) and detects swapped files.
  */
 export async function commitTargets(repo: Repo, targets: Record<string, TargetFile>, k: { targets: RoleKey; snapshot: RoleKey; timestamp: RoleKey }, now: Date): Promise<Repo> {
-  const t = new Metadata(new Targets({ version: repo.targets.signed.version + 1, specVersion: SPEC_VERSION, expires: isoExpiry(now, DEFAULT_EXPIRY.targets), targets }));
-  t.sign(signer(k.targets));
-  const bytes = bytesOf(t);
-  await writeAtomic(join(metadataDir(repo.dir), `${t.signed.version}.targets.json`), bytes);
-  return commitSnapshot({ ...repo, targets: t }, bytes, k, now);
+  const md = metadataDir(repo.dir);
+  const groups: Record<string, Record<string, TargetFile>> = {};
+  for (const [path, t] of Object.entries(targets)) (groups[path.slice(0, path.indexOf('/'))] ??= {})[path] = t;
+  const keyID = k.targets.key.keyID;
+  const roles: Record<string, Metadata<Targets>> = { ...repo.roles };
+  const bytes: Record<string, Buffer> = {};
+  for (const [name, files] of Object.entries(groups)) {
+    const old = repo.roles[name];
+    const same = old && old.signatures[keyID] && JSON.stringify(new Targets({ version: 1, specVersion: SPEC_VERSION, expires: 'x', targets: files }).toJSON().targets) === JSON.stringify(old.signed.toJSON().targets);
+    if (same) continue;
+    const t = new Metadata(new Targets({ version: (old?.signed.version ?? 0) + 1, specVersion: SPEC_VERSION, expires: isoExpiry(now, DEFAULT_EXPIRY.targets), targets: files }));
+    t.sign(signer(k.targets));
+    roles[name] = t;
+    bytes[name] = bytesOf(t);
+    await writeAtomic(join(md, `${t.signed.version}.${name}.json`), bytes[name]!);
+  }
+  const names = Object.keys(roles).sort();
+  const delegations = { keys: { [keyID]: k.targets.key.toJSON() }, roles: names.map((name) => ({ name, keyids: [keyID], threshold: 1, paths: [rolePattern(name)], terminating: true })) };
+  let top = repo.targets;
+  if (JSON.stringify(top.signed.toJSON().delegations ?? null) !== JSON.stringify(delegations) || !top.signatures[keyID]) {
+    top = new Metadata(Targets.fromJSON({ _type: 'targets', spec_version: SPEC_VERSION, version: repo.targets.signed.version + 1, expires: isoExpiry(now, DEFAULT_EXPIRY.targets), targets: {}, delegations }));
+    top.sign(signer(k.targets));
+    await writeAtomic(join(md, `${top.signed.version}.targets.json`), bytesOf(top));
+  }
+  return commitSnapshot({ ...repo, targets: top, roles }, k, now);
 }
 
-/** Signs a new snapshot naming the current targets, and a new timestamp naming that snapshot. */
-export async function commitSnapshot(repo: Repo, targetsBytes: Buffer | undefined, k: { snapshot: RoleKey; timestamp: RoleKey }, now: Date, o: { snapshotExpiry?: number; timestampExpiry?: number } = {}): Promise<Repo> {
-  const tb = targetsBytes ?? bytesOf(repo.targets);
-  const s = new Metadata(new Snapshot({
-    version: repo.snapshot.signed.version + 1, specVersion: SPEC_VERSION, expires: isoExpiry(now, o.snapshotExpiry ?? DEFAULT_EXPIRY.snapshot),
-    meta: { 'targets.json': new MetaFile({ version: repo.targets.signed.version, length: tb.length, hashes: { sha256: sha256(tb) } }) },
-  }));
+/** Signs a new snapshot naming the current targets and roles, and a new timestamp naming that snapshot. */
+export async function commitSnapshot(repo: Repo, k: { snapshot: RoleKey; timestamp: RoleKey }, now: Date, o: { snapshotExpiry?: number; timestampExpiry?: number } = {}): Promise<Repo> {
+  const metaOf = (m: Metadata<Targets>) => {
+    const b = bytesOf(m);
+    return new MetaFile({ version: m.signed.version, length: b.length, hashes: { sha256: sha256(b) } });
+  };
+  const meta: Record<string, MetaFile> = { 'targets.json': metaOf(repo.targets) };
+  for (const [name, r] of Object.entries(repo.roles)) meta[`${name}.json`] = metaOf(r);
+  const s = new Metadata(new Snapshot({ version: repo.snapshot.signed.version + 1, specVersion: SPEC_VERSION, expires: isoExpiry(now, o.snapshotExpiry ?? DEFAULT_EXPIRY.snapshot), meta }));
   s.sign(signer(k.snapshot));
   const sb = bytesOf(s);
   await writeAtomic(join(metadataDir(repo.dir), `${s.signed.version}.snapshot.json`), sb);
@@ -140,7 +179,7 @@ export async function initRepo(dir: string, keys: Record<Role, RoleKey>, now: Da
   await writeRoot(dir, root);
   // Version-0 placeholders so the commit functions make version 1 of each.
   const zero = {
-    dir, root,
+    dir, root, roles: {},
     targets: new Metadata(new Targets({ version: 0, specVersion: SPEC_VERSION, expires: isoExpiry(now, 0) })),
     snapshot: new Metadata(new Snapshot({ version: 0, specVersion: SPEC_VERSION, expires: isoExpiry(now, 0) })),
     timestamp: new Metadata(new Timestamp({ version: 0, specVersion: SPEC_VERSION, expires: isoExpiry(now, 0) })),
