@@ -11,6 +11,8 @@ export const UNIT_TESTS = [
   'test/boot-units.test.ts',
   'test/etc-merge-accounts.test.ts',
   'test/fileindex.test.ts',
+  'test/repo-plan.test.ts',
+  'test/repo-build.test.ts',
   'test/sign-fuzz.test.ts',
   'test/sign-units.test.ts',
   'test/snapshot-infoxml.test.ts',

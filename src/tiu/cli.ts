@@ -66,6 +66,15 @@ const COMMANDS = {
   'health-check': () => import('./commands/health-check.ts'),
   'etc-diff': () => import('./commands/etc-diff.ts'),
   'etc-sync': () => import('./commands/etc-sync.ts'),
+  // Update repositories (#12): build side and device side.
+  publish: () => import('./commands/publish.ts'),
+  'repo-init': () => import('./commands/repo-init.ts'),
+  'repo-promote': () => import('./commands/repo-promote.ts'),
+  'repo-refresh': () => import('./commands/repo-refresh.ts'),
+  'repo-status': () => import('./commands/repo-status.ts'),
+  'repo-rotate-key': () => import('./commands/repo-rotate-key.ts'),
+  check: () => import('./commands/check.ts'),
+  channel: () => import('./commands/channel.ts'),
 } satisfies Record<string, () => Promise<{ run: Runner }>>;
 
 /** Builds a commander action that lazily imports the command's module and calls its `run`. */
@@ -191,6 +200,9 @@ export function buildProgram(state: State = { globals: {} }): Command {
       .description('fetch, verify and extract an update; a reboot activates it')
       .addOption(rootOpt())
       .option('--source <file|url>', 'archive file or https URL (default: [update] source in tiu.conf)')
+      .option('--repository <url>', 'update repository (https://, http://, file://; default: [update] repository)')
+      .option('--channel <name>', 'channel to take the update from (default: tiu channel, then [update] channel)')
+      .option('--allow-downgrade', 'install an image older than the installed one')
       .option('--keyring <pem>', 'trusted CA certificates')
       .option('--limit-rate <rate>', 'download at most this many bytes per second (k, M suffixes)')
       .option('--stall-timeout <seconds>', 'give up a download slower than 1 KiB/s for this long (default [download] stall_timeout: 60)')
@@ -275,7 +287,74 @@ export function buildProgram(state: State = { globals: {} }): Command {
     'tiu etc sync   # run at shutdown by tiu-etc-sync.service',
   );
 
+  declareRepository(program, state, example, rootOpt);
   return program;
+}
+
+/** The repository commands (#12): publish, repo *, check, channel. */
+function declareRepository(program: Command, state: State, example: (c: Command, text: string) => Command, rootOpt: () => Option): void {
+  const keysOpt = () => new Option('--keys <dir>', 'key directory (default: <repo>.keys next to the repository)');
+  example(
+    program
+      .command('publish')
+      .description('add a signed archive to an update repository on a channel')
+      .argument('<archive>', 'the .tiu file (its manifest gives device and version)')
+      .requiredOption('--repo <dir>', 'the repository directory (made by tiu repo init)')
+      .addOption(keysOpt())
+      .option('--channel <name>', 'channel: stable, candidate, beta, edge…', 'stable')
+      .option('--phased <percent>', 'share of devices that may take it (0-100)', '100')
+      .option('--keyring <pem>', 'trusted CA certificates to verify the archive')
+      .option('--json', 'machine-readable result')
+      .action(lazy('publish', program, state)),
+    'tiu publish os-1.1.tiu --repo /srv/updates --channel stable --phased 10',
+  );
+  const repo = program.command('repo').description('make and maintain an update repository (static files, TUF metadata)');
+  example(repo.command('init').description('new repository: keys and the first signed metadata').argument('<dir>', 'directory to serve').addOption(keysOpt()).option('--json', 'machine-readable result').action(lazy('repo-init', program, state)), 'tiu repo init /srv/updates --keys /secure/updates.keys');
+  example(
+    repo.command('promote').description('put a published version on another channel (or change its phase)').argument('<version>', 'image version')
+      .requiredOption('--repo <dir>', 'the repository').addOption(keysOpt()).requiredOption('--from <channel>', 'channel it is on').requiredOption('--to <channel>', 'channel to add')
+      .option('--phased <percent>', 'share of devices on the new channel (0-100)').option('--compatible <string>', 'only this device type').option('--json', 'machine-readable result')
+      .action(lazy('repo-promote', program, state)),
+    'tiu repo promote 1.1 --repo /srv/updates --from candidate --to stable --phased 10',
+  );
+  example(
+    repo.command('refresh').description('re-sign snapshot and timestamp with fresh expiry (online keys; run daily)')
+      .requiredOption('--repo <dir>', 'the repository').addOption(keysOpt())
+      .option('--timestamp-expires <duration>', 'timestamp lifetime, e.g. 1d, 12h, 30s', undefined).option('--snapshot-expires <duration>', 'snapshot lifetime, e.g. 7d')
+      .option('--json', 'machine-readable result').action(lazy('repo-refresh', program, state)),
+    'tiu repo refresh --repo /srv/updates   # from cron, before the timestamp expires',
+  );
+  example(repo.command('status').description('roles with versions and expiry, images with channels').requiredOption('--repo <dir>', 'the repository').option('--json', 'machine-readable output').action(lazy('repo-status', program, state)), 'tiu repo status --repo /srv/updates');
+  example(
+    repo.command('rotate-key').description('replace a role\'s key: new root version signed by the old root key').argument('<role>', 'root, targets, snapshot or timestamp')
+      .requiredOption('--repo <dir>', 'the repository').addOption(keysOpt()).option('--json', 'machine-readable result').action(lazy('repo-rotate-key', program, state)),
+    'tiu repo rotate-key timestamp --repo /srv/updates',
+  );
+  example(
+    program
+      .command('check')
+      .description('show what tiu update would install and why (channel, phase, path, scores); changes nothing')
+      .addOption(rootOpt())
+      .option('--repository <url>', 'update repository (default: [update] repository)')
+      .option('--channel <name>', 'channel (default: tiu channel, then [update] channel)')
+      .option('--source <file>', 'instead: compare a local archive with the installed image')
+      .option('--allow-downgrade', 'consider an older image')
+      .option('--keyring <pem>', 'trusted CA certificates (for --source)')
+      .option('--json', 'machine-readable output')
+      .action(lazy('check', program, state)),
+    'tiu check --json',
+  );
+  example(
+    program
+      .command('channel')
+      .description('show the channel this device follows, or choose another (recorded with the time)')
+      .argument('[set]', '"set" to choose a channel')
+      .argument('[name]', 'stable, candidate, beta, edge…')
+      .addOption(rootOpt())
+      .option('--json', 'machine-readable output')
+      .action(lazy('channel', program, state)),
+    'tiu channel set beta && tiu check',
+  );
 }
 
 /** Runs the CLI; returns the exit code. Never throws. */

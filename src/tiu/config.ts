@@ -31,6 +31,14 @@ export interface Config {
   cacheDir: string;
   /** [download] bounds and cache policy (docs/download.md). */
   download: DownloadConfig;
+  /** Update repository base URL (https://, http:// or file://) used by `tiu update`/`tiu check`. */
+  repository: string | undefined;
+  /** Channel to follow (stable, candidate, beta, edge…) unless `tiu channel set` chose another. */
+  channel: string;
+  /** The repository's trusted root.json shipped with the system; undefined = /etc/tiu then /usr/lib/tiu. */
+  repositoryRoot: string | undefined;
+  /** Device state (metadata cache, chosen channel). */
+  stateDir: string;
   /** Files the configuration was read from, in order. */
   files: string[];
 }
@@ -66,6 +74,10 @@ export const DEFAULT_CONFIG: Config = {
   source: undefined,
   cacheDir: '/var/cache/tiu',
   download: { keep: false, stallTimeout: 60, timeout: 6 * 3600, retries: 4, maxSize: 64 * 1024 ** 3, limitRate: 0 },
+  repository: undefined,
+  channel: 'stable',
+  repositoryRoot: undefined,
+  stateDir: '/var/lib/tiu',
   files: [],
 };
 
@@ -142,6 +154,10 @@ export function applyIni(cfg: Config, doc: Raw, file: string): Config {
         case 'download.retries': out.download = { ...out.download, retries: int(v, id, file) }; break;
         case 'download.max_size': out.download = { ...out.download, maxSize: size(v, id, file) }; break;
         case 'download.limit_rate': out.download = { ...out.download, limitRate: size(v, id, file) }; break;
+        case 'update.repository': out.repository = String(v); break;
+        case 'update.channel': out.channel = String(v); break;
+        case 'update.repository_root': out.repositoryRoot = String(v); break;
+        case 'update.state_dir': out.stateDir = String(v); break;
         case 'create.exclude': out.exclude = list(v); break;
         case 'create.compression': out.compression = String(v); break;
         case 'create.compression_level': out.compressionLevel = int(v, id, file); break;

@@ -62,6 +62,17 @@ export const ERROR_CODES = {
   PERMISSION: { exit: 63, kind: 'system' },
   IO: { exit: 64, kind: 'system' },
   INTERRUPTED: { exit: 65, kind: 'system' },
+  // 80-89: update repositories (TUF metadata, see docs/repository.md)
+  REPO_UNAVAILABLE: { exit: 80, kind: 'system' },
+  REPO_SIGNATURE: { exit: 81, kind: 'security' },
+  REPO_ROLLBACK: { exit: 82, kind: 'security' },
+  REPO_EXPIRED: { exit: 83, kind: 'security' },
+  REPO_MISMATCH: { exit: 84, kind: 'security' },
+  REPO_TOO_LARGE: { exit: 85, kind: 'security' },
+  REPO_TARGET: { exit: 86, kind: 'security' },
+  REPO_DOWNGRADE: { exit: 87, kind: 'security' },
+  REPO_METADATA: { exit: 88, kind: 'security' },
+  REPO_INVALID: { exit: 89, kind: 'input' },
   // 70: our bug
   INTERNAL: { exit: 70, kind: 'bug' },
 } as const satisfies Record<string, CodeInfo>;

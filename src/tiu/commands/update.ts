@@ -1,4 +1,4 @@
-/** `tiu update`: fetch (file or URL), verify, extract, finalize; reboot on request. */
+/** `tiu update`: from a repository (TUF metadata) or a plain source (file or URL): fetch, verify, extract; reboot on request. */
 import { stat, unlink } from 'node:fs/promises';
 import type { Context } from '../context.ts';
 import { TiuError } from '../errors.ts';
@@ -7,6 +7,7 @@ import { downloadChecked, writeMeta } from '../device/download.ts';
 import { parseDownloadUrl } from '../download/fetch.ts';
 import { createProgress } from '../progress.ts';
 import { runExtract, report } from './extract.ts';
+import { updateFromRepository } from '../repo/update.ts';
 
 /** Parses a rate like 500k, 2M, 1000 (bytes per second). */
 export function parseRate(text: string): number {
@@ -25,6 +26,9 @@ export function parseSeconds(text: string, name: string): number {
 export interface UpdateOptions {
   root: string;
   source?: string;
+  repository?: string;
+  channel?: string;
+  allowDowngrade?: boolean;
   keyring?: string;
   reboot?: boolean;
   json?: boolean;
@@ -34,8 +38,11 @@ export interface UpdateOptions {
 }
 
 export async function run(ctx: Context, o: UpdateOptions): Promise<number> {
+  if (o.source && o.repository) throw new TiuError('USAGE', '--source and --repository exclude each other');
+  // A repository (flag or tiu.conf) wins over a configured plain source; --source wins over both.
+  if (o.repository || (!o.source && ctx.config.repository)) return updateFromRepository(ctx, { ...o, rateLimit: o.limitRate ? parseRate(o.limitRate) : undefined });
   const source = o.source ?? ctx.config.source;
-  if (!source) throw new TiuError('USAGE', 'no update source: pass --source FILE|URL', { hint: 'or set [update] source in /etc/tiu/tiu.conf' });
+  if (!source) throw new TiuError('USAGE', 'no update source: pass --source FILE|URL or --repository URL', { hint: 'or set [update] repository (or source) in /etc/tiu/tiu.conf' });
   let file = source;
   let downloaded: { path: string; meta: Parameters<typeof writeMeta>[1] } | undefined;
   if (/^[A-Za-z][A-Za-z0-9+.-]*:\/\//.test(source)) {

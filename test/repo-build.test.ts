@@ -1,0 +1,122 @@
+/**
+ * The repository's build side and the metadata client without a device or a server: `tiu repo`
+ * operations on a temp directory, read back by tuf-js over file://, and the mapping of tuf-js's
+ * failures to tiu's error codes. Needs no root and no tools.
+ */
+import { describe, it, expect, beforeEach, afterEach } from 'vitest';
+import { mkdtemp, rm, writeFile, readFile, stat, readdir } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { init, publish, promote, refresh, rotateKey, status } from '../src/tiu/repo/ops.ts';
+import { refreshRepository, classify, repoCacheDir } from '../src/tiu/repo/client.ts';
+import { createLogger } from '../src/tiu/log.ts';
+import type { Manifest } from '../src/tiu/archive/manifest.ts';
+
+const log = createLogger('warn');
+let dir: string;
+let repo: string;
+let keys: string;
+
+function manifest(version: string, compatible = 'dev'): Manifest {
+  return { compatible, version, index: { sha256: version.replace(/\D/g, '').padStart(64, '0'), path: 'x', size: 1, entries: 1 } } as unknown as Manifest;
+}
+
+async function archive(name: string, content: string): Promise<string> {
+  const p = join(dir, name);
+  await writeFile(p, content);
+  return p;
+}
+
+beforeEach(async () => {
+  dir = await mkdtemp(join(tmpdir(), 'tiu-repo-build-'));
+  repo = join(dir, 'repo');
+  keys = join(dir, 'keys');
+  await init(repo, keys);
+});
+afterEach(async () => {
+  await rm(dir, { recursive: true, force: true });
+});
+
+const client = (url = `file://${repo}`) => refreshRepository({ url, trustedRootFile: join(repo, 'metadata/1.root.json'), cacheDir: repoCacheDir(join(dir, 'state'), url), log, compatible: 'dev' });
+
+describe('tiu repo (build side)', () => {
+  it('init keeps keys out of the served tree, 0600, and refuses to run twice', async () => {
+    expect((await readdir(repo)).sort()).toEqual(['metadata', 'targets']);
+    for (const r of ['root', 'targets', 'snapshot', 'timestamp']) expect((await stat(join(keys, `${r}.key.pem`))).mode & 0o777).toBe(0o600);
+    await expect(init(repo, join(dir, 'other-keys'))).rejects.toMatchObject({ code: 'REPO_INVALID' });
+    await expect(init(join(dir, 'repo2'), keys)).rejects.toMatchObject({ code: 'REPO_INVALID' });
+  });
+
+  it('publish gives monotonic builds, hash-prefixed files, and refuses duplicate, older and unorderable versions', async () => {
+    const a = await publish({ dir: repo, keysDir: keys, archive: await archive('os-1.0.tiu', 'one'), manifest: manifest('1.0'), channel: 'stable', phased: 100 });
+    const b = await publish({ dir: repo, keysDir: keys, archive: await archive('os-1.10.tiu', 'ten'), manifest: manifest('1.10'), channel: 'candidate', phased: 10 });
+    expect([a.build, b.build]).toEqual([1, 2]);
+    expect(await readFile(join(repo, 'targets/dev/1.10', `${b.sha256}.os-1.10.tiu`), 'utf8')).toBe('ten');
+    const again = { dir: repo, keysDir: keys, archive: await archive('x.tiu', 'x'), channel: 'stable', phased: 100 };
+    await expect(publish({ ...again, manifest: manifest('1.10') })).rejects.toThrow(/already published/);
+    await expect(publish({ ...again, manifest: manifest('1.9') })).rejects.toThrow(/not newer than the published 1\.10/);
+    await expect(publish({ ...again, manifest: manifest('latest') })).rejects.toThrow(/cannot be ordered/);
+    await expect(publish({ ...again, manifest: manifest('2.0'), phased: 101 })).rejects.toMatchObject({ code: 'USAGE' });
+    await expect(publish({ ...again, manifest: manifest('2.0'), channel: 'Stable!' })).rejects.toMatchObject({ code: 'USAGE' });
+    // Another device type has its own build sequence.
+    expect((await publish({ ...again, manifest: manifest('0.1', 'other') })).build).toBe(1);
+
+    await promote({ dir: repo, keysDir: keys, version: '1.10', from: 'candidate', to: 'stable', phased: 20 });
+    const s = await status(repo);
+    expect(s.images.find((i) => i.version === '1.10')!.channels).toMatchObject({ candidate: { phased: 10 }, stable: { phased: 20 } });
+    await expect(promote({ dir: repo, keysDir: keys, version: '9.9', from: 'stable', to: 'beta' })).rejects.toMatchObject({ code: 'REPO_INVALID' });
+  });
+
+  it('publish needs the targets key: the online keys alone cannot add images', async () => {
+    await rm(join(keys, 'targets.key.pem'));
+    await expect(publish({ dir: repo, keysDir: keys, archive: await archive('a.tiu', 'a'), manifest: manifest('1.0'), channel: 'stable', phased: 100 })).rejects.toThrow(/targets key .* is not there/);
+    // refresh needs only snapshot + timestamp keys.
+    await rm(join(keys, 'root.key.pem'));
+    const r = await refresh({ dir: repo, keysDir: keys });
+    expect(r.timestamp.signed.version).toBe(2);
+  });
+});
+
+describe('metadata client (tuf-js over file://)', () => {
+  it('reads what publish wrote, follows root rotations, and sees promotions', async () => {
+    await publish({ dir: repo, keysDir: keys, archive: await archive('os-1.0.tiu', 'one'), manifest: manifest('1.0'), channel: 'stable', phased: 100 });
+    await publish({ dir: repo, keysDir: keys, archive: await archive('other.tiu', 'other'), manifest: manifest('7.0', 'other'), channel: 'stable', phased: 100 });
+    const r1 = await client();
+    // Only this device type's delegated role is read.
+    expect(r1.images.map((i) => [i.version, i.build, Object.keys(i.channels)])).toEqual([['1.0', 1, ['stable']]]);
+    expect((await readdir(join(repo, 'metadata'))).filter((f) => /^\d+\.(dev|other)\.json$/.test(f)).sort()).toEqual(['1.dev.json', '1.other.json']);
+    for (const role of ['root', 'snapshot', 'targets', 'root'] as const) await rotateKey({ dir: repo, keysDir: keys, role });
+    const r2 = await client();
+    expect(r2.rootVersion).toBe(5);
+    expect(r2.images.length).toBe(1);
+  });
+
+  it('refuses a timestamp signed by a key the root does not name', async () => {
+    const k2 = join(dir, 'k2');
+    await init(join(dir, 'evil'), k2);
+    await client();
+    // Sign a fresh timestamp with the other repository's timestamp key.
+    await rm(join(keys, 'timestamp.key.pem'));
+    await writeFile(join(keys, 'timestamp.key.pem'), await readFile(join(k2, 'timestamp.key.pem')));
+    await refresh({ dir: repo, keysDir: keys });
+    await expect(client()).rejects.toMatchObject({ code: 'REPO_SIGNATURE' });
+  });
+
+  it('a missing repository is REPO_UNAVAILABLE, a missing trusted root REPO_INVALID', async () => {
+    await expect(refreshRepository({ url: `file://${dir}/nowhere`, trustedRootFile: join(repo, 'metadata/1.root.json'), cacheDir: join(dir, 'c1'), log, compatible: 'dev' })).rejects.toMatchObject({ code: 'REPO_UNAVAILABLE' });
+    await expect(refreshRepository({ url: `file://${repo}`, trustedRootFile: join(dir, 'none.json'), cacheDir: join(dir, 'c2'), log, compatible: 'dev' })).rejects.toMatchObject({ code: 'REPO_INVALID' });
+  });
+
+  it('maps tuf-js failures to distinct codes', () => {
+    const cases: [Error, string][] = [
+      [new Error('Max length reached'), 'REPO_TOO_LARGE'],
+      [new Error('Final timestamp.json is expired'), 'REPO_EXPIRED'],
+      [new Error('root was signed by 0/1 keys'), 'REPO_SIGNATURE'],
+      [new Error('New timestamp version 3 is less than current version 5'), 'REPO_ROLLBACK'],
+      [new Error('Unable to load targets error Error: Expected hash abc but got def'), 'REPO_MISMATCH'],
+      [new Error("Unable to load snapshot metadata error Error: Snapshot version doesn't match timestamp"), 'REPO_MISMATCH'],
+      [Object.assign(new Error('Failed to download'), { statusCode: 500 }), 'REPO_UNAVAILABLE'],
+    ];
+    for (const [e, code] of cases) expect(classify(e, 'u').code, e.message).toBe(code);
+  });
+});
