@@ -8,9 +8,9 @@
  * is the most widely deployed HTTP client there is, maintained with its own security process,
  * handles TLS, proxies (the usual *_proxy variables), redirects, rate limiting
  * (`--limit-rate`) and stall detection (`--speed-limit/--speed-time`) itself, and a crash of
- * the child can only fail one attempt, never tiu. tiu reads the body from curl's stdout, so it
- * counts every byte (size cap), decides between append (206) and restart (200) itself, and
- * writes the `.part` file with ordinary backpressure on a pipe.
+ * the child can only fail one attempt, never tiu. For archives curl writes the `.part` itself
+ * (`toFile`: no byte through Node, as fast as `curl -o`) and tiu watches its size; for small
+ * metadata tiu reads heads and body from curl's stdout and counts every byte.
  */
 
 /** What one attempt asks curl for. */
