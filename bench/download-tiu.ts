@@ -1,7 +1,8 @@
 /**
  * `node bench/download-tiu.ts URL CACHE_DIR`: one download through tiu's downloader
  * (src/tiu/device/download.ts), unconditional, as the download benchmark measures it.
- * Prints the downloaded file's path.
+ * Prints `{"path": …, "transferS": …}`: transferS is the time of the download() call alone,
+ * without Node's start and module loading (which `tiu update` pays once, not per byte).
  */
 import { download } from '../src/tiu/device/download.ts';
 import { createLogger } from '../src/tiu/log.ts';
@@ -11,4 +12,6 @@ if (!url || !cacheDir) {
   process.stderr.write('usage: node bench/download-tiu.ts URL CACHE_DIR\n');
   process.exit(2);
 }
-process.stdout.write(`${await download({ url, cacheDir, log: createLogger('warn'), conditional: false })}\n`);
+const t0 = performance.now();
+const path = await download({ url, cacheDir, log: createLogger('warn'), conditional: false });
+process.stdout.write(`${JSON.stringify({ path, transferS: (performance.now() - t0) / 1000 })}\n`);

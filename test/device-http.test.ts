@@ -101,6 +101,8 @@ describe('tiu update over HTTP', () => {
     r = await cli(['update', '--source', `${base}/tampered.tiu`, '--root', dev.root, '--keyring', A.keys.keyring]);
     expect(r.exitCode).toBe(18);
     expect(r.stderr).toMatch(/\[ARCHIVE_VERITY\]/);
+    // The bad download is not kept (nor its validators): the next run fetches again.
+    expect((await readdir(join(dev.root, 'var/cache/tiu'))).filter((f) => /tampered\.tiu(\.meta)?$/.test(f))).toEqual([]);
     r = await cli(['update', '--source', 'http://127.0.0.1:1/nothing.tiu', '--root', dev.root, '--keyring', A.keys.keyring]);
     expect(r.exitCode).toBe(38);
     const st = JSON.parse((await cli(['status', '--root', dev.root, '--json'])).stdout);

@@ -15,6 +15,8 @@ import { TiuError } from '../src/tiu/errors.ts';
 import { parseRate } from '../src/tiu/commands/update.ts';
 import { classifyCurlExit, curlArgs, parseHead, retryAfterSeconds } from '../src/tiu/download/curl.ts';
 import { cli } from './helpers/device.ts';
+import { parse } from 'ini';
+import { applyIni, DEFAULT_CONFIG } from '../src/tiu/config.ts';
 import { bigFile, startMisbehaving } from './helpers/http-servers.ts';
 
 const log = createLogger('warn');
@@ -148,8 +150,22 @@ try { const p = await download({ url: process.argv[1], cacheDir: process.argv[2]
   });
 });
 
+describe('[download] settings', () => {
+  it('parses keep, timeouts, retries, sizes; rejects nonsense', () => {
+    const c = applyIni(DEFAULT_CONFIG, parse('[download]\nkeep = yes\nstall_timeout = 30\ntimeout = 600\nretries = 0\nmax_size = 2G\nlimit_rate = 500k\n'), 'f');
+    expect(c.download).toEqual({ keep: true, stallTimeout: 30, timeout: 600, retries: 0, maxSize: 2 * 1024 ** 3, limitRate: 500 * 1024 });
+    expect(DEFAULT_CONFIG.download.keep).toBe(false);
+    expect(() => applyIni(DEFAULT_CONFIG, parse('[download]\nkeep = maybe\n'), 'f')).toThrow(/keep must be yes or no/);
+    expect(() => applyIni(DEFAULT_CONFIG, parse('[download]\nstall_timeout = 0\n'), 'f')).toThrow(/at least 1/);
+    expect(() => applyIni(DEFAULT_CONFIG, parse('[download]\nlimit_rate = fast\n'), 'f')).toThrow(/size like 500k/);
+  });
+});
+
 describe('curl plumbing (pure)', () => {
   it('builds argv without a shell and parses heads, Retry-After and exit codes', () => {
+    const f = curlArgs({ url: 'http://h/x', from: 10, stallSeconds: 5, maxSeconds: 100, toFile: { file: '/c/x.part', headers: '/c/x.headers' } });
+    expect(f).toEqual(expect.arrayContaining(['--continue-at', '10', '--output', '/c/x.part', '--fail']));
+    expect(f).not.toContain('Range: bytes=10-');
     const a = curlArgs({ url: 'http://h/x y', from: 10, ifRange: '"e1"', stallSeconds: 5, maxSeconds: 100, rateLimit: 1000 });
     expect(a.slice(-2)).toEqual(['--url', 'http://h/x y']);
     expect(a).toContain('Range: bytes=10-');

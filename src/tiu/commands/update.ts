@@ -75,7 +75,18 @@ export async function run(ctx: Context, o: UpdateOptions): Promise<number> {
     // A FIFO or device would hang or feed endless data into the verifier.
     if (!st.isFile()) throw new TiuError('INPUT_INVALID', `update source ${source} is not a regular file`, { hint: 'give an archive file or an https URL' });
   }
-  const r = await runExtract(ctx, file, { root: o.root, keyring: o.keyring, json: o.json });
+  let r;
+  try {
+    r = await runExtract(ctx, file, { root: o.root, keyring: o.keyring, json: o.json });
+  } catch (e) {
+    // A download that fails verification must not stay in the cache: with its validators, the
+    // next run would get 304 and try the same bad bytes forever. Drop both; refetch next time.
+    if (downloaded && e instanceof TiuError && ['security', 'input'].includes(e.kind) && e.code.startsWith('ARCHIVE_')) {
+      await unlink(downloaded.path).catch(() => {});
+      await unlink(`${downloaded.path}.meta`).catch(() => {});
+    }
+    throw e;
+  }
   if (downloaded && !r.planLines) await forgetDownload(ctx, downloaded.path, downloaded.meta);
   report(ctx, r, o.json);
   if (o.reboot && r.madeDefault) {

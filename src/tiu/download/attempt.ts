@@ -4,8 +4,9 @@
  * sink, counting every byte so the size cap holds even when the server announced no length.
  * Nothing here retries; ./fetch.ts decides what an outcome means.
  */
+import { readFile, rm, stat } from 'node:fs/promises';
 import type { System } from '../system.ts';
-import { curlArgs, isInterim, parseHead, type CurlRequest, type ResponseHead } from './curl.ts';
+import { curlArgs, isInterim, lastHead, parseHead, type CurlRequest, type ResponseHead } from './curl.ts';
 
 /** Where a body goes. `begin` is called once, when the final response is known to carry data. */
 export interface BodySink {
@@ -117,5 +118,77 @@ export async function runAttempt(
   out.aborted = !!r.isCanceled || !!o.signal?.aborted;
   out.stderr = stderr;
   if (r.exitCode === undefined && (r.code ?? r.cause?.code) === 'ENOENT') out.stderr = 'curl-missing';
+  return out;
+}
+
+/**
+ * One attempt where curl writes the body straight to `file` (the fast path for archives: no
+ * byte passes through Node). tiu watches the file's size every `pollMs` for progress and the
+ * size cap (curl's own `--max-filesize` only checks an announced length), and the heads file
+ * for the final response (free-space check via `onHead`, which may throw to stop curl).
+ */
+export async function runFileAttempt(
+  sys: System,
+  req: CurlRequest & { toFile: { file: string; headers: string } },
+  o: {
+    maxBytes: number;
+    signal?: AbortSignal;
+    pollMs?: number;
+    onHead?: (head: ResponseHead) => Promise<void>;
+    onBytes?: (size: number, head: ResponseHead | undefined) => void;
+  },
+): Promise<AttemptOutcome & { headError?: unknown }> {
+  await rm(req.toFile.headers, { force: true });
+  const child = sys.spawn('curl', curlArgs(req), { stream: true, signal: o.signal });
+  let stderr = '';
+  child.stderr?.on('data', (c: Buffer) => {
+    if (stderr.length < 8192) stderr += c.toString('utf8');
+  });
+  child.stdout?.resume();
+  const out: AttemptOutcome & { headError?: unknown } = { exitCode: -1, stderr: '', received: 0, offset: req.from ?? 0, tooLarge: false, errorBody: '', aborted: false };
+  let head: ResponseHead | undefined;
+  let checking = false;
+  const readHead = async (): Promise<ResponseHead | undefined> => {
+    const text = await readFile(req.toFile.headers, 'latin1').catch(() => '');
+    const end = text.lastIndexOf('\r\n\r\n');
+    return end < 0 ? undefined : lastHead(text.slice(0, end));
+  };
+  const sizeNow = async () => (await stat(req.toFile.file).catch(() => undefined))?.size ?? 0;
+  const tick = async () => {
+    if (checking) return;
+    checking = true;
+    try {
+      if (!head) {
+        head = await readHead();
+        if (head && (head.status === 200 || head.status === 206)) {
+          await o.onHead?.(head).catch((e: unknown) => {
+            out.headError = e;
+            child.kill('SIGTERM');
+          });
+        }
+      }
+      const size = await sizeNow();
+      if (size > o.maxBytes) {
+        out.tooLarge = true;
+        child.kill('SIGTERM');
+      }
+      o.onBytes?.(size, head);
+    } finally {
+      checking = false;
+    }
+  };
+  const timer = setInterval(() => void tick(), o.pollMs ?? 100);
+  const r = (await child) as unknown as { exitCode?: number; isCanceled?: boolean; code?: string; cause?: { code?: string } };
+  clearInterval(timer);
+  while (checking) await new Promise((res) => setTimeout(res, 5));
+  out.head = await readHead();
+  const size = await sizeNow();
+  if (size > o.maxBytes) out.tooLarge = true;
+  out.received = Math.max(0, size - out.offset);
+  out.exitCode = r.exitCode ?? -1;
+  out.aborted = !!r.isCanceled || !!o.signal?.aborted;
+  out.stderr = stderr;
+  if (r.exitCode === undefined && (r.code ?? r.cause?.code) === 'ENOENT') out.stderr = 'curl-missing';
+  if (out.head && (out.head.status === 200 || out.head.status === 206) && r.exitCode === 0) o.onBytes?.(size, out.head);
   return out;
 }

@@ -8,9 +8,9 @@
  * is the most widely deployed HTTP client there is, maintained with its own security process,
  * handles TLS, proxies (the usual *_proxy variables), redirects, rate limiting
  * (`--limit-rate`) and stall detection (`--speed-limit/--speed-time`) itself, and a crash of
- * the child can only fail one attempt, never tiu. tiu reads the body from curl's stdout, so it
- * counts every byte (size cap), decides between append (206) and restart (200) itself, and
- * writes the `.part` file with ordinary backpressure on a pipe.
+ * the child can only fail one attempt, never tiu. For archives curl writes the `.part` itself
+ * (`toFile`: no byte through Node, as fast as `curl -o`) and tiu watches its size; for small
+ * metadata tiu reads heads and body from curl's stdout and counts every byte.
  */
 
 /** What one attempt asks curl for. */
@@ -32,6 +32,12 @@ export interface CurlRequest {
   maxFilesize?: number;
   /** Allow file:// (metadata fetches only). */
   allowFile?: boolean;
+  /**
+   * curl writes the body to this file itself (appending from `from` with `--continue-at`, which
+   * fails with exit 33 if the server answers 200) and the heads to `headers`; `--fail` keeps
+   * error bodies out of the file. Without it, heads and body go to stdout.
+   */
+  toFile?: { file: string; headers: string };
 }
 
 /** Lowest speed that is not a stall: 1 KiB/s, or a quarter of a lower rate limit. */
@@ -44,8 +50,8 @@ export function curlArgs(r: CurlRequest): string[] {
   const protocols = r.allowFile ? '=http,https,file' : '=http,https';
   const a = [
     '--silent', '--show-error', '--no-progress-meter',
-    // Headers (of every response, redirects included) to stdout ahead of the body.
-    '--dump-header', '-', '--output', '-',
+    // Heads (of every response, redirects included) ahead of the body, or to their own file.
+    ...(r.toFile ? ['--dump-header', r.toFile.headers, '--output', r.toFile.file, '--fail'] : ['--dump-header', '-', '--output', '-']),
     '--location', '--max-redirs', '5',
     '--proto', protocols, '--proto-redir', '=http,https',
     '--user-agent', 'tiu',
@@ -58,7 +64,7 @@ export function curlArgs(r: CurlRequest): string[] {
   ];
   if (r.rateLimit) a.push('--limit-rate', String(r.rateLimit));
   if (r.maxFilesize !== undefined) a.push('--max-filesize', String(r.maxFilesize));
-  if (r.from) a.push('--header', `Range: bytes=${r.from}-`);
+  if (r.from) a.push(...(r.toFile ? ['--continue-at', String(r.from)] : ['--header', `Range: bytes=${r.from}-`]));
   if (r.from && r.ifRange) a.push('--header', `If-Range: ${r.ifRange}`);
   if (r.ifNoneMatch) a.push('--header', `If-None-Match: ${r.ifNoneMatch}`);
   if (r.ifModifiedSince) a.push('--header', `If-Modified-Since: ${r.ifModifiedSince}`);
@@ -85,6 +91,16 @@ export function parseHead(block: string): ResponseHead | undefined {
     if (i > 0) headers.set(l.slice(0, i).trim().toLowerCase(), l.slice(i + 1).trim());
   }
   return { status: Number(m[1]), reason: m[2]!.trim(), headers };
+}
+
+/** The final response's head from a `--dump-header` file (the last complete non-interim block). */
+export function lastHead(text: string): ResponseHead | undefined {
+  let last: ResponseHead | undefined;
+  for (const block of text.split(/\r?\n\r?\n/)) {
+    const h = parseHead(block.trim());
+    if (h && !isInterim(h)) last = h;
+  }
+  return last;
 }
 
 /** Whether curl goes on after this response (informational, or a redirect it follows). */
@@ -114,6 +130,7 @@ export type CurlFailure =
   | { kind: 'stalled'; what: string }
   | { kind: 'deadline'; what: string }
   | { kind: 'too-large'; what: string }
+  | { kind: 'no-range'; what: string }
   | { kind: 'fatal'; what: string };
 
 /** Classifies a non-zero curl exit (see curl(1) EXIT CODES). Pure. */
@@ -124,6 +141,8 @@ export function classifyCurlExit(code: number, stderr: string): CurlFailure {
       return /too slow/i.test(stderr) ? { kind: 'stalled', what } : { kind: 'deadline', what };
     case 63:
       return { kind: 'too-large', what };
+    case 33:
+      return { kind: 'no-range', what };
     case 5: case 6: case 7: case 16: case 18: case 35: case 52: case 55: case 56: case 92:
       return { kind: 'transient', what };
     default:

@@ -11,13 +11,13 @@
  *   - conditional requests (If-None-Match / If-Modified-Since) from the validators saved in
  *     `<file>.meta` beside the download: an unchanged source is not transferred again.
  */
-import { mkdir, open, readFile, rename, stat, statfs, unlink, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, rename, stat, statfs, unlink, writeFile } from 'node:fs/promises';
 import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { TiuError } from '../errors.ts';
 import type { System } from '../system.ts';
-import { runAttempt, type AttemptOutcome, type BodySink } from './attempt.ts';
+import { runFileAttempt } from './attempt.ts';
 import { backoffSeconds, classifyCurlExit, contentRangeTotal, retryAfterSeconds, retryableStatus, type CurlRequest, type ResponseHead, stallBytesPerSecond } from './curl.ts';
 import { lockDownload } from './lock.ts';
 
@@ -140,27 +140,6 @@ async function sha256Of(path: string): Promise<string> {
   return h.digest('hex');
 }
 
-/** A sink writing the `.part` file (append for a resumed 206). */
-function fileSink(part: string): BodySink & { bytes: () => number } {
-  let fh: Awaited<ReturnType<typeof open>> | undefined;
-  let n = 0;
-  return {
-    async begin(append) {
-      fh = await open(part, append ? 'a' : 'w', 0o600);
-    },
-    async write(chunk) {
-      await fh!.write(chunk);
-      n += chunk.length;
-    },
-    async close() {
-      await fh?.sync().catch(() => {});
-      await fh?.close();
-      fh = undefined;
-    },
-    bytes: () => n,
-  };
-}
-
 function wrapWriteError(e: unknown, url: string, part: string): TiuError {
   const code = (e as NodeJS.ErrnoException).code;
   if (code === 'ENOSPC' || code === 'EDQUOT') return new TiuError('DOWNLOAD_NO_SPACE', `no space left while downloading ${url}`, { cause: e, hint: 'free space (tiu cleanup) or set [update] cache_dir; the partial file was deleted' });
@@ -223,25 +202,22 @@ export async function fetchToCache(o: FetchToCacheOptions): Promise<FetchResult>
       maxSeconds: left,
       maxFilesize: Number.isFinite(max) && !have ? max : undefined,
     };
-    const sink = fileSink(part);
-    let out: AttemptOutcome;
-    try {
-      out = await runAttempt(sys, req, {
-        sink,
-        maxBytes: max,
-        signal: o.signal,
-        // Once the length is known: refuse what cannot fit, before writing a byte of it.
-        onHead: async (head) => {
-          const total = totalOf(head, have);
-          if (total !== undefined && total <= max) await checkFreeSpace(o.cacheDir, total - (head.status === 206 ? have : 0), o.url);
-        },
-        onBytes: (done, head) => o.onProgress?.(done, totalOf(head, have)),
-      });
-    } catch (e) {
+    const out = await runFileAttempt(sys, { ...req, toFile: { file: part, headers: `${final}.headers` } }, {
+      maxBytes: max,
+      signal: o.signal,
+      // Once the length is known: refuse what cannot fit, before much of it is written.
+      onHead: async (head) => {
+        const total = totalOf(head, have);
+        if (total !== undefined && total <= max) await checkFreeSpace(o.cacheDir, total - (head.status === 206 ? have : 0), o.url);
+      },
+      onBytes: (size, head) => o.onProgress?.(size, head ? totalOf(head, have) : undefined),
+    });
+    await removeQuietly(`${final}.headers`);
+    transferred += out.received;
+    if (out.headError) {
       await removeQuietly(part);
-      throw wrapWriteError(e, o.url, part);
+      throw out.headError;
     }
-    transferred += sink.bytes();
     if (out.stderr === 'curl-missing') throw new TiuError('TOOL_MISSING', "required tool 'curl' is not installed", { hint: 'install it (Debian/Ubuntu: apt-get install curl; openSUSE: zypper install curl)' });
     if (out.aborted) throw o.signal?.reason instanceof TiuError ? o.signal.reason : new TiuError('INTERRUPTED', `download of ${o.url} interrupted; rerun to resume it`);
     const head = out.head;
@@ -249,15 +225,27 @@ export async function fetchToCache(o: FetchToCacheOptions): Promise<FetchResult>
       await removeQuietly(part, `${final}.meta`);
       throw new TiuError('DOWNLOAD_TOO_LARGE', `${o.url} is larger than the ${max} bytes accepted; the partial download was deleted`, { hint: 'check the update source' });
     }
+    if (out.exitCode === 33 || (head?.status === 200 && have > 0)) {
+      // Resume refused (the server ignores Range, or If-Range saw a changed file): start over.
+      await removeQuietly(part);
+      last = 'the server does not resume';
+      if (!restarted) sys.log.info(`${o.url}: the server sent the whole file instead of the rest; restarting from the beginning`);
+      restarted = true;
+      if (attempt > retries + 1) break;
+      continue;
+    }
+    if (out.exitCode === 23) {
+      await removeQuietly(part);
+      const fs = await statfs(o.cacheDir).catch(() => undefined);
+      if (fs && Number(fs.bavail) * Number(fs.bsize) < 1024 * 1024) throw wrapWriteError(Object.assign(new Error('ENOSPC'), { code: 'ENOSPC' }), o.url, part);
+      throw new TiuError('DOWNLOAD_FAILED', `cannot write ${part}: ${classifyCurlExit(23, out.stderr).what}`, { hint: 'check the cache directory ([update] cache_dir)' });
+    }
     if (head?.status === 304 && conditional) {
+      await removeQuietly(part);
       sys.log.info(`${o.url} has not changed since it was downloaded`);
       return { path: finalSize !== undefined ? final : undefined, notModified: true, transferred, meta: meta! };
     }
     if (head && (head.status === 200 || head.status === 206)) {
-      if (head.status === 200 && have > 0 && !restarted) {
-        restarted = true;
-        sys.log.info(`${o.url}: the server sent the whole file instead of the rest; restarting from the beginning`);
-      }
       const total = totalOf(head, out.offset);
       if (head.status === 206 && contentRangeTotal(head)?.start !== have) {
         // A range we did not ask for: the data cannot be trusted to line up; start over.
@@ -303,7 +291,7 @@ export async function fetchToCache(o: FetchToCacheOptions): Promise<FetchResult>
     } else if (out.exitCode !== 0) {
       const f = classifyCurlExit(out.exitCode, out.stderr);
       last = f.what;
-      if (f.kind === 'stalled' && sink.bytes() < 1024 * 1024) {
+      if (f.kind === 'stalled' && out.received < 1024 * 1024) {
         throw new TiuError('DOWNLOAD_STALLED', `download of ${o.url} stalled: less than ${stallBytesPerSecond(o.rateLimit)} bytes/s for ${stallSeconds} s`, { hint: 'check the network or the server; rerun to resume it' });
       }
       if (f.kind === 'deadline' && Date.now() >= deadline - 1500) continue; // the loop's deadline check reports it
