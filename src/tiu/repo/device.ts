@@ -148,12 +148,20 @@ export async function fetchTarget(ctx: Context, img: RepoImage, o: { targetsBase
     file = join(o.cacheDir, `${img.sha256}.${img.path.split('/').pop()}`);
     await copyFile(src, file);
   } else {
+    // The downloader enforces the signed length (cap and exact size), checks the signed sha256
+    // and deletes what does not match (with its cache metadata), so no bad byte is resumed from.
+    const dl = ctx.config.download;
     try {
-      file = await download({ url, cacheDir: o.cacheDir, log: ctx.log, rateLimit: o.rateLimit, onProgress: o.onProgress, signal: o.signal, maxBytes: img.length });
+      file = await download({
+        url, cacheDir: o.cacheDir, log: ctx.log, sys: ctx.sys, rateLimit: o.rateLimit ?? (dl.limitRate || undefined), onProgress: o.onProgress, signal: o.signal,
+        expectedSize: img.length, expectedSha256: img.sha256, stallSeconds: dl.stallTimeout, deadlineSeconds: dl.timeout, retries: dl.retries,
+      });
     } catch (e) {
-      // More bytes than the signed length: the endless-data defence of the downloader fired.
-      if (e instanceof TiuError && e.code === 'DOWNLOAD_FAILED' && /more than|exceed|too large|larger/i.test(e.message)) {
+      if (e instanceof TiuError && e.code === 'DOWNLOAD_TOO_LARGE') {
         throw new TiuError('REPO_TOO_LARGE', `target ${img.path}: the server sends more than the signed ${img.length} bytes`, { hint: 'the server or mirror sends other bytes: nothing was installed', cause: e });
+      }
+      if (e instanceof TiuError && e.code === 'DOWNLOAD_MISMATCH') {
+        throw new TiuError('REPO_TARGET', `target ${img.path} does not match the signed metadata (${e.message})`, { hint: 'the server or mirror sent other bytes: nothing was installed; try again or another mirror', cause: e });
       }
       throw e;
     }
