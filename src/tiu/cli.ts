@@ -4,6 +4,7 @@
  */
 import { Command, CommanderError, Option } from 'commander';
 import { TiuError, toTiuError } from './errors.ts';
+import { errorJson, errorLine, fromCommanderError } from './cli-errors.ts';
 import { createLogger, type LogLevel } from './log.ts';
 import { createSystem } from './system.ts';
 import { loadConfig } from './config.ts';
@@ -88,9 +89,10 @@ export function buildProgram(state: State = { globals: {} }): Command {
     .description('transactional image updates for btrfs-rooted immutable Linux systems')
     .addHelpText(
       'after',
-      `\nGlobal options (anywhere on the line):\n  --debug          log every command run, show stack traces\n  -q, --quiet      only warnings and errors\n  --config <file>  extra configuration file (over /usr/lib/tiu/tiu.conf and /etc/tiu/tiu.conf)\n  -V, --version    print the version\n\nExit codes: see docs/errors.md (0 ok, 2 usage, 3-5 input, 10-23 archive and trust, 30-39 device, 60-65 system, 70 bug).`,
+      `\nGlobal options (anywhere on the line):\n  --debug          log every command run, show stack traces\n  -q, --quiet      only warnings and errors\n  --config <file>  extra configuration file (over /usr/lib/tiu/tiu.conf and /etc/tiu/tiu.conf)\n  -V, --version    print the version\n\nExit codes: see docs/errors.md (0 ok, 2 usage, 3-5 input, 10-23 archive and trust, 30-49 device, 50-63 system, 70 bug; tiu update --unchanged-exit-77: 77).`,
     )
-    .showHelpAfterError('(run with --help for usage)')
+    // Parse errors are reported by main() in tiu's own form (and as JSON under --json).
+    .configureOutput({ outputError: () => {} })
     .exitOverride();
 
   const example = (c: Command, text: string) => c.addHelpText('after', `\nExample:\n  ${text}\n`);
@@ -286,19 +288,21 @@ export async function main(argv: string[]): Promise<number> {
     program.outputHelp();
     return 2;
   }
+  const json = rest.includes('--json');
   try {
     await program.parseAsync(rest, { from: 'user' });
     return typeof process.exitCode === 'number' ? process.exitCode : 0;
   } catch (err) {
+    let e: TiuError;
     if (err instanceof CommanderError) {
       if (err.code === 'commander.helpDisplayed' || err.code === 'commander.version' || err.code === 'commander.help') return 0;
-      return 2; // commander already printed the one-line message
+      e = fromCommanderError(err, program.commands.some((c) => c.name() === rest[0]) ? rest[0] : undefined);
+    } else {
+      e = toTiuError(err);
     }
-    const e = toTiuError(err);
-    process.stderr.write(`tiu: ${e.code === 'INTERNAL' ? '' : 'error: '}${e.oneLine()} [${e.code}]\n`);
-    if (debug || e.code === 'INTERNAL') {
-      if (debug) process.stderr.write(`${formatCause(err)}\n`);
-    }
+    process.stderr.write(`${errorLine(e)}\n`);
+    if (json) process.stdout.write(`${JSON.stringify(errorJson(e))}\n`);
+    if (debug) process.stderr.write(`${formatCause(err)}\n`);
     return e.exitCode;
   }
 }

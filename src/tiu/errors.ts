@@ -49,14 +49,16 @@ export const ERROR_CODES = {
   APPLY_FAILED: { exit: 37, kind: 'system' },
   DOWNLOAD_FAILED: { exit: 38, kind: 'system' },
   BOOT_FAILED: { exit: 39, kind: 'system' },
-  // 60-69: the machine
+  // 50-59: the machine, continued (IO and INTERRUPTED were 64 and 65 until 0.2: sysexits' EX_USAGE
+  // and EX_DATAERR, which mean something else)
+  IO: { exit: 50, kind: 'system' },
+  INTERRUPTED: { exit: 51, kind: 'system' },
+  // 60-63: the machine
   TOOL_MISSING: { exit: 60, kind: 'system' },
   TOOL_FAILED: { exit: 61, kind: 'system' },
   NO_SPACE: { exit: 62, kind: 'system' },
   PERMISSION: { exit: 63, kind: 'system' },
-  IO: { exit: 64, kind: 'system' },
-  INTERRUPTED: { exit: 65, kind: 'system' },
-  // 70: our bug
+  // 70: our bug (sysexits' EX_SOFTWARE, the same meaning)
   INTERNAL: { exit: 70, kind: 'bug' },
 } as const satisfies Record<string, CodeInfo>;
 

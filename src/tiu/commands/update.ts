@@ -5,25 +5,25 @@ import { TiuError } from '../errors.ts';
 import { download } from '../device/download.ts';
 import { createProgress } from '../progress.ts';
 import { runExtract, report } from './extract.ts';
+import { parseSize } from '../size.ts';
+import { parseSource } from '../source.ts';
 
 /** Parses a rate like 500k, 2M, 1000 (bytes per second). */
 export function parseRate(text: string): number {
-  const m = /^(\d+(?:\.\d+)?)([kKmMgG]?)$/.exec(text.trim());
-  if (!m) throw new TiuError('USAGE', `--limit-rate must be bytes per second like 500k or 2M, got '${text}'`);
-  const unit = { '': 1, k: 1024, m: 1024 ** 2, g: 1024 ** 3 }[m[2]!.toLowerCase() as '' | 'k' | 'm' | 'g'];
-  const n = Math.floor(Number(m[1]) * unit);
-  if (n <= 0) throw new TiuError('USAGE', '--limit-rate must be positive');
-  return n;
+  return parseSize(text, '--limit-rate');
 }
 
 export async function run(ctx: Context, o: { root: string; source?: string; keyring?: string; reboot?: boolean; json?: boolean; limitRate?: string }): Promise<number> {
   const source = o.source ?? ctx.config.source;
   if (!source) throw new TiuError('USAGE', 'no update source: pass --source FILE|URL', { hint: 'or set [update] source in /etc/tiu/tiu.conf' });
+  // Check the whole command line before doing anything (a bad rate is an error for a file too).
+  const rateLimit = o.limitRate === undefined ? undefined : parseRate(o.limitRate);
+  const src = parseSource(source);
   let file = source;
-  if (/^https?:\/\//.test(source)) {
+  if (src.kind === 'url') {
     const progress = createProgress(ctx, !o.json);
     const cacheDir = o.root === '/' ? ctx.config.cacheDir : `${o.root.replace(/\/+$/, '')}${ctx.config.cacheDir}`;
-    file = await download({ url: source, cacheDir, log: ctx.log, rateLimit: o.limitRate ? parseRate(o.limitRate) : undefined, onProgress: (d, t) => progress.update('download', t ? d / t : 0) });
+    file = await download({ url: source, cacheDir, log: ctx.log, rateLimit, onProgress: (d, t) => progress.update('download', t ? d / t : 0) });
     progress.done();
   } else {
     try {
