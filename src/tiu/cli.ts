@@ -97,6 +97,8 @@ export function buildProgram(state: State = { globals: {} }): Command {
 
   const example = (c: Command, text: string) => c.addHelpText('after', `\nExample:\n  ${text}\n`);
   const rootOpt = () => new Option('--root <dir>', 'the system to work on (a mounted btrfs root)').default('/');
+  /** The result as one JSON object on stdout (docs/json.md); errors too. */
+  const jsonOpt = () => new Option('--json', 'machine-readable result on stdout (docs/json.md)');
 
   example(
     program
@@ -152,6 +154,7 @@ export function buildProgram(state: State = { globals: {} }): Command {
       .argument('<archive>', 'the .tiu file')
       .option('--keyring <pem>', 'trusted CA certificates')
       .option('--compatible <string>', 'also require this compatible string')
+      .addOption(jsonOpt())
       .action(lazy('verify', program, state)),
     'tiu verify os-1.0.tiu --keyring ./keys/keyring.pem && echo ok',
   );
@@ -192,6 +195,8 @@ export function buildProgram(state: State = { globals: {} }): Command {
       .option('--keyring <pem>', 'trusted CA certificates')
       .option('--limit-rate <rate>', 'download at most this many bytes per second (k, M suffixes)')
       .option('--reboot', 'reboot when the update is in place')
+      .option('--reinstall', 'make a new snapshot even if the image is the one already installed')
+      .option('--unchanged-exit-77', 'exit 77 (not 0) when the image is already installed and nothing was done')
       .option('--json', 'machine-readable result')
       .action(lazy('update', program, state)),
     'tiu update --source https://updates.example.com/os-1.1.tiu',
@@ -214,6 +219,7 @@ export function buildProgram(state: State = { globals: {} }): Command {
       .argument('[n]', 'snapshot number')
       .addOption(rootOpt())
       .option('--force', 'also allow bad or in-progress snapshots')
+      .addOption(jsonOpt())
       .action(lazy('rollback', program, state)),
     'tiu rollback && reboot',
   );
@@ -225,6 +231,7 @@ export function buildProgram(state: State = { globals: {} }): Command {
       .addOption(rootOpt())
       .option('--keep <n>', 'how many tiu snapshots to keep (default from tiu.conf)')
       .option('--dry-run', 'print what would be deleted')
+      .addOption(jsonOpt())
       .action(lazy('cleanup', program, state)),
     'tiu cleanup --keep 3',
   );
@@ -234,7 +241,7 @@ export function buildProgram(state: State = { globals: {} }): Command {
     ['unpin', 'allow cleanup to delete a snapshot again'],
   ] as const) {
     example(
-      program.command(name).description(desc).argument('<n>', 'snapshot number').addOption(rootOpt()).action(lazy(name, program, state)),
+      program.command(name).description(desc).argument('<n>', 'snapshot number').addOption(rootOpt()).addOption(jsonOpt()).action(lazy(name, program, state)),
       `tiu ${name} 3`,
     );
   }
@@ -248,6 +255,7 @@ export function buildProgram(state: State = { globals: {} }): Command {
       .option('--no-reboot', 'never reboot (like the kernel option tiu.health.reboot=0)')
       .option('--dry-run', 'print the reboot/isolate instead of running it (also TIU_HEALTH_DRY=1)')
       .option('--plugin-timeout <seconds>', 'time each plugin in /usr/lib/tiu/health.d and /etc/tiu/health.d may take', '120')
+      .addOption(jsonOpt())
       .action(lazy('health-check', program, state)),
     'tiu health-check --dry-run',
   );

@@ -7,13 +7,14 @@ import { createProgress } from '../progress.ts';
 import { runExtract, report } from './extract.ts';
 import { parseSize } from '../size.ts';
 import { parseSource } from '../source.ts';
+import { sameAsInstalled } from './update-unchanged.ts';
 
 /** Parses a rate like 500k, 2M, 1000 (bytes per second). */
 export function parseRate(text: string): number {
   return parseSize(text, '--limit-rate');
 }
 
-export async function run(ctx: Context, o: { root: string; source?: string; keyring?: string; reboot?: boolean; json?: boolean; limitRate?: string }): Promise<number> {
+export async function run(ctx: Context, o: { root: string; source?: string; keyring?: string; reboot?: boolean; json?: boolean; limitRate?: string; reinstall?: boolean; unchangedExit77?: boolean }): Promise<number> {
   const source = o.source ?? ctx.config.source;
   if (!source) throw new TiuError('USAGE', 'no update source: pass --source FILE|URL', { hint: 'or set [update] source in /etc/tiu/tiu.conf' });
   // Check the whole command line before doing anything (a bad rate is an error for a file too).
@@ -32,8 +33,12 @@ export async function run(ctx: Context, o: { root: string; source?: string; keyr
       throw new TiuError('INPUT_NOT_FOUND', `update source ${source} does not exist`, { hint: 'give an archive file or an https URL' });
     }
   }
+  if (!o.reinstall) {
+    const same = await sameAsInstalled(ctx, file, o);
+    if (same !== undefined) return same;
+  }
   const r = await runExtract(ctx, file, { root: o.root, keyring: o.keyring, json: o.json });
-  report(ctx, r, o.json);
+  report(ctx, o.json ? { status: 'updated', ...r } : r, o.json);
   if (o.reboot && r.madeDefault) {
     ctx.log.info('rebooting to activate the update');
     await ctx.sys.run('systemctl', ['reboot']);
