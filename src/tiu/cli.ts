@@ -5,7 +5,7 @@
 import { Command, CommanderError, Option } from 'commander';
 import { TiuError, toTiuError } from './errors.ts';
 import { errorJson, errorLine, fromCommanderError } from './cli-errors.ts';
-import { createLogger, type LogLevel } from './log.ts';
+import { createLogger, writeStderr, type LogLevel } from './log.ts';
 import { createSystem } from './system.ts';
 import { loadConfig } from './config.ts';
 import type { Context } from './context.ts';
@@ -308,9 +308,9 @@ export async function main(argv: string[]): Promise<number> {
     } else {
       e = toTiuError(err);
     }
-    process.stderr.write(`${errorLine(e)}\n`);
+    writeStderr('error', errorLine(e));
     if (json) process.stdout.write(`${JSON.stringify(errorJson(e))}\n`);
-    if (debug) process.stderr.write(`${formatCause(err)}\n`);
+    if (debug) writeStderr('debug', formatCause(err));
     return e.exitCode;
   }
 }
