@@ -22,6 +22,14 @@ interface State {
   globals: GlobalOptions;
 }
 
+/** The global options (handled by {@link splitGlobals}), for --help, the manual and completions. */
+export const GLOBAL_OPTIONS: readonly (readonly [flags: string, description: string])[] = [
+  ['--debug', 'log every command run, show stack traces'],
+  ['-q, --quiet', 'only warnings and errors'],
+  ['--config <file>', 'extra configuration file (over /usr/lib/tiu/tiu.conf and /etc/tiu/tiu.conf)'],
+  ['-V, --version', 'print the version'],
+];
+
 /**
  * Takes the global options out of argv wherever they stand (before or after the command), so
  * that they never clash with a command's own options (like create's --version).
@@ -89,7 +97,7 @@ export function buildProgram(state: State = { globals: {} }): Command {
     .description('transactional image updates for btrfs-rooted immutable Linux systems')
     .addHelpText(
       'after',
-      `\nGlobal options (anywhere on the line):\n  --debug          log every command run, show stack traces\n  -q, --quiet      only warnings and errors\n  --config <file>  extra configuration file (over /usr/lib/tiu/tiu.conf and /etc/tiu/tiu.conf)\n  -V, --version    print the version\n\nExit codes: see docs/errors.md (0 ok, 2 usage, 3-5 input, 10-23 archive and trust, 30-49 device, 50-63 system, 70 bug; tiu update --unchanged-exit-77: 77).`,
+      `\nGlobal options (anywhere on the line):\n${GLOBAL_OPTIONS.map(([f, d]) => `  ${f.padEnd(15)}  ${d}`).join('\n')}\n\nExit codes: see docs/errors.md (0 ok, 2 usage, 3-5 input, 10-23 archive and trust, 30-49 device, 50-63 system, 70 bug; tiu update --unchanged-exit-77: 77).`,
     )
     // Parse errors are reported by main() in tiu's own form (and as JSON under --json).
     .configureOutput({ outputError: () => {} })
