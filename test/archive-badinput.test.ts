@@ -166,7 +166,7 @@ describe('tiu create', () => {
     });
   });
 
-  describe('Ctrl-C while mksquashfs runs: INTERRUPTED (exit 65), nothing left behind', () => {
+  describe('Ctrl-C while mksquashfs runs: INTERRUPTED (exit 51), nothing left behind', () => {
     it.each(['directory', 'tarball'])('from a %s', async (kind) => {
       let src = debian;
       if (kind === 'tarball') {

@@ -39,7 +39,8 @@ describe('tiu CLI', () => {
     r = await cli(['rollback', 'abc', '--root', '/']);
     expect([2, 30]).toContain(r.exitCode);
     r = await cli(['update', '--root', '/tmp', '--limit-rate', 'fast', '--source', 'x']);
-    expect(r.exitCode).not.toBe(0);
+    expect(r.exitCode).toBe(2);
+    expect(r.stderr).toMatch(/\[USAGE\]$/m);
   });
 
   it('errors are one line without a stack trace; --debug adds the trace', async () => {

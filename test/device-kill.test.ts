@@ -3,6 +3,7 @@
  * After each kill the default is the old snapshot or the complete new one, and the next tiu
  * command leaves no unfinished snapshot and no stale mount behind.
  */
+import { ERROR_CODES } from '../src/tiu/errors.ts';
 import { describe, it, expect, beforeAll, afterAll } from 'vitest';
 import { join } from 'node:path';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
@@ -102,7 +103,7 @@ describe('crash safety of tiu update', () => {
     expect(last.exitCode, String(last.stderr)).toBe(0);
   }, 900_000);
 
-  it('SIGINT discards the new snapshot, keeps the default and exits 65', async () => {
+  it('SIGINT discards the new snapshot, keeps the default and exits 51 (INTERRUPTED)', async () => {
     await using dev = await installedDevice(sys, A.v1, A.keyringPem);
     const child = execa(process.execPath, [...updateArgs(dev.root), '--debug'], { reject: false });
     // Interrupt once the new snapshot exists.
@@ -114,7 +115,8 @@ describe('crash safety of tiu update', () => {
     });
     child.kill('SIGINT');
     const r = await child;
-    expect(r.exitCode).toBe(65);
+    expect(r.exitCode).toBe(ERROR_CODES.INTERRUPTED.exit);
+    expect(r.exitCode).toBe(51);
     expect(String(r.stderr)).toMatch(/\[INTERRUPTED\]/);
     const list = await status(dev.root);
     expect(list.map((s) => [s.number, s.default])).toEqual([[1, true]]);

@@ -106,7 +106,10 @@ describe('tiu install + extract on loop btrfs', () => {
     await using dev = await installedDevice(sys, A.v1, A.keyringPem);
     const r = await cli(['extract', A.v2, '--root', dev.root, ...keyringArgs(), '--dry-run']);
     expect(r.exitCode, r.stderr).toBe(0);
-    expect(r.stdout).toMatch(/^write +\/usr\/share\/t\/trap$/m);
+    // A rewritten file is one line (the executor removes, then writes it).
+    expect(r.stdout).toMatch(/^replace +\/usr\/share\/t\/trap$/m);
+    expect(r.stdout).not.toMatch(/^remove +\/usr\/share\/t\/trap$/m);
+    expect(r.stdout).toMatch(/^write +\/usr\/share\/t\/added$/m);
     expect(r.stdout).toMatch(/^meta +\/usr\/share\/t\/mode \(mode\)$/m);
     expect(r.stdout).toMatch(/^remove +\/usr\/share\/t\/removed$/m);
     // ...and the /etc merge it would do (the vendor's sshd_config change taken).

@@ -115,7 +115,7 @@ describe('btrfs CLI wrappers', () => {
   it('assertBtrfs says what is wrong in one line with a hint', async () => {
     const sys = testSystem();
     await using d = await tempDir();
-    const type = (await sys.run('stat', ['-f', '-c', '%T', d.path])).stdout.trim();
+    const type = (await sys.run('findmnt', ['-n', '-o', 'FSTYPE', '-T', d.path])).stdout.trim();
     if (type === 'btrfs') return;
     const e = await errorOf(assertBtrfs(sys, d.path));
     expect(e.code).toBe('ROOT_NOT_BTRFS');
@@ -123,6 +123,25 @@ describe('btrfs CLI wrappers', () => {
     expect(e.oneLine()).not.toContain('\n');
     expect(e.hint).toMatch(/--root/);
     expect((await errorOf(assertBtrfs(sys, join(d.path, 'nope')))).code).toBe('INPUT_NOT_FOUND');
+  });
+
+  it('names ext4 as ext4 (statfs says only "ext2/ext3")', async () => {
+    const sys = testSystem();
+    await using d = await tempDir();
+    const img = join(d.path, 'ext4.img');
+    const mnt = join(d.path, 'mnt');
+    await mkdir(mnt);
+    await sys.run('truncate', ['-s', '16M', img]);
+    await sys.run('mkfs.ext4', ['-q', img]);
+    await sys.run('mount', ['-o', 'loop', img, mnt]);
+    try {
+      expect((await sys.run('stat', ['-f', '-c', '%T', mnt])).stdout.trim()).toBe('ext2/ext3');
+      const e = await errorOf(assertBtrfs(sys, mnt));
+      expect(e.code).toBe('ROOT_NOT_BTRFS');
+      expect(e.message).toBe(`${mnt} is not on btrfs (it is ext4)`);
+    } finally {
+      await sys.run('umount', [mnt]);
+    }
   });
 
   it('parsers reject output they do not understand', () => {

@@ -34,7 +34,13 @@ export async function filesystemType(sys: System, path: string): Promise<string>
     }
     throw new TiuError('TOOL_FAILED', `cannot find the filesystem type of ${path}: ${r.stderr.trim()}`);
   }
-  return r.stdout.trim();
+  const type = r.stdout.trim();
+  // statfs cannot tell ext2, ext3 and ext4 apart (one magic number): the mount table can.
+  if (type === 'ext2/ext3') {
+    const m = await sys.run('findmnt', ['-n', '-o', 'FSTYPE', '-T', path], { allowFailure: true });
+    if (m.exitCode === 0 && /^[a-z0-9.]+$/.test(m.stdout.trim())) return m.stdout.trim();
+  }
+  return type;
 }
 
 /** Throws ROOT_NOT_BTRFS unless `path` is on a btrfs filesystem. No side effects. */

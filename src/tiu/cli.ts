@@ -4,7 +4,8 @@
  */
 import { Command, CommanderError, Option } from 'commander';
 import { TiuError, toTiuError } from './errors.ts';
-import { createLogger, type LogLevel } from './log.ts';
+import { errorJson, errorLine, fromCommanderError } from './cli-errors.ts';
+import { createLogger, writeStderr, type LogLevel } from './log.ts';
 import { createSystem } from './system.ts';
 import { loadConfig } from './config.ts';
 import type { Context } from './context.ts';
@@ -21,6 +22,14 @@ interface State {
   ctx?: Context;
   globals: GlobalOptions;
 }
+
+/** The global options (handled by {@link splitGlobals}), for --help, the manual and completions. */
+export const GLOBAL_OPTIONS: readonly (readonly [flags: string, description: string])[] = [
+  ['--debug', 'log every command run, show stack traces'],
+  ['-q, --quiet', 'only warnings and errors'],
+  ['--config <file>', 'extra configuration file (over /usr/lib/tiu/tiu.conf and /etc/tiu/tiu.conf)'],
+  ['-V, --version', 'print the version'],
+];
 
 /**
  * Takes the global options out of argv wherever they stand (before or after the command), so
@@ -101,13 +110,16 @@ export function buildProgram(state: State = { globals: {} }): Command {
     .description('transactional image updates for btrfs-rooted immutable Linux systems')
     .addHelpText(
       'after',
-      `\nGlobal options (anywhere on the line):\n  --debug          log every command run, show stack traces\n  -q, --quiet      only warnings and errors\n  --config <file>  extra configuration file (over /usr/lib/tiu/tiu.conf and /etc/tiu/tiu.conf)\n  -V, --version    print the version\n\nExit codes: see docs/errors.md (0 ok, 2 usage, 3-5 input, 10-23 archive and trust, 30-39 device, 60-65 system, 70 bug).`,
+      `\nGlobal options (anywhere on the line):\n${GLOBAL_OPTIONS.map(([f, d]) => `  ${f.padEnd(15)}  ${d}`).join('\n')}\n\nExit codes: see docs/errors.md (0 ok, 2 usage, 3-5 input, 10-23 archive and trust, 30-49 device, 50-63 system, 70 bug; tiu update --unchanged-exit-77: 77).`,
     )
-    .showHelpAfterError('(run with --help for usage)')
+    // Parse errors are reported by main() in tiu's own form (and as JSON under --json).
+    .configureOutput({ outputError: () => {} })
     .exitOverride();
 
   const example = (c: Command, text: string) => c.addHelpText('after', `\nExample:\n  ${text}\n`);
   const rootOpt = () => new Option('--root <dir>', 'the system to work on (a mounted btrfs root)').default('/');
+  /** The result as one JSON object on stdout (docs/json.md); errors too. */
+  const jsonOpt = () => new Option('--json', 'machine-readable result on stdout (docs/json.md)');
 
   example(
     program
@@ -163,6 +175,7 @@ export function buildProgram(state: State = { globals: {} }): Command {
       .argument('<archive>', 'the .tiu file')
       .option('--keyring <pem>', 'trusted CA certificates')
       .option('--compatible <string>', 'also require this compatible string')
+      .addOption(jsonOpt())
       .action(lazy('verify', program, state)),
     'tiu verify os-1.0.tiu --keyring ./keys/keyring.pem && echo ok',
   );
@@ -208,6 +221,8 @@ export function buildProgram(state: State = { globals: {} }): Command {
       .option('--stall-timeout <seconds>', 'give up a download slower than 1 KiB/s for this long (default [download] stall_timeout: 60)')
       .option('--timeout <seconds>', 'give up a download that takes longer than this (default [download] timeout: 21600)')
       .option('--reboot', 'reboot when the update is in place')
+      .option('--reinstall', 'make a new snapshot even if the image is the one already installed')
+      .option('--unchanged-exit-77', 'exit 77 (not 0) when the image is already installed and nothing was done')
       .option('--json', 'machine-readable result')
       .action(lazy('update', program, state)),
     'tiu update --source https://updates.example.com/os-1.1.tiu',
@@ -230,6 +245,7 @@ export function buildProgram(state: State = { globals: {} }): Command {
       .argument('[n]', 'snapshot number')
       .addOption(rootOpt())
       .option('--force', 'also allow bad or in-progress snapshots')
+      .addOption(jsonOpt())
       .action(lazy('rollback', program, state)),
     'tiu rollback && reboot',
   );
@@ -241,6 +257,7 @@ export function buildProgram(state: State = { globals: {} }): Command {
       .addOption(rootOpt())
       .option('--keep <n>', 'how many tiu snapshots to keep (default from tiu.conf)')
       .option('--dry-run', 'print what would be deleted')
+      .addOption(jsonOpt())
       .action(lazy('cleanup', program, state)),
     'tiu cleanup --keep 3',
   );
@@ -250,7 +267,7 @@ export function buildProgram(state: State = { globals: {} }): Command {
     ['unpin', 'allow cleanup to delete a snapshot again'],
   ] as const) {
     example(
-      program.command(name).description(desc).argument('<n>', 'snapshot number').addOption(rootOpt()).action(lazy(name, program, state)),
+      program.command(name).description(desc).argument('<n>', 'snapshot number').addOption(rootOpt()).addOption(jsonOpt()).action(lazy(name, program, state)),
       `tiu ${name} 3`,
     );
   }
@@ -264,6 +281,7 @@ export function buildProgram(state: State = { globals: {} }): Command {
       .option('--no-reboot', 'never reboot (like the kernel option tiu.health.reboot=0)')
       .option('--dry-run', 'print the reboot/isolate instead of running it (also TIU_HEALTH_DRY=1)')
       .option('--plugin-timeout <seconds>', 'time each plugin in /usr/lib/tiu/health.d and /etc/tiu/health.d may take', '120')
+      .addOption(jsonOpt())
       .action(lazy('health-check', program, state)),
     'tiu health-check --dry-run',
   );
@@ -372,18 +390,22 @@ export async function main(argv: string[]): Promise<number> {
     program.outputHelp();
     return 2;
   }
+  const json = rest.includes('--json');
   try {
     await program.parseAsync(rest, { from: 'user' });
     return typeof process.exitCode === 'number' ? process.exitCode : 0;
   } catch (err) {
+    let e: TiuError;
     if (err instanceof CommanderError) {
       if (err.code === 'commander.helpDisplayed' || err.code === 'commander.version' || err.code === 'commander.help') return 0;
-      return 2; // commander already printed the one-line message
+      e = fromCommanderError(err, program.commands.some((c) => c.name() === rest[0]) ? rest[0] : undefined);
+    } else {
+      e = toTiuError(err);
     }
-    const e = toTiuError(err);
     // INTERNAL: one line, no stack unless --debug (src/tiu/guard.ts).
-    process.stderr.write(e.code === 'INTERNAL' ? `${internalErrorLine(e)}\n` : `tiu: error: ${e.oneLine()} [${e.code}]\n`);
-    if (debug) process.stderr.write(`${formatCause(err)}\n`);
+    writeStderr('error', e.code === 'INTERNAL' ? internalErrorLine(e) : errorLine(e));
+    if (json) process.stdout.write(`${JSON.stringify(errorJson(e))}\n`);
+    if (debug) writeStderr('debug', formatCause(err));
     return e.exitCode;
   }
 }

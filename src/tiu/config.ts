@@ -7,6 +7,7 @@
 import { readFile, readdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { parse } from 'ini';
+import { parseSize } from './size.ts';
 import { TiuError } from './errors.ts';
 
 export interface Config {
@@ -102,18 +103,14 @@ function bool(v: unknown, key: string, file: string): boolean {
   throw new TiuError('CONFIG_INVALID', `${file}: ${key} must be yes or no, got '${String(v)}'`, { hint: 'fix the configuration file' });
 }
 
-/** Bytes with an optional k/M/G suffix (powers of 1024), like curl's --limit-rate. */
-export function parseSize(text: string): number | undefined {
-  const m = /^(\d+(?:\.\d+)?)([kKmMgG]?)$/.exec(text.trim());
-  if (!m) return undefined;
-  const unit = { '': 1, k: 1024, m: 1024 ** 2, g: 1024 ** 3 }[m[2]!.toLowerCase() as '' | 'k' | 'm' | 'g'];
-  return Math.floor(Number(m[1]) * unit);
-}
-
+/** A size setting (500k, 2M, 4G); 0 where the setting allows "none". */
 function size(v: unknown, key: string, file: string): number {
-  const n = parseSize(String(v));
-  if (n === undefined) throw new TiuError('CONFIG_INVALID', `${file}: ${key} must be a size like 500k, 2M or 4G, got '${String(v)}'`, { hint: 'fix the configuration file' });
-  return n;
+  if (String(v).trim() === '0') return 0;
+  try {
+    return parseSize(String(v), key);
+  } catch {
+    throw new TiuError('CONFIG_INVALID', `${file}: ${key} must be a size like 500k, 2M or 4G, got '${String(v)}'`, { hint: 'fix the configuration file' });
+  }
 }
 
 function positive(v: unknown, key: string, file: string): number {

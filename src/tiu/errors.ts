@@ -55,13 +55,15 @@ export const ERROR_CODES = {
   DOWNLOAD_NO_SPACE: { exit: 42, kind: 'system' },
   DOWNLOAD_TIMEOUT: { exit: 43, kind: 'system' },
   DOWNLOAD_MISMATCH: { exit: 44, kind: 'security' },
-  // 60-69: the machine
+  // 50-59: the machine, continued (IO and INTERRUPTED were 64 and 65 until 0.2: sysexits' EX_USAGE
+  // and EX_DATAERR, which mean something else)
+  IO: { exit: 50, kind: 'system' },
+  INTERRUPTED: { exit: 51, kind: 'system' },
+  // 60-63: the machine
   TOOL_MISSING: { exit: 60, kind: 'system' },
   TOOL_FAILED: { exit: 61, kind: 'system' },
   NO_SPACE: { exit: 62, kind: 'system' },
   PERMISSION: { exit: 63, kind: 'system' },
-  IO: { exit: 64, kind: 'system' },
-  INTERRUPTED: { exit: 65, kind: 'system' },
   // 80-89: update repositories (TUF metadata, see docs/repository.md)
   REPO_UNAVAILABLE: { exit: 80, kind: 'system' },
   REPO_SIGNATURE: { exit: 81, kind: 'security' },
@@ -73,7 +75,7 @@ export const ERROR_CODES = {
   REPO_DOWNGRADE: { exit: 87, kind: 'security' },
   REPO_METADATA: { exit: 88, kind: 'security' },
   REPO_INVALID: { exit: 89, kind: 'input' },
-  // 70: our bug
+  // 70: our bug (sysexits' EX_SOFTWARE, the same meaning)
   INTERNAL: { exit: 70, kind: 'bug' },
 } as const satisfies Record<string, CodeInfo>;
 

@@ -70,7 +70,11 @@ export function treeKey(): Promise<string> {
 
 /** Cache key of the archives and disks. */
 export async function artifactsKey(tree: string, bootMode: string): Promise<string> {
-  const files = [`${IMAGE_DIR}/build-disk.sh`, join(import.meta.dirname, 'image.ts'), `${REPO}/vm/guest/install-bootloader.sh`, `${REPO}/bin/tiu.js`, ...(await walk(`${REPO}/src`)), ...(await walk(`${REPO}/systemd`))];
+  const files = [
+    `${IMAGE_DIR}/build-disk.sh`, join(import.meta.dirname, 'image.ts'), `${REPO}/vm/guest/install-bootloader.sh`, `${REPO}/bin/tiu.js`,
+    `${REPO}/scripts/build.ts`, `${REPO}/scripts/install.sh`, `${REPO}/scripts/package.sh`, `${REPO}/docs/configuration.md`,
+    ...(await walk(`${REPO}/src`)), ...(await walk(`${REPO}/systemd`)), ...(await walk(`${REPO}/packaging`)),
+  ];
   return `${await sha256Files(files)}${tree.slice(0, 4)}-${bootMode}`;
 }
 
@@ -103,9 +107,16 @@ async function put(upper: string, path: string, content: string, mode = 0o644): 
   await writeFile(join(upper, path), content, { mode });
 }
 
-/** What every variant adds to the Debian tree: trust, device config, the ESP mount point. */
-function commonLayer(keyring: string, release: string, mode: BootMode, kver: string): Layer {
+/**
+ * What every variant adds to the Debian tree: tiu from its Debian package (`npm run package`:
+ * /usr/bin/tiu, the bundle, its Node 24 runtime, units, man pages), trust, device config, the
+ * ESP mount point.
+ */
+function commonLayer(sys: System, deb: string, keyring: string, release: string, mode: BootMode, kver: string): Layer {
   return async (u) => {
+    // The package's files as dpkg unpacks them (the tree's dpkg database is left alone: the
+    // image is read-only on the device and updated as a whole by tiu).
+    await sys.run('dpkg-deb', ['-x', deb, u]);
     await put(u, 'etc/tiu/keyring.pem', await readFile(keyring, 'utf8'));
     await put(u, 'usr/lib/tiu/tiu.conf', `[device]\ncompatible = ${COMPATIBLE}\n`);
     await put(u, 'usr/share/tiu-vm/release', `${release}\n`);
@@ -130,11 +141,8 @@ function commonLayer(keyring: string, release: string, mode: BootMode, kver: str
       // update makes.
       await put(u, 'boot/grub/grub.cfg', shippedGrubCfg(kver));
       // tiu's boot integration: the ESP at /boot/efi (GRUB's directory or systemd-boot's
-      // entries), the health check and the /etc sync units from the checkout, enabled.
+      // entries), the package's health check and /etc sync units, enabled.
       await enable(u, 'local-fs.target.wants', 'boot-efi.mount', '../boot-efi.mount');
-      for (const unit of ['tiu-health.service', 'tiu-etc-sync.service']) {
-        await put(u, `usr/lib/systemd/system/${unit}`, await readFile(`${REPO}/systemd/${unit}`, 'utf8'));
-      }
       await enable(u, 'multi-user.target.wants', 'tiu-health.service', '/usr/lib/systemd/system/tiu-health.service');
       await enable(u, 'boot-complete.target.requires', 'tiu-health.service', '/usr/lib/systemd/system/tiu-health.service');
       await enable(u, 'sysinit.target.wants', 'tiu-etc-sync.service', '/usr/lib/systemd/system/tiu-etc-sync.service');
@@ -144,15 +152,6 @@ function commonLayer(keyring: string, release: string, mode: BootMode, kver: str
       await mkdir(`${u}/etc/systemd/system`, { recursive: true });
       await symlink('/dev/null', `${u}/etc/systemd/system/${unit}`);
     }
-    // tiu from the 9p share: the bundle `npm run build` makes of this checkout (global-setup
-    // builds it), as a package would ship it; ~300 modules over 9p under TCG took seconds a run.
-    // V8's compile cache on /var (kept across boots) saves more.
-    await put(
-      u,
-      'usr/bin/tiu',
-      '#!/bin/sh\n# tiu from the host checkout shared over 9p (docs/vm.md).\nexport NODE_COMPILE_CACHE=/var/cache/tiu-vm-node\nexec /opt/tiu/node_modules/node/bin/node /opt/tiu/dist/tiu.mjs "$@"\n',
-      0o755,
-    );
   };
 }
 
@@ -179,15 +178,16 @@ async function enable(upper: string, wants: string, name: string, target: string
 /** Kernel options of the guest (besides root=…, which the boot config adds). */
 export const KERNEL_OPTIONS = 'console=ttyS0,115200 panic=5 systemd.show_status=auto';
 
-const layers: Record<'v1' | 'v2' | 'badHealth' | 'noInit', (keyring: string, mode: BootMode, kver: string) => Layer> = {
-  v1: (k, m, v) => commonLayer(k, RELEASES.v1, m, v),
-  v2: (k, m, v) => commonLayer(k, RELEASES.v2, m, v),
-  badHealth: (k, m, v) => async (u) => {
-    await commonLayer(k, RELEASES.badHealth, m, v)(u);
+type LayerOf = (sys: System, deb: string, keyring: string, mode: BootMode, kver: string) => Layer;
+const layers: Record<'v1' | 'v2' | 'badHealth' | 'noInit', LayerOf> = {
+  v1: (s, d, k, m, v) => commonLayer(s, d, k, RELEASES.v1, m, v),
+  v2: (s, d, k, m, v) => commonLayer(s, d, k, RELEASES.v2, m, v),
+  badHealth: (s, d, k, m, v) => async (u) => {
+    await commonLayer(s, d, k, RELEASES.badHealth, m, v)(u);
     await put(u, 'usr/lib/tiu/health.d/50-vm-always-fails', '#!/bin/sh\necho "tiu-vm: this image is built to fail its health check" >&2\nexit 1\n', 0o755);
   },
-  noInit: (k, m, v) => async (u) => {
-    await commonLayer(k, RELEASES.noInit, m, v)(u);
+  noInit: (s, d, k, m, v) => async (u) => {
+    await commonLayer(s, d, k, RELEASES.noInit, m, v)(u);
     // Nothing reaches userspace: the initrd's systemd switches root by re-executing
     // /usr/lib/systemd/systemd (not /sbin/init), so both become /bin/false; PID 1 exits at
     // once and the kernel panics ("Attempted to kill init").
@@ -241,12 +241,14 @@ export async function ensureArtifacts(sys: System, o: { bootMode: 'harness' | 't
   const keyring = `${tmp}/keys/keyring.pem`;
   const kver = (await readdir(`${rootfs}/usr/lib/modules`)).sort().at(-1)!;
   const versions: Record<keyof typeof layers, string> = { v1: '1', v2: '2', badHealth: '3', noInit: '4' };
+  // tiu goes into the images as its Debian package, built from this checkout.
+  const deb = (await sys.run('bash', [`${REPO}/scripts/package.sh`, `${tmp}/package`], { timeoutMs: 900_000 })).stdout.trim().split('\n').at(-1)!;
   for (const name of Object.keys(layers) as (keyof typeof layers)[]) {
     const ov = `${tmp}/overlay-${name}`;
     await mkdir(`${ov}/upper`, { recursive: true });
     await mkdir(`${ov}/work`);
     await mkdir(`${ov}/merged`);
-    await layers[name](`${tmp}/keys/keyring.pem`, o.bootMode, kver)(`${ov}/upper`);
+    await layers[name](sys, deb, `${tmp}/keys/keyring.pem`, o.bootMode, kver)(`${ov}/upper`);
     await sys.run('mount', ['-t', 'overlay', 'overlay', '-o', `lowerdir=${rootfs},upperdir=${ov}/upper,workdir=${ov}/work`, `${ov}/merged`]);
     try {
       await tiu(sys, [

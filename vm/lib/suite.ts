@@ -102,8 +102,13 @@ export function defineVmSuite(o: SuiteOptions): void {
         // systemd-boot tells the OS who it is (LoaderInfo EFI variable).
         expect((await v.run('bootctl status 2>/dev/null | grep -i "product:" || true')).output).toMatch(/systemd-boot/);
       }
-      const node = await v.run('tiu --version');
-      expect(node.output).toMatch(/\d+\.\d+/);
+      // tiu as its Debian package installed it (docs/install.md): the wrapper, the bundle on the
+      // shipped Node 24, the manual page and the timers.
+      const pkg = await v.run('tiu --version; cat /usr/bin/tiu; /usr/lib/tiu/node --version; test -f /usr/share/man/man8/tiu.8.gz && test -f /usr/lib/systemd/system/tiu-cleanup.timer && echo package-files-ok');
+      expect(pkg.output).toMatch(/^tiu \d+\.\d+\.\d+/m);
+      expect(pkg.output).toContain('exec /usr/lib/tiu/node /usr/lib/tiu/tiu.mjs "$@"');
+      expect(pkg.output).toMatch(/^v2[4-9]\./m);
+      expect(pkg.output).toContain('package-files-ok');
       const st = await tiuStatus(v);
       expect(st).toHaveLength(1);
       expect(st[0]).toMatchObject({ number: 1, booted: true, default: true, inProgress: false, version: RELEASES.v1 });

@@ -7,6 +7,8 @@
  *   [fileSize-8, fileSize)           sigSize as unsigned 64-bit big-endian
  */
 import { TiuError } from '../errors.ts';
+import { readSuperblock, SUPERBLOCK_SIZE } from '../../squashfs/superblock.ts';
+import { verityLayout } from '../verity/layout.ts';
 
 export const TRAILER_SIZE = 8;
 export const MAX_SIGNATURE_SIZE = 64 * 1024;
@@ -47,4 +49,31 @@ export function encodeTrailer(sigSize: number): Buffer {
 
 export function padTo(n: number, block = BLOCK): number {
   return Math.ceil(n / block) * block;
+}
+
+/**
+ * The smallest size a complete archive starting with `head` (its first bytes) can have: the
+ * squashfs image (its superblock's bytes_used, padded), the verity tree over it, a signature of
+ * at least one byte and the trailer. Undefined when `head` is no valid squashfs superblock.
+ * Lets a reader say "truncated" instead of reporting whatever image bytes ended up where the
+ * trailer should be. Pure.
+ */
+export function minimumArchiveSize(head: Buffer): number | undefined {
+  if (head.length < SUPERBLOCK_SIZE) return undefined;
+  let bytesUsed: number;
+  try {
+    bytesUsed = readSuperblock(head).bytesUsed;
+  } catch {
+    return undefined;
+  }
+  const dataSize = padTo(bytesUsed);
+  return dataSize + verityLayout(dataSize / BLOCK).size + 1 + TRAILER_SIZE;
+}
+
+/** ARCHIVE_TRUNCATED when a file of `fileSize` bytes is shorter than `head` says it must be. */
+export function checkTruncated(fileSize: number, head: Buffer): void {
+  const min = minimumArchiveSize(head);
+  if (min !== undefined && fileSize < min) {
+    throw new TiuError('ARCHIVE_TRUNCATED', `archive is truncated (${fileSize} of at least ${min} bytes)`, { hint: 'download it again' });
+  }
 }

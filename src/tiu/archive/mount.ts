@@ -7,7 +7,7 @@
  * ({@link OpenedArchive.verifyData}); the loop device is then made from /proc/<pid>/fd/<n>, i.e.
  * from the very file that was verified, not from a path that could have been swapped.
  */
-import { access, mkdir, readdir, readFile, rm } from 'node:fs/promises';
+import { access, mkdir, readdir, readFile, rm, rmdir } from 'node:fs/promises';
 import { randomBytes } from 'node:crypto';
 import { TiuError } from '../errors.ts';
 import { processAlive, type System } from '../system.ts';
@@ -61,6 +61,11 @@ export async function cleanupStaleMounts(sys: System): Promise<void> {
     sys.log.info(`unmounting ${target} left by tiu process ${m[1]}, which is gone`);
     await sys.run('umount', ['-l', target], { allowFailure: true });
     await rm(target, { recursive: false, force: true }).catch(() => {});
+  }
+  // Their empty mount points (the mount is gone, the process was killed before removing them).
+  for (const name of await readdir(base).catch(() => [] as string[])) {
+    const m = name.match(/^image-(\d+)-[0-9a-f]+$/);
+    if (m && !processAlive(Number(m[1]))) await rmdir(`${base}/${name}`).catch(() => {});
   }
   for (const name of await readdir('/dev/mapper').catch(() => [] as string[])) {
     const m = name.match(/^tiu-(\d+)-[0-9a-f]+$/);

@@ -8,7 +8,8 @@
 import { open, type FileHandle } from 'node:fs/promises';
 import { constants } from 'node:fs';
 import { TiuError, fromErrno } from '../errors.ts';
-import { locateSignature, TRAILER_SIZE } from './layout.ts';
+import { checkTruncated, locateSignature, TRAILER_SIZE } from './layout.ts';
+import { SUPERBLOCK_SIZE } from '../../squashfs/superblock.ts';
 import { checkCompatible, checkLayout, parseManifest, type Manifest } from './manifest.ts';
 import { verifySignedData, type VerifiedSignature } from '../sign/verify.ts';
 import { verifyHashTree } from '../verity.ts';
@@ -63,7 +64,15 @@ export async function openArchive(path: string, options: OpenArchiveOptions): Pr
     if (!st.isFile()) throw new TiuError('INPUT_INVALID', `${path} is not a regular file`, { hint: 'give the path of a .tiu archive' });
     const size = st.size;
     const trailer = size >= TRAILER_SIZE ? await readExactly(fh, TRAILER_SIZE, size - TRAILER_SIZE) : Buffer.alloc(0);
-    const { sigOffset, sigSize } = locateSignature(size, trailer);
+    let located: ReturnType<typeof locateSignature>;
+    try {
+      located = locateSignature(size, trailer);
+    } catch (e) {
+      // A cut-off download ends inside the image: its last bytes are no trailer. Say so.
+      if (size >= SUPERBLOCK_SIZE) checkTruncated(size, await readExactly(fh, SUPERBLOCK_SIZE, 0));
+      throw e;
+    }
+    const { sigOffset, sigSize } = located;
     const der = await readExactly(fh, sigSize, sigOffset);
     const verified = await verifySignedData(der, { keyringPem: options.keyringPem, allowedSigners: options.allowedSigners, now: options.now });
     const manifest = parseManifest(verified.content);

@@ -36,7 +36,7 @@ export async function runExtract(ctx: Context, archive: string, o: ExtractComman
   }
 }
 
-export function report(ctx: Context, r: ExtractResult, json: boolean | undefined): void {
+export function report(ctx: Context, r: ExtractResult & { status?: string }, json: boolean | undefined): void {
   if (json) {
     ctx.out(JSON.stringify(r, null, 2));
     return;

@@ -19,6 +19,7 @@ export interface HealthCheckOptions {
   dryRun?: boolean;
   reboot?: boolean;
   pluginTimeout?: string;
+  json?: boolean;
 }
 
 export async function run(ctx: Context, o: HealthCheckOptions): Promise<number> {
@@ -27,6 +28,10 @@ export async function run(ctx: Context, o: HealthCheckOptions): Promise<number> 
     await using _lock = await acquireLock(ctx.sys, o.root);
     const r = await syncBoot(ctx.sys, { root: o.root, bootloader: ctx.config.bootloader, snapper: ctx.config.snapper });
     const p = r.plan;
+    if (o.json) {
+      ctx.out(JSON.stringify({ root: o.root, syncOnly: true, bootloader: r.kind, location: r.location ?? null, added: p.add.length, removed: p.remove.length, default: p.setDefault ?? null }, null, 2));
+      return 0;
+    }
     ctx.out(
       r.kind === 'none'
         ? 'no boot loader to update (bootloader = none, or none detected)'
@@ -45,7 +50,12 @@ export async function run(ctx: Context, o: HealthCheckOptions): Promise<number> 
     pluginTimeoutMs: timeout * 1000,
     bootloader: ctx.config.bootloader,
     snapper: ctx.config.snapper,
-    say: (line) => ctx.out(line),
+    // Under --json the progress lines go to the log (stderr, the journal), the result to stdout.
+    say: (line) => (o.json ? ctx.log.info(line) : ctx.out(line)),
   });
+  if (o.json) {
+    const d = r.decision;
+    ctx.out(JSON.stringify({ root: o.root, verdict: d.verdict, booted: d.booted ?? null, checks: r.checks.map((c) => ({ name: c.name, ok: c.ok, skipped: !!c.skipped, detail: c.detail })), actions: d.actions, messages: d.messages }, null, 2));
+  }
   return r.decision.verdict === 'healthy' || r.decision.verdict === 'not-a-snapshot' ? 0 : 1;
 }

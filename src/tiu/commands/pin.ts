@@ -5,17 +5,18 @@ import { UD } from '../device/paths.ts';
 import { acquireLock } from '../../snapshot/lock.ts';
 import { TiuError } from '../errors.ts';
 
-export function run(ctx: Context, n: string, o: { root: string }): Promise<number> {
+export function run(ctx: Context, n: string, o: { root: string; json?: boolean }): Promise<number> {
   return setPinned(ctx, n, o, true);
 }
 
 /** Sets or clears the pin (userdata tiu-pinned and snapper's important). */
-export async function setPinned(ctx: Context, n: string, o: { root: string }, pinned: boolean): Promise<number> {
+export async function setPinned(ctx: Context, n: string, o: { root: string; json?: boolean }, pinned: boolean): Promise<number> {
   const num = parseSnapshotNumber(n);
   const store = await openDevice(ctx.sys, o.root, ctx.config.snapper);
   await using _lock = await acquireLock(ctx.sys, o.root);
   if (!(await store.list()).some((s) => s.num === num)) throw new TiuError('SNAPSHOT_NOT_FOUND', `snapshot ${num} does not exist`, { hint: 'see tiu status for the numbers' });
   await store.setUserdata(num, pinned ? { [UD.pinned]: 'yes', [UD.important]: 'yes' } : { [UD.pinned]: null, [UD.important]: null });
-  ctx.out(pinned ? `snapshot ${num} pinned: cleanup keeps it` : `snapshot ${num} unpinned`);
+  if (o.json) ctx.out(JSON.stringify({ root: o.root, number: num, pinned }, null, 2));
+  else ctx.out(pinned ? `snapshot ${num} pinned: cleanup keeps it` : `snapshot ${num} unpinned`);
   return 0;
 }

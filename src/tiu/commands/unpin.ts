@@ -2,6 +2,6 @@
 import type { Context } from '../context.ts';
 import { setPinned } from './pin.ts';
 
-export function run(ctx: Context, n: string, o: { root: string }): Promise<number> {
+export function run(ctx: Context, n: string, o: { root: string; json?: boolean }): Promise<number> {
   return setPinned(ctx, n, o, false);
 }

@@ -2,19 +2,17 @@
 import { stat, unlink } from 'node:fs/promises';
 import type { Context } from '../context.ts';
 import { TiuError } from '../errors.ts';
-import { parseSize } from '../config.ts';
 import { downloadChecked, writeMeta } from '../device/download.ts';
-import { parseDownloadUrl } from '../download/fetch.ts';
 import { createProgress } from '../progress.ts';
 import { runExtract, report } from './extract.ts';
 import { updateFromRepository } from '../repo/update.ts';
+import { parseSize } from '../size.ts';
+import { parseSource } from '../source.ts';
+import { sameAsInstalled, UNCHANGED_EXIT } from './update-unchanged.ts';
 
 /** Parses a rate like 500k, 2M, 1000 (bytes per second). */
 export function parseRate(text: string): number {
-  const n = parseSize(text);
-  if (n === undefined) throw new TiuError('USAGE', `--limit-rate must be bytes per second like 500k or 2M, got '${text}'`);
-  if (n <= 0) throw new TiuError('USAGE', '--limit-rate must be positive');
-  return n;
+  return parseSize(text, '--limit-rate');
 }
 
 /** Parses a whole number of seconds (> 0) given for option `name`. */
@@ -35,33 +33,37 @@ export interface UpdateOptions {
   limitRate?: string;
   stallTimeout?: string;
   timeout?: string;
+  reinstall?: boolean;
+  unchangedExit77?: boolean;
 }
 
 export async function run(ctx: Context, o: UpdateOptions): Promise<number> {
   if (o.source && o.repository) throw new TiuError('USAGE', '--source and --repository exclude each other');
   // A repository (flag or tiu.conf) wins over a configured plain source; --source wins over both.
-  if (o.repository || (!o.source && ctx.config.repository)) return updateFromRepository(ctx, { ...o, rateLimit: o.limitRate ? parseRate(o.limitRate) : undefined });
+  if (o.repository || (!o.source && ctx.config.repository)) return updateFromRepository(ctx, { ...o, rateLimit: o.limitRate === undefined ? undefined : parseRate(o.limitRate) });
   const source = o.source ?? ctx.config.source;
   if (!source) throw new TiuError('USAGE', 'no update source: pass --source FILE|URL or --repository URL', { hint: 'or set [update] repository (or source) in /etc/tiu/tiu.conf' });
+  // Check the whole command line before doing anything (a bad rate is an error for a file too).
+  const limitRate = o.limitRate === undefined ? undefined : parseRate(o.limitRate);
+  const src = parseSource(source); // names an unsupported scheme (ftp://, file://) as such
   let file = source;
   let downloaded: { path: string; meta: Parameters<typeof writeMeta>[1] } | undefined;
-  if (/^[A-Za-z][A-Za-z0-9+.-]*:\/\//.test(source)) {
-    parseDownloadUrl(source); // names an unsupported scheme (ftp://, file://) as such
+  if (src.kind === 'url') {
     const dl = ctx.config.download;
-    const rateLimit = o.limitRate !== undefined ? parseRate(o.limitRate) : dl.limitRate || undefined;
+    const rateLimit = limitRate ?? (dl.limitRate || undefined);
     const stallSeconds = o.stallTimeout !== undefined ? parseSeconds(o.stallTimeout, '--stall-timeout') : dl.stallTimeout;
     const deadlineSeconds = o.timeout !== undefined ? parseSeconds(o.timeout, '--timeout') : dl.timeout;
     const progress = createProgress(ctx, !o.json);
     const cacheDir = o.root === '/' ? ctx.config.cacheDir : `${o.root.replace(/\/+$/, '')}${ctx.config.cacheDir}`;
     const r = await downloadChecked({
       url: source, cacheDir, log: ctx.log, sys: ctx.sys, rateLimit, stallSeconds, deadlineSeconds,
-      retries: dl.retries, maxBytes: dl.maxSize, allowApplied: true,
+      retries: dl.retries, maxBytes: dl.maxSize, allowApplied: !o.reinstall,
       onProgress: (d, t) => progress.update('download', t ? d / t : 0),
     }).finally(() => progress.done());
     if (r.notModified && r.meta.applied) {
-      if (o.json) ctx.out(JSON.stringify({ unchanged: true, source }, null, 2));
-      else ctx.out(`${source} has not changed since it was applied: nothing to do`);
-      return 0;
+      if (o.json) ctx.out(JSON.stringify({ status: 'unchanged', root: o.root, source }, null, 2));
+      else ctx.out(`already up to date: ${source} has not changed since it was applied (use --reinstall to apply it anyway)`);
+      return o.unchangedExit77 ? UNCHANGED_EXIT : 0;
     }
     file = r.path!;
     downloaded = { path: r.path!, meta: r.meta };
@@ -74,6 +76,13 @@ export async function run(ctx: Context, o: UpdateOptions): Promise<number> {
     }
     // A FIFO or device would hang or feed endless data into the verifier.
     if (!st.isFile()) throw new TiuError('INPUT_INVALID', `update source ${source} is not a regular file`, { hint: 'give an archive file or an https URL' });
+  }
+  if (!o.reinstall) {
+    const same = await sameAsInstalled(ctx, file, o);
+    if (same !== undefined) {
+      if (downloaded) await forgetDownload(ctx, downloaded.path, downloaded.meta);
+      return same;
+    }
   }
   let r;
   try {
@@ -88,7 +97,7 @@ export async function run(ctx: Context, o: UpdateOptions): Promise<number> {
     throw e;
   }
   if (downloaded && !r.planLines) await forgetDownload(ctx, downloaded.path, downloaded.meta);
-  report(ctx, r, o.json);
+  report(ctx, o.json ? { status: 'updated', ...r } : r, o.json);
   if (o.reboot && r.madeDefault) {
     ctx.log.info('rebooting to activate the update');
     await ctx.sys.run('systemctl', ['reboot']);

@@ -10,7 +10,8 @@ import { TiuError } from '../errors.ts';
 import type { System } from '../system.ts';
 import { openArchive } from '../archive/open.ts';
 import { mountImage } from '../archive/mount.ts';
-import { planApply, formatPlan, type PlanStats } from '../apply/plan.ts';
+import { planApply, type PlanStats } from '../apply/plan.ts';
+import { planLines } from './plan-lines.ts';
 import { executePlan } from '../apply/execute.ts';
 import { displayPath, type IndexEntry } from '../fileindex/types.ts';
 import { openSnapshotStore } from '../../snapshot/store.ts';
@@ -86,7 +87,7 @@ export async function extract(sys: System, o: ExtractOptions): Promise<ExtractRe
     await fillDigests(baseDir, actual, target, trusted && recorded ? await loadIndex(recorded.indexPath) : undefined);
     const plan = planApply(target, actual, { isExcluded, isProtected: protectedMatcher(m.excluded) });
     const etcLines = await dryRunEtc(sys, baseDir, `${image.dir}/etc`);
-    return { number: undefined, base, version: m.version, stats: plan.stats, bytesWritten: 0, verification: image.verification, trustedBaseIndex: trusted, planLines: [...formatPlan(plan, displayPath), '', '/etc merge:', ...etcLines], madeDefault: false };
+    return { number: undefined, base, version: m.version, stats: plan.stats, bytesWritten: 0, verification: image.verification, trustedBaseIndex: trusted, planLines: [...planLines(plan, displayPath), '', '/etc merge:', ...etcLines], madeDefault: false };
   }
 
   // 2. The new snapshot.
