@@ -50,23 +50,25 @@ describe('tiu update from a URL, twice', () => {
 
     const second = await cli(args);
     expect(second.exitCode, second.stderr).toBe(0);
-    expect(second.stdout).toMatch(/has not changed since it was applied: nothing to do/);
+    expect(second.stdout).toMatch(/already up to date: .* has not changed since it was applied/);
     const log = (await ngx.log()).filter((l) => l.request.includes('/v2.tiu'));
     expect(log.map((l) => l.status)).toEqual([200, 304]);
     expect(log[1]!.bytes).toBe(0);
     expect((await snapshots(dev.root)).map((s) => s.number)).toEqual([1, 2]);
 
     // The file changes (new mtime, so a new ETag): downloaded again; `[download] keep = yes` keeps it.
+    // Its image is still the installed one (same signed index digest): nothing new is made.
     await utimes(join(www, 'v2.tiu'), new Date(), new Date(Date.now() + 5000));
     const conf = join(work, 'keep.conf');
     await writeFile(conf, '[download]\nkeep = yes\n');
     const third = await cli([...args, '--config', conf, '--json']);
     expect(third.exitCode, third.stderr).toBe(0);
-    expect(JSON.parse(third.stdout).number).toBe(3);
+    expect(JSON.parse(third.stdout)).toMatchObject({ status: 'unchanged', number: 2, version: '2.0' });
+    expect((await snapshots(dev.root)).map((s) => s.number)).toEqual([1, 2]);
     expect((await ngx.log()).filter((l) => l.request.includes('/v2.tiu')).map((l) => l.status)).toEqual([200, 304, 200]);
     expect((await readdir(cache)).filter((f) => f.endsWith('v2.tiu')).length).toBe(1);
     const fourth = await cli([...args, '--config', conf, '--json']);
-    expect(JSON.parse(fourth.stdout)).toEqual({ unchanged: true, source: url });
+    expect(JSON.parse(fourth.stdout)).toEqual({ status: 'unchanged', root: dev.root, source: url });
   });
 });
 
