@@ -49,6 +49,12 @@ export const ERROR_CODES = {
   APPLY_FAILED: { exit: 37, kind: 'system' },
   DOWNLOAD_FAILED: { exit: 38, kind: 'system' },
   BOOT_FAILED: { exit: 39, kind: 'system' },
+  // 45-49: hardening (paths that would leave their root, downgrades, unsafe state files)
+  PATH_UNSAFE: { exit: 45, kind: 'security' },
+  DOWNGRADE: { exit: 46, kind: 'input' },
+  FILE_INVALID: { exit: 47, kind: 'input' },
+  XATTR_UNSUPPORTED: { exit: 48, kind: 'system' },
+  IMMUTABLE: { exit: 49, kind: 'system' },
   // 60-69: the machine
   TOOL_MISSING: { exit: 60, kind: 'system' },
   TOOL_FAILED: { exit: 61, kind: 'system' },
