@@ -16,8 +16,9 @@
  * image many times); a directory in use is pinned, and removing a path forgets it and below.
  */
 import { constants as C, readFileSync } from 'node:fs';
-import { open, lstat, readlink, mkdir, type FileHandle } from 'node:fs/promises';
+import { open, lstat, readlink, mkdir, rename, unlink, type FileHandle } from 'node:fs/promises';
 import { TiuError } from './errors.ts';
+import { readBounded } from './boundedread.ts';
 import { displayPath, pathBytes } from './fileindex/types.ts';
 
 /** Linux O_PATH (Node does not export it). */
@@ -224,6 +225,33 @@ export class SafeRoot implements AsyncDisposable {
         throw e;
       });
     }
+  }
+
+  /**
+   * Writes `data` to `rel` atomically (a fresh `.tmp` beside it, created O_EXCL|O_NOFOLLOW, then
+   * renamed over), making missing parents with `dirMode`.
+   */
+  async writeAtomic(rel: string, data: Buffer | string, o: { mode?: number; dirMode?: number } = {}): Promise<void> {
+    const parts = pathComponents(rel, `path in ${this.what}`);
+    const tmpParts = [...parts.slice(0, -1), Buffer.concat([parts[parts.length - 1]!, Buffer.from('.tmp')])];
+    await this.at(tmpParts, async (tmp) => {
+      await unlink(tmp).catch((e) => {
+        if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
+      });
+      const fh = await open(tmp, C.O_WRONLY | C.O_CREAT | C.O_EXCL | C.O_NOFOLLOW, o.mode ?? 0o644);
+      try {
+        await fh.writeFile(data);
+        await fh.chmod(o.mode ?? 0o644);
+      } finally {
+        await fh.close();
+      }
+      await this.at(parts, (dst) => rename(tmp, dst));
+    }, { create: o.dirMode });
+  }
+
+  /** Reads `rel`: a regular file (no symlink anywhere) of at most `max` bytes (see readBounded). */
+  async readBounded(rel: string, max: number): Promise<Buffer> {
+    return this.at(rel, (p) => readBounded(p, { max, what: `/${rel} in ${this.what}` }));
   }
 
   /** Forgets cached descriptors of `rel` and everything below it (call after removing or renaming it). */

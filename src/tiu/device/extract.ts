@@ -3,7 +3,10 @@
  * snapshot of the current default (or of `base`), merge /etc, prepare booting, and switch the
  * default in one atomic step at the very end. The running snapshot is never written.
  */
-import { copyFile, mkdir, readFile, writeFile, rename } from 'node:fs/promises';
+import { open } from 'node:fs/promises';
+import { constants } from 'node:fs';
+import { SafeRoot } from '../safepath.ts';
+import { MAX_MANIFEST_SIZE } from '../archive/manifest.ts';
 import { loadIndex } from '../fileindex/io.ts';
 import { serializeEntry } from '../fileindex/format.ts';
 import { TiuError } from '../errors.ts';
@@ -161,15 +164,23 @@ function sameEtc(a: readonly IndexEntry[], b: readonly IndexEntry[]): boolean {
  * left as inherited when it is the same, so an identical image rewrites nothing).
  */
 export async function recordImage(dir: string, imageDir: string, manifestBytes: Buffer, sameIndex = false): Promise<void> {
-  const state = `${dir}/${TIU_STATE_DIR}`;
-  await mkdir(state, { recursive: true, mode: 0o755 });
+  // Both trees are resolved beneath their roots: a symlinked usr/lib (or state dir) in the image
+  // must not make tiu write outside the snapshot, nor read outside the image.
+  await using target = await SafeRoot.open(dir, { what: 'the new snapshot' });
+  await using image = await SafeRoot.open(imageDir, { what: 'the image' });
+  await target.dir(TIU_STATE_DIR, async () => {}, { create: 0o755 });
   if (!sameIndex) {
-    await copyFile(`${imageDir}/${INDEX_PATH}`, `${dir}/${INDEX_PATH}.tmp`);
-    await rename(`${dir}/${INDEX_PATH}.tmp`, `${dir}/${INDEX_PATH}`);
+    const index = await image.at(INDEX_PATH, async (p) => {
+      const fh = await open(p, constants.O_RDONLY | constants.O_NOFOLLOW);
+      try {
+        return await fh.readFile();
+      } finally {
+        await fh.close();
+      }
+    });
+    await target.writeAtomic(INDEX_PATH, index, { mode: 0o644 });
   }
-  const old = await readFile(`${dir}/${MANIFEST_COPY_PATH}`).catch(() => undefined);
+  const old = await target.readBounded(MANIFEST_COPY_PATH, MAX_MANIFEST_SIZE).catch(() => undefined);
   if (old?.equals(manifestBytes)) return;
-  await writeFile(`${dir}/${MANIFEST_COPY_PATH}.tmp`, manifestBytes, { mode: 0o644 });
-  await rename(`${dir}/${MANIFEST_COPY_PATH}.tmp`, `${dir}/${MANIFEST_COPY_PATH}`);
+  await target.writeAtomic(MANIFEST_COPY_PATH, manifestBytes, { mode: 0o644 });
 }
-
