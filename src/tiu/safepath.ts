@@ -59,6 +59,7 @@ function key(parts: readonly Buffer[]): string {
   return Buffer.concat(parts.flatMap((p, i) => (i ? [SLASH, p] : [p]))).toString('latin1');
 }
 const SLASH = Buffer.from('/');
+const DOT = Buffer.from('.');
 
 /** The mount id of an open descriptor (from /proc/self/fdinfo): crossing one is a mount point. */
 function mountId(fd: number): string {
@@ -68,6 +69,14 @@ function mountId(fd: number): string {
 interface CachedDir {
   fh: FileHandle;
   pins: number;
+  /** Forgotten while pinned: closed by the last release. */
+  dropped?: boolean;
+}
+
+function releaser(e: CachedDir): () => void {
+  return () => {
+    if (--e.pins === 0 && e.dropped) void e.fh.close().catch(() => {});
+  };
 }
 
 export interface SafeRootOptions {
@@ -109,16 +118,18 @@ export class SafeRoot implements AsyncDisposable {
     return new SafeRoot(root, fh, o);
   }
 
-  /** `/proc/self/fd/<fd>[/<name>]`: a path only this process can use. */
+  /**
+   * `/proc/self/fd/<fd>/<name>`, or `/proc/self/fd/<fd>/.` for the directory itself (the magic
+   * link alone is a symlink to lstat, cp -a and lutimes; `/.` is the directory): a path only
+   * this process can use.
+   */
   static fdPath(fd: number, name?: Buffer): Buffer {
-    const base = Buffer.from(`/proc/self/fd/${fd}`);
-    return name ? Buffer.concat([base, SLASH, name]) : base;
+    return Buffer.concat([Buffer.from(`/proc/self/fd/${fd}/`), name ?? DOT]);
   }
 
-  /** `/proc/<pid>/fd/<fd>[/<name>]`: the same, usable by a child process run as root. */
+  /** `/proc/<pid>/fd/<fd>/<name>`: the same, usable by a child process run as root. */
   static procPath(fd: number, name?: Buffer): Buffer {
-    const base = Buffer.from(`/proc/${process.pid}/fd/${fd}`);
-    return name ? Buffer.concat([base, SLASH, name]) : base;
+    return Buffer.concat([Buffer.from(`/proc/${process.pid}/fd/${fd}/`), name ?? DOT]);
   }
 
   private unsafe(parts: readonly Buffer[], why: string): TiuError {
@@ -139,7 +150,7 @@ export class SafeRoot implements AsyncDisposable {
       hit.pins++;
       this.cache.delete(k);
       this.cache.set(k, hit);
-      return { fd: hit.fh.fd, release: () => void hit.pins-- };
+      return { fd: hit.fh.fd, release: releaser(hit) };
     }
     const parent = await this.acquire(parts.slice(0, -1), create);
     let fh: FileHandle;
@@ -168,10 +179,17 @@ export class SafeRoot implements AsyncDisposable {
       await fh.close();
       throw this.unsafe(parts, 'is a mount point');
     }
+    // Another caller may have opened the same directory meanwhile: keep one descriptor.
+    const raced = this.cache.get(k);
+    if (raced) {
+      await fh.close();
+      raced.pins++;
+      return { fd: raced.fh.fd, release: releaser(raced) };
+    }
     const entry: CachedDir = { fh, pins: 1 };
     this.cache.set(k, entry);
     this.evict();
-    return { fd: fh.fd, release: () => void entry.pins-- };
+    return { fd: fh.fd, release: releaser(entry) };
   }
 
   private evict(): void {
@@ -262,6 +280,7 @@ export class SafeRoot implements AsyncDisposable {
       if (ck === k || ck.startsWith(k + '/') || k === '') {
         this.cache.delete(ck);
         if (v.pins === 0) void v.fh.close().catch(() => {});
+        else v.dropped = true;
       }
     }
   }

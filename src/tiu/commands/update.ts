@@ -16,7 +16,7 @@ export function parseRate(text: string): number {
   return n;
 }
 
-export async function run(ctx: Context, o: { root: string; source?: string; keyring?: string; reboot?: boolean; json?: boolean; limitRate?: string }): Promise<number> {
+export async function run(ctx: Context, o: { root: string; source?: string; keyring?: string; reboot?: boolean; json?: boolean; limitRate?: string; allowDowngrade?: boolean }): Promise<number> {
   const source = o.source ?? ctx.config.source;
   if (!source) throw new TiuError('USAGE', 'no update source: pass --source FILE|URL', { hint: 'or set [update] source in /etc/tiu/tiu.conf' });
   let file = source;
@@ -32,7 +32,7 @@ export async function run(ctx: Context, o: { root: string; source?: string; keyr
       throw new TiuError('INPUT_NOT_FOUND', `update source ${source} does not exist`, { hint: 'give an archive file or an https URL' });
     }
   }
-  const r = await runExtract(ctx, file, { root: o.root, keyring: o.keyring, json: o.json });
+  const r = await runExtract(ctx, file, { root: o.root, keyring: o.keyring, json: o.json, allowDowngrade: o.allowDowngrade });
   report(ctx, r, o.json);
   if (o.reboot && r.madeDefault) {
     ctx.log.info('rebooting to activate the update');

@@ -26,6 +26,7 @@ import { excludedMatcher, protectedMatcher, snapshotDir, INDEX_PATH, MANIFEST_CO
 import { dryRunEtc, mergeEtcInto, type EtcStepResult } from './etc.ts';
 import { prepareBoot, activateBoot } from './boot.ts';
 import { TIU_VERSION } from '../version.ts';
+import { checkDowngrade } from './downgrade.ts';
 
 export interface ExtractOptions {
   archive: string;
@@ -37,6 +38,8 @@ export interface ExtractOptions {
   /** The device's compatible string; defaults to the one recorded in the base snapshot. */
   compatible?: string;
   dryRun?: boolean;
+  /** Install an image whose version is lower than the base snapshot's. */
+  allowDowngrade?: boolean;
   snapper?: 'auto' | 'yes' | 'no';
   bootloader?: string;
   onProgress?: (phase: string, fraction: number) => void;
@@ -76,6 +79,7 @@ export async function extract(sys: System, o: ExtractOptions): Promise<ExtractRe
   const compatible = o.compatible ?? recorded?.manifest.compatible;
   await using archive = await openArchive(o.archive, { keyringPem: o.keyringPem, allowedSigners: o.allowedSigners, compatible });
   const m = archive.manifest;
+  checkDowngrade(m.version, baseInfo.userdata[UD.version] ?? recorded?.manifest.version, base, o.allowDowngrade === true);
   o.onProgress?.('verifying', 0);
   await archive.verifyData((d, t) => o.onProgress?.('verifying', t ? d / t : 1));
   await using image = await mountImage(sys, archive, { verifiedInUserspace: true });
