@@ -19,6 +19,7 @@ import { DEFAULT_EXCLUDES } from '../../src/tiu/config.ts';
 import { ERROR_CODES, type ErrorCode } from '../../src/tiu/errors.ts';
 import { getDefaultSubvolume } from '../../src/snapshot/btrfs.ts';
 import { lockFileFor } from '../../src/snapshot/lock.ts';
+import { MANIFEST_COPY_PATH } from '../../src/tiu/device/paths.ts';
 
 const sys = testSystem();
 let work: string;
@@ -113,19 +114,30 @@ afterAll(async () => {
 });
 
 describe('writes outside the new snapshot through symlinks in the image', () => {
-  it('usr/lib a symlink to a host directory: tiu state is not written there', async () => {
-    const a = await hostile('2.1', async (t) => {
-      await rm(join(t, 'usr/lib'), { recursive: true });
-      await symlink(canary, join(t, 'usr/lib'));
+  it('tiu create refuses a tree whose tiu state paths exist (usr/lib/tiu/image as a symlink)', async () => {
+    const t = await tree(join(work, 'tree-state'), async (t) => {
+      await mkdir(join(t, 'usr/lib/tiu'));
+      await symlink(canary, join(t, 'usr/lib/tiu/image'));
     });
-    await refused(dev, ['extract', a], 'PATH_UNSAFE', /\/usr\/lib in the new snapshot is a symlink \(to .*canary\)/);
+    const r = await cli(['create', t, '-o', join(work, 'state.tiu'), '--key', keys.signingKey, '--cert', keys.signingCert, '--compatible', 'x', '--version', '1']);
+    expect(r.exitCode).toBe(ERROR_CODES.TREE_INVALID.exit);
+    expect(r.stderr).toMatch(/the tree contains \/usr\/lib\/tiu\/image, which tiu writes on the device itself/);
   });
 
-  it('usr/lib/tiu a symlink to a host directory (the state dir)', async () => {
-    const a = await hostile('2.1', async (t) => {
-      await symlink(canary, join(t, 'usr/lib/tiu'));
+  it('a vendor-etc symlink left in the base is neither deleted through nor read (rm -rf outside)', async () => {
+    const a = await hostile('2.1', async () => {});
+    await inBase(dev, async (snap) => {
+      await sys.run('mv', [join(snap, 'usr/lib/tiu/vendor-etc'), join(work, 'saved-vendor-etc')]);
+      await symlink(canary, join(snap, 'usr/lib/tiu/vendor-etc'));
     });
-    await refused(dev, ['extract', a], 'PATH_UNSAFE', /\/usr\/lib\/tiu in the new snapshot is a symlink/);
+    try {
+      await refused(dev, ['extract', a], 'PATH_UNSAFE', /\/usr\/lib\/tiu\/vendor-etc in the base snapshot is a symlink/);
+    } finally {
+      await inBase(dev, async (snap) => {
+        await rm(join(snap, 'usr/lib/tiu/vendor-etc'));
+        await sys.run('mv', [join(work, 'saved-vendor-etc'), join(snap, 'usr/lib/tiu/vendor-etc')]);
+      });
+    }
   });
 
   it("etc a symlink to the RUNNING system's /etc: the merge never writes there", async () => {
@@ -182,21 +194,22 @@ describe('hostile device state', () => {
   it('a symlinked or FIFO state file in the base snapshot is reported, not followed or waited on', async () => {
     const a = await hostile('2.1', async () => {});
     await inBase(dev, async (snap) => {
+      await sys.run('cp', ['-a', join(snap, 'usr/lib/tiu/image'), join(work, 'saved-state')]);
       await rm(join(snap, 'usr/lib/tiu/image'), { recursive: true });
       await symlink(join(canary, 'image'), join(snap, 'usr/lib/tiu/image'));
     });
     try {
-      await refused(dev, ['extract', a], 'PATH_UNSAFE', /\/usr\/lib\/tiu\/image in the base snapshot is a symlink/);
+        await refused(dev, ['extract', a], 'PATH_UNSAFE', /\/usr\/lib\/tiu\/image in the base snapshot is a symlink/);
       await inBase(dev, async (snap) => {
         await rm(join(snap, 'usr/lib/tiu/image'));
         await mkdir(join(snap, 'usr/lib/tiu/image'));
-        await sys.run('mkfifo', [join(snap, 'usr/lib/tiu/image/manifest')]);
+        await sys.run('mkfifo', [join(snap, MANIFEST_COPY_PATH)]);
       });
-      await refused(dev, ['extract', a], 'FILE_INVALID', /\/usr\/lib\/tiu\/image\/manifest in the base snapshot is a FIFO, not a regular file/);
+      await refused(dev, ['extract', a], 'FILE_INVALID', /\/usr\/lib\/tiu\/image\/manifest\.json in the base snapshot is a FIFO, not a regular file/);
     } finally {
       await inBase(dev, async (snap) => {
         await rm(join(snap, 'usr/lib/tiu/image'), { recursive: true, force: true });
-        await mkdir(join(snap, 'usr/lib/tiu/image'));
+        await sys.run('cp', ['-a', join(work, 'saved-state'), join(snap, 'usr/lib/tiu/image')]);
       });
     }
   });

@@ -20,6 +20,8 @@ import { TiuError } from '../../src/tiu/errors.ts';
 import { checkDowngrade } from '../../src/tiu/device/downgrade.ts';
 import { ensurePrivateDir } from '../../src/tiu/rundir.ts';
 import { readInfoFile } from '../../src/snapshot/backend-btrfs.ts';
+import { recordImage } from '../../src/tiu/device/extract.ts';
+import { snapshotVendorEtc } from '../../src/tiu/device/etc.ts';
 
 const sys = testSystem();
 let work: string;
@@ -146,6 +148,24 @@ describe('the apply executor', () => {
     expect(t.get('etc/fifo')?.type).toBe('fifo');
     expect(t.get('etc/null')?.type).toBe('chr');
     expect([...t.keys()].filter((k) => k.includes('.tiu-node'))).toEqual([]);
+  });
+});
+
+describe("tiu's own state in the new snapshot", () => {
+  it('recordImage and the vendor /etc copy refuse a symlinked usr/lib or state directory', async () => {
+    await mkdir(join(image, 'usr/lib/tiu/image'), { recursive: true });
+    await writeFile(join(image, 'usr/lib/tiu/image/index.jsonl'), 'index');
+    await mkdir(join(target, 'usr'));
+    await symlink(canary, join(target, 'usr/lib'));
+    await rejects(recordImage(target, image, Buffer.from('{}')), 'PATH_UNSAFE', /\/usr\/lib in the new snapshot is a symlink/);
+    await rm(join(target, 'usr/lib'));
+    await mkdir(join(target, 'usr/lib'));
+    await symlink(canary, join(target, 'usr/lib/tiu'));
+    await mkdir(join(target, 'etc'));
+    await rejects(snapshotVendorEtc(sys, target), 'PATH_UNSAFE', /\/usr\/lib\/tiu in the new snapshot is a symlink/);
+    await rm(join(target, 'etc'), { recursive: true });
+    await symlink(canary, join(target, 'etc'));
+    await rejects(snapshotVendorEtc(sys, target), 'PATH_UNSAFE', /\/etc in the new snapshot is a symlink/);
   });
 });
 
