@@ -292,3 +292,23 @@ describe('correctness', () => {
     }
   });
 });
+
+describe('accepted (last: these move the default)', () => {
+  it('same version is not a downgrade; --allow-downgrade installs an older one; a planted lock-info symlink is not written through', async () => {
+    const run4 = join(work, 'run4');
+    await mkdir(run4, { mode: 0o755 });
+    const { realpath } = await import('node:fs/promises');
+    const info = lockFileFor(await realpath(dev.root), run4).replace(/\.lock$/, '.info');
+    await symlink(join(canary, 'secret'), info);
+    const canaryBefore = await describeTree(canary);
+    const same = await archive(await tree(join(work, 'same')), '2.0');
+    let r = await cli(['extract', same, '--root', dev.root, '--keyring', keys.keyring], { env: { TIU_RUN_DIR: run4 } });
+    expect(r.exitCode, r.stderr).toBe(0);
+    expect(await describeTree(canary)).toEqual(canaryBefore);
+    expect(await readFile(join(canary, 'secret'), 'utf8')).toBe('host secret\n');
+    const old = await archive(await tree(join(work, 'old2')), '1.9');
+    r = await cli(['extract', old, '--allow-downgrade', '--root', dev.root, '--keyring', keys.keyring, '--json']);
+    expect(r.exitCode, r.stderr).toBe(0);
+    expect(JSON.parse(r.stdout)).toMatchObject({ version: '1.9', madeDefault: true });
+  });
+});
