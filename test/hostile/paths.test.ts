@@ -22,6 +22,8 @@ import { ensurePrivateDir } from '../../src/tiu/rundir.ts';
 import { readInfoFile } from '../../src/snapshot/backend-btrfs.ts';
 import { recordImage } from '../../src/tiu/device/extract.ts';
 import { snapshotVendorEtc } from '../../src/tiu/device/etc.ts';
+import { prepareBoot } from '../../src/tiu/device/boot.ts';
+import type { Manifest } from '../../src/tiu/archive/manifest.ts';
 
 const sys = testSystem();
 let work: string;
@@ -166,6 +168,18 @@ describe("tiu's own state in the new snapshot", () => {
     await rm(join(target, 'etc'), { recursive: true });
     await symlink(canary, join(target, 'etc'));
     await rejects(snapshotVendorEtc(sys, target), 'PATH_UNSAFE', /\/etc in the new snapshot is a symlink/);
+  });
+});
+
+describe('/boot of the new snapshot', () => {
+  it('a /boot or /boot/grub2 symlink to a host directory is refused before initrds or grub.cfg are written', async () => {
+    await symlink(canary, join(target, 'boot'));
+    const o = { root: target, snapshotDir: target, num: 1, manifest: {} as Manifest, bootloader: 'none' };
+    await rejects(prepareBoot(sys, o), 'PATH_UNSAFE', /\/boot in the new snapshot is a symlink/);
+    await rm(join(target, 'boot'));
+    await mkdir(join(target, 'boot'));
+    await symlink('/boot', join(target, 'boot/grub2'));
+    await rejects(prepareBoot(sys, o), 'PATH_UNSAFE', /\/boot\/grub2 in the new snapshot is a symlink/);
   });
 });
 
