@@ -24,6 +24,7 @@ import { recordImage } from '../../src/tiu/device/extract.ts';
 import { snapshotVendorEtc } from '../../src/tiu/device/etc.ts';
 import { prepareBoot } from '../../src/tiu/device/boot.ts';
 import type { Manifest } from '../../src/tiu/archive/manifest.ts';
+import { parseIndexLine } from '../../src/tiu/fileindex/format.ts';
 
 const sys = testSystem();
 let work: string;
@@ -132,6 +133,13 @@ describe('the apply executor', () => {
     await symlink(join(canary, 'secret'), join(target, 'evil'));
     await executePlan(plan([{ op: 'link', entry: file('x', '', { hardlink: 'evil' }) }]), { sys, imageRoot: image, targetRoot: target });
     expect((await describeTree(target)).get('x')?.type).toBe('symlink');
+  });
+
+  it('the index parser refuses uid/gid 4294967295 (at create and on the device)', () => {
+    const line = (uid: number, gid: number) => JSON.stringify({ path: 'f', type: 'file', mode: 420, uid, gid, mtime: 1, size: 0, sha256: sha('') });
+    expect(() => parseIndexLine(line(4294967295, 0), 2)).toThrow(/4294967295 means "unchanged" to chown/);
+    expect(() => parseIndexLine(line(0, 4294967295), 2)).toThrow(/0\.\.4294967294/);
+    expect(parseIndexLine(line(4294967294, 0), 2).uid).toBe(4294967294);
   });
 
   it('refuses owner id 4294967295 (chown would silently leave the owner unchanged)', async () => {
