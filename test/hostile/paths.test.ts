@@ -100,6 +100,18 @@ describe('the resolver', () => {
     await symlink(canary, join(target, 'd'));
     await rejects(root.writeAtomic('d/two', 'x'), 'PATH_UNSAFE', /\/d .*symlink/);
   });
+
+  it('a rename race (directory swapped for a symlink under a held descriptor) cannot redirect a write', async () => {
+    await mkdir(join(target, 'd'));
+    await using root = await SafeRoot.open(target, { what: 'the new snapshot' });
+    await root.writeAtomic('d/one', 'ok');
+    // Swapped behind tiu's back, without telling the resolver: the held descriptor still names
+    // the old (now unlinked) directory, so the write fails inside it, never in the canary.
+    await rm(join(target, 'd'), { recursive: true });
+    await symlink(canary, join(target, 'd'));
+    const e = await root.writeAtomic('d/two', 'x').then(() => undefined, (x: NodeJS.ErrnoException) => x);
+    expect(e?.code).toBe('ENOENT');
+  });
 });
 
 describe('the apply executor', () => {
