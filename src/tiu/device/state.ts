@@ -81,10 +81,11 @@ export async function fillDigests(dir: string, actual: Map<string, IndexEntry>, 
     else todo.push(a);
   }
   let next = 0;
+  await using root = await SafeRoot.open(dir, { what: 'the snapshot' });
   const worker = async () => {
     while (next < todo.length) {
       const a = todo[next++]!;
-      a.sha256 = await hashPath(under(dir, a.path));
+      a.sha256 = await root.at(a.path, (p) => hashPath(p));
     }
   };
   await Promise.all(Array.from({ length: Math.min(4, todo.length) }, worker));
