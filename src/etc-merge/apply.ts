@@ -13,6 +13,7 @@ import { createReadStream, constants } from 'node:fs';
 import { chmod, copyFile, lchown, lstat, mkdir, mkdtemp, open, rename, rm, symlink, writeFile } from 'node:fs/promises';
 import { TiuError, fromErrno } from '../tiu/errors.ts';
 import { SafeRoot } from '../tiu/safepath.ts';
+import { explainEperm } from '../tiu/fsadvice.ts';
 import type { System } from '../tiu/system.ts';
 import { displayPath, pathBytes } from '../tiu/fileindex/types.ts';
 import { parentOf, sameEntry, treeDigests } from './compare.ts';
@@ -60,6 +61,7 @@ export async function applyEtcPlan(sys: System, plan: EtcPlan, dirs: ApplyDirs):
 
 async function applyWithRoots(sys: System, plan: EtcPlan, dirs: ApplyDirs, rootOf: (dir: string) => Promise<SafeRoot>): Promise<EtcMergeReport> {
   const result = await rootOf(dirs.result);
+  let current: string | undefined;
   const tmp = await mkdtemp(`${dirs.result.replace(/\/+$/, '')}/.tiu-etc-merge-`);
   // Inherited default ACLs would otherwise end up on every file built here.
   await sys.run('setfattr', ['-x', 'system.posix_acl_default', tmp], { allowFailure: true });
@@ -148,6 +150,7 @@ async function applyWithRoots(sys: System, plan: EtcPlan, dirs: ApplyDirs, rootO
 
   try {
     for (const a of plan.actions) {
+      current = a.path;
       switch (a.op) {
         case 'take-new':
           break;
@@ -181,6 +184,8 @@ async function applyWithRoots(sys: System, plan: EtcPlan, dirs: ApplyDirs, rootO
       }
     }
   } catch (err) {
+    // EPERM for root: an immutable or append-only file in /etc, named with chattr advice.
+    if (current !== undefined && !(err instanceof TiuError)) await explainEperm(sys, dirs.result, current, err, '/etc');
     throw fromErrno(err, `merging /etc into ${dirs.result}`) ?? err;
   } finally {
     await rm(tmp, { recursive: true, force: true });

@@ -20,11 +20,11 @@ async function lsattrFlags(sys: System, path: string): Promise<string | undefine
 }
 
 /**
- * If `err` is EPERM/EACCES on `rel` (below `root`) and it or its directory is immutable or
+ * If `err` is EPERM/EACCES on `rel` (below `root`, shown below `shownRoot`) and it or its directory is immutable or
  * append-only, throws IMMUTABLE naming it and how to fix it. Otherwise returns (the caller
  * reports the original error).
  */
-export async function explainEperm(sys: System, root: string, rel: string, err: unknown): Promise<void> {
+export async function explainEperm(sys: System, root: string, rel: string, err: unknown, shownRoot = ''): Promise<void> {
   const code = (err as NodeJS.ErrnoException | undefined)?.code;
   if (code !== 'EPERM' && code !== 'EACCES') return;
   const parent = rel.includes('/') ? rel.slice(0, rel.lastIndexOf('/')) : '.';
@@ -33,7 +33,7 @@ export async function explainEperm(sys: System, root: string, rel: string, err: 
     if (!flags) continue;
     const what = flags.includes('i') ? 'immutable' : flags.includes('a') ? 'append-only' : undefined;
     if (!what) continue;
-    const shown = p === '.' ? '/' : `/${displayPath(p)}`;
+    const shown = p === '.' ? shownRoot || '/' : `${shownRoot}/${displayPath(p)}`;
     throw new TiuError('IMMUTABLE', `${shown} is ${what} (chattr +${what === 'immutable' ? 'i' : 'a'}), so tiu cannot change it`, {
       cause: err,
       hint: `run chattr -${what === 'immutable' ? 'i' : 'a'} ${shown} on the running system, then retry; nothing was made the default`,

@@ -290,6 +290,15 @@ describe('correctness', () => {
     } finally {
       await inBase(dev, (snap) => sys.run('chattr', ['-i', join(snap, 'usr/share/t')]));
     }
+    // A local /etc file the admin made immutable on the running system (the new /etc starts as
+    // a snapshot of it, so the flag comes along).
+    const b = await hostile('2.1', async (t) => writeFile(join(t, 'etc/hostname'), 'renamed\n'));
+    await sys.run('chattr', ['+i', join(dev.root, 'etc/hostname')]);
+    try {
+      await refused(dev, ['extract', b], 'IMMUTABLE', /\/etc\/hostname is immutable \(chattr \+i\), so tiu cannot change it; run chattr -i \/etc\/hostname/);
+    } finally {
+      await sys.run('chattr', ['-i', join(dev.root, 'etc/hostname')]);
+    }
   });
 });
 
