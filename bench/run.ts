@@ -3,7 +3,7 @@
  *
  *   BENCH_RUNS=3            runs per tool (alternating)
  *   BENCH_DIR=/var/tmp/tiu-bench   scratch directory (outside the repo; removed at the end)
- *   BENCH_ONLY=build,verity,verify,device   run only these phases
+ *   BENCH_ONLY=build,verity,verify,device,download   run only these phases
  *   BENCH_OUT=bench/results results directory (latest.md, latest.json)
  *   BENCH_KEEP=1            keep the scratch directory
  *   BENCH_SKIP_SETUP=1      do not run scripts/setup.sh
@@ -29,6 +29,7 @@ import { emptyReport, type BenchReport } from './lib/types.ts';
 import { benchBuild } from './phases/build.ts';
 import { buildCorpus, createArchive } from './phases/corpus.ts';
 import { benchDevice } from './phases/device.ts';
+import { benchDownload } from './phases/download.ts';
 import { benchVerify } from './phases/verify.ts';
 import { benchVerity } from './phases/verity.ts';
 
@@ -172,6 +173,20 @@ async function main(): Promise<number> {
         report.device.error = errorText(e);
       }
     } else if (!phase('device')) report.notMeasured.push({ what: 'device side', reason: 'skipped (BENCH_ONLY)' });
+
+    if (corpus && phase('download')) {
+      try {
+        if (!v2Tiu) {
+          say('download: tiu create v2.tiu (untimed; no earlier phase left one)');
+          v2Tiu = join(work, 'v2.tiu');
+          await createArchive(ctx, corpus.v2, v2Tiu, '2');
+        }
+        await benchDownload(ctx, v2Tiu);
+      } catch (e) {
+        report.download.error = errorText(e);
+      }
+      await writeResults(report);
+    } else if (!phase('download')) report.notMeasured.push({ what: 'download throughput', reason: 'skipped (BENCH_ONLY)' });
   } finally {
     await cleanupStale(raw, work);
     if (!process.env.BENCH_KEEP) await rm(work, { recursive: true, force: true });

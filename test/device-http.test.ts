@@ -5,7 +5,7 @@
 import { describe, it, expect, beforeAll, afterAll } from 'vitest';
 import { createServer, type Server } from 'node:http';
 import { join } from 'node:path';
-import { mkdtemp, readFile, rm, readdir } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, readdir, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import type { AddressInfo } from 'node:net';
 import { testSystem } from './helpers/env.ts';
@@ -62,16 +62,21 @@ describe('tiu update over HTTP', () => {
     await using dev = await installedDevice(sys, A.v1, A.keyringPem);
     cutAfter = Math.floor(body.length / 3);
     requests.length = 0;
-    const first = await cli(['update', '--source', `${base}/v2.tiu`, '--root', dev.root, '--keyring', A.keys.keyring]);
+    // No automatic retry here (test/download-servers.test.ts covers those): the rerun resumes.
+    const noRetry = join(work, 'no-retry.conf');
+    await writeFile(noRetry, '[download]\nretries = 0\n');
+    const keep = join(work, 'keep.conf');
+    await writeFile(keep, '[download]\nkeep = yes\n');
+    const first = await cli(['update', '--source', `${base}/v2.tiu`, '--root', dev.root, '--keyring', A.keys.keyring, '--config', noRetry]);
     expect(first.exitCode).toBe(38);
     expect(first.stderr).toMatch(/rerun to resume it \[DOWNLOAD_FAILED\]/);
     const partial = (await readdir(join(dev.root, 'var/cache/tiu'))).filter((f) => f.endsWith('.part'));
     expect(partial.length).toBe(1);
-    const second = await cli(['update', '--source', `${base}/v2.tiu`, '--root', dev.root, '--keyring', A.keys.keyring]);
+    const second = await cli(['update', '--source', `${base}/v2.tiu`, '--root', dev.root, '--keyring', A.keys.keyring, '--config', keep]);
     expect(second.exitCode, second.stderr).toBe(0);
     expect(requests.map((r) => r.range)).toEqual([undefined, `bytes=${Math.floor(body.length / 3)}-`]);
     expect(second.stdout).toMatch(/snapshot 2: 2\.0/);
-    // The completed download is the exact archive.
+    // The completed download is the exact archive (kept: [download] keep = yes).
     const done = (await readdir(join(dev.root, 'var/cache/tiu'))).filter((f) => f.endsWith('v2.tiu'));
     expect(done.length).toBe(1);
     expect((await readFile(join(dev.root, 'var/cache/tiu', done[0]!))).equals(body)).toBe(true);

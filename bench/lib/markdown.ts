@@ -86,6 +86,19 @@ export function renderMarkdown(r: BenchReport): string {
     out.push(`For scale: Node.js doing nothing (\`node -e 0\`) peaks at ${mib(r.memoryFloor.nodeKiB)}, \`tiu --version\` (loading the CLI) at ${mib(r.memoryFloor.tiuVersionKiB)}.`, '');
   }
 
+  out.push('## Download', '');
+  const dl = r.download ?? { rows: [] };
+  if (dl.error) out.push(`Not measured: ${dl.error}`, '');
+  if (dl.rows.length) {
+    out.push(`The v2 archive (${fmtBytes(dl.archiveBytes)}) from Debian's nginx on 127.0.0.1: tiu's downloader (a whole Node process running curl as its transport) against \`curl -o\`.`, '');
+    const curl = dl.rows.find((x) => x.id === 'curl' && !x.error)?.median.wallS;
+    out.push(table(['procedure', 'runs', 'wall (median)', 'throughput', 'CPU s', 'peak RSS', 'throughput vs curl'],
+      dl.rows.map((x) => x.error
+        ? [x.label, '0', `not measured: ${x.error}`, '', '', '', '']
+        : [x.label, runsCell(x), fmtS(x.median.wallS), x.median.wallS && dl.archiveBytes ? `${(dl.archiveBytes / 1048576 / x.median.wallS).toFixed(0)} MiB/s` : '–',
+          x.median.cpuS?.toFixed(2) ?? '–', mib(x.median.maxRssKiB), fmtRatio(ratio(curl, x.median.wallS))])), '');
+  }
+
   out.push('## Device side', '');
   for (const n of r.device.notes) out.push(`- ${n}`);
   out.push('');

@@ -15,6 +15,7 @@ export const LIMITS = {
   growthVsChanged: 1.25,
   identicalGrowthBytes: 64 * 1024,
   peakRssKiB: 100 * 1024,
+  downloadVsCurl: 0.8,
 } as const;
 
 function row(rows: readonly Row[] | undefined, id: string): Row | undefined {
@@ -88,6 +89,16 @@ export function evaluateTargets(r: BenchReport): Target[] {
   }
   const vmax = vrows.length ? Math.max(...vrows.map((v) => v.median.maxRssKiB ?? 0)) : undefined;
   t.push(judge('tiu verify peak memory', `≤ ${mib(LIMITS.peakRssKiB)} including Node`, vmax === undefined ? undefined : vmax <= LIMITS.peakRssKiB, vmax === undefined ? `not measured: ${r.verify.error ?? 'no verify runs'}` : `${mib(vmax)} (largest over the archive sizes)`));
+
+  const dl = r.download?.rows;
+  const dTiu = row(dl, 'tiu-download');
+  const dCurl = row(dl, 'curl');
+  // Throughput ratio = curl's wall time / tiu's (same bytes).
+  const tr = ratio(dCurl?.median.wallS, dTiu?.median.wallS);
+  t.push(judge('download throughput (v2 archive from nginx, 127.0.0.1)', `≥ ${LIMITS.downloadVsCurl}× curl -o`, tr === undefined ? undefined : tr >= LIMITS.downloadVsCurl,
+    tr === undefined ? (r.download?.error ? `not measured: ${r.download.error}` : why(dl, 'tiu-download', 'curl')) : `${fmtS(dTiu!.median.wallS)} vs ${fmtS(dCurl!.median.wallS)} = ${fmtRatio(tr)} of curl's throughput`));
+  const dk = dTiu?.median.maxRssKiB;
+  t.push(judge('download peak memory', `≤ ${mib(LIMITS.peakRssKiB)} including Node`, dk === undefined ? undefined : dk <= LIMITS.peakRssKiB, dk === undefined ? why(dl, 'tiu-download') : mib(dk)));
 
   t.push({ name: 'delta updates', goal: 'smaller than casync new chunks / ostree static delta', measured: 'not measured: tiu has no delta format yet', status: 'not measured' });
   return t;

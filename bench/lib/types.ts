@@ -73,6 +73,8 @@ export interface BenchReport {
     error?: string;
   };
   verify: { rows: VerifyRow[]; error?: string };
+  /** The v2 archive from nginx on 127.0.0.1: tiu's downloader against curl -o. */
+  download: { archiveBytes?: number; rows: Row[]; error?: string };
   device: {
     cases: DeviceCase[];
     notes: string[];
@@ -101,6 +103,7 @@ export function emptyReport(meta: BenchReport['meta']): BenchReport {
     build: { rows: [] },
     verity: { rows: [] },
     verify: { rows: [] },
+    download: { rows: [] },
     device: { cases: [], notes: [] },
     deltas: { errors: [] },
     targets: [],

@@ -9,6 +9,7 @@ import { createSystem } from './system.ts';
 import { loadConfig } from './config.ts';
 import type { Context } from './context.ts';
 import { TIU_VERSION } from './version.ts';
+import { installGuard, internalErrorLine, testHook } from './guard.ts';
 
 interface GlobalOptions {
   debug?: boolean;
@@ -78,6 +79,9 @@ function lazy(module: keyof typeof COMMANDS, _program: Command, state: State): (
     const config = await loadConfig({ file: g.config });
     state.ctx = { sys, log, config, debug: !!g.debug, out: (s) => process.stdout.write(s.endsWith('\n') ? s : s + '\n') };
     const mod: { run: Runner } = await COMMANDS[module]();
+    await testHook('command');
+    await testHook('uncaught');
+    await testHook('rejection');
     const code = await mod.run(state.ctx, ...args.slice(0, -2), { ...args[args.length - 2], ...cmd.opts() });
     process.exitCode = typeof code === 'number' ? code : 0;
   };
@@ -190,6 +194,8 @@ export function buildProgram(state: State = { globals: {} }): Command {
       .option('--source <file|url>', 'archive file or https URL (default: [update] source in tiu.conf)')
       .option('--keyring <pem>', 'trusted CA certificates')
       .option('--limit-rate <rate>', 'download at most this many bytes per second (k, M suffixes)')
+      .option('--stall-timeout <seconds>', 'give up a download slower than 1 KiB/s for this long (default [download] stall_timeout: 60)')
+      .option('--timeout <seconds>', 'give up a download that takes longer than this (default [download] timeout: 21600)')
       .option('--reboot', 'reboot when the update is in place')
       .option('--allow-downgrade', 'accept an image whose version is lower than the base snapshot\'s')
       .option('--json', 'machine-readable result')
@@ -279,6 +285,7 @@ export async function main(argv: string[]): Promise<number> {
   const { globals, rest } = splitGlobals(argv.slice(2));
   const state: State = { globals };
   const debug = !!globals.debug;
+  installGuard(debug);
   if (rest.length === 1 && (rest[0] === '--version' || rest[0] === '-V')) {
     process.stdout.write(`tiu ${TIU_VERSION}\n`);
     return 0;
@@ -297,10 +304,9 @@ export async function main(argv: string[]): Promise<number> {
       return 2; // commander already printed the one-line message
     }
     const e = toTiuError(err);
-    process.stderr.write(`tiu: ${e.code === 'INTERNAL' ? '' : 'error: '}${e.oneLine()} [${e.code}]\n`);
-    if (debug || e.code === 'INTERNAL') {
-      if (debug) process.stderr.write(`${formatCause(err)}\n`);
-    }
+    // INTERNAL: one line, no stack unless --debug (src/tiu/guard.ts).
+    process.stderr.write(e.code === 'INTERNAL' ? `${internalErrorLine(e)}\n` : `tiu: error: ${e.oneLine()} [${e.code}]\n`);
+    if (debug) process.stderr.write(`${formatCause(err)}\n`);
     return e.exitCode;
   }
 }

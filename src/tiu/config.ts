@@ -29,8 +29,25 @@ export interface Config {
   source: string | undefined;
   /** Where downloads are stored. */
   cacheDir: string;
+  /** [download] bounds and cache policy (docs/download.md). */
+  download: DownloadConfig;
   /** Files the configuration was read from, in order. */
   files: string[];
+}
+
+export interface DownloadConfig {
+  /** Keep a downloaded archive after it was applied (default: delete it, keep only its validators). */
+  keep: boolean;
+  /** Seconds below the minimum speed before a download counts as stalled. */
+  stallTimeout: number;
+  /** Seconds a whole download may take. */
+  timeout: number;
+  /** Extra attempts after transient failures. */
+  retries: number;
+  /** Largest archive accepted, in bytes. */
+  maxSize: number;
+  /** Default rate limit in bytes per second (0: none). */
+  limitRate: number;
 }
 
 export const DEFAULT_EXCLUDES = ['/var', '/tmp', '/run', '/proc', '/sys', '/dev', '/home', '/root', '/srv', '/opt', '/usr/local', '/.snapshots', '/mnt', '/media', '/boot/efi', '/boot/grub2/x86_64-efi', '/boot/grub2/i386-pc'];
@@ -48,6 +65,7 @@ export const DEFAULT_CONFIG: Config = {
   keep: 5,
   source: undefined,
   cacheDir: '/var/cache/tiu',
+  download: { keep: false, stallTimeout: 60, timeout: 6 * 3600, retries: 4, maxSize: 64 * 1024 ** 3, limitRate: 0 },
   files: [],
 };
 
@@ -61,6 +79,34 @@ function list(v: unknown, separator: RegExp = /[\s,]+/): string[] {
 function int(v: unknown, key: string, file: string): number {
   const n = Number(v);
   if (!Number.isInteger(n) || n < 0) throw new TiuError('CONFIG_INVALID', `${file}: ${key} must be a whole number, got '${String(v)}'`, { hint: 'fix the configuration file' });
+  return n;
+}
+
+function bool(v: unknown, key: string, file: string): boolean {
+  if (v === true || v === false) return v;
+  const t = String(v).toLowerCase();
+  if (['yes', 'true', '1', 'on'].includes(t)) return true;
+  if (['no', 'false', '0', 'off'].includes(t)) return false;
+  throw new TiuError('CONFIG_INVALID', `${file}: ${key} must be yes or no, got '${String(v)}'`, { hint: 'fix the configuration file' });
+}
+
+/** Bytes with an optional k/M/G suffix (powers of 1024), like curl's --limit-rate. */
+export function parseSize(text: string): number | undefined {
+  const m = /^(\d+(?:\.\d+)?)([kKmMgG]?)$/.exec(text.trim());
+  if (!m) return undefined;
+  const unit = { '': 1, k: 1024, m: 1024 ** 2, g: 1024 ** 3 }[m[2]!.toLowerCase() as '' | 'k' | 'm' | 'g'];
+  return Math.floor(Number(m[1]) * unit);
+}
+
+function size(v: unknown, key: string, file: string): number {
+  const n = parseSize(String(v));
+  if (n === undefined) throw new TiuError('CONFIG_INVALID', `${file}: ${key} must be a size like 500k, 2M or 4G, got '${String(v)}'`, { hint: 'fix the configuration file' });
+  return n;
+}
+
+function positive(v: unknown, key: string, file: string): number {
+  const n = int(v, key, file);
+  if (n === 0) throw new TiuError('CONFIG_INVALID', `${file}: ${key} must be at least 1`, { hint: 'fix the configuration file' });
   return n;
 }
 
@@ -90,6 +136,12 @@ export function applyIni(cfg: Config, doc: Raw, file: string): Config {
         case 'cleanup.keep': out.keep = int(v, id, file); break;
         case 'update.source': out.source = String(v); break;
         case 'update.cache_dir': out.cacheDir = String(v); break;
+        case 'download.keep': out.download = { ...out.download, keep: bool(v, id, file) }; break;
+        case 'download.stall_timeout': out.download = { ...out.download, stallTimeout: positive(v, id, file) }; break;
+        case 'download.timeout': out.download = { ...out.download, timeout: positive(v, id, file) }; break;
+        case 'download.retries': out.download = { ...out.download, retries: int(v, id, file) }; break;
+        case 'download.max_size': out.download = { ...out.download, maxSize: size(v, id, file) }; break;
+        case 'download.limit_rate': out.download = { ...out.download, limitRate: size(v, id, file) }; break;
         case 'create.exclude': out.exclude = list(v); break;
         case 'create.compression': out.compression = String(v); break;
         case 'create.compression_level': out.compressionLevel = int(v, id, file); break;

@@ -49,6 +49,12 @@ export const ERROR_CODES = {
   APPLY_FAILED: { exit: 37, kind: 'system' },
   DOWNLOAD_FAILED: { exit: 38, kind: 'system' },
   BOOT_FAILED: { exit: 39, kind: 'system' },
+  // 40-44: downloads (docs/download.md)
+  DOWNLOAD_TOO_LARGE: { exit: 40, kind: 'input' },
+  DOWNLOAD_STALLED: { exit: 41, kind: 'system' },
+  DOWNLOAD_NO_SPACE: { exit: 42, kind: 'system' },
+  DOWNLOAD_TIMEOUT: { exit: 43, kind: 'system' },
+  DOWNLOAD_MISMATCH: { exit: 44, kind: 'security' },
   // 45-49: hardening (paths that would leave their root, downgrades, unsafe state files)
   PATH_UNSAFE: { exit: 45, kind: 'security' },
   DOWNGRADE: { exit: 46, kind: 'input' },
@@ -145,6 +151,6 @@ export function toTiuError(err: unknown, what = 'tiu'): TiuError {
   const message = err instanceof Error ? err.message : String(err);
   return new TiuError('INTERNAL', `internal error: ${message}`, {
     cause: err,
-    hint: 'this is a bug in tiu; rerun with --debug and report the output',
+    hint: 'run with --debug for the stack',
   });
 }

@@ -26,6 +26,8 @@ export interface RunOptions {
   timeoutMs?: number;
   /** Abort signal (SIGINT handling): the child is killed. */
   signal?: AbortSignal;
+  /** spawn only: do not collect stdout/stderr in memory; the caller reads the streams (downloads). */
+  stream?: boolean;
 }
 
 export interface RunResult {
@@ -74,6 +76,7 @@ const PACKAGE_OF: Record<string, [string, string]> = {
   unshare: ['util-linux', 'util-linux'],
   dracut: ['dracut', 'dracut'],
   openssl: ['openssl', 'openssl'],
+  curl: ['curl', 'curl'],
 };
 
 export function missingToolError(file: string): TiuError {
@@ -107,6 +110,7 @@ export function createSystem(log: Logger = createLogger()): System {
         timeout: options.timeoutMs,
         cancelSignal: options.signal,
         maxBuffer: 1024 * 1024 * 1024,
+        ...(options.stream ? { buffer: false, encoding: 'buffer' } : {}),
       } as never) as unknown as ResultPromise;
     },
     async run(file, args, options = {}) {

@@ -1,13 +1,24 @@
 /**
- * Downloading an archive over HTTP(S) with Node's built-in fetch: resumable (HTTP Range on a
- * `.part` file), optionally throttled, with progress. The result is authenticated later by the
- * archive's signature, never by the transport.
+ * Downloading an archive or metadata over HTTP(S): the interface the rest of tiu uses.
+ *
+ * The transport is Debian's curl run as a child (see src/tiu/download/curl.ts for why: Node's
+ * built-in fetch kills the process when a server closes a connection under backpressure); the
+ * bounds, retries, resume and conditional requests are in src/tiu/download/fetch.ts. The result
+ * is authenticated later by the archive's signature (or the repository's metadata), never by
+ * the transport. See docs/download.md.
  */
-import { mkdir, open, rename, stat, unlink } from 'node:fs/promises';
-import { createHash } from 'node:crypto';
-import { setTimeout as sleep } from 'node:timers/promises';
+import { open } from 'node:fs/promises';
+import { constants } from 'node:fs';
+import { fileURLToPath } from 'node:url';
 import { TiuError } from '../errors.ts';
 import type { Logger } from '../log.ts';
+import { createSystem, type System } from '../system.ts';
+import { runAttempt } from '../download/attempt.ts';
+import { backoffSeconds, classifyCurlExit, retryAfterSeconds, retryableStatus } from '../download/curl.ts';
+import { DOWNLOAD_DEFAULTS, fetchToCache, parseDownloadUrl, type FetchResult, type FetchToCacheOptions } from '../download/fetch.ts';
+import { setTimeout as sleep } from 'node:timers/promises';
+
+export { cacheName, readMeta, writeMeta, type CacheMeta, type FetchResult } from '../download/fetch.ts';
 
 export interface DownloadOptions {
   url: string;
@@ -17,81 +28,134 @@ export interface DownloadOptions {
   onProgress?: (done: number, total: number | undefined) => void;
   signal?: AbortSignal;
   log: Logger;
-  /** Maximum archive size accepted (endless-data defence). */
+  /** Maximum archive size accepted (endless-data defence; default 64 GiB). */
   maxBytes?: number;
+  /** The exact length expected (a repository target's length): also the size cap. */
+  expectedSize?: number;
+  /** sha256 (hex) the file must have; a mismatch deletes it (DOWNLOAD_MISMATCH). */
+  expectedSha256?: string;
+  /** Seconds below the minimum speed before giving up (DOWNLOAD_STALLED; default 60). */
+  stallSeconds?: number;
+  /** Seconds the whole download may take (DOWNLOAD_TIMEOUT; default 6 h). */
+  deadlineSeconds?: number;
+  /** Extra attempts for transient failures (default 4). */
+  retries?: number;
+  /** Base delay of the retry backoff in ms (default 1000). */
+  retryDelayMs?: number;
+  /** Revalidate a cached complete copy with a conditional request instead of fetching it (default true). */
+  conditional?: boolean;
+  /** The System to run curl and flock through (default: a new one logging to `log`). */
+  sys?: System;
 }
 
-/** Local file name for a URL: readable, unique per URL. */
-export function cacheName(url: string): string {
-  const base = new URL(url).pathname.split('/').pop() || 'archive';
-  const safe = base.replace(/[^A-Za-z0-9._+-]/g, '_').slice(0, 100) || 'archive';
-  return `${createHash('sha256').update(url).digest('hex').slice(0, 12)}-${safe}`;
+function toFetchOptions(o: DownloadOptions): FetchToCacheOptions {
+  return { ...o, sys: o.sys ?? createSystem(o.log) };
 }
 
 /** Downloads `url` into cacheDir and returns the complete file's path. */
 export async function download(o: DownloadOptions): Promise<string> {
-  let url: URL;
-  try {
-    url = new URL(o.url);
-  } catch {
-    throw new TiuError('USAGE', `'${o.url}' is not a URL or an existing file`, { hint: 'give a path to a .tiu file or an http(s) URL' });
-  }
-  if (url.protocol !== 'https:' && url.protocol !== 'http:') throw new TiuError('USAGE', `unsupported URL scheme ${url.protocol}`, { hint: 'use https://' });
-  await mkdir(o.cacheDir, { recursive: true, mode: 0o700 });
-  const final = `${o.cacheDir}/${cacheName(o.url)}`;
-  const part = `${final}.part`;
-  const max = o.maxBytes ?? 64 * 1024 ** 3;
-  let have = 0;
-  try {
-    have = (await stat(part)).size;
-  } catch {}
-  const headers: Record<string, string> = { 'user-agent': 'tiu' };
-  if (have > 0) headers.range = `bytes=${have}-`;
-  let res: Response;
-  try {
-    res = await fetch(url, { headers, signal: o.signal, redirect: 'follow' });
-  } catch (e) {
-    throw new TiuError('DOWNLOAD_FAILED', `cannot download ${o.url}: ${(e as Error).cause ? String((e as Error & { cause: Error }).cause.message) : (e as Error).message}`, { hint: 'check the network and the URL; rerunning resumes the download' });
-  }
-  if (res.status === 416 && have > 0) {
-    // Already complete (or the server's file changed): start over once.
-    await unlink(part);
-    return download(o);
-  }
-  if (res.status !== 200 && res.status !== 206) {
-    throw new TiuError('DOWNLOAD_FAILED', `cannot download ${o.url}: HTTP ${res.status} ${res.statusText}`, { hint: res.status === 404 ? 'check the URL' : 'try again later' });
-  }
-  const resumed = res.status === 206;
-  if (!resumed) have = 0;
-  const length = Number(res.headers.get('content-length') ?? NaN);
-  const total = Number.isFinite(length) ? have + length : undefined;
-  if (total !== undefined && total > max) throw new TiuError('DOWNLOAD_FAILED', `${o.url} is ${total} bytes, more than the ${max} accepted`, { hint: 'check the update source' });
-  if (resumed) o.log.info(`resuming download at ${have} bytes`);
-  const fh = await open(part, resumed ? 'a' : 'w', 0o600);
-  let done = have;
-  const started = Date.now();
-  let sinceStart = 0;
-  try {
-    if (!res.body) throw new TiuError('DOWNLOAD_FAILED', `no data from ${o.url}`);
-    for await (const chunk of res.body as unknown as AsyncIterable<Uint8Array>) {
-      await fh.write(chunk);
-      done += chunk.length;
-      sinceStart += chunk.length;
-      if (done > max) throw new TiuError('DOWNLOAD_FAILED', `${o.url} sent more than the ${max} bytes accepted`, { hint: 'check the update source' });
-      o.onProgress?.(done, total);
-      if (o.rateLimit) {
-        const ahead = (sinceStart / o.rateLimit) * 1000 - (Date.now() - started);
-        if (ahead > 0) await sleep(ahead, undefined, { signal: o.signal });
-      }
+  const r = await fetchToCache(toFetchOptions(o));
+  return r.path!;
+}
+
+/**
+ * Like {@link download}, but says whether the server reported the file unchanged (304), and
+ * with `allowApplied` revalidates a file that was applied and removed (then `path` is undefined).
+ */
+export function downloadChecked(o: DownloadOptions & { allowApplied?: boolean }): Promise<FetchResult> {
+  return fetchToCache(toFetchOptions(o));
+}
+
+export interface FetchBytesOptions {
+  /** Refuse more than this many bytes (required: metadata is untrusted). */
+  maxBytes: number;
+  log?: Logger;
+  sys?: System;
+  signal?: AbortSignal;
+  stallSeconds?: number;
+  deadlineSeconds?: number;
+  retries?: number;
+}
+
+/**
+ * Fetches a small document (repository metadata) into memory: http(s) through curl with the
+ * same bounds and retries as archives, or a local `file://` path (a regular file, no symlink
+ * as last component). More than `maxBytes` is DOWNLOAD_TOO_LARGE; HTTP 404 is INPUT_NOT_FOUND
+ * (callers like a TUF client treat a missing next version as "no update").
+ */
+export async function fetchBytes(url: string, o: FetchBytesOptions): Promise<Buffer> {
+  const u = parseDownloadUrl(url, true);
+  if (u.protocol === 'file:') return readLocalBounded(fileURLToPath(u), o.maxBytes, url);
+  const sys = o.sys ?? createSystem(o.log);
+  const deadline = Date.now() + (o.deadlineSeconds ?? 300) * 1000;
+  const retries = o.retries ?? DOWNLOAD_DEFAULTS.retries;
+  let last = '';
+  for (let attempt = 1; attempt <= retries + 1; attempt++) {
+    const left = (deadline - Date.now()) / 1000;
+    if (left <= 0) break;
+    const chunks: Buffer[] = [];
+    const out = await runAttempt(sys, { url, stallSeconds: o.stallSeconds ?? DOWNLOAD_DEFAULTS.stallSeconds, maxSeconds: left, maxFilesize: o.maxBytes }, {
+      maxBytes: o.maxBytes,
+      signal: o.signal,
+      sink: {
+        async begin() {
+          chunks.length = 0;
+        },
+        async write(c) {
+          chunks.push(Buffer.from(c));
+        },
+        async close() {},
+      },
+    });
+    if (out.stderr === 'curl-missing') throw new TiuError('TOOL_MISSING', "required tool 'curl' is not installed", { hint: 'install it (Debian/Ubuntu: apt-get install curl)' });
+    if (out.aborted) throw new TiuError('INTERRUPTED', `fetching ${url} interrupted`);
+    if (out.tooLarge || (out.exitCode !== 0 && classifyCurlExit(out.exitCode, out.stderr).kind === 'too-large')) {
+      throw new TiuError('DOWNLOAD_TOO_LARGE', `${url} is larger than the ${o.maxBytes} bytes accepted`, { hint: 'check the update source' });
     }
-    await fh.sync();
+    const h = out.head;
+    if (h && h.status === 200 && out.exitCode === 0) return Buffer.concat(chunks);
+    let wait = backoffSeconds(attempt);
+    if (h && h.status !== 200) {
+      if (h.status === 404 || h.status === 410) throw new TiuError('INPUT_NOT_FOUND', `${url}: HTTP ${h.status} ${h.reason}`.trim(), { hint: 'check the URL' });
+      if (!retryableStatus(h.status)) throw new TiuError('DOWNLOAD_FAILED', `cannot fetch ${url}: HTTP ${h.status} ${h.reason}`.trim(), { hint: 'try again later' });
+      last = `HTTP ${h.status}`;
+      wait = retryAfterSeconds(h.headers.get('retry-after')) ?? wait;
+    } else if (out.exitCode !== 0) {
+      const f = classifyCurlExit(out.exitCode, out.stderr);
+      last = f.what;
+      if (f.kind === 'stalled') throw new TiuError('DOWNLOAD_STALLED', `fetching ${url} stalled: ${f.what}`, { hint: 'check the network or the server' });
+      if (f.kind === 'fatal') throw new TiuError('DOWNLOAD_FAILED', `cannot fetch ${url}: ${f.what}`, { hint: 'check the URL and the network' });
+    }
+    if (attempt <= retries) await sleep(Math.min(wait, Math.max(0, (deadline - Date.now()) / 1000)) * 1000, undefined, { signal: o.signal }).catch(() => {});
+  }
+  throw new TiuError('DOWNLOAD_FAILED', `cannot fetch ${url}: ${last || 'deadline reached'}`, { hint: 'check the network; try again later' });
+}
+
+/** Reads a local file: regular, not a symlink, at most `max` bytes (read is bounded too). */
+async function readLocalBounded(path: string, max: number, what: string): Promise<Buffer> {
+  let fh;
+  try {
+    fh = await open(path, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK);
   } catch (e) {
-    if (e instanceof TiuError) throw e;
-    throw new TiuError('DOWNLOAD_FAILED', `download of ${o.url} interrupted at ${done} bytes: ${(e as Error).message}`, { hint: 'rerun to resume it' });
+    const code = (e as NodeJS.ErrnoException).code;
+    if (code === 'ENOENT') throw new TiuError('INPUT_NOT_FOUND', `${what}: no such file`, { hint: 'check the URL' });
+    if (code === 'ELOOP') throw new TiuError('INPUT_INVALID', `${what} is a symbolic link`, { hint: 'point at the file itself' });
+    throw new TiuError('DOWNLOAD_FAILED', `cannot read ${what}: ${(e as Error).message}`);
+  }
+  try {
+    const st = await fh.stat();
+    if (!st.isFile()) throw new TiuError('INPUT_INVALID', `${what} is not a regular file`, { hint: 'point at a file' });
+    if (st.size > max) throw new TiuError('DOWNLOAD_TOO_LARGE', `${what} is ${st.size} bytes, more than the ${max} accepted`, { hint: 'check the update source' });
+    const buf = Buffer.alloc(max + 1);
+    let n = 0;
+    for (;;) {
+      const { bytesRead } = await fh.read(buf, n, buf.length - n, n);
+      if (bytesRead === 0) break;
+      n += bytesRead;
+      if (n > max) throw new TiuError('DOWNLOAD_TOO_LARGE', `${what} grew beyond the ${max} bytes accepted`, { hint: 'check the update source' });
+    }
+    return buf.subarray(0, n);
   } finally {
     await fh.close();
   }
-  if (total !== undefined && done !== total) throw new TiuError('DOWNLOAD_FAILED', `download of ${o.url} ended at ${done} of ${total} bytes`, { hint: 'rerun to resume it' });
-  await rename(part, final);
-  return final;
 }

@@ -13,6 +13,7 @@ import { isSubvolumeRoot, snapshotSubvolume, subvolumeInfo, setReadonly } from '
 import { snapshotDir, UD } from './paths.ts';
 import { cleanupStaleMounts } from '../archive/mount.ts';
 import { removeSyncpoint } from './etc.ts';
+import { registerCleanup, testHook } from '../guard.ts';
 
 /** Directories that are separate subvolumes inside each snapshot (carried by snapshotting). */
 export const NESTED_SUBVOLUMES = ['etc'] as const;
@@ -52,6 +53,8 @@ export class Transaction implements AsyncDisposable {
   num: number | undefined;
   private finalized = false;
   private readonly abort = new AbortController();
+  /** Unregisters the internal-error cleanup (src/tiu/guard.ts). */
+  private unguard: (() => void) | undefined;
   private readonly onSignal = (sig: NodeJS.Signals) => {
     this.sys.log.warn(`${sig} received: discarding the new snapshot`);
     this.abort.abort(new TiuError('INTERRUPTED', `interrupted by ${sig}; the new snapshot was discarded, the default is unchanged`));
@@ -83,6 +86,9 @@ export class Transaction implements AsyncDisposable {
       cleanup: 'number',
       readWrite: true,
     });
+    // If tiu dies of an internal error, the guard deletes this unfinished snapshot first.
+    this.unguard = registerCleanup(() => this[Symbol.asyncDispose]());
+    await testHook('transaction');
     const base = snapshotDir(this.root, o.from);
     for (const n of NESTED_SUBVOLUMES) {
       const src = `${base}/${n}`;
@@ -117,6 +123,8 @@ export class Transaction implements AsyncDisposable {
   }
 
   private detach(): void {
+    this.unguard?.();
+    this.unguard = undefined;
     process.off('SIGINT', this.onSignal);
     process.off('SIGTERM', this.onSignal);
   }

@@ -1,0 +1,121 @@
+/**
+ * One download attempt: curl runs as a child (argv from ./curl.ts), tiu reads its stdout —
+ * the response headers first (`-D -`), then the body — and hands the body of a 200/206 to a
+ * sink, counting every byte so the size cap holds even when the server announced no length.
+ * Nothing here retries; ./fetch.ts decides what an outcome means.
+ */
+import type { System } from '../system.ts';
+import { curlArgs, isInterim, parseHead, type CurlRequest, type ResponseHead } from './curl.ts';
+
+/** Where a body goes. `begin` is called once, when the final response is known to carry data. */
+export interface BodySink {
+  /** `append` for a 206 continuing at the requested offset; otherwise start from empty. */
+  begin(append: boolean): Promise<void>;
+  write(chunk: Buffer): Promise<void>;
+  close(): Promise<void>;
+}
+
+export interface AttemptOutcome {
+  /** The final response's head, if one arrived. */
+  head?: ResponseHead;
+  /** curl's exit code (0 when it completed; -1 when it was killed by tiu or a signal). */
+  exitCode: number;
+  stderr: string;
+  /** Body bytes written to the sink in this attempt. */
+  received: number;
+  /** Offset the sink's data starts at: `from` for a 206, 0 otherwise. */
+  offset: number;
+  /** Stopped by tiu because offset + received exceeded `maxBytes`. */
+  tooLarge: boolean;
+  /** First bytes of an error response's body (for the message). */
+  errorBody: string;
+  aborted: boolean;
+}
+
+const MAX_HEADER_BYTES = 256 * 1024;
+const MAX_ERROR_BODY = 64 * 1024;
+
+/** Runs one curl attempt; never throws for transport problems (they are in the outcome). */
+export async function runAttempt(
+  sys: System,
+  req: CurlRequest,
+  o: {
+    sink: BodySink;
+    maxBytes: number;
+    signal?: AbortSignal;
+    /** Called with a 200/206 head before any body is written; throwing stops the attempt. */
+    onHead?: (head: ResponseHead) => Promise<void>;
+    onBytes?: (total: number, head: ResponseHead) => void;
+  },
+): Promise<AttemptOutcome> {
+  const child = sys.spawn('curl', curlArgs(req), { stream: true, signal: o.signal });
+  let stderr = '';
+  child.stderr?.on('data', (c: Buffer) => {
+    if (stderr.length < 8192) stderr += c.toString('utf8');
+  });
+  const out: AttemptOutcome = { exitCode: -1, stderr: '', received: 0, offset: 0, tooLarge: false, errorBody: '', aborted: false };
+  let pending: Buffer = Buffer.alloc(0);
+  let headerBytes = 0;
+  let mode: 'head' | 'body' | 'discard' = 'head';
+  let sinkOpen = false;
+  const stop = () => child.kill('SIGTERM');
+  try {
+    for await (const raw of child.stdout as AsyncIterable<Buffer>) {
+      let chunk: Buffer = raw;
+      while (mode === 'head' && chunk.length > 0) {
+        pending = pending.length ? Buffer.concat([pending, chunk]) : chunk;
+        chunk = Buffer.alloc(0);
+        const end = pending.indexOf('\r\n\r\n');
+        if (end < 0) {
+          if (pending.length > MAX_HEADER_BYTES) { stop(); break; }
+          break;
+        }
+        headerBytes += end + 4;
+        if (headerBytes > MAX_HEADER_BYTES) { stop(); break; }
+        const head = parseHead(pending.subarray(0, end).toString('latin1'));
+        chunk = pending.subarray(end + 4);
+        pending = Buffer.alloc(0);
+        if (!head) { stop(); break; }
+        if (isInterim(head)) continue;
+        out.head = head;
+        if (head.status === 200 || head.status === 206) {
+          out.offset = head.status === 206 ? (req.from ?? 0) : 0;
+          await o.onHead?.(head);
+          await o.sink.begin(head.status === 206);
+          sinkOpen = true;
+          mode = 'body';
+        } else {
+          mode = 'discard';
+        }
+      }
+      if (chunk.length === 0) continue;
+      if (mode === 'body') {
+        if (out.offset + out.received + chunk.length > o.maxBytes) {
+          out.tooLarge = true;
+          stop();
+          break;
+        }
+        await o.sink.write(chunk);
+        out.received += chunk.length;
+        o.onBytes?.(out.offset + out.received, out.head!);
+      } else if (mode === 'discard') {
+        if (out.errorBody.length < 512) out.errorBody += chunk.toString('utf8').slice(0, 512);
+        out.received += chunk.length;
+        if (out.received > MAX_ERROR_BODY) { stop(); break; }
+      }
+    }
+  } catch (e) {
+    // A sink that cannot write (ENOSPC, EIO): stop curl, then report the error.
+    stop();
+    await Promise.resolve(child).catch(() => {});
+    throw e;
+  } finally {
+    if (sinkOpen) await o.sink.close();
+  }
+  const r = (await child) as unknown as { exitCode?: number; isCanceled?: boolean; code?: string; cause?: { code?: string } };
+  out.exitCode = r.exitCode ?? -1;
+  out.aborted = !!r.isCanceled || !!o.signal?.aborted;
+  out.stderr = stderr;
+  if (r.exitCode === undefined && (r.code ?? r.cause?.code) === 'ENOENT') out.stderr = 'curl-missing';
+  return out;
+}
