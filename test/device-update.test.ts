@@ -228,7 +228,8 @@ describe('tiu install + extract on loop btrfs', () => {
 
   it('status, pin, rollback and cleanup', async () => {
     await using dev = await installedDevice(sys, A.v1, A.keyringPem);
-    for (const a of [A.v2, A.v1, A.v2]) expect((await cli(['extract', a, '--root', dev.root, ...keyringArgs()])).exitCode).toBe(0);
+    // v1 after v2 is a downgrade: allowed explicitly.
+    for (const a of [A.v2, A.v1, A.v2]) expect((await cli(['extract', a, '--root', dev.root, ...keyringArgs(), ...(a === A.v1 ? ['--allow-downgrade'] : [])])).exitCode).toBe(0);
     let list = await snapshotsOf(dev.root);
     expect(list.map((s) => s.number)).toEqual([1, 2, 3, 4]);
     expect(list.find((s) => s.default)!.number).toBe(4);

@@ -58,8 +58,8 @@ const rawArb = (paths: fc.Arbitrary<string>, small = false): fc.Arbitrary<Raw> =
       ? fc.constantFrom<EntryType>('file', 'file', 'file', 'file', 'file', 'file', 'dir', 'symlink', 'chr', 'fifo')
       : fc.constantFrom<EntryType>('file', 'file', 'file', 'dir', 'symlink', 'chr', 'blk', 'fifo', 'socket'),
     mode: small ? fc.constantFrom(0o644, 0o755) : fc.integer({ min: 0, max: 0o7777 }),
-    uid: small ? fc.constantFrom(0, 1234) : fc.integer({ min: 0, max: 0xffffffff }),
-    gid: small ? fc.constantFrom(0, 5678) : fc.integer({ min: 0, max: 0xffffffff }),
+    uid: small ? fc.constantFrom(0, 1234) : fc.integer({ min: 0, max: 0xfffffffe }),
+    gid: small ? fc.constantFrom(0, 5678) : fc.integer({ min: 0, max: 0xfffffffe }),
     mtime: small ? fc.constantFrom(1700000000, 1700000001) : fc.integer({ min: -(2 ** 40), max: 2 ** 40 }),
     size: small ? fc.constantFrom(10, 10, 10, 0) : fc.nat(),
     sha256: small ? fc.constantFrom('a'.repeat(64), 'a'.repeat(64), 'a'.repeat(64), 'b'.repeat(64)) : hex64,

@@ -10,8 +10,10 @@
  */
 import { createHash } from 'node:crypto';
 import { createReadStream, constants } from 'node:fs';
-import { chmod, copyFile, lchown, lstat, mkdir, mkdtemp, rename, rm, symlink, writeFile } from 'node:fs/promises';
+import { chmod, copyFile, lchown, lstat, mkdir, mkdtemp, open, rename, rm, symlink, writeFile } from 'node:fs/promises';
 import { TiuError, fromErrno } from '../tiu/errors.ts';
+import { SafeRoot } from '../tiu/safepath.ts';
+import { explainEperm } from '../tiu/fsadvice.ts';
 import type { System } from '../tiu/system.ts';
 import { displayPath, pathBytes } from '../tiu/fileindex/types.ts';
 import { parentOf, sameEntry, treeDigests } from './compare.ts';
@@ -42,6 +44,24 @@ function baseName(p: string): Buffer {
 /** Carries out `plan`. Returns the report. Throws ETC_MERGE if a source changed since the scan. */
 export async function applyEtcPlan(sys: System, plan: EtcPlan, dirs: ApplyDirs): Promise<EtcMergeReport> {
   if (plan.actions.length === 0) return planReport(plan);
+  // Every path in the three trees is resolved beneath its root: a symlinked directory in the
+  // new /etc or the local one never redirects a write or a read outside it.
+  const roots = new Map<string, SafeRoot>();
+  const rootOf = async (dir: string) => {
+    let r = roots.get(dir);
+    if (!r) roots.set(dir, (r = await SafeRoot.open(dir, { what: dir === dirs.result ? 'the merged /etc' : `/etc (${dir})`, noXdev: false })));
+    return r;
+  };
+  try {
+    return await applyWithRoots(sys, plan, dirs, rootOf);
+  } finally {
+    for (const r of roots.values()) await r.close();
+  }
+}
+
+async function applyWithRoots(sys: System, plan: EtcPlan, dirs: ApplyDirs, rootOf: (dir: string) => Promise<SafeRoot>): Promise<EtcMergeReport> {
+  const result = await rootOf(dirs.result);
+  let current: string | undefined;
   const tmp = await mkdtemp(`${dirs.result.replace(/\/+$/, '')}/.tiu-etc-merge-`);
   // Inherited default ACLs would otherwise end up on every file built here.
   await sys.run('setfattr', ['-x', 'system.posix_acl_default', tmp], { allowFailure: true });
@@ -67,7 +87,16 @@ export async function applyEtcPlan(sys: System, plan: EtcPlan, dirs: ApplyDirs):
       case 'file':
         if (content) await writeFile(t, content, { mode: 0o600, flag: 'wx' });
         else {
-          await copyFile(absPath(src, e.path), t, constants.COPYFILE_FICLONE | constants.COPYFILE_EXCL);
+          const from = await rootOf(src);
+          await from.at(e.path, async (p) => {
+            // Open without following, then copy from that very file (its /proc/self/fd link).
+            const fh = await open(p, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK);
+            try {
+              await copyFile(`/proc/self/fd/${fh.fd}`, t, constants.COPYFILE_FICLONE | constants.COPYFILE_EXCL);
+            } finally {
+              await fh.close();
+            }
+          });
           if (e.sha256 !== undefined && (await sha256File(t)) !== e.sha256) {
             throw new TiuError('ETC_MERGE', `${src}/${displayPath(e.path)} changed while merging`, { hint: 'retry the update' });
           }
@@ -106,20 +135,27 @@ export async function applyEtcPlan(sys: System, plan: EtcPlan, dirs: ApplyDirs):
 
   /** Puts the built node `t` at `p`, replacing what is there (a directory only by removing it first). */
   const place = async (t: string | undefined, p: string) => {
-    const dest = absPath(dirs.result, p);
-    if (t === undefined) return void (await rm(dest, { recursive: true, force: true }));
-    const existing = await lstat(dest).catch(() => undefined);
-    if (existing && (existing.isDirectory() || (await lstat(t)).isDirectory())) await rm(dest, { recursive: true, force: true });
-    await rename(t, dest);
+    result.forget(p);
+    await result.at(p, async (dest) => {
+      if (t === undefined) return void (await rm(dest, { recursive: true, force: true }));
+      const existing = await lstat(dest).catch(() => undefined);
+      if (existing && (existing.isDirectory() || (await lstat(t)).isDirectory())) await rm(dest, { recursive: true, force: true });
+      await rename(t, dest);
+    });
+  };
+  const remove = async (p: string) => {
+    result.forget(p);
+    await result.at(p, (dest) => rm(dest, { recursive: true, force: true }));
   };
 
   try {
     for (const a of plan.actions) {
+      current = a.path;
       switch (a.op) {
         case 'take-new':
           break;
         case 'delete':
-          await rm(absPath(dirs.result, a.path), { recursive: true, force: true });
+          await remove(a.path);
           break;
         case 'keep-local':
           await place(await build(dirs.local, a.entry, kidsOf(a.descendants)), a.path);
@@ -132,9 +168,10 @@ export async function applyEtcPlan(sys: System, plan: EtcPlan, dirs: ApplyDirs):
           else if (a.entry.type === 'dir') {
             // A directory cannot be copied cheaply: move it aside (ASCII name), fix it, move it back.
             const t = tmpName();
-            await rename(absPath(dirs.result, a.path), t);
+            result.forget(a.path);
+            await result.at(a.path, (p) => rename(p, t));
             await setMeta(t, a.entry, a.before.xattrs);
-            await rename(t, absPath(dirs.result, a.path));
+            await result.at(a.path, (p) => rename(t, p));
           } else {
             await place(await build(dirs.result, { ...a.entry, sha256: a.before.sha256 }, new Map()), a.path);
           }
@@ -142,11 +179,13 @@ export async function applyEtcPlan(sys: System, plan: EtcPlan, dirs: ApplyDirs):
         case 'conflict':
           if (a.tiunew) await place(await build(dirs.next, a.tiunew.entry, kidsOf(a.tiunew.descendants)), a.tiunew.path);
           if (a.keep === 'local') await place(await build(dirs.local, a.entry!, kidsOf(a.descendants)), a.path);
-          else await rm(absPath(dirs.result, a.path), { recursive: true, force: true });
+          else await remove(a.path);
           break;
       }
     }
   } catch (err) {
+    // EPERM for root: an immutable or append-only file in /etc, named with chattr advice.
+    if (current !== undefined && !(err instanceof TiuError)) await explainEperm(sys, dirs.result, current, err, '/etc');
     throw fromErrno(err, `merging /etc into ${dirs.result}`) ?? err;
   } finally {
     await rm(tmp, { recursive: true, force: true });

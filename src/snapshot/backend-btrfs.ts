@@ -2,7 +2,8 @@
  * Plain btrfs backend: snapshots made with `btrfs subvolume snapshot`, metadata written by tiu
  * in snapper's info.xml format (so `snapper list` shows them if snapper is installed later).
  */
-import { mkdir, open } from 'node:fs/promises';
+import { mkdir } from 'node:fs/promises';
+import { readBounded } from '../tiu/boundedread.ts';
 import { join } from 'node:path';
 import { TiuError } from '../tiu/errors.ts';
 import { deleteSubvolume, snapshotSubvolume, trySubvolumeInfo } from './btrfs.ts';
@@ -11,15 +12,8 @@ import { removeSnapshotDir, snapshotDirOf, type MetadataBackend, type StoreConte
 
 /** Reads and parses `.snapshots/N/info.xml`, bounded in size; checks that it names snapshot N. */
 export async function readInfoFile(dir: string, num: number): Promise<SnapshotInfo> {
-  const fh = await open(join(dir, 'info.xml'), 'r');
-  let text: string;
-  try {
-    const { size } = await fh.stat();
-    if (size > MAX_INFO_XML_BYTES) throw new TiuError('INPUT_INVALID', `info.xml of snapshot ${num} is ${size} bytes, more than ${MAX_INFO_XML_BYTES}`);
-    text = await fh.readFile('utf8');
-  } finally {
-    await fh.close();
-  }
+  // A regular file only, bounded: a FIFO or a huge info.xml must not hang `tiu status`.
+  const text = (await readBounded(join(dir, 'info.xml'), { max: MAX_INFO_XML_BYTES, what: `info.xml of snapshot ${num}` })).toString('utf8');
   const info = parseInfoXml(text);
   if (info.num !== num) throw new TiuError('INPUT_INVALID', `info.xml in ${dir} says it is snapshot ${info.num}`);
   return info;

@@ -11,10 +11,16 @@
  * to /run/tiu); beside it a `.info` file says who holds it, for the BUSY message.
  */
 import { createHash } from 'node:crypto';
-import { mkdir, readFile, realpath, rm, writeFile } from 'node:fs/promises';
+import { constants as C } from 'node:fs';
+import { lstat, open, realpath, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { TiuError, fromErrno } from '../tiu/errors.ts';
 import { processAlive, type System } from '../tiu/system.ts';
+import { readBounded } from '../tiu/boundedread.ts';
+import { ensurePrivateDir } from '../tiu/rundir.ts';
+
+/** Largest lock info file read (it holds one short JSON line). */
+const MAX_INFO_BYTES = 16 * 1024;
 
 /** flock's exit code when the lock is taken. */
 const CONFLICT_EXIT = 75;
@@ -39,10 +45,22 @@ export function lockFileFor(realRoot: string, dir = lockDir()): string {
 
 async function readHolder(infoFile: string): Promise<LockHolder | undefined> {
   try {
-    const data = JSON.parse(await readFile(infoFile, 'utf8')) as Partial<LockHolder>;
+    // Bounded, regular file only: a FIFO or a huge file planted here must not hang tiu.
+    const data = JSON.parse((await readBounded(infoFile, { max: MAX_INFO_BYTES, what: `lock info ${infoFile}` })).toString('utf8')) as Partial<LockHolder>;
     return typeof data.pid === 'number' ? (data as LockHolder) : undefined;
   } catch {
     return undefined;
+  }
+}
+
+/** Writes the holder info without following a symlink planted at its name (O_NOFOLLOW). */
+async function writeInfo(file: string, text: string): Promise<void> {
+  const fh = await open(file, C.O_WRONLY | C.O_CREAT | C.O_TRUNC | C.O_NOFOLLOW | C.O_NONBLOCK, 0o644);
+  try {
+    if (!(await fh.stat()).isFile()) throw new Error('not a regular file');
+    await fh.writeFile(text);
+  } finally {
+    await fh.close();
   }
 }
 
@@ -59,13 +77,14 @@ export async function acquireLock(sys: System, root: string): Promise<AsyncDispo
     throw fromErrno(e, `root ${root}`) ?? e;
   }
   const dir = lockDir();
-  try {
-    await mkdir(dir, { recursive: true, mode: 0o755 });
-  } catch (e) {
-    throw fromErrno(e, `lock directory ${dir}`) ?? e;
-  }
+  await ensurePrivateDir(dir, 0o755);
   const lockFile = lockFileFor(realRoot, dir);
   const infoFile = lockFile.replace(/\.lock$/, '.info');
+  // flock(1) opens the lock file following symlinks: only a regular file (or none) is used.
+  const lst = await lstat(lockFile).catch(() => undefined);
+  if (lst && !lst.isFile()) {
+    throw new TiuError('PATH_UNSAFE', `lock file ${lockFile} is ${lst.isSymbolicLink() ? 'a symlink' : 'not a regular file'}; tiu does not use it`, { hint: `remove ${lockFile}, then retry` });
+  }
 
   type Child = ReturnType<System['spawn']>;
   // Wrapped in an object: returning the (thenable) child from an async function would await it.
@@ -114,7 +133,7 @@ export async function acquireLock(sys: System, root: string): Promise<AsyncDispo
 
   const child = got.child;
   const holder: LockHolder = { pid: process.pid, command: process.argv.slice(1).join(' '), root: realRoot, since: new Date().toISOString() };
-  await writeFile(infoFile, `${JSON.stringify(holder)}\n`).catch((e) => sys.log.debug(`lock: cannot write ${infoFile}: ${(e as Error).message}`));
+  await writeInfo(infoFile, `${JSON.stringify(holder)}\n`).catch((e) => sys.log.debug(`lock: cannot write ${infoFile}: ${(e as Error).message}`));
   sys.log.debug(`lock: holding ${lockFile} for ${realRoot}`);
   // The helper must not keep tiu alive on its own: if tiu forgets to release, exiting releases.
   child.unref();

@@ -7,6 +7,7 @@
 import { open, readFile, rename, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
+import { readBounded } from '../tiu/boundedread.ts';
 import { TiuError } from '../tiu/errors.ts';
 
 /** Name of the high-water mark file inside the snapshots directory (snapper ignores non-numeric names). */
@@ -43,7 +44,7 @@ export async function readHighWater(snapshotsDir: string): Promise<number | unde
   const file = join(snapshotsDir, HIGH_WATER_FILE);
   let text: string;
   try {
-    text = await readFile(file, 'utf8');
+    text = (await readBounded(file, { max: 4096, what: file })).toString('utf8');
   } catch (e) {
     if ((e as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
     throw e;

@@ -202,6 +202,7 @@ export function buildProgram(state: State = { globals: {} }): Command {
       .option('--no-default', 'do not make the new snapshot the default')
       .option('--keyring <pem>', 'trusted CA certificates')
       .option('--dry-run', 'print the plan, change nothing')
+      .option('--allow-downgrade', 'accept an image whose version is lower than the base snapshot\'s')
       .option('--json', 'machine-readable result')
       .action(lazy('extract', program, state)),
     'tiu extract os-1.1.tiu && reboot',

@@ -55,6 +55,12 @@ export const ERROR_CODES = {
   DOWNLOAD_NO_SPACE: { exit: 42, kind: 'system' },
   DOWNLOAD_TIMEOUT: { exit: 43, kind: 'system' },
   DOWNLOAD_MISMATCH: { exit: 44, kind: 'security' },
+  // 45-49: hardening (paths that would leave their root, downgrades, unsafe state files)
+  PATH_UNSAFE: { exit: 45, kind: 'security' },
+  DOWNGRADE: { exit: 46, kind: 'input' },
+  FILE_INVALID: { exit: 47, kind: 'input' },
+  XATTR_UNSUPPORTED: { exit: 48, kind: 'system' },
+  IMMUTABLE: { exit: 49, kind: 'system' },
   // 50-59: the machine, continued (IO and INTERRUPTED were 64 and 65 until 0.2: sysexits' EX_USAGE
   // and EX_DATAERR, which mean something else)
   IO: { exit: 50, kind: 'system' },

@@ -2,7 +2,8 @@
  * The apply executor: carries out an {@link ApplyPlan} on a snapshot directory, copying file
  * content from a (verified, mounted or extracted) image tree.
  *
- * Side effects: writes only below `targetRoot`. Every file copied from the image is hashed while
+ * Side effects: writes only below `targetRoot`; every path in the snapshot and in the image is
+ * resolved beneath its root ({@link SafeRoot}: no symlink, `..` or mount point is followed). Every file copied from the image is hashed while
  * it is copied and must match the index's sha256, so content cannot be swapped after the image
  * was verified. Runs external commands only for xattrs (setfattr) and device nodes (mknod).
  */
@@ -12,6 +13,8 @@ import { createHash } from 'node:crypto';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { TiuError, fromErrno } from '../errors.ts';
+import { SafeRoot, pathComponents } from '../safepath.ts';
+import { explainEperm, explainXattrNoSpace } from '../fsadvice.ts';
 import type { System } from '../system.ts';
 import { displayPath, pathBytes, type IndexEntry } from '../fileindex/types.ts';
 import type { ApplyPlan } from './plan.ts';
@@ -67,6 +70,23 @@ function wrapFs(err: unknown, what: string, p: string): never {
   throw new TiuError('APPLY_FAILED', `${what} /${displayPath(p)} failed: ${(err as Error).message}`, { cause: err });
 }
 
+/**
+ * Removes `rel` below a safe root; directories recursively, each level resolved beneath the root
+ * (never following symlinks).
+ */
+export async function removeTreeAt(root: SafeRoot, rel: readonly Buffer[]): Promise<void> {
+  const st = await root.at(rel, (p) => lstat(p, { bigint: true })).catch((e) => {
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+    throw e;
+  });
+  if (!st) return;
+  if (!st.isDirectory()) return root.at(rel, (p) => unlink(p));
+  const names = await root.dir(Buffer.concat(rel.flatMap((c, i) => (i ? [Buffer.from('/'), c] : [c]))), (p) => readdir(p, { encoding: 'buffer' }));
+  for (const n of names) await removeTreeAt(root, [...rel, n]);
+  root.forget(rel);
+  await root.at(rel, (p) => rmdir(p));
+}
+
 /** Removes a path; directories recursively, with Buffer names (non-UTF-8 safe), never following symlinks. */
 export async function removeTree(path: Buffer): Promise<void> {
   let st: BigIntStats;
@@ -85,14 +105,17 @@ export async function removeTree(path: Buffer): Promise<void> {
   await rmdir(path);
 }
 
-async function copyContent(src: Buffer, dst: Buffer, e: IndexEntry): Promise<void> {
+async function copyContent(image: SafeRoot, target: SafeRoot, e: IndexEntry): Promise<void> {
   const hash = createHash('sha256');
-  const sfh = await open(src, constants.O_RDONLY | constants.O_NOFOLLOW);
+  const sfh = await image.at(e.path, (src) => open(src, constants.O_RDONLY | constants.O_NOFOLLOW)).catch((err) => {
+    if ((err as NodeJS.ErrnoException).code === 'ELOOP') throw new TiuError('ARCHIVE_INDEX', `/${displayPath(e.path)} in the image is a symlink, the index says it is a file`);
+    throw err;
+  });
   let dfh;
   try {
     const sst = await sfh.stat();
     if (!sst.isFile()) throw new TiuError('ARCHIVE_INDEX', `/${displayPath(e.path)} in the image is not a regular file, the index says it is`);
-    dfh = await open(dst, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW, 0o600);
+    dfh = await target.at(e.path, (dst) => open(dst, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW, 0o600));
     const buf = Buffer.allocUnsafe(CHUNK);
     let pos = 0;
     for (;;) {
@@ -119,7 +142,7 @@ async function copyContent(src: Buffer, dst: Buffer, e: IndexEntry): Promise<voi
         hint: 'the archive changed after it was verified or is corrupt; nothing was made the default',
       });
     }
-    await dfh.chown(e.uid, e.gid);
+    await dfh.chown(checkId(e.uid, e), checkId(e.gid, e));
     await dfh.chmod(e.mode);
   } finally {
     await sfh.close();
@@ -127,8 +150,14 @@ async function copyContent(src: Buffer, dst: Buffer, e: IndexEntry): Promise<voi
   }
 }
 
+/** Owner ids must be real ids: chown(-1) means "unchanged", so 4294967295 would silently not apply. */
+function checkId(id: number, e: IndexEntry): number {
+  if (!Number.isInteger(id) || id < 0 || id >= 0xffffffff) throw new TiuError('ARCHIVE_INDEX', `/${displayPath(e.path)} has owner id ${id}, which cannot be set (4294967295 means "unchanged" to chown)`);
+  return id;
+}
+
 async function setOwnerMode(p: Buffer, e: IndexEntry): Promise<void> {
-  await lchown(p, e.uid, e.gid);
+  await lchown(p, checkId(e.uid, e), checkId(e.gid, e));
   if (e.type !== 'symlink') await chmod(p, e.mode);
 }
 
@@ -149,7 +178,10 @@ export function escapeDumpPath(p: Buffer): string {
  */
 export async function executePlan(plan: ApplyPlan, opts: ExecuteOptions): Promise<ExecuteResult> {
   const { sys, imageRoot, targetRoot } = opts;
-  const T = (p: string) => under(targetRoot, p);
+  await using target = await SafeRoot.open(targetRoot, { what: 'the new snapshot' });
+  await using image = await SafeRoot.open(imageRoot, { what: 'the image' });
+  /** Runs `fn` on the snapshot path of `p`, its parents checked to be real directories in it. */
+  const T = <R>(p: string, fn: (path: Buffer) => Promise<R>) => target.at(p, fn);
   const check = () => {
     if (opts.signal?.aborted) throw new TiuError('INTERRUPTED', 'interrupted; the new snapshot is being discarded');
   };
@@ -161,8 +193,10 @@ export async function executePlan(plan: ApplyPlan, opts: ExecuteOptions): Promis
   for (const r of plan.removals) {
     check();
     try {
-      await removeTree(T(r.path));
+      await removeTreeAt(target, pathComponents(r.path));
     } catch (e) {
+      if (e instanceof TiuError) throw e;
+      await explainEperm(sys, targetRoot, r.path, e);
       wrapFs(e, 'removing', r.path);
     }
   }
@@ -173,18 +207,21 @@ export async function executePlan(plan: ApplyPlan, opts: ExecuteOptions): Promis
   for (const c of plan.changes) {
     check();
     const e = c.entry;
-    const p = T(e.path);
     try {
       switch (c.op) {
         case 'mkdir':
-          await mkdir(p, { mode: 0o700 });
-          await setOwnerMode(p, e);
+          await T(e.path, async (p) => {
+            await mkdir(p, { mode: 0o700 });
+            await setOwnerMode(p, e);
+          });
           xattrWork.push(e);
           break;
         case 'symlink':
-          await symlink(pathBytes(e.target ?? ''), p);
-          await lchown(p, e.uid, e.gid);
-          await lutimes(p, e.mtime, e.mtime);
+          await T(e.path, async (p) => {
+            await symlink(pathBytes(e.target ?? ''), p);
+            await lchown(p, checkId(e.uid, e), checkId(e.gid, e));
+            await lutimes(p, e.mtime, e.mtime);
+          });
           xattrWork.push(e);
           break;
         case 'mknod': {
@@ -193,12 +230,18 @@ export async function executePlan(plan: ApplyPlan, opts: ExecuteOptions): Promis
             sys.log.warn(`not creating socket /${displayPath(e.path)}: sockets are made by the programs that listen on them`);
             break;
           }
-          // mknod(1) takes a string path: make the node under an ASCII name, then rename (Buffer-safe).
-          const tmp = `${targetRoot}/.tiu-node-${process.pid}-${nodeCounter++}`;
-          await sys.run('mknod', ['-m', (e.mode & 0o7777).toString(8), '--', tmp, ...args]);
-          await rename(tmp, p);
-          await setOwnerMode(p, e);
-          await lutimes(p, e.mtime, e.mtime);
+          // mknod(1) takes a string path: make the node under an ASCII name in its own directory
+          // (the same subvolume: /etc is a nested one), then rename it (Buffer-safe).
+          const tmpName = Buffer.from(`.tiu-node-${process.pid}-${nodeCounter++}`);
+          const parent = pathComponents(e.path).slice(0, -1);
+          await target.at([...parent, tmpName], async (tmp) => {
+            await sys.run('mknod', ['-m', (e.mode & 0o7777).toString(8), '--', tmp.toString('latin1'), ...args]);
+          }, { child: true });
+          await target.at([...parent, tmpName], (tmp) => T(e.path, (p) => rename(tmp, p)));
+          await T(e.path, async (p) => {
+            await setOwnerMode(p, e);
+            await lutimes(p, e.mtime, e.mtime);
+          });
           xattrWork.push(e);
           break;
         }
@@ -209,14 +252,15 @@ export async function executePlan(plan: ApplyPlan, opts: ExecuteOptions): Promis
           links.push(e);
           break;
         case 'meta':
-          if (c.fields.includes('owner') || c.fields.includes('mode')) await setOwnerMode(p, e);
+          if (c.fields.includes('owner') || c.fields.includes('mode')) await T(e.path, (p) => setOwnerMode(p, e));
           // chown clears setuid bits and file capabilities: restore xattrs whenever the owner changed.
           if (c.fields.includes('xattrs') || c.fields.includes('owner')) xattrWork.push(e);
-          if (c.fields.includes('mtime') && e.type !== 'dir') await lutimes(p, e.mtime, e.mtime);
+          if (c.fields.includes('mtime') && e.type !== 'dir') await T(e.path, (p) => lutimes(p, e.mtime, e.mtime));
           break;
       }
     } catch (err) {
       if (err instanceof TiuError) throw err;
+      await explainEperm(sys, targetRoot, e.path, err);
       wrapFs(err, c.op === 'meta' ? 'setting metadata of' : 'creating', e.path);
     }
   }
@@ -228,9 +272,10 @@ export async function executePlan(plan: ApplyPlan, opts: ExecuteOptions): Promis
       check();
       const e = writes[next++]!;
       try {
-        await copyContent(under(imageRoot, e.path), T(e.path), e);
+        await copyContent(image, target, e);
       } catch (err) {
         if (err instanceof TiuError) throw err;
+        await explainEperm(sys, targetRoot, e.path, err);
         wrapFs(err, 'writing', e.path);
       }
       xattrWork.push(e);
@@ -244,20 +289,23 @@ export async function executePlan(plan: ApplyPlan, opts: ExecuteOptions): Promis
   for (const e of links) {
     check();
     try {
-      await link(T(e.hardlink!), T(e.path));
+      await T(e.hardlink!, (from) => T(e.path, (to) => link(from, to)));
     } catch (err) {
+      if (err instanceof TiuError) throw err;
       wrapFs(err, 'linking', e.path);
     }
   }
 
+  // The tree now matches the index (every parent a real directory tiu made or checked), so
+  // setfattr may take plain paths below the root.
   await applyXattrs(sys, targetRoot, xattrWork);
 
   // File mtimes after xattrs (capabilities), directory mtimes last, deepest first.
   for (const e of xattrWork) {
-    if (e.type === 'file' && e.hardlink === undefined) await lutimes(T(e.path), e.mtime, e.mtime).catch((err) => wrapFs(err, 'setting mtime of', e.path));
+    if (e.type === 'file' && e.hardlink === undefined) await T(e.path, (p) => lutimes(p, e.mtime, e.mtime)).catch((err) => wrapFs(err, 'setting mtime of', e.path));
   }
   for (const d of plan.dirTimes) {
-    await lutimes(T(d.path), d.mtime, d.mtime).catch((err) => wrapFs(err, 'setting mtime of', d.path));
+    await T(d.path, (p) => lutimes(p, d.mtime, d.mtime)).catch((err) => wrapFs(err, 'setting mtime of', d.path));
   }
   return { bytesWritten, filesWritten };
 }
@@ -288,7 +336,19 @@ async function applyXattrs(sys: System, root: string, entries: IndexEntry[]): Pr
   try {
     const file = join(dir, 'restore');
     await writeFile(file, dump, 'latin1');
-    await sys.run('setfattr', ['-h', `--restore=${file}`]);
+    try {
+      await sys.run('setfattr', ['-h', `--restore=${file}`]);
+    } catch (err) {
+      let largest: { path: string; name: string; bytes: number } | undefined;
+      for (const e of entries) {
+        for (const [k, v] of Object.entries(e.xattrs ?? {})) {
+          const bytes = Buffer.byteLength(v, 'base64');
+          if (!largest || bytes > largest.bytes) largest = { path: e.path, name: k, bytes };
+        }
+      }
+      await explainXattrNoSpace(root, err, largest);
+      throw err;
+    }
   } finally {
     await rm(dir, { recursive: true, force: true });
   }

@@ -15,6 +15,7 @@ import { missingToolError, type System } from '../system.ts';
 import { TIU_VERSION } from '../version.ts';
 import { encodeTrailer, padTo, MAX_SIGNATURE_SIZE } from './layout.ts';
 import { checkToken, serializeManifest, type Manifest } from './manifest.ts';
+import { versionProblem } from './version-order.ts';
 import { detectArch, openSourceTree, readOsRelease } from './sourcetree.ts';
 import { INDEX_PATH } from '../fileindex/types.ts';
 import { buildImageIndex } from './imageindex.ts';
@@ -62,6 +63,9 @@ export async function createArchive(sys: System, o: CreateOptions): Promise<Crea
   const mkfsTime = Math.floor(now.getTime() / 1000);
   checkToken(o.compatible, 'compatible string');
   checkToken(o.version, 'version');
+  // Versions are ordered (downgrades are refused on the device): an unorderable one is refused here.
+  const vp = versionProblem(o.version);
+  if (vp) throw new TiuError('USAGE', `version '${o.version}' cannot be ordered: ${vp}`, { hint: 'use a version such as 1.2, 2.0~rc1 or 2026.12.05-3 (see docs/archive-format.md, Versions)' });
   if (o.buildId !== undefined) checkToken(o.buildId, 'build id');
   if (o.arch !== undefined) checkToken(o.arch, 'architecture');
   // Fail on bad keys before the long work: sign a probe.

@@ -8,6 +8,7 @@
  * from the very file that was verified, not from a path that could have been swapped.
  */
 import { access, mkdir, readdir, readFile, rm, rmdir } from 'node:fs/promises';
+import { ensurePrivateDir } from '../rundir.ts';
 import { randomBytes } from 'node:crypto';
 import { TiuError } from '../errors.ts';
 import { processAlive, type System } from '../system.ts';
@@ -38,6 +39,10 @@ export async function hasDeviceMapper(sys: System): Promise<boolean> {
  * `archive.verifyData()` succeeded on this same open archive.
  */
 /** Where image mounts live: `<dir>/image-<pid>-<random>`, so stale ones can be recognized. */
+function dirnameOf(p: string): string {
+  return p.slice(0, p.lastIndexOf('/')) || '/';
+}
+
 export function mountBase(): string {
   return `${process.env.TIU_RUN_DIR ?? '/run/tiu'}/mnt`;
 }
@@ -79,11 +84,15 @@ export async function cleanupStaleMounts(sys: System): Promise<void> {
  */
 export async function mountImage(sys: System, archive: OpenedArchive, options: { verifiedInUserspace: boolean }): Promise<MountedImage> {
   const tag = `${process.pid}-${randomBytes(4).toString('hex')}`;
-  await mkdir(mountBase(), { recursive: true, mode: 0o700 });
+  // The run directory and mnt/ are checked to be real, private directories; the mount point is
+  // made fresh (mkdir fails on anything already there, a symlink included).
+  await ensurePrivateDir(dirnameOf(mountBase()), 0o755);
+  await ensurePrivateDir(mountBase(), 0o700);
   const dir = `${mountBase()}/image-${tag}`;
   await mkdir(dir, { mode: 0o700 });
   const v = archive.manifest.verity;
-  const cleanups: (() => Promise<unknown>)[] = [() => rm(dir, { recursive: true, force: true })];
+  // rmdir, not rm -r: if the unmount failed, nothing below the mount point is deleted.
+  const cleanups: (() => Promise<unknown>)[] = [() => rmdir(dir)];
   const dispose = async () => {
     for (const c of cleanups.reverse()) await c().catch((e) => sys.log.warn(`cleanup: ${(e as Error).message}`));
   };

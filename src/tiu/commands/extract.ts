@@ -11,6 +11,7 @@ export interface ExtractCommandOptions {
   default?: boolean;
   keyring?: string;
   dryRun?: boolean;
+  allowDowngrade?: boolean;
   json?: boolean;
 }
 
@@ -27,6 +28,7 @@ export async function runExtract(ctx: Context, archive: string, o: ExtractComman
       allowedSigners: ctx.config.allowedSigners,
       compatible: ctx.config.compatible,
       dryRun: o.dryRun,
+      allowDowngrade: o.allowDowngrade,
       snapper: ctx.config.snapper,
       bootloader: ctx.config.bootloader,
       onProgress: progress.update,

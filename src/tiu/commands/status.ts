@@ -1,5 +1,5 @@
 /** `tiu status`: the snapshots with version, booted, default, in progress, health, pinned. */
-import { readFile } from 'node:fs/promises';
+import { readBounded } from '../boundedread.ts';
 import type { Context } from '../context.ts';
 import { openDevice, facts } from '../device/open.ts';
 import { statusRows } from '../device/policy.ts';
@@ -7,12 +7,15 @@ import { statusRows } from '../device/policy.ts';
 export async function run(ctx: Context, o: { root: string; json?: boolean }): Promise<number> {
   const store = await openDevice(ctx.sys, o.root, ctx.config.snapper);
   const rows = statusRows(await facts(store));
+  // Say why a snapshot shows no metadata (a FIFO, huge or damaged info.xml), on stderr.
+  for (const e of await store.list()) if (e.missingInfo) ctx.log.warn(`snapshot ${e.num}: ${e.infoError ?? 'no info.xml'}`);
   if (o.json) {
     const withEtc = await Promise.all(
       rows.map(async (r) => {
         let etcMerge: unknown = null;
         try {
-          etcMerge = JSON.parse(await readFile(`${o.root.replace(/\/+$/, '')}/.snapshots/${r.number}/tiu-etc-merge.json`, 'utf8'));
+          const file = `${o.root.replace(/\/+$/, '')}/.snapshots/${r.number}/tiu-etc-merge.json`;
+          etcMerge = JSON.parse((await readBounded(file, { max: 16 * 1024 * 1024, what: file })).toString('utf8'));
         } catch {}
         return { ...r, etcMerge };
       }),

@@ -86,7 +86,7 @@ export async function run(ctx: Context, o: UpdateOptions): Promise<number> {
   }
   let r;
   try {
-    r = await runExtract(ctx, file, { root: o.root, keyring: o.keyring, json: o.json });
+    r = await runExtract(ctx, file, { root: o.root, keyring: o.keyring, json: o.json, allowDowngrade: o.allowDowngrade });
   } catch (e) {
     // A download that fails verification must not stay in the cache: with its validators, the
     // next run would get 304 and try the same bad bytes forever. Drop both; refetch next time.

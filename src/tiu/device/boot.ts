@@ -16,6 +16,7 @@ import { generateSnapshotGrubCfg } from '../boot/grub2.ts';
 import { syncBoot, type SyncResult } from '../boot/sync.ts';
 import { trySubvolumeInfo } from '../../snapshot/btrfs.ts';
 import { findKernels } from '../boot/kernels.ts';
+import { SafeRoot } from '../safepath.ts';
 
 export interface PrepareBootOptions {
   /** The root R (running system, or `<top>/@` at install time). */
@@ -43,6 +44,12 @@ export async function kernelsIn(snapshotDir: string): Promise<string[]> {
  */
 export async function prepareBoot(sys: System, o: PrepareBootOptions): Promise<void> {
   const kind = setting(o.bootloader);
+  // Initrds, grub.cfg and kernels are written and read below these from outside the chroot: a
+  // symlink there (an image's /boot -> host path) must not redirect them.
+  {
+    await using root = await SafeRoot.open(o.snapshotDir, { what: 'the new snapshot' });
+    await root.assertDirs(['boot', 'boot/grub2', 'boot/grub', 'boot/efi', 'boot/loader', 'usr/lib/modules']);
+  }
   await regenerateInitrds(sys, { snapshotDir: o.snapshotDir, initrd: o.manifest.initrd });
   if (kind === 'none') return;
   const loc = await detectBoot(o.root, kind).catch(() => ({ kind: 'none' as const }));

@@ -20,6 +20,7 @@ import { scanEtc } from '../../etc-merge/scan.ts';
 import type { EtcMergeReport } from '../../etc-merge/types.ts';
 import { isSubvolumeRoot, snapshotSubvolume } from '../../snapshot/btrfs.ts';
 import { VENDOR_ETC_DIR } from './paths.ts';
+import { SafeRoot } from '../safepath.ts';
 
 /**
  * The read-only snapshot of the local /etc a merge started from: /.snapshots/N/etc-syncpoint,
@@ -46,10 +47,18 @@ async function exists(p: string): Promise<boolean> {
  * vendor-etc directory. Reflinks on btrfs, so it costs no data blocks.
  */
 export async function snapshotVendorEtc(sys: System, snapshotDir: string): Promise<void> {
-  const dst = `${snapshotDir}/${VENDOR_ETC_DIR}`;
-  await rm(dst, { recursive: true, force: true });
-  await mkdir(dirname(dst), { recursive: true, mode: 0o755 });
-  await sys.run('cp', ['-a', '--reflink=auto', '--no-target-directory', `${snapshotDir}/etc`, dst]);
+  // Both ends resolved beneath the snapshot (a symlinked etc, usr/lib or state dir from the
+  // image must not make cp or rm act outside it); cp gets /proc/<pid>/fd paths of checked dirs.
+  await using root = await SafeRoot.open(snapshotDir, { what: 'the new snapshot' });
+  const name = Buffer.from(VENDOR_ETC_DIR.slice(VENDOR_ETC_DIR.lastIndexOf('/') + 1));
+  await root.dir('etc', (etc) =>
+    root.dir(dirname(VENDOR_ETC_DIR), async (parent) => {
+      const dst = Buffer.concat([parent, Buffer.from('/'), name]);
+      await rm(dst, { recursive: true, force: true });
+      await sys.run('cp', ['-a', '--reflink=auto', '--no-target-directory', etc.toString(), dst.toString()]);
+    }, { create: 0o755, child: true }),
+  { child: true });
+  root.forget(VENDOR_ETC_DIR);
 }
 
 /** Freezes `etcDir` as a read-only subvolume at `dst` (a copy when /etc is not a subvolume). */
@@ -71,21 +80,33 @@ export function reportPath(snapshotDir: string): string {
 
 /** The update's /etc merge (see the module comment). Stores the report beside info.xml. */
 export async function mergeEtcInto(sys: System, o: { baseDir: string; newDir: string; signal?: AbortSignal; vendorEtcUnchanged?: boolean }): Promise<EtcStepResult> {
-  if (!o.vendorEtcUnchanged || !(await exists(`${o.newDir}/${VENDOR_ETC_DIR}`))) await snapshotVendorEtc(sys, o.newDir);
-  const baseVendor = `${o.baseDir}/${VENDOR_ETC_DIR}`;
-  const hasBase = await exists(baseVendor);
+  await using nw = await SafeRoot.open(o.newDir, { what: 'the new snapshot' });
+  const hasVendor = await nw.at(VENDOR_ETC_DIR, (p) => lstat(p)).then(() => true, (e) => {
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return false;
+    throw e;
+  });
+  if (!o.vendorEtcUnchanged || !hasVendor) await snapshotVendorEtc(sys, o.newDir);
+  // The base snapshot's directories are checked too: its vendor copy and /etc are read.
+  await using base = await SafeRoot.open(o.baseDir, { what: 'the base snapshot' });
+  const hasBase = await base.dir(VENDOR_ETC_DIR, async () => true).catch((e) => {
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return false;
+    throw e;
+  });
   if (!hasBase) sys.log.warn('the base snapshot has no vendor /etc copy (not made by tiu): local /etc changes are kept, differing vendor files are written as .tiunew');
+  await base.dir('etc', async () => {});
   const syncpoint = syncpointPath(o.newDir);
   await rm(syncpoint, { recursive: true, force: true });
   await freeze(sys, `${o.baseDir}/etc`, syncpoint);
   if (o.signal?.aborted) throw o.signal.reason;
-  const r = await mergeEtc(sys, {
-    baseDir: hasBase ? baseVendor : undefined,
-    localDir: syncpoint,
-    newDir: `${o.newDir}/${VENDOR_ETC_DIR}`,
-    resultDir: `${o.newDir}/etc`,
-    verify: true,
-  });
+  // The merge works on /proc/<pid>/fd paths of directories checked to be real ones in the new
+  // snapshot, held open for its duration: no symlinked etc or usr/lib can redirect it.
+  const r = await nw.dir('etc', (resultDir) =>
+    nw.dir(VENDOR_ETC_DIR, (newDir) =>
+      base.dir(hasBase ? VENDOR_ETC_DIR : '.', (baseVendor) =>
+        mergeEtc(sys, { baseDir: hasBase ? baseVendor.toString() : undefined, localDir: syncpoint, newDir: newDir.toString(), resultDir: resultDir.toString(), verify: true }),
+      { child: true }),
+    { child: true }),
+  { child: true });
   await writeReport(reportPath(o.newDir), { ...r.report, localDigests: undefined });
   return { report: r.report };
 }

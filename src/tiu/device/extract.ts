@@ -3,7 +3,10 @@
  * snapshot of the current default (or of `base`), merge /etc, prepare booting, and switch the
  * default in one atomic step at the very end. The running snapshot is never written.
  */
-import { copyFile, mkdir, readFile, writeFile, rename } from 'node:fs/promises';
+import { open } from 'node:fs/promises';
+import { constants } from 'node:fs';
+import { SafeRoot } from '../safepath.ts';
+import { MAX_MANIFEST_SIZE } from '../archive/manifest.ts';
 import { loadIndex } from '../fileindex/io.ts';
 import { serializeEntry } from '../fileindex/format.ts';
 import { TiuError } from '../errors.ts';
@@ -24,6 +27,7 @@ import { excludedMatcher, protectedMatcher, snapshotDir, INDEX_PATH, MANIFEST_CO
 import { dryRunEtc, mergeEtcInto, type EtcStepResult } from './etc.ts';
 import { prepareBoot, activateBoot } from './boot.ts';
 import { TIU_VERSION } from '../version.ts';
+import { checkDowngrade } from './downgrade.ts';
 
 export interface ExtractOptions {
   archive: string;
@@ -35,6 +39,8 @@ export interface ExtractOptions {
   /** The device's compatible string; defaults to the one recorded in the base snapshot. */
   compatible?: string;
   dryRun?: boolean;
+  /** Install an image whose version is lower than the base snapshot's. */
+  allowDowngrade?: boolean;
   snapper?: 'auto' | 'yes' | 'no';
   bootloader?: string;
   onProgress?: (phase: string, fraction: number) => void;
@@ -74,6 +80,7 @@ export async function extract(sys: System, o: ExtractOptions): Promise<ExtractRe
   const compatible = o.compatible ?? recorded?.manifest.compatible;
   await using archive = await openArchive(o.archive, { keyringPem: o.keyringPem, allowedSigners: o.allowedSigners, compatible });
   const m = archive.manifest;
+  checkDowngrade(m.version, baseInfo.userdata[UD.version] ?? recorded?.manifest.version, base, o.allowDowngrade === true);
   o.onProgress?.('verifying', 0);
   await archive.verifyData((d, t) => o.onProgress?.('verifying', t ? d / t : 1));
   await using image = await mountImage(sys, archive, { verifiedInUserspace: true });
@@ -162,15 +169,23 @@ function sameEtc(a: readonly IndexEntry[], b: readonly IndexEntry[]): boolean {
  * left as inherited when it is the same, so an identical image rewrites nothing).
  */
 export async function recordImage(dir: string, imageDir: string, manifestBytes: Buffer, sameIndex = false): Promise<void> {
-  const state = `${dir}/${TIU_STATE_DIR}`;
-  await mkdir(state, { recursive: true, mode: 0o755 });
+  // Both trees are resolved beneath their roots: a symlinked usr/lib (or state dir) in the image
+  // must not make tiu write outside the snapshot, nor read outside the image.
+  await using target = await SafeRoot.open(dir, { what: 'the new snapshot' });
+  await using image = await SafeRoot.open(imageDir, { what: 'the image' });
+  await target.dir(TIU_STATE_DIR, async () => {}, { create: 0o755 });
   if (!sameIndex) {
-    await copyFile(`${imageDir}/${INDEX_PATH}`, `${dir}/${INDEX_PATH}.tmp`);
-    await rename(`${dir}/${INDEX_PATH}.tmp`, `${dir}/${INDEX_PATH}`);
+    const index = await image.at(INDEX_PATH, async (p) => {
+      const fh = await open(p, constants.O_RDONLY | constants.O_NOFOLLOW);
+      try {
+        return await fh.readFile();
+      } finally {
+        await fh.close();
+      }
+    });
+    await target.writeAtomic(INDEX_PATH, index, { mode: 0o644 });
   }
-  const old = await readFile(`${dir}/${MANIFEST_COPY_PATH}`).catch(() => undefined);
+  const old = await target.readBounded(MANIFEST_COPY_PATH, MAX_MANIFEST_SIZE).catch(() => undefined);
   if (old?.equals(manifestBytes)) return;
-  await writeFile(`${dir}/${MANIFEST_COPY_PATH}.tmp`, manifestBytes, { mode: 0o644 });
-  await rename(`${dir}/${MANIFEST_COPY_PATH}.tmp`, `${dir}/${MANIFEST_COPY_PATH}`);
+  await target.writeAtomic(MANIFEST_COPY_PATH, manifestBytes, { mode: 0o644 });
 }
-

@@ -3,7 +3,7 @@
  * MicroOS subvolume layout, make snapshot 1 from a verified archive, write fstab, and set it as
  * the default. A failure removes snapshot 1 again; the layout subvolumes stay (they are empty).
  */
-import { readdir, writeFile, mkdir } from 'node:fs/promises';
+import { readdir, mkdir } from 'node:fs/promises';
 import { TiuError } from '../errors.ts';
 import type { System } from '../system.ts';
 import { openArchive } from '../archive/open.ts';
@@ -19,6 +19,7 @@ import { excludedMatcher, protectedMatcher, INDEX_PATH, UD } from './paths.ts';
 import { recordImage } from './extract.ts';
 import { snapshotVendorEtc } from './etc.ts';
 import { prepareBoot } from './boot.ts';
+import { SafeRoot } from '../safepath.ts';
 
 export interface InstallOptions {
   archive: string;
@@ -69,7 +70,11 @@ export async function install(sys: System, o: InstallOptions): Promise<InstallRe
     await recordImage(dir, image.dir, archive.manifestBytes);
     await snapshotVendorEtc(sys, dir);
     const uuid = await filesystemUuid(sys, o.top);
-    await writeFile(`${dir}/etc/fstab`, renderFstab(uuid), { mode: 0o644 });
+    {
+      // Through checked directories: an image whose /etc is a symlink cannot make this write outside.
+      await using snap = await SafeRoot.open(dir, { what: 'the new snapshot' });
+      await snap.writeAtomic('etc/fstab', renderFstab(uuid), { mode: 0o644 });
+    }
     await prepareBoot(sys, { root: `${o.top}/@`, snapshotDir: dir, num: 1, manifest: m, bootloader: o.bootloader });
     await restoreDirTimes(dir, target);
     await sys.run('sync', ['-f', dir]);

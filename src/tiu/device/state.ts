@@ -3,10 +3,12 @@
  * manifest and index), a scan of what is really there, and content digests — taken from the
  * recorded index only when the snapshot provably has not changed since it was sealed.
  */
-import { lutimes, readFile } from 'node:fs/promises';
+import { lstat, lutimes } from 'node:fs/promises';
+import { SafeRoot } from '../safepath.ts';
+import { TiuError } from '../errors.ts';
 import { hashPath } from '../fileindex/hash.ts';
 import type { System } from '../system.ts';
-import { parseManifest, type Manifest } from '../archive/manifest.ts';
+import { parseManifest, MAX_MANIFEST_SIZE, type Manifest } from '../archive/manifest.ts';
 import { loadIndex } from '../fileindex/io.ts';
 import { scanTreeToArray } from '../fileindex/scan.ts';
 import type { IndexEntry } from '../fileindex/types.ts';
@@ -21,12 +23,18 @@ export interface RecordedImage {
 
 /** The image a snapshot was made from, or undefined (not made by tiu, or state missing). */
 export async function readRecordedImage(snapshotDir: string): Promise<RecordedImage | undefined> {
+  // Resolved beneath the snapshot and bounded: a symlinked state directory, a FIFO or a huge
+  // file is reported (PATH_UNSAFE / FILE_INVALID), never followed or waited on.
+  await using root = await SafeRoot.open(snapshotDir, { what: 'the base snapshot' });
   let bytes: Buffer;
   try {
-    bytes = await readFile(`${snapshotDir}/${MANIFEST_COPY_PATH}`);
-  } catch {
-    return undefined;
+    bytes = await root.readBounded(MANIFEST_COPY_PATH, MAX_MANIFEST_SIZE);
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+    throw e;
   }
+  const st = await root.at(INDEX_PATH, (p) => lstat(p)).catch(() => undefined);
+  if (st && !st.isFile()) throw new TiuError('FILE_INVALID', `/${INDEX_PATH} in the base snapshot is not a regular file`, { hint: 'the snapshot\'s tiu state is damaged; update from another base (--base)' });
   return { manifest: parseManifest(bytes), indexPath: `${snapshotDir}/${INDEX_PATH}` };
 }
 
@@ -73,10 +81,11 @@ export async function fillDigests(dir: string, actual: Map<string, IndexEntry>, 
     else todo.push(a);
   }
   let next = 0;
+  await using root = await SafeRoot.open(dir, { what: 'the snapshot' });
   const worker = async () => {
     while (next < todo.length) {
       const a = todo[next++]!;
-      a.sha256 = await hashPath(under(dir, a.path));
+      a.sha256 = await root.at(a.path, (p) => hashPath(p));
     }
   };
   await Promise.all(Array.from({ length: Math.min(4, todo.length) }, worker));
@@ -87,5 +96,6 @@ export async function fillDigests(dir: string, actual: Map<string, IndexEntry>, 
 export async function restoreDirTimes(dir: string, target: readonly IndexEntry[]): Promise<void> {
   const touched = new Set(dirsTouchedByTiu());
   const dirs = target.filter((e) => e.type === 'dir' && touched.has(e.path)).sort((a, b) => b.path.length - a.path.length);
-  for (const d of dirs) await lutimes(under(dir, d.path), d.mtime, d.mtime);
+  await using root = await SafeRoot.open(dir, { what: 'the new snapshot' });
+  for (const d of dirs) await root.at(d.path, (p) => lutimes(p, d.mtime, d.mtime));
 }

@@ -64,7 +64,8 @@ export function entryProblem(e: IndexEntry): string | undefined {
   if (p) return p;
   if (!TYPES.includes(e.type)) return `unknown type '${String(e.type)}'`;
   if (!isUint(e.mode, 0o7777)) return 'mode must be an integer 0..07777';
-  if (!isUint(e.uid, UINT32_MAX) || !isUint(e.gid, UINT32_MAX)) return 'uid and gid must be integers 0..4294967295';
+  // 4294967295 is (uid_t)-1, which chown(2) reads as "leave unchanged": it could never be applied.
+  if (!isUint(e.uid, UINT32_MAX - 1) || !isUint(e.gid, UINT32_MAX - 1)) return 'uid and gid must be integers 0..4294967294 (4294967295 means "unchanged" to chown)';
   if (typeof e.mtime !== 'number' || !Number.isSafeInteger(e.mtime)) return 'mtime must be an integer';
   if (e.path === '.' && e.type !== 'dir') return 'the root must be a directory';
   const isFile = e.type === 'file';

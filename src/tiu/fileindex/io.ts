@@ -4,7 +4,7 @@
  * and writeIndex touch the file system.
  */
 import { createHash } from 'node:crypto';
-import { createReadStream } from 'node:fs';
+import { createReadStream, constants as FS } from 'node:fs';
 import { open } from 'node:fs/promises';
 import { TiuError, fromErrno } from '../errors.ts';
 import type { IndexEntry } from './types.ts';
@@ -119,7 +119,10 @@ const decoder = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
  * given. Any violation throws ARCHIVE_INDEX with the line number.
  */
 export async function* readIndex(source: string | AsyncIterable<Buffer | Uint8Array>, options: ReadIndexOptions = {}): AsyncGenerator<IndexEntry, void, undefined> {
-  const stream = typeof source === 'string' ? createReadStream(source, { highWaterMark: 256 * 1024 }) : source;
+  // Never through a final symlink, and a FIFO fails (EAGAIN) instead of hanging; fs.open takes
+  // numeric flags although the stream option is typed as a string.
+  const flags = (FS.O_RDONLY | FS.O_NOFOLLOW | FS.O_NONBLOCK) as unknown as string;
+  const stream = typeof source === 'string' ? createReadStream(source, { highWaterMark: 256 * 1024, flags }) : source;
   const h = createHash('sha256');
   const v = createIndexValidator({ maxEntries: Math.min(options.maxEntries ?? MAX_ENTRIES, MAX_ENTRIES) });
   let lineNo = 0;

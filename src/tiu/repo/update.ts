@@ -59,7 +59,7 @@ export async function updateFromRepository(ctx: Context, o: RepoUpdateOptions): 
       throw new TiuError('REPO_DOWNGRADE', `${m.version} is older than the installed ${c.installed.version}: refusing to downgrade`, { hint: 'pass --allow-downgrade to install it anyway' });
     }
   }
-  const r = await runExtract(ctx, file, { root: o.root, keyring: o.keyring, json: o.json });
+  const r = await runExtract(ctx, file, { root: o.root, keyring: o.keyring, json: o.json, allowDowngrade: o.allowDowngrade });
   report(ctx, r, o.json);
   if (o.reboot && r.madeDefault) {
     ctx.log.info('rebooting to activate the update');

@@ -1,0 +1,298 @@
+/**
+ * Paths resolved beneath a root without ever leaving it: `openat2(RESOLVE_BENEATH |
+ * RESOLVE_NO_SYMLINKS | RESOLVE_NO_XDEV)` semantics, built from what Node.js has.
+ *
+ * Node has no openat(2) and no maintained npm binding of openat2 exists, so each directory is
+ * opened as an `O_PATH | O_DIRECTORY | O_NOFOLLOW` descriptor, one component at a time, through
+ * `/proc/self/fd/<parent>/<component>`: the kernel resolves that magic link to the very directory
+ * the parent descriptor holds (not to a path that could have been swapped), and the single
+ * component after it is looked up inside it with O_NOFOLLOW — which is openat's semantics.
+ * A symlink, a `..`, or a mount point (different mnt_id) anywhere on the way is refused with
+ * PATH_UNSAFE. Operations then use `<dir fd path>/<last name>` with calls that do not follow a
+ * final symlink (lstat, unlink, rename, mkdir, symlink, open with O_NOFOLLOW), so nothing is
+ * ever string-joined and then opened.
+ *
+ * Directory descriptors are cached per root (the apply step touches every directory of an
+ * image many times); a directory in use is pinned, and removing a path forgets it and below.
+ */
+import { constants as C, readFileSync } from 'node:fs';
+import { open, lstat, readlink, mkdir, rename, unlink, type FileHandle } from 'node:fs/promises';
+import { TiuError } from './errors.ts';
+import { readBounded } from './boundedread.ts';
+import { displayPath, pathBytes } from './fileindex/types.ts';
+
+/** Linux O_PATH (Node does not export it). */
+const O_PATH = 0o10000000;
+const DIR_FLAGS = O_PATH | C.O_DIRECTORY | C.O_NOFOLLOW;
+/** Directory descriptors kept open per root before unpinned ones are closed. */
+const CACHE_LIMIT = 512;
+
+/**
+ * Splits a root-relative path into its components. Pure. Empty and `.` components are dropped;
+ * an absolute path or a `..` component is refused (PATH_UNSAFE): tiu's paths are relative and
+ * never climb.
+ */
+export function pathComponents(rel: string | Buffer, what = 'path'): Buffer[] {
+  const b = typeof rel === 'string' ? pathBytes(rel) : rel;
+  if (b.includes(0)) throw new TiuError('PATH_UNSAFE', `${what} contains a NUL byte`);
+  if (b[0] === 0x2f) {
+    throw new TiuError('PATH_UNSAFE', `${what} ${displayPath(b.toString('latin1'))} is absolute where a relative path is required`);
+  }
+  const out: Buffer[] = [];
+  let start = 0;
+  for (let i = 0; i <= b.length; i++) {
+    if (i < b.length && b[i] !== 0x2f) continue;
+    const c = b.subarray(start, i);
+    start = i + 1;
+    if (c.length === 0 || (c.length === 1 && c[0] === 0x2e)) continue;
+    if (c.length === 2 && c[0] === 0x2e && c[1] === 0x2e) throw new TiuError('PATH_UNSAFE', `${what} ${show(b)} has a '..' component`);
+    out.push(c);
+  }
+  return out;
+}
+
+function show(b: Buffer): string {
+  return '/' + displayPath(b.toString('latin1')).replace(/^\/+/, '');
+}
+
+function key(parts: readonly Buffer[]): string {
+  return Buffer.concat(parts.flatMap((p, i) => (i ? [SLASH, p] : [p]))).toString('latin1');
+}
+const SLASH = Buffer.from('/');
+const DOT = Buffer.from('.');
+
+/** The mount id of an open descriptor (from /proc/self/fdinfo): crossing one is a mount point. */
+function mountId(fd: number): string {
+  return /mnt_id:\s*(\d+)/.exec(readFileSync(`/proc/self/fdinfo/${fd}`, 'latin1'))?.[1] ?? '?';
+}
+
+interface CachedDir {
+  fh: FileHandle;
+  pins: number;
+  /** Forgotten while pinned: closed by the last release. */
+  dropped?: boolean;
+}
+
+function releaser(e: CachedDir): () => void {
+  return () => {
+    if (--e.pins === 0 && e.dropped) void e.fh.close().catch(() => {});
+  };
+}
+
+export interface SafeRootOptions {
+  /** How the root is named in messages ("the new snapshot", "the image"). */
+  what: string;
+  /** Also refuse crossing into another mount below the root (default true). */
+  noXdev?: boolean;
+}
+
+/**
+ * A directory tree that tiu works in, with every path resolved beneath it (see the module
+ * comment). The root path itself is trusted (tiu made or chose it). Dispose to close the cached
+ * descriptors.
+ */
+export class SafeRoot implements AsyncDisposable {
+  readonly root: string;
+  readonly what: string;
+  private readonly noXdev: boolean;
+  private readonly rootFh: FileHandle;
+  private readonly mnt: string;
+  private readonly cache = new Map<string, CachedDir>();
+
+  private constructor(root: string, fh: FileHandle, o: SafeRootOptions) {
+    this.root = root;
+    this.rootFh = fh;
+    this.what = o.what;
+    this.noXdev = o.noXdev ?? true;
+    this.mnt = mountId(fh.fd);
+  }
+
+  /** Opens the root (which must be a directory). */
+  static async open(root: string, o: SafeRootOptions): Promise<SafeRoot> {
+    let fh: FileHandle;
+    try {
+      fh = await open(root, O_PATH | C.O_DIRECTORY);
+    } catch (e) {
+      throw new TiuError('PATH_UNSAFE', `${o.what} ${root} is not a directory (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`, { cause: e });
+    }
+    return new SafeRoot(root, fh, o);
+  }
+
+  /**
+   * `/proc/self/fd/<fd>/<name>`, or `/proc/self/fd/<fd>/.` for the directory itself (the magic
+   * link alone is a symlink to lstat, cp -a and lutimes; `/.` is the directory): a path only
+   * this process can use.
+   */
+  static fdPath(fd: number, name?: Buffer): Buffer {
+    return Buffer.concat([Buffer.from(`/proc/self/fd/${fd}/`), name ?? DOT]);
+  }
+
+  /** `/proc/<pid>/fd/<fd>/<name>`: the same, usable by a child process run as root. */
+  static procPath(fd: number, name?: Buffer): Buffer {
+    return Buffer.concat([Buffer.from(`/proc/${process.pid}/fd/${fd}/`), name ?? DOT]);
+  }
+
+  private unsafe(parts: readonly Buffer[], why: string): TiuError {
+    return new TiuError('PATH_UNSAFE', `${show(Buffer.from(key(parts), 'latin1'))} in ${this.what} ${why}; tiu does not follow links or mounts out of ${this.what}`, {
+      hint: 'the image or the device state is hostile or damaged; nothing outside was touched',
+    });
+  }
+
+  /**
+   * Opens the directory `parts` (every component a real directory on the root's mount), creating
+   * missing ones with `create` mode when given; pinned until `release`.
+   */
+  private async acquire(parts: readonly Buffer[], create?: number): Promise<{ fd: number; release: () => void }> {
+    if (parts.length === 0) return { fd: this.rootFh.fd, release: () => {} };
+    const k = key(parts);
+    const hit = this.cache.get(k);
+    if (hit) {
+      hit.pins++;
+      this.cache.delete(k);
+      this.cache.set(k, hit);
+      return { fd: hit.fh.fd, release: releaser(hit) };
+    }
+    const parent = await this.acquire(parts.slice(0, -1), create);
+    let fh: FileHandle;
+    try {
+      const name = parts[parts.length - 1]!;
+      const p = SafeRoot.fdPath(parent.fd, name);
+      try {
+        fh = await open(p, DIR_FLAGS);
+      } catch (e) {
+        const code = (e as NodeJS.ErrnoException).code;
+        if (code === 'ENOENT' && create !== undefined) {
+          await mkdir(p, { mode: create }).catch((me) => {
+            if ((me as NodeJS.ErrnoException).code !== 'EEXIST') throw me;
+          });
+          fh = await open(p, DIR_FLAGS);
+        } else if (code === 'ENOTDIR' || code === 'ELOOP') {
+          const st = await lstat(p).catch(() => undefined);
+          if (st?.isSymbolicLink()) throw this.unsafe(parts, `is a symlink (to ${await readlink(p).catch(() => '?')})`);
+          throw this.unsafe(parts, 'is not a directory');
+        } else throw e;
+      }
+    } finally {
+      parent.release();
+    }
+    if (this.noXdev && mountId(fh.fd) !== this.mnt) {
+      await fh.close();
+      throw this.unsafe(parts, 'is a mount point');
+    }
+    // Another caller may have opened the same directory meanwhile: keep one descriptor.
+    const raced = this.cache.get(k);
+    if (raced) {
+      await fh.close();
+      raced.pins++;
+      return { fd: raced.fh.fd, release: releaser(raced) };
+    }
+    const entry: CachedDir = { fh, pins: 1 };
+    this.cache.set(k, entry);
+    this.evict();
+    return { fd: fh.fd, release: releaser(entry) };
+  }
+
+  private evict(): void {
+    if (this.cache.size <= CACHE_LIMIT) return;
+    for (const [k, v] of this.cache) {
+      if (this.cache.size <= CACHE_LIMIT / 2) break;
+      if (v.pins > 0) continue;
+      this.cache.delete(k);
+      void v.fh.close().catch(() => {});
+    }
+  }
+
+  /**
+   * Runs `fn` with a path naming `rel` safely: `/proc/self/fd/<parent>/<name>` (the root itself
+   * for `.`). Every directory above `rel` is checked; `rel` itself is NOT followed only if `fn`
+   * uses non-following calls (lstat, unlink, rename, mkdir, symlink, lchown, lutimes, O_NOFOLLOW).
+   * `o.create` makes missing parent directories with that mode. `o.child` gives a path a child
+   * process can use (via /proc/<pid>).
+   */
+  async at<T>(rel: string | Buffer | readonly Buffer[], fn: (path: Buffer) => Promise<T>, o: { create?: number; child?: boolean } = {}): Promise<T> {
+    const parts = Array.isArray(rel) ? (rel as readonly Buffer[]) : pathComponents(rel as string | Buffer, `path in ${this.what}`);
+    const mk = o.child ? SafeRoot.procPath : SafeRoot.fdPath;
+    if (parts.length === 0) return fn(mk(this.rootFh.fd));
+    const dir = await this.acquire(parts.slice(0, -1), o.create);
+    try {
+      return await fn(mk(dir.fd, parts[parts.length - 1]));
+    } finally {
+      dir.release();
+    }
+  }
+
+  /**
+   * Runs `fn` with a path of the directory `rel` itself, checked to be a real directory (made
+   * with `create` mode, parents too, when missing).
+   */
+  async dir<T>(rel: string | Buffer, fn: (path: Buffer) => Promise<T>, o: { create?: number; child?: boolean } = {}): Promise<T> {
+    const parts = pathComponents(rel, `path in ${this.what}`);
+    const d = await this.acquire(parts, o.create);
+    try {
+      return await fn((o.child ? SafeRoot.procPath : SafeRoot.fdPath)(d.fd));
+    } finally {
+      d.release();
+    }
+  }
+
+  /** Throws PATH_UNSAFE unless each of `rels` is a real directory (or missing) beneath the root. */
+  async assertDirs(rels: readonly string[]): Promise<void> {
+    for (const r of rels) {
+      await this.dir(r, async () => {}).catch((e) => {
+        if ((e as NodeJS.ErrnoException).code === 'ENOENT') return;
+        throw e;
+      });
+    }
+  }
+
+  /**
+   * Writes `data` to `rel` atomically (a fresh `.tmp` beside it, created O_EXCL|O_NOFOLLOW, then
+   * renamed over), making missing parents with `dirMode`.
+   */
+  async writeAtomic(rel: string, data: Buffer | string, o: { mode?: number; dirMode?: number } = {}): Promise<void> {
+    const parts = pathComponents(rel, `path in ${this.what}`);
+    const tmpParts = [...parts.slice(0, -1), Buffer.concat([parts[parts.length - 1]!, Buffer.from('.tmp')])];
+    await this.at(tmpParts, async (tmp) => {
+      await unlink(tmp).catch((e) => {
+        if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
+      });
+      const fh = await open(tmp, C.O_WRONLY | C.O_CREAT | C.O_EXCL | C.O_NOFOLLOW, o.mode ?? 0o644);
+      try {
+        await fh.writeFile(data);
+        await fh.chmod(o.mode ?? 0o644);
+      } finally {
+        await fh.close();
+      }
+      await this.at(parts, (dst) => rename(tmp, dst));
+    }, { create: o.dirMode });
+  }
+
+  /** Reads `rel`: a regular file (no symlink anywhere) of at most `max` bytes (see readBounded). */
+  async readBounded(rel: string, max: number): Promise<Buffer> {
+    return this.at(rel, (p) => readBounded(p, { max, what: `/${rel} in ${this.what}` }));
+  }
+
+  /** Forgets cached descriptors of `rel` and everything below it (call after removing or renaming it). */
+  forget(rel: string | Buffer | readonly Buffer[]): void {
+    const parts = Array.isArray(rel) ? (rel as readonly Buffer[]) : pathComponents(rel as string | Buffer);
+    const k = key(parts);
+    for (const [ck, v] of this.cache) {
+      if (ck === k || ck.startsWith(k + '/') || k === '') {
+        this.cache.delete(ck);
+        if (v.pins === 0) void v.fh.close().catch(() => {});
+        else v.dropped = true;
+      }
+    }
+  }
+
+  async close(): Promise<void> {
+    const all = [...this.cache.values()];
+    this.cache.clear();
+    await Promise.all(all.map((v) => v.fh.close().catch(() => {})));
+    await this.rootFh.close().catch(() => {});
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.close();
+  }
+}
