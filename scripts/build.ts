@@ -23,6 +23,9 @@ const out = process.argv[2] ?? `${repo}/dist/tiu.mjs`;
 await build({
   input: `${repo}/bin/tiu.js`,
   platform: 'node',
+  // A native addon cannot be bundled: the bundle imports it from node_modules beside it at run
+  // time, and falls back to getfattr/setfattr where it is not there (src/tiu/fileindex/xattrs.ts).
+  external: ['@napi-rs/xattr'],
   logLevel: 'warn',
   output: { file: out, format: 'esm', codeSplitting: false, minify: false },
 });

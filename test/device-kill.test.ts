@@ -6,7 +6,7 @@
 import { ERROR_CODES } from '../src/tiu/errors.ts';
 import { describe, it, expect, beforeAll, afterAll } from 'vitest';
 import { join } from 'node:path';
-import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { execa } from 'execa';
 import { testSystem } from './helpers/env.ts';
@@ -44,9 +44,31 @@ function updateArgs(root: string): string[] {
   return [TIU, 'update', '--source', A.v2, '--root', root, '--keyring', A.keys.keyring];
 }
 
-async function staleMounts(): Promise<string[]> {
+/** The files behind a block device (major:minor): a loop device's backing file, or those of a dm device's loop slaves. */
+async function backingFiles(devno: string): Promise<string[]> {
+  const sysfs = `/sys/dev/block/${devno}`;
+  const own = await readFile(`${sysfs}/loop/backing_file`, 'utf8').then((s) => [s.trim()], () => []);
+  const slaves = await readdir(`${sysfs}/slaves`).catch(() => [] as string[]);
+  const below = await Promise.all(slaves.map((s) => readFile(`/sys/class/block/${s}/loop/backing_file`, 'utf8').then((x) => x.trim(), () => '')));
+  return [...own, ...below.filter(Boolean)];
+}
+
+/**
+ * Image mounts (/run/tiu/mnt/image-*) left by the tiu runs of THIS test: those whose loop device
+ * is backed by a file of this test (its archives, or a copy below the device root). Other tiu
+ * processes on the machine (other tests, other checkouts) have mounts of their own files.
+ */
+async function staleMounts(root: string): Promise<string[]> {
   const info = await readFile('/proc/self/mountinfo', 'utf8');
-  return info.split('\n').map((l) => l.split(' ')[4] ?? '').filter((t) => /\/tiu\/mnt\/image-/.test(t));
+  const out: string[] = [];
+  for (const l of info.split('\n')) {
+    const f = l.split(' ');
+    const target = f[4] ?? '';
+    if (!/\/tiu\/mnt\/image-/.test(target)) continue;
+    const files = await backingFiles(f[2] ?? '');
+    if (files.some((b) => b.startsWith(work + '/') || b.startsWith(root + '/'))) out.push(target);
+  }
+  return out;
 }
 
 describe('crash safety of tiu update', () => {
@@ -87,12 +109,12 @@ describe('crash safety of tiu update', () => {
       expect(c.exitCode, c.stderr).toBe(0);
       const after = await status(dev.root);
       expect(after.filter((s) => s.inProgress)).toEqual([]);
-      if ((await staleMounts()).length) {
+      if ((await staleMounts(dev.root)).length) {
         // A `mount` the killed tiu had started can finish after tiu died (and after the
         // cleanup looked): the next command after that removes it.
         expect((await cli(['cleanup', '--keep', '100', '--root', dev.root])).exitCode).toBe(0);
       }
-      expect(await staleMounts()).toEqual([]);
+      expect(await staleMounts(dev.root)).toEqual([]);
       if (def.number !== 1) expect((await cli(['rollback', '1', '--root', dev.root])).exitCode).toBe(0);
     }
     // Kills landed both before and after the switch.

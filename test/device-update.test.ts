@@ -14,6 +14,7 @@ import { loadIndex } from '../src/tiu/fileindex/io.ts';
 import { displayPath, type IndexEntry } from '../src/tiu/fileindex/types.ts';
 import { DEFAULT_EXCLUDES } from '../src/tiu/config.ts';
 import { protectedMatcher, INDEX_PATH } from '../src/tiu/device/paths.ts';
+import { pathsToProbe } from '../src/tiu/device/trusted.ts';
 import { exclusiveBytes, getDefaultSubvolume } from '../src/snapshot/btrfs.ts';
 
 const sys = testSystem();
@@ -50,6 +51,16 @@ async function expectSnapshotEqualsImage(snapDir: string): Promise<number> {
     expect({ path: displayPath(p), ...g }).toEqual({ path: displayPath(p), ...w });
   }
   return want.size;
+}
+
+/** `tiu extract --json` under `strace -f -e trace=%file`: its result and the file-system calls made. */
+async function tracedExtract(root: string, archive: string): Promise<{ res: any; calls: string[] }> {
+  const log = join(work, `strace-${process.pid}-${Date.now()}`);
+  const r = await sys.run('strace', ['-f', '-qq', '-e', 'trace=%file', '-o', log, process.execPath, join(import.meta.dirname, '../bin/tiu.js'), 'extract', archive, '--root', root, ...keyringArgs(), '--json'], { allowFailure: true });
+  expect(r.exitCode, r.stderr).toBe(0);
+  const calls = (await readFile(log, 'latin1')).split('\n');
+  await rm(log, { force: true });
+  return { res: JSON.parse(r.stdout), calls };
 }
 
 async function snapshotsOf(root: string) {
@@ -102,6 +113,26 @@ describe('tiu install + extract on loop btrfs', () => {
     expect(JSON.parse(r.stdout).stats.written).toBeLessThanOrEqual(1);
   });
 
+  it('a trusted base is planned from the indexes: unchanged files are neither opened nor stat-ed', async () => {
+    await using dev = await installedDevice(sys, A.v1, A.keyringPem);
+    const oldIndex = await loadIndex(join(dev.root, '.snapshots/1/snapshot', INDEX_PATH));
+    const { res, calls } = await tracedExtract(dev.root, A.v2);
+    expect(res.trustedBaseIndex).toBe(true);
+    expect(res.probe.mode).toBe('trusted-index');
+    // Below /usr/share/t (no volatile place) only the paths whose entries differ are touched.
+    const newIndex = await loadIndex(join(dev.root, '.snapshots/2/snapshot', INDEX_PATH));
+    const probed = new Set(pathsToProbe(oldIndex, newIndex));
+    const touched = new Set(calls.flatMap((l) => [...l.matchAll(/\.snapshots\/2\/snapshot\/(usr\/share\/t\/[^"]+)"/g)].map((m) => m[1]!)));
+    expect(touched.size).toBeGreaterThan(3);
+    expect([...touched].filter((p) => !probed.has(p) && ![...probed].some((q) => p.startsWith(q + '/')))).toEqual([]);
+    expect(probed.has('usr/share/t/unchanged.bin')).toBe(false);
+    // The new snapshot's unchanged file: not one file-system call names it (no lstat, no open).
+    expect(calls.filter((l) => l.includes('.snapshots/2/snapshot/usr/share/t/unchanged.bin'))).toEqual([]);
+    // The changed one was looked at.
+    expect(calls.some((l) => l.includes('.snapshots/2/snapshot/usr/share/t/trap'))).toBe(true);
+    await expectSnapshotEqualsImage(join(dev.root, '.snapshots/2/snapshot'));
+  });
+
   it('dry run prints the plan and changes nothing', async () => {
     await using dev = await installedDevice(sys, A.v1, A.keyringPem);
     const r = await cli(['extract', A.v2, '--root', dev.root, ...keyringArgs(), '--dry-run']);
@@ -128,9 +159,13 @@ describe('tiu install + extract on loop btrfs', () => {
     await fh.close();
     await sys.run('touch', ['-d', '@1600000000', join(snap1, 'usr/share/t/unchanged.bin')]);
     await sys.run('btrfs', ['property', 'set', snap1, 'ro', 'true']);
-    const r = await cli(['extract', A.v2, '--root', dev.root, ...keyringArgs(), '--json']);
-    expect(r.exitCode, r.stderr).toBe(0);
-    expect(JSON.parse(r.stdout).trustedBaseIndex).toBe(false);
+    const entries = (await loadIndex(join(snap1, INDEX_PATH))).length;
+    const { res, calls } = await tracedExtract(dev.root, A.v2);
+    expect(res.trustedBaseIndex).toBe(false);
+    // The full comparison: every path scanned, and the same-size file hashed (opened).
+    expect(res.probe.mode).toBe('full-scan');
+    expect(res.probe.pathsRead).toBeGreaterThanOrEqual(entries - 5);
+    expect(calls.some((l) => /openat\(.*\.snapshots\/2\/snapshot\/usr\/share\/t\/unchanged\.bin/.test(l))).toBe(true);
     await expectSnapshotEqualsImage(join(dev.root, '.snapshots/2/snapshot'));
   });
 

@@ -14,7 +14,7 @@ import { TiuError } from '../src/tiu/errors.ts';
 import { comparePaths, displayPath, pathBytes, type IndexEntry } from '../src/tiu/fileindex/types.ts';
 import { scanTree, scanTreeToArray } from '../src/tiu/fileindex/scan.ts';
 import { indexDigest, loadIndex, writeIndex } from '../src/tiu/fileindex/io.ts';
-import { listXattrs } from '../src/tiu/fileindex/xattrs.ts';
+import { listXattrs, listXattrsWithTools, xattrBinding } from '../src/tiu/fileindex/xattrs.ts';
 import { utf8Bytes } from '../src/tiu/fileindex/text.ts';
 
 const sys = testSystem();
@@ -218,6 +218,11 @@ describe('scanTree on a tree with every kind of entry', () => {
       const { entries, stats } = await scanTreeToArray(sys, root, { exclude: ['/var'], onProgress: (f, b) => (progress = [f, b]) });
       const truth = await truthOf(sys, root, ['var']);
       const e = checkAgainstTruth(entries, truth);
+      // The in-process binding (what the scan used) and getfattr agree on every path, the
+      // non-UTF-8 path and name included (those fall back to getfattr).
+      expect(await xattrBinding()).toBeDefined();
+      const all = entries.map((x) => x.path);
+      expect(await listXattrs(sys, root, all)).toEqual(await listXattrsWithTools(sys, root, all));
 
       // Independent of the tools: what the tree was built with.
       expect(e.get('var')).toMatchObject({ type: 'dir' });

@@ -25,9 +25,12 @@ export interface BenchContext {
   say(msg: string): void;
 }
 
-/** argv that runs this checkout's tiu CLI with the running (>= 24) Node. */
+/**
+ * argv that runs this checkout's tiu with the running (>= 24) Node: the bundle (dist/tiu.mjs, made
+ * by run.ts at the start), which is what devices run; BENCH_TIU=source runs bin/tiu.js instead.
+ */
 export function tiuArgv(ctx: BenchContext, ...args: string[]): string[] {
-  return [process.execPath, join(ctx.repo, 'bin/tiu.js'), ...args];
+  return [process.execPath, join(ctx.repo, process.env.BENCH_TIU === 'source' ? 'bin/tiu.js' : 'dist/tiu.mjs'), ...args];
 }
 
 /** `arr` rotated left by `i` (alternation: each round starts with another tool). */

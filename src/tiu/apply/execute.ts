@@ -5,7 +5,8 @@
  * Side effects: writes only below `targetRoot`; every path in the snapshot and in the image is
  * resolved beneath its root ({@link SafeRoot}: no symlink, `..` or mount point is followed). Every file copied from the image is hashed while
  * it is copied and must match the index's sha256, so content cannot be swapped after the image
- * was verified. Runs external commands only for xattrs (setfattr) and device nodes (mknod).
+ * was verified. Runs external commands only for device nodes (mknod) and for xattrs the in-process
+ * binding cannot name (setfattr).
  */
 import { constants, type BigIntStats } from 'node:fs';
 import { chmod, lchown, lutimes, link, lstat, mkdir, open, readdir, rename, rmdir, symlink, unlink, writeFile, rm } from 'node:fs/promises';
@@ -18,6 +19,7 @@ import { explainEperm, explainXattrNoSpace } from '../fsadvice.ts';
 import type { System } from '../system.ts';
 import { displayPath, pathBytes, type IndexEntry } from '../fileindex/types.ts';
 import type { ApplyPlan } from './plan.ts';
+import { setXattrsInProcess } from '../fileindex/xattrs.ts';
 
 export interface ExecuteOptions {
   sys: System;
@@ -311,8 +313,8 @@ export async function executePlan(plan: ApplyPlan, opts: ExecuteOptions): Promis
 }
 
 /**
- * Makes each entry's xattrs exactly the indexed set: removes extra ones, sets the rest in one
- * `setfattr --restore` run (ACLs are set as their system.posix_acl_* xattrs).
+ * Makes each entry's xattrs exactly the indexed set: removes extra ones, sets the rest (through
+ * the binding, or, for what it cannot name, in one `setfattr --restore` run (ACLs are set as their system.posix_acl_* xattrs).
  */
 async function applyXattrs(sys: System, root: string, entries: IndexEntry[]): Promise<void> {
   if (entries.length === 0) return;
@@ -322,6 +324,8 @@ async function applyXattrs(sys: System, root: string, entries: IndexEntry[]): Pr
     const want = e.xattrs ?? {};
     const have = current.get(e.path) ?? {};
     const p = under(root, e.path);
+    // In-process (N-API binding) when it loads and the path and names are UTF-8; else setfattr.
+    if (await setXattrsInProcess(p, have, want)) continue;
     for (const name of Object.keys(have)) {
       if (!(name in want)) await withStringPath(p, root, (sp) => sys.run('setfattr', ['-h', '-x', name, '--', sp]));
     }

@@ -28,6 +28,7 @@ import { dryRunEtc, mergeEtcInto, type EtcStepResult } from './etc.ts';
 import { prepareBoot, activateBoot } from './boot.ts';
 import { TIU_VERSION } from '../version.ts';
 import { checkDowngrade } from './downgrade.ts';
+import { trustedActual, type ProbeCounts } from './trusted.ts';
 
 export interface ExtractOptions {
   archive: string;
@@ -54,6 +55,8 @@ export interface ExtractResult {
   bytesWritten: number;
   verification: 'dm-verity' | 'userspace';
   trustedBaseIndex: boolean;
+  /** How the base's state was read: from its trusted index (only differing paths lstat'ed), or a full scan. */
+  probe: ProbeCounts;
   etc?: EtcStepResult['report'];
   planLines?: string[];
   madeDefault: boolean;
@@ -89,12 +92,13 @@ export async function extract(sys: System, o: ExtractOptions): Promise<ExtractRe
   const isExcluded = excludedMatcher(m.excluded);
   const trusted = recorded !== undefined && (await isBaseTrusted(sys, baseDir, baseInfo.userdata[UD.generation]));
 
+  const oldIndex = trusted && recorded ? await loadIndex(recorded.indexPath, { canonical: false }) : undefined;
   if (o.dryRun) {
-    const actual = await scanActual(sys, baseDir, { exclude: m.excluded });
-    await fillDigests(baseDir, actual, target, trusted && recorded ? await loadIndex(recorded.indexPath) : undefined);
+    const { actual, counts } = await actualState(sys, baseDir, oldIndex, target, m.excluded);
+    await fillDigests(baseDir, actual, target, oldIndex);
     const plan = planApply(target, actual, { isExcluded, isProtected: protectedMatcher(m.excluded) });
     const etcLines = await dryRunEtc(sys, baseDir, `${image.dir}/etc`);
-    return { number: undefined, base, version: m.version, stats: plan.stats, bytesWritten: 0, verification: image.verification, trustedBaseIndex: trusted, planLines: [...planLines(plan, displayPath), '', '/etc merge:', ...etcLines], madeDefault: false };
+    return { number: undefined, base, version: m.version, stats: plan.stats, bytesWritten: 0, verification: image.verification, trustedBaseIndex: trusted, probe: counts, planLines: [...planLines(plan, displayPath), '', '/etc merge:', ...etcLines], madeDefault: false };
   }
 
   // 2. The new snapshot.
@@ -109,9 +113,8 @@ export async function extract(sys: System, o: ExtractOptions): Promise<ExtractRe
 
   // 3. Make it equal to the image (only what differs is written).
   o.onProgress?.('scanning', 0);
-  const actual = await scanActual(sys, dir, { exclude: m.excluded });
+  const { actual, counts } = await actualState(sys, dir, oldIndex, target, m.excluded);
   tx.throwIfAborted();
-  const oldIndex = trusted && recorded ? await loadIndex(recorded.indexPath) : undefined;
   await fillDigests(dir, actual, target, oldIndex);
   const plan = planApply(target, actual, { isExcluded, isProtected: protectedMatcher(m.excluded) });
   const total = plan.stats.writtenBytes || 1;
@@ -151,9 +154,20 @@ export async function extract(sys: System, o: ExtractOptions): Promise<ExtractRe
     bytesWritten: exec.bytesWritten,
     verification: image.verification,
     trustedBaseIndex: trusted,
+    probe: counts,
     etc: etc?.report,
     madeDefault: o.makeDefault,
   };
+}
+
+/**
+ * The snapshot's actual state for the planner: from the base's trusted index (volatile places and
+ * differing paths read for real), or, without one, a full scan.
+ */
+async function actualState(sys: System, dir: string, oldIndex: IndexEntry[] | undefined, target: IndexEntry[], excluded: readonly string[]): Promise<{ actual: Map<string, IndexEntry>; counts: ProbeCounts }> {
+  if (oldIndex) return trustedActual(sys, dir, oldIndex, target, { exclude: excluded });
+  const actual = await scanActual(sys, dir, { exclude: excluded });
+  return { actual, counts: { mode: 'full-scan', pathsRead: actual.size } };
 }
 
 /** Whether two indexes list the same /etc (every entry and attribute). */

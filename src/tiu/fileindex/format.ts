@@ -139,7 +139,7 @@ function bytesField(o: Record<string, unknown>, key: string, lineNo: number | un
  * `lineNo` when given). Checks the entry alone; order, duplicates and hardlink targets are checked
  * by the sequence validator (see validate.ts) that {@link readIndex} applies.
  */
-export function parseIndexLine(line: string, lineNo?: number): IndexEntry {
+export function parseIndexLine(line: string, lineNo?: number, canonical = true): IndexEntry {
   if (typeof line !== 'string') fail(lineNo, 'not a string');
   if (line.length > MAX_LINE_BYTES || Buffer.byteLength(line) > MAX_LINE_BYTES) fail(lineNo, `line longer than ${MAX_LINE_BYTES} bytes`);
   let o: unknown;
@@ -189,7 +189,7 @@ export function parseIndexLine(line: string, lineNo?: number): IndexEntry {
   }
   const problem = entryProblem(e);
   if (problem) fail(lineNo, `${problem} (${JSON.stringify(line.slice(0, 80))})`);
-  if (serializeEntry(e) !== line) fail(lineNo, 'entry is not in canonical form (key order, spelling, escapes or text/base64 choice)');
+  if (canonical && serializeEntry(e) !== line) fail(lineNo, 'entry is not in canonical form (key order, spelling, escapes or text/base64 choice)');
   return e;
 }
 

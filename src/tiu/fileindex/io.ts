@@ -108,6 +108,12 @@ export interface ReadIndexOptions {
   sha256?: string;
   /** Lower limits for tests; never raised above the format's limits. */
   maxEntries?: number;
+  /**
+   * Require each line in its one canonical form (default true). May be false only for an index
+   * whose bytes are pinned otherwise (a signed digest, or a trusted snapshot's own copy): every
+   * entry is still checked in full, only the re-serialisation per line is skipped.
+   */
+  canonical?: boolean;
 }
 
 const decoder = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
@@ -140,7 +146,7 @@ export async function* readIndex(source: string | AsyncIterable<Buffer | Uint8Ar
       parseIndexHeader(line);
       return undefined;
     }
-    const e = parseIndexLine(line, lineNo);
+    const e = parseIndexLine(line, lineNo, options.canonical ?? true);
     v.push(e, lineNo);
     return e;
   };

@@ -2,9 +2,9 @@
  * Scanning a tree into index entries, streamed in tree order.
  *
  * Pipeline: the walk (lstat, readlink) runs ahead of the consumer by a bounded window; regular
- * files are hashed several at a time (bounded); xattrs are read by getfattr in batches of paths
+ * files are hashed several at a time (bounded); xattrs are read (binding, or getfattr) in batches of paths
  * that run while the hashing goes on. Entries come out in order once their hash and xattrs are in.
- * Reads the tree and runs `xargs getfattr`; writes nothing.
+ * Reads the tree (and runs `xargs getfattr` where the xattr binding cannot be used); writes nothing.
  */
 import type { BigIntStats } from 'node:fs';
 import { TiuError } from '../errors.ts';
@@ -35,7 +35,7 @@ export interface ScanStats {
   hardlinks: number;
 }
 
-/** Paths per getfattr batch, and how far the walk may run ahead of the consumer. */
+/** Paths per xattr batch, and how far the walk may run ahead of the consumer. */
 const XATTR_BATCH = 2048;
 const WINDOW = 3 * XATTR_BATCH;
 const READ_BUFFER = 1024 * 1024;

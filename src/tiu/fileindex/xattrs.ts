@@ -1,13 +1,18 @@
 /**
- * Reading extended attributes (including security.*, trusted.* and the POSIX ACLs stored as
- * system.posix_acl_access / system.posix_acl_default) with getfattr, since Node has no xattr API.
+ * Reading and writing extended attributes (including security.*, trusted.* and the POSIX ACLs
+ * stored as system.posix_acl_access / system.posix_acl_default).
+ *
+ * Node has no xattr API. The N-API binding `@napi-rs/xattr` (prebuilt, l*xattr calls: symlinks are
+ * not followed) is used in-process when it loads; it takes paths and names as JS strings, so a
+ * path or an attribute name that is not valid UTF-8 goes through getfattr/setfattr instead, as
+ * does everything when the binding cannot load (e.g. a bundle shipped without its node_modules).
  *
  * Paths go to getfattr through `xargs -0` on stdin, not argv: Node can only pass UTF-8 argv, and
  * names that are not UTF-8 must reach the tool byte for byte. getfattr runs with `-h` (symlinks
  * are not followed: without it a symlink reports its target's xattrs), `-m -` (every namespace;
  * the default shows only user.*) and `-e base64`.
  */
-import { TiuError } from '../errors.ts';
+import { TiuError, fromErrno } from '../errors.ts';
 import type { System } from '../system.ts';
 import { displayPath } from './types.ts';
 import { compareBytes } from './text.ts';
@@ -59,12 +64,129 @@ export function parseGetfattrDump(out: string): Map<string, Xattrs> {
   return result;
 }
 
+/** The subset of `@napi-rs/xattr` tiu uses. */
+export interface XattrBinding {
+  listAttributes(path: string): Promise<string[]>;
+  getAttribute(path: string, name: string): Promise<Buffer | null>;
+  setAttribute(path: string, name: string, value: Buffer): Promise<void>;
+  removeAttribute(path: string, name: string): Promise<void>;
+}
+
+let bindingPromise: Promise<XattrBinding | undefined> | undefined;
+
+/**
+ * The in-process binding, or undefined when it cannot load (or TIU_XATTR=tools asks for the
+ * getfattr/setfattr path). Loaded once, on first use.
+ */
+export function xattrBinding(): Promise<XattrBinding | undefined> {
+  bindingPromise ??= process.env.TIU_XATTR === 'tools'
+    ? Promise.resolve(undefined)
+    : import('@napi-rs/xattr').then((m) => (m.default ?? m) as XattrBinding, () => undefined);
+  return bindingPromise;
+}
+
+/** A byte string (one char per byte) as a UTF-8 JS string, or undefined when it is not valid UTF-8. */
+export function utf8Form(bytes: string): string | undefined {
+  const buf = Buffer.from(bytes, 'latin1');
+  const s = buf.toString('utf8');
+  return Buffer.from(s, 'utf8').equals(buf) ? s : undefined;
+}
+
+/** The OS error of a binding failure ("... (os error 2)") as a Node-style errno error. */
+export function bindingError(err: unknown): NodeJS.ErrnoException {
+  const msg = (err as Error)?.message ?? String(err);
+  const m = /\(os error (\d+)\)/.exec(msg);
+  const e = new Error(msg) as NodeJS.ErrnoException;
+  if (m) {
+    const n = Number(m[1]);
+    e.errno = -n;
+    e.code = ({ 1: 'EPERM', 2: 'ENOENT', 5: 'EIO', 13: 'EACCES', 20: 'ENOTDIR', 28: 'ENOSPC', 30: 'EROFS', 61: 'ENODATA', 95: 'EOPNOTSUPP' } as Record<number, string>)[n] ?? `E${n}`;
+  }
+  return e;
+}
+
+const READ_CONCURRENCY = 32;
+
 /**
  * Reads all xattrs of `paths` (byte strings relative to `root`, `.` for the root itself; symlinks
- * not followed) in one batch. Returns path -> xattrs for the paths that have any. A path that
- * cannot be read throws TREE_INVALID.
+ * not followed). Returns path -> xattrs (names sorted by bytes) for the paths that have any. A
+ * path that cannot be read throws TREE_INVALID.
  */
 export async function listXattrs(sys: System, root: string, paths: readonly string[]): Promise<Map<string, Xattrs>> {
+  if (paths.length === 0) return new Map();
+  const b = await xattrBinding();
+  if (!b) return listXattrsWithTools(sys, root, paths);
+  const out = new Map<string, Xattrs>();
+  const viaTools: string[] = [];
+  const base = Buffer.from(root.endsWith('/') ? root : `${root}/`).toString('utf8');
+  let next = 0;
+  const worker = async () => {
+    while (next < paths.length) {
+      const p = paths[next++]!;
+      const u = p === '.' ? '' : utf8Form(p);
+      if (u === undefined) {
+        viaTools.push(p);
+        continue;
+      }
+      const abs = p === '.' ? root : base + u;
+      try {
+        const names = await b.listAttributes(abs);
+        if (names.length === 0) continue;
+        if (names.some((n) => n.includes('\ufffd'))) {
+          viaTools.push(p); // a name that is not UTF-8: the binding cannot name it
+          continue;
+        }
+        const pairs: Array<[string, string]> = [];
+        for (const n of names) {
+          const v = await b.getAttribute(abs, n);
+          if (v !== null) pairs.push([Buffer.from(n, 'utf8').toString('latin1'), v.toString('base64')]);
+        }
+        if (pairs.length === 0) continue;
+        pairs.sort((x, y) => compareBytes(x[0], y[0]));
+        out.set(p, Object.fromEntries(pairs));
+      } catch (err) {
+        const e = bindingError(err);
+        throw new TiuError('TREE_INVALID', `cannot read extended attributes of ${JSON.stringify(displayPath(p))} under ${root}: ${e.code ?? e.message}`, {
+          hint: 'check permissions and that nothing modifies the tree while it is scanned',
+          cause: err,
+        });
+      }
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(READ_CONCURRENCY, paths.length) }, worker));
+  if (viaTools.length > 0) for (const [p, x] of await listXattrsWithTools(sys, root, viaTools)) out.set(p, x);
+  return out;
+}
+
+/**
+ * Makes the xattrs of `abs` (a path below `root`, as bytes) exactly `want` given that it has
+ * `have` now, in-process. Returns false (nothing done) when the binding is missing or a path or
+ * name is not UTF-8: the caller then uses setfattr.
+ */
+export async function setXattrsInProcess(abs: Buffer, have: Xattrs, want: Xattrs): Promise<boolean> {
+  const b = await xattrBinding();
+  if (!b) return false;
+  const p = abs.toString('utf8');
+  if (!Buffer.from(p, 'utf8').equals(abs)) return false;
+  const names = [...Object.keys(have), ...Object.keys(want)];
+  const utf = new Map<string, string>();
+  for (const n of names) {
+    const u = utf8Form(n);
+    if (u === undefined) return false;
+    utf.set(n, u);
+  }
+  try {
+    for (const n of Object.keys(have)) if (!(n in want)) await b.removeAttribute(p, utf.get(n)!);
+    for (const [n, v] of Object.entries(want)) if (have[n] !== v) await b.setAttribute(p, utf.get(n)!, Buffer.from(v, 'base64'));
+  } catch (err) {
+    const e = bindingError(err);
+    throw fromErrno(e, `setting extended attributes of ${p}`) ?? new TiuError('APPLY_FAILED', `setting extended attributes of ${p} failed: ${e.message}`, { cause: err });
+  }
+  return true;
+}
+
+/** {@link listXattrs} through `xargs getfattr` (one child per batch). */
+export async function listXattrsWithTools(sys: System, root: string, paths: readonly string[]): Promise<Map<string, Xattrs>> {
   if (paths.length === 0) return new Map();
   const input = Buffer.from(paths.map((p) => `${p}\0`).join(''), 'latin1');
   const r = await sys.run('xargs', ['-0', '-r', 'getfattr', '-h', '--absolute-names', '-d', '-m', '-', '-e', 'base64', '--'], {

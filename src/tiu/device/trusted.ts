@@ -1,0 +1,139 @@
+/**
+ * The trusted-base fast path of the apply step: the actual state of a new snapshot taken from the
+ * base snapshot's recorded index instead of a full scan.
+ *
+ * A base is trusted when it is read-only and its btrfs generation is the one recorded when tiu
+ * sealed it (see isBaseTrusted): then everything in it is what tiu left there, i.e. the image of
+ * its recorded index, except where tiu itself wrote after the apply step. Those *volatile* places
+ * are scanned for real: /etc (merged with the device's edits, and a writable nested subvolume),
+ * /boot (initrds, grub.cfg), /usr/lib/modules/<kver>/initrd* (dracut's other output), tiu's state
+ * directory and the mount points of the separate subvolumes. Every other path keeps its recorded
+ * entry; only the paths whose old and new entries differ are `lstat`ed (a recorded entry that no
+ * longer matches is replaced by what is really there, and then hashed if needed), so unchanged
+ * files are neither opened nor listed.
+ *
+ * What this path cannot see: a file created outside the volatile places after the apply step and
+ * before sealing (tiu creates none). A full scan would remove it; the fast path leaves it.
+ */
+import { lstat, readlink } from 'node:fs/promises';
+import type { BigIntStats } from 'node:fs';
+import type { System } from '../system.ts';
+import type { IndexEntry } from '../fileindex/types.ts';
+import { scanTreeToArray, baseEntry } from '../fileindex/scan.ts';
+import { listXattrs } from '../fileindex/xattrs.ts';
+import { cannotRead } from '../fileindex/walk.ts';
+import { under } from '../apply/execute.ts';
+import { TIU_STATE_DIR, VENDOR_ETC_DIR } from './paths.ts';
+
+/** Subtrees tiu (or dracut/grub-mkconfig run by it) writes after the apply step. */
+const VOLATILE_ROOTS = ['etc', 'boot', TIU_STATE_DIR, '.snapshots', 'var', 'home', 'root', 'opt', 'srv', 'usr/local'];
+const MODULES_INITRD = /^usr\/lib\/modules\/[^/]+\/initr/;
+const MODULES_DIR = /^usr\/lib\/modules\/[^/]+$/;
+
+/** Whether tiu may have written `p` after the apply step (so the recorded entry cannot be trusted). Pure. */
+export function isVolatile(p: string): boolean {
+  if (p === '.') return true;
+  if (MODULES_INITRD.test(p)) return true;
+  return VOLATILE_ROOTS.some((r) => p === r || p.startsWith(r + '/'));
+}
+
+/** Whether `p` is a directory on the way to a volatile place (listed, and itself rescanned). Pure. */
+export function isVolatileAncestor(p: string): boolean {
+  if (p === 'usr' || p === 'usr/lib' || p === 'usr/lib/modules' || MODULES_DIR.test(p)) return true;
+  return VOLATILE_ROOTS.some((r) => r.startsWith(p + '/'));
+}
+
+/** The fields of two entries the planner compares (the `sparse` hint aside). Pure. */
+export function sameEntry(a: IndexEntry, b: IndexEntry): boolean {
+  if (a.type !== b.type || a.mode !== b.mode || a.uid !== b.uid || a.gid !== b.gid || a.mtime !== b.mtime) return false;
+  if (a.size !== b.size || a.sha256 !== b.sha256 || a.hardlink !== b.hardlink || a.target !== b.target) return false;
+  if (a.rdev?.major !== b.rdev?.major || a.rdev?.minor !== b.rdev?.minor) return false;
+  const ka = Object.keys(a.xattrs ?? {});
+  const kb = Object.keys(b.xattrs ?? {});
+  return ka.length === kb.length && ka.every((k) => a.xattrs![k] === b.xattrs?.[k]);
+}
+
+/**
+ * The paths outside the volatile places whose state the plan depends on: those whose old and new
+ * entries differ, that only one of the two lists, or whose hardlink leader is one of them. Pure.
+ */
+export function pathsToProbe(oldIndex: readonly IndexEntry[], target: readonly IndexEntry[]): string[] {
+  const old = new Map<string, IndexEntry>();
+  for (const e of oldIndex) if (!isVolatile(e.path)) old.set(e.path, e);
+  const out = new Set<string>();
+  for (const t of target) {
+    if (isVolatile(t.path)) continue;
+    const o = old.get(t.path);
+    if (!o || !sameEntry(o, t)) out.add(t.path);
+    old.delete(t.path);
+  }
+  for (const p of old.keys()) out.add(p);
+  // A hardlink follower depends on its leader's inode.
+  for (const t of target) if (t.hardlink !== undefined && out.has(t.hardlink)) out.add(t.path);
+  return [...out];
+}
+
+export interface ProbeCounts {
+  /** How the actual state was found: from the trusted index, or by scanning everything. */
+  mode: 'trusted-index' | 'full-scan';
+  /** Paths whose real state was read (lstat), volatile places included. */
+  pathsRead: number;
+}
+
+function statMatches(st: BigIntStats, o: IndexEntry): boolean {
+  const e = baseEntry({ path: o.path, abs: Buffer.alloc(0), st, link: o.target === undefined ? undefined : Buffer.from(o.target, 'latin1') });
+  return e.type === o.type && e.mode === o.mode && e.uid === o.uid && e.gid === o.gid && e.mtime === o.mtime && e.size === o.size && e.rdev?.major === o.rdev?.major && e.rdev?.minor === o.rdev?.minor;
+}
+
+/**
+ * The actual state of `dir` (a fresh snapshot of a trusted base) as a path -> entry map for the
+ * planner: recorded entries, with the volatile places scanned and the probed paths checked.
+ * File digests come from the recorded index where the lstat matches it; others are left for
+ * fillDigests.
+ */
+export async function trustedActual(sys: System, dir: string, oldIndex: readonly IndexEntry[], target: readonly IndexEntry[], o: { exclude: readonly string[] }): Promise<{ actual: Map<string, IndexEntry>; counts: ProbeCounts }> {
+  const actual = new Map<string, IndexEntry>();
+  for (const e of oldIndex) if (!isVolatile(e.path) && !isVolatileAncestor(e.path)) actual.set(e.path, e);
+  // 1. The volatile places, scanned for real (their ancestors listed on the way).
+  const skip = (p: string) => p === VENDOR_ETC_DIR || !(isVolatile(p) || isVolatileAncestor(p));
+  const { entries } = await scanTreeToArray(sys, dir, { exclude: o.exclude, hash: false, skip });
+  for (const e of entries) actual.set(e.path, e);
+  let pathsRead = entries.length;
+  // 2. The paths whose entries differ: lstat each; a recorded entry that does not match is
+  // replaced by what is there (xattrs read in one batch), a vanished one dropped.
+  const probe = pathsToProbe(oldIndex, target).filter((p) => !isVolatileAncestor(p));
+  const reread: IndexEntry[] = [];
+  const oldByPath = new Map<string, IndexEntry>();
+  for (const e of oldIndex) oldByPath.set(e.path, e);
+  await Promise.all(
+    probe.map(async (p) => {
+      const abs = under(dir, p);
+      let st: BigIntStats;
+      try {
+        st = await lstat(abs, { bigint: true });
+      } catch (err) {
+        const code = (err as NodeJS.ErrnoException).code;
+        if (code === 'ENOENT' || code === 'ENOTDIR') {
+          actual.delete(p);
+          return;
+        }
+        throw cannotRead(p, err);
+      }
+      pathsRead++;
+      const rec = oldByPath.get(p);
+      const link = st.isSymbolicLink() ? await readlink(abs, { encoding: 'buffer' }) : undefined;
+      if (rec && statMatches(st, rec) && (link === undefined || link.toString('latin1') === rec.target)) return; // as recorded
+      const e = baseEntry({ path: p, abs, st, link });
+      actual.set(p, e);
+      reread.push(e);
+    }),
+  );
+  if (reread.length > 0) {
+    const x = await listXattrs(sys, dir, reread.map((e) => e.path));
+    for (const e of reread) {
+      const v = x.get(e.path);
+      if (v) e.xattrs = v;
+    }
+  }
+  return { actual, counts: { mode: 'trusted-index', pathsRead } };
+}
