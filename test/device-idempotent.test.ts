@@ -78,8 +78,11 @@ describe('tiu update of the installed image', () => {
     expect(ex.exitCode, ex.stderr).toBe(0);
     expect(await numbers(dev.root)).toEqual([1, 2, 3, 4]);
 
-    // Another image is an update again.
-    const back = await cli(['update', '--source', A.v1, '--root', dev.root, '--keyring', A.keys.keyring, '--unchanged-exit-77']);
+    // Another image is an update again (an older one: refused as a downgrade unless allowed).
+    const refused = await cli(['update', '--source', A.v1, '--root', dev.root, '--keyring', A.keys.keyring, '--unchanged-exit-77']);
+    expect(refused.stderr).toMatch(/\[DOWNGRADE\]/);
+    expect(await numbers(dev.root)).toEqual([1, 2, 3, 4]);
+    const back = await cli(['update', '--source', A.v1, '--root', dev.root, '--keyring', A.keys.keyring, '--unchanged-exit-77', '--allow-downgrade']);
     expect(back.exitCode, back.stderr).toBe(0);
     expect(await numbers(dev.root)).toEqual([1, 2, 3, 4, 5]);
   });
