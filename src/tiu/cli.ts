@@ -146,12 +146,16 @@ export function buildProgram(state: State = { globals: {} }): Command {
   example(
     program
       .command('verify')
-      .description('verify the signature and every data block; exit 0 only if all holds')
-      .argument('<archive>', 'the .tiu file')
+      .description('verify an archive (signature, every data block), or with --system the installed system against its signed index')
+      .argument('[archive]', 'the .tiu file (not with --system)')
       .option('--keyring <pem>', 'trusted CA certificates')
       .option('--compatible <string>', 'also require this compatible string')
+      .option('--system', 'check the booted snapshot: every file\'s content, type, mode, owner, xattrs (not /etc, /var, ...)')
+      .option('--snapshot <n>', 'with --system: check snapshot N instead of the booted one')
+      .addOption(rootOpt())
+      .option('--json', 'with --system: machine-readable result')
       .action(lazy('verify', program, state)),
-    'tiu verify os-1.0.tiu --keyring ./keys/keyring.pem && echo ok',
+    'tiu verify os-1.0.tiu --keyring ./keys/keyring.pem && echo ok\n  tiu verify --system --json   # exit 100 (SYSTEM_MODIFIED) if anything differs',
   );
 
   example(

@@ -56,6 +56,11 @@ export const ERROR_CODES = {
   PERMISSION: { exit: 63, kind: 'system' },
   IO: { exit: 64, kind: 'system' },
   INTERRUPTED: { exit: 65, kind: 'system' },
+  // 100-109: device lifecycle (verify --system, factory-reset, daemon)
+  SYSTEM_MODIFIED: { exit: 100, kind: 'security' },
+  SYSTEM_UNVERIFIABLE: { exit: 101, kind: 'input' },
+  RESET_REFUSED: { exit: 102, kind: 'usage' },
+  RESET_FAILED: { exit: 103, kind: 'system' },
   // 70: our bug
   INTERNAL: { exit: 70, kind: 'bug' },
 } as const satisfies Record<string, CodeInfo>;

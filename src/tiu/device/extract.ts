@@ -19,7 +19,8 @@ import { assertBtrfs } from '../../snapshot/btrfs.ts';
 import { createMountpoints } from '../../snapshot/layout.ts';
 import { Transaction, cleanupInterrupted } from './transaction.ts';
 import { readImageIndex, readRecordedImage, fillDigests, scanActual, isBaseTrusted, restoreDirTimes, type RecordedImage } from './state.ts';
-import { excludedMatcher, protectedMatcher, snapshotDir, INDEX_PATH, MANIFEST_COPY_PATH, TIU_STATE_DIR, UD } from './paths.ts';
+import { excludedMatcher, protectedMatcher, snapshotDir, INDEX_PATH, MANIFEST_COPY_PATH, SIGNATURE_COPY_PATH, TIU_STATE_DIR, UD } from './paths.ts';
+import type { OpenedArchive } from '../archive/open.ts';
 import { dryRunEtc, mergeEtcInto, type EtcStepResult } from './etc.ts';
 import { prepareBoot, activateBoot } from './boot.ts';
 import { TIU_VERSION } from '../version.ts';
@@ -119,7 +120,7 @@ export async function extract(sys: System, o: ExtractOptions): Promise<ExtractRe
   // 4. Mount points of the separate subvolumes, and which image this snapshot holds (the next
   // update's base index).
   await createMountpoints(dir);
-  await recordImage(dir, image.dir, archive.manifestBytes, recorded?.manifest.index.sha256 === m.index.sha256 && trusted);
+  await recordImage(dir, image.dir, archive.manifestBytes, recorded?.manifest.index.sha256 === m.index.sha256 && trusted, await readSignature(archive));
 
   // 5. /etc: the new vendor defaults with this device's changes carried over. The vendor copy
   // the snapshot inherited stays when the image's /etc did not change (nothing rewritten).
@@ -156,20 +157,38 @@ function sameEtc(a: readonly IndexEntry[], b: readonly IndexEntry[]): boolean {
   return x.length === y.length && x.every((v, i) => v === y[i]);
 }
 
+/** The archive's CMS SignedData (DER), read through its open handle. */
+export async function readSignature(archive: OpenedArchive): Promise<Buffer> {
+  const buf = Buffer.alloc(archive.sigSize);
+  let done = 0;
+  while (done < buf.length) {
+    const { bytesRead } = await archive.fh.read(buf, done, buf.length - done, archive.sigOffset + done);
+    if (bytesRead === 0) throw new TiuError('ARCHIVE_TRUNCATED', `archive ended early reading its signature`, { hint: 'download the archive again' });
+    done += bytesRead;
+  }
+  return buf;
+}
+
 /**
- * Writes the image's index and manifest into the snapshot's tiu state directory (the index is
- * left as inherited when it is the same, so an identical image rewrites nothing).
+ * Writes the image's index, manifest and (when given) the manifest's signature into the
+ * snapshot's tiu state directory (each left as inherited when it is the same, so an identical
+ * image rewrites nothing).
  */
-export async function recordImage(dir: string, imageDir: string, manifestBytes: Buffer, sameIndex = false): Promise<void> {
+export async function recordImage(dir: string, imageDir: string, manifestBytes: Buffer, sameIndex = false, signatureDer?: Buffer): Promise<void> {
   const state = `${dir}/${TIU_STATE_DIR}`;
   await mkdir(state, { recursive: true, mode: 0o755 });
   if (!sameIndex) {
     await copyFile(`${imageDir}/${INDEX_PATH}`, `${dir}/${INDEX_PATH}.tmp`);
     await rename(`${dir}/${INDEX_PATH}.tmp`, `${dir}/${INDEX_PATH}`);
   }
-  const old = await readFile(`${dir}/${MANIFEST_COPY_PATH}`).catch(() => undefined);
-  if (old?.equals(manifestBytes)) return;
-  await writeFile(`${dir}/${MANIFEST_COPY_PATH}.tmp`, manifestBytes, { mode: 0o644 });
-  await rename(`${dir}/${MANIFEST_COPY_PATH}.tmp`, `${dir}/${MANIFEST_COPY_PATH}`);
+  await replaceIfDifferent(`${dir}/${MANIFEST_COPY_PATH}`, manifestBytes);
+  if (signatureDer) await replaceIfDifferent(`${dir}/${SIGNATURE_COPY_PATH}`, signatureDer);
+}
+
+async function replaceIfDifferent(path: string, bytes: Buffer): Promise<void> {
+  const old = await readFile(path).catch(() => undefined);
+  if (old?.equals(bytes)) return;
+  await writeFile(`${path}.tmp`, bytes, { mode: 0o644 });
+  await rename(`${path}.tmp`, path);
 }
 
