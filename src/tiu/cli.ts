@@ -65,6 +65,7 @@ const COMMANDS = {
   'health-check': () => import('./commands/health-check.ts'),
   'etc-diff': () => import('./commands/etc-diff.ts'),
   'etc-sync': () => import('./commands/etc-sync.ts'),
+  'factory-reset': () => import('./commands/factory-reset.ts'),
 } satisfies Record<string, () => Promise<{ run: Runner }>>;
 
 /** Builds a commander action that lazily imports the command's module and calls its `run`. */
@@ -252,6 +253,18 @@ export function buildProgram(state: State = { globals: {} }): Command {
       .option('--plugin-timeout <seconds>', 'time each plugin in /usr/lib/tiu/health.d and /etc/tiu/health.d may take', '120')
       .action(lazy('health-check', program, state)),
     'tiu health-check --dry-run',
+  );
+
+  example(
+    program
+      .command('factory-reset')
+      .description('erase all user data at the next boot: the current image, vendor /etc, empty /var /home /root /srv /opt /usr/local')
+      .addOption(rootOpt())
+      .option('--keep-snapshots', 'keep the other snapshots (default: deleted with the old data after the reset boot)')
+      .option('-y, --yes', 'do not ask for confirmation (required without a terminal)')
+      .option('--json', 'machine-readable result')
+      .action(lazy('factory-reset', program, state)),
+    'tiu factory-reset --yes && reboot',
   );
 
   const etc = program.command('etc').description('inspect /etc against the vendor defaults');

@@ -10,6 +10,7 @@ import { TiuError } from '../errors.ts';
 import { rebootAllowedByCmdline } from '../boot/health.ts';
 import { runHealthCheck } from '../boot/health-run.ts';
 import { syncBoot } from '../boot/sync.ts';
+import { finishFactoryReset } from '../device/factory-reset.ts';
 import { acquireLock } from '../../snapshot/lock.ts';
 import { assertBtrfs } from '../../snapshot/btrfs.ts';
 
@@ -47,5 +48,12 @@ export async function run(ctx: Context, o: HealthCheckOptions): Promise<number> 
     snapper: ctx.config.snapper,
     say: (line) => ctx.out(line),
   });
+  if (r.decision.verdict === 'healthy') {
+    // A factory reset's old data goes only after the reset snapshot booted healthy.
+    const f = await finishFactoryReset(ctx.sys, { root: o.root, snapper: ctx.config.snapper });
+    if (f.finished !== undefined) {
+      ctx.out(`health-check: factory reset of snapshot ${f.finished} finished: ${f.deletedSubvolumes.length} old data subvolumes deleted${f.deletedSnapshots.length ? `, snapshots ${f.deletedSnapshots.join(', ')} deleted` : ''}${f.remapped.length ? `, snapshots ${f.remapped.join(', ')} kept (now mounting the new data)` : ''}`);
+    }
+  }
   return r.decision.verdict === 'healthy' || r.decision.verdict === 'not-a-snapshot' ? 0 : 1;
 }
