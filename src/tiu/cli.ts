@@ -66,6 +66,7 @@ const COMMANDS = {
   'etc-diff': () => import('./commands/etc-diff.ts'),
   'etc-sync': () => import('./commands/etc-sync.ts'),
   'factory-reset': () => import('./commands/factory-reset.ts'),
+  daemon: () => import('./commands/daemon.ts'),
 } satisfies Record<string, () => Promise<{ run: Runner }>>;
 
 /** Builds a commander action that lazily imports the command's module and calls its `run`. */
@@ -265,6 +266,16 @@ export function buildProgram(state: State = { globals: {} }): Command {
       .option('--json', 'machine-readable result')
       .action(lazy('factory-reset', program, state)),
     'tiu factory-reset --yes && reboot',
+  );
+
+  example(
+    program
+      .command('daemon')
+      .description('the update service on the system bus (org.tiu.Updater1; see docs/dbus.md), started by D-Bus activation')
+      .addOption(rootOpt())
+      .option('--source <url>', 'update archive URL (default: [update] source in tiu.conf)')
+      .action(lazy('daemon', program, state)),
+    'busctl call org.tiu.Updater1 /org/tiu/Updater1 org.tiu.Updater1 Download',
   );
 
   const etc = program.command('etc').description('inspect /etc against the vendor defaults');

@@ -29,6 +29,12 @@ export interface Config {
   source: string | undefined;
   /** Where downloads are stored. */
   cacheDir: string;
+  /** `tiu daemon` ([daemon]): bytes per second for downloads (0 = no limit). */
+  daemonBandwidthLimit: number;
+  /** `tiu daemon`: download on a metered connection (NetworkManager's Metered property). */
+  daemonDownloadOnMetered: boolean;
+  /** `tiu daemon`: check and download on start without being asked. */
+  daemonAutomaticDownload: boolean;
   /** Files the configuration was read from, in order. */
   files: string[];
 }
@@ -48,6 +54,9 @@ export const DEFAULT_CONFIG: Config = {
   keep: 5,
   source: undefined,
   cacheDir: '/var/cache/tiu',
+  daemonBandwidthLimit: 0,
+  daemonDownloadOnMetered: false,
+  daemonAutomaticDownload: false,
   files: [],
 };
 
@@ -90,6 +99,9 @@ export function applyIni(cfg: Config, doc: Raw, file: string): Config {
         case 'cleanup.keep': out.keep = int(v, id, file); break;
         case 'update.source': out.source = String(v); break;
         case 'update.cache_dir': out.cacheDir = String(v); break;
+        case 'daemon.bandwidth_limit': out.daemonBandwidthLimit = int(v, id, file); break;
+        case 'daemon.download_on_metered': out.daemonDownloadOnMetered = oneOf(String(v), ['true', 'false'] as const, id, file) === 'true'; break;
+        case 'daemon.automatic_download': out.daemonAutomaticDownload = oneOf(String(v), ['true', 'false'] as const, id, file) === 'true'; break;
         case 'create.exclude': out.exclude = list(v); break;
         case 'create.compression': out.compression = String(v); break;
         case 'create.compression_level': out.compressionLevel = int(v, id, file); break;
