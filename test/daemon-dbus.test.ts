@@ -15,6 +15,9 @@ import { execa, type ResultPromise } from 'execa';
 import dbus from 'dbus-next';
 import { testSystem } from './helpers/env.ts';
 import { makeArchives, installedDevice, cli, TIU, type ArchiveSet } from './helpers/device.ts';
+import { parse } from 'ini';
+import { applyIni, DEFAULT_CONFIG } from '../src/tiu/config.ts';
+import { Updater } from '../src/tiu/daemon/updater.ts';
 
 const sys = testSystem();
 let work: string;
@@ -76,6 +79,7 @@ beforeAll(async () => {
     const body = archiveBytes.subarray(start);
     res.writeHead(m ? 206 : 200, { 'content-length': String(body.length), ...(m ? { 'content-range': `bytes ${start}-${archiveBytes.length - 1}/${archiveBytes.length}` } : {}) });
     if (req.method === 'HEAD') return res.end();
+    if (req.url?.startsWith('/fast/')) return res.end(body);
     let closed = false;
     res.on('close', () => (closed = true));
     for (let i = 0; i < body.length && !closed; i += chunk) {
@@ -105,6 +109,42 @@ async function waitFor<T>(what: string, f: () => Promise<T | undefined | false>,
     await sleep(50);
   }
 }
+
+describe('[daemon] policies', () => {
+  it('parses the [daemon] section strictly', () => {
+    const c = applyIni(DEFAULT_CONFIG, parse('[daemon]\nbandwidth_limit = 500000\ndownload_on_metered = true\nautomatic_download = true\n'), 'f');
+    expect(c).toMatchObject({ daemonBandwidthLimit: 500000, daemonDownloadOnMetered: true, daemonAutomaticDownload: true });
+    expect(DEFAULT_CONFIG).toMatchObject({ daemonBandwidthLimit: 0, daemonDownloadOnMetered: false, daemonAutomaticDownload: false });
+    expect(() => applyIni(DEFAULT_CONFIG, parse('[daemon]\ndownload_on_metered = maybe\n'), 'f')).toThrow(/one of true, false/);
+    expect(() => applyIni(DEFAULT_CONFIG, parse('[daemon]\nbandwidth_limit = fast\n'), 'f')).toThrow(/whole number/);
+  });
+
+  it('does not download when the policy says no (metered), and nothing is written', async () => {
+    const cacheDir = join(work, 'metered-cache');
+    const u = new Updater({
+      sys, root: '/nonexistent', source: `http://127.0.0.1:${port}/v2.tiu`, cacheDir, keyringPem: async () => '',
+      mayDownload: async () => ({ ok: false, why: 'the connection is metered' }),
+    });
+    const before = served;
+    await expect(u.startDownload()).rejects.toThrow(/not downloading now: the connection is metered/);
+    expect(u.status.state).toBe('idle');
+    expect(served).toBe(before);
+    expect(await readdir(cacheDir).catch(() => [])).toEqual([]);
+  });
+
+  it('limits the bandwidth ([daemon] bandwidth_limit)', async () => {
+    const cacheDir = join(work, 'limit-cache');
+    const limit = Math.ceil(archiveBytes.length / 2); // the whole archive takes about 2 s
+    const u = new Updater({ sys, root: '/nonexistent', source: `http://127.0.0.1:${port}/fast/v2.tiu`, cacheDir, keyringPem: async () => '', rateLimit: limit });
+    const t0 = Date.now();
+    await u.startDownload();
+    await waitFor('downloaded', async () => u.status.state === 'downloaded' || u.status.state === 'failed');
+    expect(u.status.state, u.status.error).toBe('downloaded');
+    expect(Date.now() - t0).toBeGreaterThanOrEqual(1500);
+    await u.cancel();
+    expect(await readdir(cacheDir)).toEqual([]);
+  }, 60_000);
+});
 
 describe('tiu daemon on a private system bus', () => {
   it('check, download with pause/resume/cancel, Apply refused to nobody, applied for root', async () => {
