@@ -52,6 +52,11 @@ export async function run(ctx: Context, o: HealthCheckOptions): Promise<number> 
     // A factory reset's old data goes only after the reset snapshot booted healthy.
     const f = await finishFactoryReset(ctx.sys, { root: o.root, snapper: ctx.config.snapper });
     if (f.finished !== undefined) {
+      // Deleted snapshots must lose their boot entries too.
+      if (f.deletedSnapshots.length) {
+        await using _lock = await acquireLock(ctx.sys, o.root);
+        await syncBoot(ctx.sys, { root: o.root, bootloader: ctx.config.bootloader, snapper: ctx.config.snapper });
+      }
       ctx.out(`health-check: factory reset of snapshot ${f.finished} finished: ${f.deletedSubvolumes.length} old data subvolumes deleted${f.deletedSnapshots.length ? `, snapshots ${f.deletedSnapshots.join(', ')} deleted` : ''}${f.remapped.length ? `, snapshots ${f.remapped.join(', ')} kept (now mounting the new data)` : ''}`);
     }
   }
