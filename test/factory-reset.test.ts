@@ -14,7 +14,7 @@ import { testSystem } from './helpers/env.ts';
 import { makeArchives, installedDevice, cli, TIU, type ArchiveSet, type InstalledDevice } from './helpers/device.ts';
 import { unmountBelow } from './helpers/btrfs.ts';
 import { acquireLock } from '../src/snapshot/lock.ts';
-import { fstabSubvolumes, parseMarker, planReset, remapFstab } from '../src/tiu/device/reset-plan.ts';
+import { decideFinish, fstabSubvolumes, parseMarker, planReset, remapFstab } from '../src/tiu/device/reset-plan.ts';
 import { renderFstab } from '../src/snapshot/layout.ts';
 
 const sys = testSystem();
@@ -66,6 +66,15 @@ describe('reset plan (pure)', () => {
     expect(bad((m) => (m.extra = 1))).toThrow(/unknown field/);
     expect(bad((m) => (m.snapshot = 0))).toThrow(/not a snapshot number/);
     expect(() => parseMarker('x'.repeat(20_000))).toThrow(/16 KiB/);
+  });
+
+  it('finishes only on the reset snapshot, booted and marked good', () => {
+    const marker = planReset({ snapshot: 4, base: 3, baseFstab: renderFstab(UUID), keepSnapshots: false });
+    expect(decideFinish({ booted: 4, marker, health: 'good', status: 'pending' })).toBe('finish');
+    expect(decideFinish({ booted: 4, marker, health: undefined, status: 'pending' })).toBe('wait');
+    expect(decideFinish({ booted: 4, marker, health: 'bad', status: 'pending' })).toBe('wait');
+    expect(decideFinish({ booted: 3, marker, health: 'good', status: 'pending' })).toBe('wait');
+    expect(decideFinish({ booted: 4, marker, health: 'good', status: 'done' })).toBe('done');
   });
 });
 
