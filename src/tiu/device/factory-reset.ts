@@ -9,7 +9,7 @@
 import { chmod, chown, mkdir, mkdtemp, open, readdir, readFile, realpath, rename, rmdir, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { TiuError } from '../errors.ts';
-import type { System } from '../system.ts';
+import { processAlive, type System } from '../system.ts';
 import { openSnapshotStore, type SnapshotStore } from '../../snapshot/store.ts';
 import { acquireLock } from '../../snapshot/lock.ts';
 import { assertBtrfs, createSubvolume, deleteSubvolume, isSubvolumeRoot, listSubvolumes } from '../../snapshot/btrfs.ts';
@@ -62,7 +62,8 @@ export async function mountTopLevel(sys: System, root: string): Promise<{ dir: s
   if (!m || m.fsType !== 'btrfs') throw new TiuError('ROOT_LAYOUT', `cannot find the btrfs device behind ${root}`, { hint: 'R/.snapshots must be mounted (docs/snapshots.md)' });
   const base = process.env.TIU_RUN_DIR ?? '/run/tiu';
   await mkdir(base, { recursive: true, mode: 0o700 });
-  const dir = await mkdtemp(join(base, 'top-'));
+  await cleanupStaleTopMounts(sys, base, mounts);
+  const dir = await mkdtemp(join(base, `top-${process.pid}-`));
   await sys.run('mount', ['-t', 'btrfs', '-o', 'subvolid=5', m.source, dir]);
   return {
     dir,
@@ -72,6 +73,20 @@ export async function mountTopLevel(sys: System, root: string): Promise<{ dir: s
       await rmdir(dir).catch(() => {});
     },
   };
+}
+
+/** Unmounts top-level mounts left by a tiu process that died (SIGKILL, power loss of the process). */
+async function cleanupStaleTopMounts(sys: System, base: string, mounts: ReturnType<typeof parseMountinfo>): Promise<void> {
+  for (const name of await readdir(base).catch(() => [] as string[])) {
+    const m = /^top-(\d+)-/.exec(name);
+    if (!m || processAlive(Number(m[1]))) continue;
+    const dir = join(base, name);
+    if (mountAt(mounts, dir)) {
+      const r = await sys.run('umount', [dir], { allowFailure: true });
+      if (r.exitCode !== 0) await sys.run('umount', ['-l', dir], { allowFailure: true });
+    }
+    await rmdir(dir).catch(() => {});
+  }
 }
 
 /** Deletes a subvolume (from the top level) with every subvolume nested in it, deepest first. */
