@@ -11,7 +11,8 @@ pairs="mksquashfs:squashfs-tools unsquashfs:squashfs-tools veritysetup:cryptsetu
 btrfs:btrfs-progs rsync:rsync getfattr:attr setfattr:attr setfacl:acl openssl:openssl mmdebstrap:mmdebstrap
 snapper:snapper zstd:zstd xz:xz-utils flock:util-linux losetup:mount mount:mount tar:tar
 grub-editenv:grub-common grub-script-check:grub-common systemd-analyze:systemd unshare:util-linux curl:curl nginx:nginx
-man:man-db groff:groff-base dpkg-deb:dpkg"
+man:man-db groff:groff-base dpkg-deb:dpkg
+dbus-daemon:dbus dbus-send:dbus runuser:util-linux"
 missing=()
 for pair in $pairs; do
   tool=${pair%%:*}; pkg=${pair#*:}

@@ -84,6 +84,8 @@ const COMMANDS = {
   'repo-rotate-key': () => import('./commands/repo-rotate-key.ts'),
   check: () => import('./commands/check.ts'),
   channel: () => import('./commands/channel.ts'),
+  'factory-reset': () => import('./commands/factory-reset.ts'),
+  daemon: () => import('./commands/daemon.ts'),
 } satisfies Record<string, () => Promise<{ run: Runner }>>;
 
 /** Builds a commander action that lazily imports the command's module and calls its `run`. */
@@ -171,13 +173,16 @@ export function buildProgram(state: State = { globals: {} }): Command {
   example(
     program
       .command('verify')
-      .description('verify the signature and every data block; exit 0 only if all holds')
-      .argument('<archive>', 'the .tiu file')
+      .description('verify an archive (signature, every data block), or with --system the installed system against its signed index')
+      .argument('[archive]', 'the .tiu file (not with --system)')
       .option('--keyring <pem>', 'trusted CA certificates')
       .option('--compatible <string>', 'also require this compatible string')
+      .option('--system', 'check the booted snapshot: every file\'s content, type, mode, owner, xattrs (not /etc, /var, ...)')
+      .option('--snapshot <n>', 'with --system: check snapshot N instead of the booted one')
+      .addOption(rootOpt())
       .addOption(jsonOpt())
       .action(lazy('verify', program, state)),
-    'tiu verify os-1.0.tiu --keyring ./keys/keyring.pem && echo ok',
+    'tiu verify os-1.0.tiu --keyring ./keys/keyring.pem && echo ok\n  tiu verify --system --json   # exit 100 (SYSTEM_MODIFIED) if anything differs',
   );
 
   example(
@@ -285,6 +290,28 @@ export function buildProgram(state: State = { globals: {} }): Command {
       .addOption(jsonOpt())
       .action(lazy('health-check', program, state)),
     'tiu health-check --dry-run',
+  );
+
+  example(
+    program
+      .command('factory-reset')
+      .description('erase all user data at the next boot: the current image, vendor /etc, empty /var /home /root /srv /opt /usr/local')
+      .addOption(rootOpt())
+      .option('--keep-snapshots', 'keep the other snapshots (default: deleted with the old data after the reset boot)')
+      .option('-y, --yes', 'do not ask for confirmation (required without a terminal)')
+      .option('--json', 'machine-readable result')
+      .action(lazy('factory-reset', program, state)),
+    'tiu factory-reset --yes && reboot',
+  );
+
+  example(
+    program
+      .command('daemon')
+      .description('the update service on the system bus (org.tiu.Updater1; see docs/dbus.md), started by D-Bus activation')
+      .addOption(rootOpt())
+      .option('--source <url>', 'update archive URL (default: [update] source in tiu.conf)')
+      .action(lazy('daemon', program, state)),
+    'busctl call org.tiu.Updater1 /org/tiu/Updater1 org.tiu.Updater1 Download',
   );
 
   const etc = program.command('etc').description('inspect /etc against the vendor defaults');

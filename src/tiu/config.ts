@@ -40,6 +40,12 @@ export interface Config {
   repositoryRoot: string | undefined;
   /** Device state (metadata cache, chosen channel). */
   stateDir: string;
+  /** `tiu daemon` ([daemon]): bytes per second for downloads (0 = no limit). */
+  daemonBandwidthLimit: number;
+  /** `tiu daemon`: download on a metered connection (NetworkManager's Metered property). */
+  daemonDownloadOnMetered: boolean;
+  /** `tiu daemon`: check and download on start without being asked. */
+  daemonAutomaticDownload: boolean;
   /** Files the configuration was read from, in order. */
   files: string[];
 }
@@ -79,6 +85,9 @@ export const DEFAULT_CONFIG: Config = {
   channel: 'stable',
   repositoryRoot: undefined,
   stateDir: '/var/lib/tiu',
+  daemonBandwidthLimit: 0,
+  daemonDownloadOnMetered: false,
+  daemonAutomaticDownload: false,
   files: [],
 };
 
@@ -155,6 +164,9 @@ export function applyIni(cfg: Config, doc: Raw, file: string): Config {
         case 'update.channel': out.channel = String(v); break;
         case 'update.repository_root': out.repositoryRoot = String(v); break;
         case 'update.state_dir': out.stateDir = String(v); break;
+        case 'daemon.bandwidth_limit': out.daemonBandwidthLimit = int(v, id, file); break;
+        case 'daemon.download_on_metered': out.daemonDownloadOnMetered = oneOf(String(v), ['true', 'false'] as const, id, file) === 'true'; break;
+        case 'daemon.automatic_download': out.daemonAutomaticDownload = oneOf(String(v), ['true', 'false'] as const, id, file) === 'true'; break;
         case 'create.exclude': out.exclude = list(v); break;
         case 'create.compression': out.compression = String(v); break;
         case 'create.compression_level': out.compressionLevel = int(v, id, file); break;

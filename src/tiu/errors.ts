@@ -81,6 +81,11 @@ export const ERROR_CODES = {
   REPO_DOWNGRADE: { exit: 87, kind: 'security' },
   REPO_METADATA: { exit: 88, kind: 'security' },
   REPO_INVALID: { exit: 89, kind: 'input' },
+  // 100-109: device lifecycle (verify --system, factory-reset, daemon)
+  SYSTEM_MODIFIED: { exit: 100, kind: 'security' },
+  SYSTEM_UNVERIFIABLE: { exit: 101, kind: 'input' },
+  RESET_REFUSED: { exit: 102, kind: 'usage' },
+  RESET_FAILED: { exit: 103, kind: 'system' },
   // 70: our bug (sysexits' EX_SOFTWARE, the same meaning)
   INTERNAL: { exit: 70, kind: 'bug' },
 } as const satisfies Record<string, CodeInfo>;

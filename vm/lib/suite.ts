@@ -14,7 +14,7 @@ import { ARCHIVES, RELEASES, type Variant } from './image.ts';
 import { artifact, bootFacts, inProgressOnDisk, tiuStatus } from './guest.ts';
 import { extractJson } from './console.ts';
 
-export type Scenario = 'boot' | 'dm-verity' | 'power-cut' | 'update' | 'health-rollback' | 'no-userspace';
+export type Scenario = 'boot' | 'dm-verity' | 'power-cut' | 'update' | 'health-rollback' | 'no-userspace' | 'factory-reset';
 
 export interface SuiteOptions {
   variant: Variant;
@@ -270,6 +270,35 @@ wait $pid; echo "rc=$? seen=$seen"`,
       expect(f.default).toBe(good);
       const st = await tiuStatus(v);
       expect(st.find((s) => s.number === broken)).toMatchObject({ health: 'bad', default: false, booted: false });
+    });
+
+    scenario('factory-reset', 'tiu factory-reset, reboot: user data and accounts gone, the image intact, the old data deleted after the healthy boot', async () => {
+      const v = await ready();
+      await v.run('mkdir -p /home/alice && echo private > /home/alice/notes && echo state > /var/tiu-vm-userdata && echo local > /etc/tiu-vm-local && echo "alice:x:1000:1000::/home/alice:/bin/sh" >> /etc/passwd && echo secret > /root/.secret');
+      const r = await v.run('tiu factory-reset --yes --json', { timeoutMs: 900_000 });
+      const reset = extractJson(r.output) as { snapshot: number; new: Record<string, string> };
+      expect(reset.new.home).toBe(`@/.tiu-data/${reset.snapshot}/home`);
+      // Nothing erased before the reboot.
+      expect((await v.run('cat /home/alice/notes')).output.trim()).toBe('private');
+      await v.reboot();
+      const f = await bootFacts(v);
+      expect(f.booted).toBe(reset.snapshot);
+      expect(f.default).toBe(reset.snapshot);
+      // (/root/.ssh may be there: systemd's tmpfiles provision.conf makes it at every boot.)
+      const gone = await v.run('ls -A /home; test -e /root/.secret && echo ROOT-LEFT; test -e /var/tiu-vm-userdata && echo VAR-LEFT; test -e /etc/tiu-vm-local && echo ETC-LEFT; grep -c alice /etc/passwd || true');
+      expect(gone.output.trim()).toBe('0');
+      expect((await v.run('findmnt -no FSROOT /home')).output.trim()).toBe(`/@/.tiu-data/${reset.snapshot}/home`);
+      if (inject('bootMode') === 'tiu') {
+        expect((await v.run('systemctl is-active tiu-health.service', { allowFailure: true })).output.trim()).toBe('active');
+        expect((await v.run('journalctl -b -u tiu-health.service --no-pager', { allowFailure: true })).output).toMatch(/factory reset of snapshot \d+ finished: 6 old data subvolumes deleted/);
+        const st = await tiuStatus(v);
+        expect(st.map((s) => [s.number, s.health])).toEqual([[reset.snapshot, 'good']]);
+        const subvols = (await v.run('btrfs subvolume list /')).output;
+        for (const p of ['var', 'home', 'root', 'opt', 'srv', 'usr/local']) expect(subvols).not.toMatch(new RegExp(`path @/${p}$`, 'm'));
+      }
+      // The image is intact: the booted snapshot equals its signed index.
+      const verify = await v.run('tiu verify --system', { allowFailure: true, timeoutMs: 900_000 });
+      expect(verify.exitCode, verify.output).toBe(0);
     });
   });
 }

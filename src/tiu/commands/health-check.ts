@@ -10,6 +10,7 @@ import { TiuError } from '../errors.ts';
 import { rebootAllowedByCmdline } from '../boot/health.ts';
 import { runHealthCheck } from '../boot/health-run.ts';
 import { syncBoot } from '../boot/sync.ts';
+import { finishFactoryReset } from '../device/factory-reset.ts';
 import { acquireLock } from '../../snapshot/lock.ts';
 import { assertBtrfs } from '../../snapshot/btrfs.ts';
 
@@ -53,6 +54,18 @@ export async function run(ctx: Context, o: HealthCheckOptions): Promise<number> 
     // Under --json the progress lines go to the log (stderr, the journal), the result to stdout.
     say: (line) => (o.json ? ctx.log.info(line) : ctx.out(line)),
   });
+  if (r.decision.verdict === 'healthy') {
+    // A factory reset's old data goes only after the reset snapshot booted healthy.
+    const f = await finishFactoryReset(ctx.sys, { root: o.root, snapper: ctx.config.snapper });
+    if (f.finished !== undefined) {
+      // Deleted snapshots must lose their boot entries too.
+      if (f.deletedSnapshots.length) {
+        await using _lock = await acquireLock(ctx.sys, o.root);
+        await syncBoot(ctx.sys, { root: o.root, bootloader: ctx.config.bootloader, snapper: ctx.config.snapper });
+      }
+      (o.json ? (l: string) => ctx.log.info(l) : ctx.out)(`health-check: factory reset of snapshot ${f.finished} finished: ${f.deletedSubvolumes.length} old data subvolumes deleted${f.deletedSnapshots.length ? `, snapshots ${f.deletedSnapshots.join(', ')} deleted` : ''}${f.remapped.length ? `, snapshots ${f.remapped.join(', ')} kept (now mounting the new data)` : ''}`);
+    }
+  }
   if (o.json) {
     const d = r.decision;
     ctx.out(JSON.stringify({ root: o.root, verdict: d.verdict, booted: d.booted ?? null, checks: r.checks.map((c) => ({ name: c.name, ok: c.ok, skipped: !!c.skipped, detail: c.detail })), actions: d.actions, messages: d.messages }, null, 2));

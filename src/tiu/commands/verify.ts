@@ -1,10 +1,34 @@
-/** `tiu verify`: signature + every data block; exit 0 only if all holds. */
+/**
+ * `tiu verify <archive>`: signature + every data block; exit 0 only if all holds.
+ * `tiu verify --system [--snapshot N]`: the booted (or N-th) snapshot against its recorded,
+ * signed index (see src/tiu/device/verify-system.ts); SYSTEM_MODIFIED when anything differs.
+ */
 import type { Context } from '../context.ts';
+import { TiuError } from '../errors.ts';
 import { openArchive } from '../archive/open.ts';
 import { loadKeyring } from '../archive/trust.ts';
 import { createProgress } from '../progress.ts';
+import { parseSnapshotNumber } from '../device/open.ts';
+import { verifySystem } from '../device/verify-system.ts';
+import { formatDifference } from '../device/verify-scope.ts';
+import { displayPath } from '../fileindex/types.ts';
 
-export async function run(ctx: Context, file: string, o: { keyring?: string; compatible?: string; json?: boolean }): Promise<number> {
+export interface VerifyCommandOptions {
+  keyring?: string;
+  compatible?: string;
+  system?: boolean;
+  snapshot?: string;
+  root?: string;
+  json?: boolean;
+}
+
+export async function run(ctx: Context, file: string | undefined, o: VerifyCommandOptions): Promise<number> {
+  if (o.system) {
+    if (file !== undefined) throw new TiuError('USAGE', '--system checks the installed system, not an archive', { hint: 'drop the archive argument, or drop --system' });
+    return runSystem(ctx, o);
+  }
+  if (file === undefined) throw new TiuError('USAGE', 'no archive given', { hint: 'tiu verify <archive>, or tiu verify --system for the installed system' });
+  if (o.snapshot !== undefined) throw new TiuError('USAGE', '--snapshot goes with --system');
   const keyringPem = await loadKeyring(ctx.config, o.keyring);
   await using a = await openArchive(file, { keyringPem, allowedSigners: ctx.config.allowedSigners, compatible: o.compatible });
   const progress = createProgress(ctx);
@@ -16,5 +40,29 @@ export async function run(ctx: Context, file: string, o: { keyring?: string; com
     return 0;
   }
   ctx.out(`${file}: OK (${a.manifest.compatible} ${a.manifest.version}, signed by ${a.signature.commonName ?? a.signature.subject}, ${a.manifest.verity.dataSize / 4096} data blocks verified)`);
+  return 0;
+}
+
+async function runSystem(ctx: Context, o: VerifyCommandOptions): Promise<number> {
+  const keyringPem = await loadKeyring(ctx.config, o.keyring);
+  const r = await verifySystem(ctx.sys, {
+    root: o.root ?? '/',
+    snapshot: o.snapshot === undefined ? undefined : parseSnapshotNumber(o.snapshot),
+    keyringPem,
+    allowedSigners: ctx.config.allowedSigners,
+    snapper: ctx.config.snapper,
+    onDifference: o.json ? undefined : (d) => ctx.out(formatDifference(d, displayPath)),
+  });
+  if (o.json) {
+    ctx.out(JSON.stringify({ ...r, differences: r.differences.map((d) => ({ ...d, path: `/${displayPath(d.path)}` })) }, null, 2));
+  } else if (r.ok) {
+    ctx.out(`snapshot ${r.snapshot}: OK (${r.compatible} ${r.version}, signed by ${r.signer.commonName ?? r.signer.subject}, ${r.scanned.entries} entries, ${r.scanned.bytes} bytes hashed)`);
+  }
+  if (!r.ok) {
+    const c = r.counts;
+    throw new TiuError('SYSTEM_MODIFIED', `snapshot ${r.snapshot} differs from its signed image ${r.version}: ${c.modified} modified, ${c.missing} missing, ${c.extra} extra`, {
+      hint: 'restore it with tiu update (a fresh snapshot of the image) or tiu rollback; investigate if unexpected',
+    });
+  }
   return 0;
 }

@@ -23,7 +23,8 @@ import { assertBtrfs } from '../../snapshot/btrfs.ts';
 import { createMountpoints } from '../../snapshot/layout.ts';
 import { Transaction, cleanupInterrupted } from './transaction.ts';
 import { readImageIndex, readRecordedImage, fillDigests, scanActual, isBaseTrusted, restoreDirTimes, type RecordedImage } from './state.ts';
-import { excludedMatcher, protectedMatcher, snapshotDir, INDEX_PATH, MANIFEST_COPY_PATH, TIU_STATE_DIR, UD } from './paths.ts';
+import { excludedMatcher, protectedMatcher, snapshotDir, INDEX_PATH, MANIFEST_COPY_PATH, SIGNATURE_COPY_PATH, TIU_STATE_DIR, UD } from './paths.ts';
+import type { OpenedArchive } from '../archive/open.ts';
 import { dryRunEtc, mergeEtcInto, type EtcStepResult } from './etc.ts';
 import { prepareBoot, activateBoot } from './boot.ts';
 import { TIU_VERSION } from '../version.ts';
@@ -130,7 +131,7 @@ export async function extract(sys: System, o: ExtractOptions): Promise<ExtractRe
   // 4. Mount points of the separate subvolumes, and which image this snapshot holds (the next
   // update's base index).
   await createMountpoints(dir);
-  await recordImage(dir, image.dir, archive.manifestBytes, recorded?.manifest.index.sha256 === m.index.sha256 && trusted);
+  await recordImage(dir, image.dir, archive.manifestBytes, recorded?.manifest.index.sha256 === m.index.sha256 && trusted, await readSignature(archive));
 
   // 5. /etc: the new vendor defaults with this device's changes carried over. The vendor copy
   // the snapshot inherited stays when the image's /etc did not change (nothing rewritten).
@@ -178,11 +179,24 @@ function sameEtc(a: readonly IndexEntry[], b: readonly IndexEntry[]): boolean {
   return x.length === y.length && x.every((v, i) => v === y[i]);
 }
 
+/** The archive's CMS SignedData (DER), read through its open handle. */
+export async function readSignature(archive: OpenedArchive): Promise<Buffer> {
+  const buf = Buffer.alloc(archive.sigSize);
+  let done = 0;
+  while (done < buf.length) {
+    const { bytesRead } = await archive.fh.read(buf, done, buf.length - done, archive.sigOffset + done);
+    if (bytesRead === 0) throw new TiuError('ARCHIVE_TRUNCATED', `archive ended early reading its signature`, { hint: 'download the archive again' });
+    done += bytesRead;
+  }
+  return buf;
+}
+
 /**
- * Writes the image's index and manifest into the snapshot's tiu state directory (the index is
- * left as inherited when it is the same, so an identical image rewrites nothing).
+ * Writes the image's index, manifest and (when given) the manifest's signature into the
+ * snapshot's tiu state directory (each left as inherited when it is the same, so an identical
+ * image rewrites nothing).
  */
-export async function recordImage(dir: string, imageDir: string, manifestBytes: Buffer, sameIndex = false): Promise<void> {
+export async function recordImage(dir: string, imageDir: string, manifestBytes: Buffer, sameIndex = false, signatureDer?: Buffer): Promise<void> {
   // Both trees are resolved beneath their roots: a symlinked usr/lib (or state dir) in the image
   // must not make tiu write outside the snapshot, nor read outside the image.
   await using target = await SafeRoot.open(dir, { what: 'the new snapshot' });
@@ -199,7 +213,14 @@ export async function recordImage(dir: string, imageDir: string, manifestBytes: 
     });
     await target.writeAtomic(INDEX_PATH, index, { mode: 0o644 });
   }
-  const old = await target.readBounded(MANIFEST_COPY_PATH, MAX_MANIFEST_SIZE).catch(() => undefined);
-  if (old?.equals(manifestBytes)) return;
-  await target.writeAtomic(MANIFEST_COPY_PATH, manifestBytes, { mode: 0o644 });
+  await replaceIfDifferent(target, MANIFEST_COPY_PATH, manifestBytes, MAX_MANIFEST_SIZE);
+  // The signed blob too, so `tiu verify --system` can re-check the signature later.
+  if (signatureDer) await replaceIfDifferent(target, SIGNATURE_COPY_PATH, signatureDer, 1024 * 1024);
+}
+
+/** Writes `bytes` at `rel` beneath `root` (atomically) unless the file already holds them. */
+async function replaceIfDifferent(root: SafeRoot, rel: string, bytes: Buffer, max: number): Promise<void> {
+  const old = await root.readBounded(rel, max).catch(() => undefined);
+  if (old?.equals(bytes)) return;
+  await root.writeAtomic(rel, bytes, { mode: 0o644 });
 }

@@ -16,7 +16,7 @@ import { writeInfoXmlAtomic } from '../../snapshot/infoxml.ts';
 import { acquireLock } from '../../snapshot/lock.ts';
 import { readImageIndex, restoreDirTimes, scanActual } from './state.ts';
 import { excludedMatcher, protectedMatcher, INDEX_PATH, UD } from './paths.ts';
-import { recordImage } from './extract.ts';
+import { readSignature, recordImage } from './extract.ts';
 import { snapshotVendorEtc } from './etc.ts';
 import { prepareBoot } from './boot.ts';
 import { SafeRoot } from '../safepath.ts';
@@ -67,7 +67,7 @@ export async function install(sys: System, o: InstallOptions): Promise<InstallRe
     const plan = planApply(target, actual, { isExcluded, isProtected: protectedMatcher(m.excluded) });
     const exec = await executePlan(plan, { sys, imageRoot: image.dir, targetRoot: dir });
     await createMountpoints(dir);
-    await recordImage(dir, image.dir, archive.manifestBytes);
+    await recordImage(dir, image.dir, archive.manifestBytes, false, await readSignature(archive));
     await snapshotVendorEtc(sys, dir);
     const uuid = await filesystemUuid(sys, o.top);
     {

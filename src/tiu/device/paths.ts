@@ -7,6 +7,11 @@ export { INDEX_PATH, MANIFEST_COPY_PATH };
 
 /** Inside each snapshot: tiu's own data (never part of an image's index). */
 export const TIU_STATE_DIR = 'usr/lib/tiu/image';
+/**
+ * Inside each snapshot: the CMS SignedData (DER) the recorded manifest came from, so that
+ * `tiu verify --system` can check the signature again against the keyring.
+ */
+export const SIGNATURE_COPY_PATH = 'usr/lib/tiu/image/manifest.cms';
 /** Inside each snapshot: the vendor /etc of the image the snapshot was made from (/etc merge base). */
 export const VENDOR_ETC_DIR = 'usr/lib/tiu/vendor-etc';
 
