@@ -83,7 +83,7 @@ describe('the Debian package', () => {
     let c = await inRootBash(['tiu', 'up']);
     expect(c.stdout.trim().split('\n')).toEqual(['update']);
     c = await inRootBash(['tiu', 'update', '--re']);
-    expect(c.stdout.trim().split('\n').sort()).toEqual(['--reboot', '--reinstall']);
+    expect(c.stdout.trim().split('\n').sort()).toEqual(['--reboot', '--reinstall', '--repository']);
     c = await inRootBash(['tiu', 'etc', '']);
     expect(c.stdout.trim().split('\n').sort()).toEqual(['diff', 'sync']);
     c = await inRootBash(['tiu', '--root', '/mnt', 'status', '--j']);

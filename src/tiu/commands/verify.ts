@@ -3,6 +3,8 @@
  * `tiu verify --system [--snapshot N]`: the booted (or N-th) snapshot against its recorded,
  * signed index (see src/tiu/device/verify-system.ts); SYSTEM_MODIFIED when anything differs.
  */
+import { errorLine } from '../cli-errors.ts';
+import { writeStderr } from '../log.ts';
 import type { Context } from '../context.ts';
 import { TiuError } from '../errors.ts';
 import { openArchive } from '../archive/open.ts';
@@ -60,9 +62,14 @@ async function runSystem(ctx: Context, o: VerifyCommandOptions): Promise<number>
   }
   if (!r.ok) {
     const c = r.counts;
-    throw new TiuError('SYSTEM_MODIFIED', `snapshot ${r.snapshot} differs from its signed image ${r.version}: ${c.modified} modified, ${c.missing} missing, ${c.extra} extra`, {
+    const e = new TiuError('SYSTEM_MODIFIED', `snapshot ${r.snapshot} differs from its signed image ${r.version}: ${c.modified} modified, ${c.missing} missing, ${c.extra} extra`, {
       hint: 'restore it with tiu update (a fresh snapshot of the image) or tiu rollback; investigate if unexpected',
     });
+    if (!o.json) throw e;
+    // Under --json the result above is the one document on stdout (its `ok: false` says it);
+    // the error line still goes to stderr, and the exit code is the error's.
+    writeStderr('error', errorLine(e));
+    return e.exitCode;
   }
   return 0;
 }

@@ -145,13 +145,16 @@ export class Updater {
     this.stopReason = 'cancel';
     this.controller?.abort();
     await this.running;
-    if (this.o.source) {
-      const final = `${this.o.cacheDir}/${cacheName(this.o.source)}`;
-      await rm(`${final}.part`, { force: true });
-      await rm(final, { force: true });
-    }
+    await this.forgetDownload();
     this.file = undefined;
     this.set({ state: 'idle', downloaded: 0, error: '' });
+  }
+
+  /** Removes every trace of the download: data, validators, and the (unheld) per-URL lock file. */
+  private async forgetDownload(): Promise<void> {
+    if (!this.o.source) return;
+    const final = `${this.o.cacheDir}/${cacheName(this.o.source)}`;
+    for (const f of [`${final}.part`, final, `${final}.meta`, `${final}.lock`]) await rm(f, { force: true });
   }
 
   /** Applies the downloaded archive (verify, extract into a new snapshot, make it the default). */
@@ -170,6 +173,7 @@ export class Updater {
         bootloader: this.o.bootloader,
       });
       await rm(this.file, { force: true });
+      await this.forgetDownload();
       this.file = undefined;
       this.set({ state: 'applied', snapshot: r.number ?? 0 });
       return r.number ?? 0;

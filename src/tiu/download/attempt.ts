@@ -4,7 +4,8 @@
  * sink, counting every byte so the size cap holds even when the server announced no length.
  * Nothing here retries; ./fetch.ts decides what an outcome means.
  */
-import { readFile, rm, stat } from 'node:fs/promises';
+import { open, readFile, rm, stat } from 'node:fs/promises';
+import { setTimeout as sleep } from 'node:timers/promises';
 import type { System } from '../system.ts';
 import { curlArgs, isInterim, lastHead, parseHead, type CurlRequest, type ResponseHead } from './curl.ts';
 
@@ -144,7 +145,8 @@ export async function runFileAttempt(
   child.stderr?.on('data', (c: Buffer) => {
     if (stderr.length < 8192) stderr += c.toString('utf8');
   });
-  child.stdout?.resume();
+  // Piped (a rate limit): tiu paces the copy, so curl blocks on the pipe and TCP slows the sender.
+  const copying = req.toFile.piped ? pacedCopy(child.stdout!, req.toFile.file, req.from ?? 0, req.rateLimit) : (child.stdout?.resume(), Promise.resolve());
   const out: AttemptOutcome & { headError?: unknown } = { exitCode: -1, stderr: '', received: 0, offset: req.from ?? 0, tooLarge: false, errorBody: '', aborted: false };
   let head: ResponseHead | undefined;
   let checking = false;
@@ -178,8 +180,14 @@ export async function runFileAttempt(
     }
   };
   const timer = setInterval(() => void tick(), o.pollMs ?? 100);
+  const copied = copying.then(() => undefined, (e: unknown) => {
+    child.kill('SIGTERM');
+    return e;
+  });
   const r = (await child) as unknown as { exitCode?: number; isCanceled?: boolean; code?: string; cause?: { code?: string } };
+  const copyError = await copied;
   clearInterval(timer);
+  if (copyError) throw copyError;
   while (checking) await new Promise((res) => setTimeout(res, 5));
   out.head = await readHead();
   const size = await sizeNow();
@@ -191,4 +199,27 @@ export async function runFileAttempt(
   if (r.exitCode === undefined && (r.code ?? r.cause?.code) === 'ENOENT') out.stderr = 'curl-missing';
   if (out.head && (out.head.status === 200 || out.head.status === 206) && r.exitCode === 0) o.onBytes?.(size, out.head);
   return out;
+}
+
+/**
+ * Copies curl's stdout into `file` (appending for a resumed request: curl's --continue-at fails
+ * with exit 33 rather than send a 200 body, so any body continues at `from`), at most `rate`
+ * bytes per second on average from the start.
+ */
+async function pacedCopy(stream: NodeJS.ReadableStream, file: string, from: number, rate: number | undefined): Promise<void> {
+  const fh = await open(file, from > 0 ? 'a' : 'w', 0o600);
+  const started = Date.now();
+  let copied = 0;
+  try {
+    for await (const chunk of stream as AsyncIterable<Buffer>) {
+      await fh.write(chunk);
+      copied += chunk.length;
+      if (rate) {
+        const ahead = (copied / rate) * 1000 - (Date.now() - started);
+        if (ahead > 0) await sleep(ahead);
+      }
+    }
+  } finally {
+    await fh.close();
+  }
 }

@@ -202,7 +202,7 @@ export async function fetchToCache(o: FetchToCacheOptions): Promise<FetchResult>
       maxSeconds: left,
       maxFilesize: Number.isFinite(max) && !have ? max : undefined,
     };
-    const out = await runFileAttempt(sys, { ...req, toFile: { file: part, headers: `${final}.headers` } }, {
+    const out = await runFileAttempt(sys, { ...req, toFile: { file: part, headers: `${final}.headers`, piped: !!o.rateLimit } }, {
       maxBytes: max,
       signal: o.signal,
       // Once the length is known: refuse what cannot fit, before much of it is written.
