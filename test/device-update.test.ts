@@ -128,6 +128,8 @@ describe('tiu install + extract on loop btrfs', () => {
     expect(probed.has('usr/share/t/unchanged.bin')).toBe(false);
     // The new snapshot's unchanged file: not one file-system call names it (no lstat, no open).
     expect(calls.filter((l) => l.includes('.snapshots/2/snapshot/usr/share/t/unchanged.bin'))).toEqual([]);
+    // Nor through a directory fd (paths resolved beneath a root: /proc/self/fd/N/<name>).
+    expect(calls.filter((l) => /\/proc\/self\/fd\/\d+\/unchanged\.bin/.test(l))).toEqual([]);
     // The changed one was looked at.
     expect(calls.some((l) => l.includes('.snapshots/2/snapshot/usr/share/t/trap'))).toBe(true);
     await expectSnapshotEqualsImage(join(dev.root, '.snapshots/2/snapshot'));
@@ -165,7 +167,8 @@ describe('tiu install + extract on loop btrfs', () => {
     // The full comparison: every path scanned, and the same-size file hashed (opened).
     expect(res.probe.mode).toBe('full-scan');
     expect(res.probe.pathsRead).toBeGreaterThanOrEqual(entries - 5);
-    expect(calls.some((l) => /openat\(.*\.snapshots\/2\/snapshot\/usr\/share\/t\/unchanged\.bin/.test(l))).toBe(true);
+    // (Content is opened beneath its root, through /proc/self/fd/N/<name> (src/tiu/safepath.ts).)
+    expect(calls.some((l) => /openat\(.*(\.snapshots\/2\/snapshot\/usr\/share\/t\/|\/proc\/self\/fd\/\d+\/)unchanged\.bin/.test(l))).toBe(true);
     await expectSnapshotEqualsImage(join(dev.root, '.snapshots/2/snapshot'));
   });
 

@@ -39,8 +39,11 @@ const FS_MAGIC: Record<number, string> = {
 export async function filesystemType(sys: System, path: string): Promise<string> {
   try {
     const known = FS_MAGIC[(await statfs(path)).type];
+    // ext2, ext3 and ext4 share one magic number: only the mount table tells them apart.
+    if (known === 'ext2/ext3') return await extName(sys, path);
     if (known) return known;
   } catch (err) {
+    sys.log.debug(`statfs ${path}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
     if ((err as NodeJS.ErrnoException).code === 'ENOENT') {
       throw new TiuError('INPUT_NOT_FOUND', `${path} does not exist`, { hint: 'check the path given with --root' });
     }
@@ -53,12 +56,13 @@ export async function filesystemType(sys: System, path: string): Promise<string>
     throw new TiuError('TOOL_FAILED', `cannot find the filesystem type of ${path}: ${r.stderr.trim()}`);
   }
   const type = r.stdout.trim();
-  // statfs cannot tell ext2, ext3 and ext4 apart (one magic number): the mount table can.
-  if (type === 'ext2/ext3') {
-    const m = await sys.run('findmnt', ['-n', '-o', 'FSTYPE', '-T', path], { allowFailure: true });
-    if (m.exitCode === 0 && /^[a-z0-9.]+$/.test(m.stdout.trim())) return m.stdout.trim();
-  }
-  return type;
+  return type === 'ext2/ext3' ? extName(sys, path) : type;
+}
+
+/** ext2, ext3 or ext4, from the mount table (statfs has one magic number for all three). */
+async function extName(sys: System, path: string): Promise<string> {
+  const m = await sys.run('findmnt', ['-n', '-o', 'FSTYPE', '-T', path], { allowFailure: true });
+  return m.exitCode === 0 && /^[a-z0-9.]+$/.test(m.stdout.trim()) ? m.stdout.trim() : 'ext2/ext3';
 }
 
 /** Throws ROOT_NOT_BTRFS unless `path` is on a btrfs filesystem. No side effects. */

@@ -325,7 +325,13 @@ async function applyXattrs(sys: System, root: string, entries: IndexEntry[]): Pr
     const have = current.get(e.path) ?? {};
     const p = under(root, e.path);
     // In-process (N-API binding) when it loads and the path and names are UTF-8; else setfattr.
-    if (await setXattrsInProcess(p, have, want)) continue;
+    try {
+      if (await setXattrsInProcess(p, have, want)) continue;
+    } catch (err) {
+      // ENOSPC with free space: btrfs cannot hold an attribute that large (see fsadvice.ts).
+      await explainXattrNoSpace(root, err, largestXattr([e]));
+      throw err;
+    }
     for (const name of Object.keys(have)) {
       if (!(name in want)) await withStringPath(p, root, (sp) => sys.run('setfattr', ['-h', '-x', name, '--', sp]));
     }
@@ -343,19 +349,24 @@ async function applyXattrs(sys: System, root: string, entries: IndexEntry[]): Pr
     try {
       await sys.run('setfattr', ['-h', `--restore=${file}`]);
     } catch (err) {
-      let largest: { path: string; name: string; bytes: number } | undefined;
-      for (const e of entries) {
-        for (const [k, v] of Object.entries(e.xattrs ?? {})) {
-          const bytes = Buffer.byteLength(v, 'base64');
-          if (!largest || bytes > largest.bytes) largest = { path: e.path, name: k, bytes };
-        }
-      }
-      await explainXattrNoSpace(root, err, largest);
+      await explainXattrNoSpace(root, err, largestXattr(entries));
       throw err;
     }
   } finally {
     await rm(dir, { recursive: true, force: true });
   }
+}
+
+/** The largest attribute the entries set, to name it when the filesystem refuses one. */
+function largestXattr(entries: readonly IndexEntry[]): { path: string; name: string; bytes: number } | undefined {
+  let largest: { path: string; name: string; bytes: number } | undefined;
+  for (const e of entries) {
+    for (const [k, v] of Object.entries(e.xattrs ?? {})) {
+      const bytes = Buffer.byteLength(v, 'base64');
+      if (!largest || bytes > largest.bytes) largest = { path: e.path, name: k, bytes };
+    }
+  }
+  return largest;
 }
 
 /** Reads xattrs of the given paths (names -> base64 values). */
