@@ -56,6 +56,11 @@ export const ERROR_CODES = {
   PERMISSION: { exit: 63, kind: 'system' },
   IO: { exit: 64, kind: 'system' },
   INTERRUPTED: { exit: 65, kind: 'system' },
+  // 90-95: deltas (docs/delta-format.md)
+  DELTA_BASE: { exit: 90, kind: 'input' },
+  DELTA_CORRUPT: { exit: 91, kind: 'security' },
+  DELTA_BASE_MODIFIED: { exit: 92, kind: 'input' },
+  DELTA_FORMAT: { exit: 93, kind: 'security' },
   // 70: our bug
   INTERNAL: { exit: 70, kind: 'bug' },
 } as const satisfies Record<string, CodeInfo>;

@@ -16,8 +16,18 @@ import type { System } from '../system.ts';
 import { displayPath, pathBytes, type IndexEntry } from '../fileindex/types.ts';
 import type { ApplyPlan } from './plan.ts';
 
+/**
+ * Where file content comes from (the seam a delta plugs into): chunks of a file's new content.
+ * The executor hashes what it gets and rejects it unless it equals the index's sha256.
+ */
+export interface ContentSource {
+  open(e: IndexEntry): Promise<AsyncIterable<Uint8Array>>;
+}
+
 export interface ExecuteOptions {
   sys: System;
+  /** Content from elsewhere than `imageRoot` (a delta); default: the files below `imageRoot`. */
+  content?: ContentSource;
   /** Root of the new image's tree (a read-only mount of the verified image). */
   imageRoot: string;
   /** Root of the snapshot being written. */
@@ -85,20 +95,34 @@ export async function removeTree(path: Buffer): Promise<void> {
   await rmdir(path);
 }
 
-async function copyContent(src: Buffer, dst: Buffer, e: IndexEntry): Promise<void> {
-  const hash = createHash('sha256');
+/** Chunks of a file of the mounted image, checked to be a regular file. */
+async function* imageFile(src: Buffer, e: IndexEntry): AsyncGenerator<Uint8Array> {
   const sfh = await open(src, constants.O_RDONLY | constants.O_NOFOLLOW);
-  let dfh;
   try {
     const sst = await sfh.stat();
     if (!sst.isFile()) throw new TiuError('ARCHIVE_INDEX', `/${displayPath(e.path)} in the image is not a regular file, the index says it is`);
-    dfh = await open(dst, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW, 0o600);
-    const buf = Buffer.allocUnsafe(CHUNK);
     let pos = 0;
     for (;;) {
+      const buf = Buffer.allocUnsafe(CHUNK);
       const { bytesRead } = await sfh.read(buf, 0, CHUNK, pos);
       if (bytesRead === 0) break;
-      const chunk = buf.subarray(0, bytesRead);
+      yield buf.subarray(0, bytesRead);
+      pos += bytesRead;
+    }
+  } finally {
+    await sfh.close();
+  }
+}
+
+async function copyContent(source: AsyncIterable<Uint8Array>, dst: Buffer, e: IndexEntry, viaDelta: boolean): Promise<void> {
+  const hash = createHash('sha256');
+  let dfh;
+  try {
+    dfh = await open(dst, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW, 0o600);
+    let pos = 0;
+    for await (const c of source) {
+      const chunk = Buffer.from(c.buffer, c.byteOffset, c.byteLength);
+      const bytesRead = chunk.length;
       hash.update(chunk);
       if (e.sparse) {
         // Keep holes: write only 4 KiB blocks that are not all zero.
@@ -115,6 +139,11 @@ async function copyContent(src: Buffer, dst: Buffer, e: IndexEntry): Promise<voi
     if (e.sparse) await dfh.truncate(pos);
     const digest = hash.digest('hex');
     if (pos !== e.size || digest !== e.sha256) {
+      if (viaDelta) {
+        throw new TiuError('DELTA_CORRUPT', `/${displayPath(e.path)} rebuilt from the delta does not match the signed index (${pos} bytes, sha256 ${digest.slice(0, 12)}…)`, {
+          hint: 'the delta or the base snapshot is damaged; use the full image; nothing was made the default',
+        });
+      }
       throw new TiuError('ARCHIVE_VERITY', `content of /${displayPath(e.path)} in the image does not match the signed index (${pos} bytes, sha256 ${digest.slice(0, 12)}…)`, {
         hint: 'the archive changed after it was verified or is corrupt; nothing was made the default',
       });
@@ -122,7 +151,6 @@ async function copyContent(src: Buffer, dst: Buffer, e: IndexEntry): Promise<voi
     await dfh.chown(e.uid, e.gid);
     await dfh.chmod(e.mode);
   } finally {
-    await sfh.close();
     await dfh?.close();
   }
 }
@@ -228,7 +256,8 @@ export async function executePlan(plan: ApplyPlan, opts: ExecuteOptions): Promis
       check();
       const e = writes[next++]!;
       try {
-        await copyContent(under(imageRoot, e.path), T(e.path), e);
+        const src = opts.content ? await opts.content.open(e) : imageFile(under(imageRoot, e.path), e);
+        await copyContent(src, T(e.path), e, opts.content !== undefined);
       } catch (err) {
         if (err instanceof TiuError) throw err;
         wrapFs(err, 'writing', e.path);
