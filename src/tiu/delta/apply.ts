@@ -16,7 +16,8 @@ import { constants } from 'node:fs';
 import { mkdir, open, readFile, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { createZstdDecompress, constants as zc } from 'node:zlib';
-import type { Readable } from 'node:stream';
+import { Readable } from 'node:stream';
+import type { FileHandle } from 'node:fs/promises';
 import { TiuError } from '../errors.ts';
 import { loadIndex } from '../fileindex/io.ts';
 import { displayPath, INDEX_PATH, type IndexEntry } from '../fileindex/types.ts';
@@ -24,7 +25,7 @@ import { under, type ContentSource } from '../apply/execute.ts';
 import type { ApplyPlan } from '../apply/plan.ts';
 import type { RecordedImage } from '../device/state.ts';
 import { hashPath } from '../fileindex/hash.ts';
-import { oldSources, PATCH_MAX_BYTES } from './plan.ts';
+import { oldSources, sourceLocation, PATCH_MAX_BYTES } from './plan.ts';
 import type { DeltaContent } from './format.ts';
 import type { OpenedDelta } from './open.ts';
 
@@ -51,6 +52,18 @@ async function* zstdStream(input: Readable, what: string, dictionary?: Buffer): 
   } finally {
     input.destroy();
     d.destroy();
+  }
+}
+
+/** Bytes [start, start+length) of a file, in 1 MiB chunks (the handle stays open: it is shared). */
+async function* range(fh: FileHandle, start: number, length: number): AsyncGenerator<Buffer> {
+  for (let pos = 0; pos < length; ) {
+    const n = Math.min(1024 * 1024, length - pos);
+    const b = Buffer.allocUnsafe(n);
+    const { bytesRead } = await fh.read(b, 0, n, start + pos);
+    if (bytesRead === 0) throw new TiuError('DELTA_FORMAT', 'delta ended early', { hint: 'download the delta again' });
+    yield b.subarray(0, bytesRead);
+    pos += bytesRead;
   }
 }
 
@@ -97,7 +110,7 @@ export async function prepareDeltaSource(delta: OpenedDelta, o: { baseNum: numbe
   const ib = delta.header.index;
   const dict = ib.method === 'zstd-patch' ? await readFile(o.recorded.indexPath) : undefined;
   const chunks: Buffer[] = [];
-  const raw = delta.fh.createReadStream({ start: delta.blobBase + ib.offset, end: delta.blobBase + ib.offset + ib.size - 1, autoClose: false });
+  const raw = Readable.from(range(delta.fh, delta.blobBase + ib.offset, ib.size));
   for await (const c of zstdStream(raw, 'the new index', dict)) chunks.push(Buffer.from(c));
   const indexBytes = Buffer.concat(chunks);
   if (createHash('sha256').update(indexBytes).digest('hex') !== env.target.indexSha256) {
@@ -125,7 +138,7 @@ export async function prepareDeltaSource(delta: OpenedDelta, o: { baseNum: numbe
     if ((s.size ?? 0) > PATCH_MAX_BYTES) throw new TiuError('DELTA_FORMAT', `the delta patches /${displayPath(s.path)}, larger than ${PATCH_MAX_BYTES} bytes`, { hint: 'use the full image' });
     let b: Buffer;
     try {
-      const fh = await open(under(o.baseDir, s.path), constants.O_RDONLY | constants.O_NOFOLLOW);
+      const fh = await open(under(o.baseDir, sourceLocation(s.path)), constants.O_RDONLY | constants.O_NOFOLLOW);
       try {
         b = await fh.readFile();
       } finally {
@@ -138,7 +151,7 @@ export async function prepareDeltaSource(delta: OpenedDelta, o: { baseNum: numbe
     return b;
   };
 
-  const blobStream = (c: DeltaContent) => delta.fh.createReadStream({ start: delta.blobBase + c.offset, end: delta.blobBase + c.offset + c.length - 1, autoClose: false });
+  const blobStream = (c: DeltaContent) => Readable.from(range(delta.fh, delta.blobBase + c.offset, c.length));
 
   return {
     target,
@@ -157,7 +170,7 @@ export async function prepareDeltaSource(delta: OpenedDelta, o: { baseNum: numbe
       }
       // Reused content: the base snapshot's file with that digest (checked by the executor's hash).
       const s = oldFile(e.sha256!);
-      const fh = await open(under(o.baseDir, s.path), constants.O_RDONLY | constants.O_NOFOLLOW).catch(() => {
+      const fh = await open(under(o.baseDir, sourceLocation(s.path)), constants.O_RDONLY | constants.O_NOFOLLOW).catch(() => {
         throw modified(s);
       });
       return fh.createReadStream({ highWaterMark: 1024 * 1024 });
@@ -174,7 +187,7 @@ export async function prepareDeltaSource(delta: OpenedDelta, o: { baseNum: numbe
       for (const s of need.values()) {
         let d: string;
         try {
-          d = await hashPath(under(o.baseDir, s.path));
+          d = await hashPath(under(o.baseDir, sourceLocation(s.path)));
         } catch {
           throw modified(s);
         }

@@ -102,8 +102,10 @@ export async function createDelta(sys: System, o: CreateDeltaOptions): Promise<C
       return at;
     };
     const targetSignature = put(await readAt(newA.fh, newA.sigOffset, newA.sigSize));
-    const indexPatch = await zstd(sys, [...ZSTD_PATCH, `--patch-from=${oldImg.dir}/${INDEX_PATH}`, `${newImg.dir}/${INDEX_PATH}`], join(work, 'index.zst'));
-    const indexFull = await zstd(sys, [...ZSTD_FULL, `${newImg.dir}/${INDEX_PATH}`], join(work, 'index-full.zst'));
+    // (a copy: zstd refuses one file as both input and dictionary, which it is for an identical image)
+    await copyFile(`${newImg.dir}/${INDEX_PATH}`, join(work, 'index.jsonl'));
+    const indexPatch = await zstd(sys, [...ZSTD_PATCH, `--patch-from=${oldImg.dir}/${INDEX_PATH}`, join(work, 'index.jsonl')], join(work, 'index.zst'));
+    const indexFull = await zstd(sys, [...ZSTD_FULL, join(work, 'index.jsonl')], join(work, 'index-full.zst'));
     const useIndexPatch = indexPatch.length < indexFull.length && om.index.size <= 16 * 1024 * 1024;
     const ib = put(useIndexPatch ? indexPatch : indexFull);
     const index: Header['index'] = { method: useIndexPatch ? 'zstd-patch' : 'zstd', ...ib };
@@ -117,14 +119,14 @@ export async function createDelta(sys: System, o: CreateDeltaOptions): Promise<C
         const i = next++;
         const n = plan.needed[i]!;
         const src = await stringPath(newImg.dir, n.path, work, i);
-        const full = await zstd(sys, [...ZSTD_FULL, src], join(work, `w${w}-full.zst`));
-        let best: { method: DeltaContent['method']; data: Buffer } = { method: 'zstd', data: full };
+        let patch: Buffer | undefined;
         if (n.base) {
           const basePath = await stringPath(oldImg.dir, n.base.path, work, -i - 1);
-          const patch = await zstd(sys, [...ZSTD_PATCH, `--patch-from=${basePath}`, src], join(work, `w${w}-patch.zst`));
-          if (patch.length < full.length) best = { method: 'zstd-patch', data: patch };
+          patch = await zstd(sys, [...ZSTD_PATCH, `--patch-from=${basePath}`, src], join(work, `w${w}-patch.zst`));
         }
-        encoded[i] = best;
+        // A patch under a tenth of the file is not beaten by compressing it (saves half the time).
+        const full = patch && patch.length * 10 < n.size ? undefined : await zstd(sys, [...ZSTD_FULL, src], join(work, `w${w}-full.zst`));
+        encoded[i] = patch && (!full || patch.length < full.length) ? { method: 'zstd-patch', data: patch } : { method: 'zstd', data: full! };
         o.onProgress?.('encoding', ++done / plan.needed.length);
       }
     };

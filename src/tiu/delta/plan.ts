@@ -2,13 +2,15 @@
  * The delta planner: which new contents a delta must carry and what each may be patched against.
  * Pure: takes the old and the new image's index, returns data.
  *
- * A new content whose digest the old image has anywhere (outside /etc) is not sent: the device
- * copies it from its base snapshot (renames, moves, copies). /etc is left out as a source because
- * the device's /etc carries local edits. Everything else is sent, as a patch against an old file
+ * A new content whose digest the old image has anywhere is not sent: the device copies it from
+ * its base snapshot (renames, moves, copies). An old /etc file is read from the base snapshot's
+ * vendor copy of /etc ({@link sourceLocation}), since the live /etc carries local edits.
+ * Everything else is sent, as a patch against an old file
  * (same path, or the same name with other version digits in the same directory) when both are at
  * most {@link PATCH_MAX_BYTES}, else as compressed content.
  */
 import type { IndexEntry } from '../fileindex/types.ts';
+import { VENDOR_ETC_DIR } from '../device/paths.ts';
 
 /**
  * Largest old or new file a patch is made for. The device holds the old file in memory as the
@@ -34,9 +36,13 @@ export interface DeltaPlan {
   reusedBytes: number;
 }
 
-/** Whether an old path may serve as a content source on the device. */
-export function isSourcePath(p: string): boolean {
-  return p !== 'etc' && !p.startsWith('etc/');
+function isEtc(p: string): boolean {
+  return p === 'etc' || p.startsWith('etc/');
+}
+
+/** Where the device reads an old image path from, inside its base snapshot. */
+export function sourceLocation(p: string): string {
+  return isEtc(p) ? VENDOR_ETC_DIR + p.slice(3) : p;
 }
 
 /** A file's name with digit runs folded, to pair `libfoo.so.3.1` with `libfoo.so.3.2`. */
@@ -48,10 +54,12 @@ function regularFiles(index: readonly IndexEntry[]): IndexEntry[] {
   return index.filter((e) => e.type === 'file' && e.hardlink === undefined && e.sha256 !== undefined);
 }
 
-/** Old content digest -> the first old path (tree order) that holds it, /etc left out. */
+/** Old content digest -> the first old path (tree order) that holds it, outside /etc if any. */
 export function oldSources(oldIndex: readonly IndexEntry[]): Map<string, IndexEntry> {
   const m = new Map<string, IndexEntry>();
-  for (const e of regularFiles(oldIndex)) if (isSourcePath(e.path) && !m.has(e.sha256!)) m.set(e.sha256!, e);
+  const files = regularFiles(oldIndex);
+  for (const e of files) if (!isEtc(e.path) && !m.has(e.sha256!)) m.set(e.sha256!, e);
+  for (const e of files) if (isEtc(e.path) && !m.has(e.sha256!)) m.set(e.sha256!, e);
   return m;
 }
 
@@ -60,7 +68,6 @@ export function planDelta(oldIndex: readonly IndexEntry[], newIndex: readonly In
   const oldByPath = new Map<string, IndexEntry>();
   const oldByShape = new Map<string, IndexEntry>();
   for (const e of regularFiles(oldIndex)) {
-    if (!isSourcePath(e.path)) continue;
     oldByPath.set(e.path, e);
     const k = versionless(e.path);
     if (!oldByShape.has(k)) oldByShape.set(k, e);
