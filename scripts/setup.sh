@@ -10,7 +10,8 @@ cd "$(dirname "$0")/.."
 pairs="mksquashfs:squashfs-tools unsquashfs:squashfs-tools veritysetup:cryptsetup-bin mkfs.btrfs:btrfs-progs
 btrfs:btrfs-progs rsync:rsync getfattr:attr setfattr:attr setfacl:acl openssl:openssl mmdebstrap:mmdebstrap
 snapper:snapper zstd:zstd xz:xz-utils flock:util-linux losetup:mount mount:mount tar:tar
-grub-editenv:grub-common grub-script-check:grub-common systemd-analyze:systemd unshare:util-linux"
+grub-editenv:grub-common grub-script-check:grub-common systemd-analyze:systemd unshare:util-linux
+bsdiff:bsdiff bspatch:bsdiff"
 missing=()
 for pair in $pairs; do
   tool=${pair%%:*}; pkg=${pair#*:}

@@ -13,7 +13,10 @@
  */
 import { createHash } from 'node:crypto';
 import { constants } from 'node:fs';
-import { mkdir, open, readFile, writeFile } from 'node:fs/promises';
+import { copyFile, mkdir, open, readFile, rm, writeFile } from 'node:fs/promises';
+import { createWriteStream } from 'node:fs';
+import { pipeline } from 'node:stream/promises';
+import type { System } from '../system.ts';
 import { dirname, join } from 'node:path';
 import { createZstdDecompress, constants as zc } from 'node:zlib';
 import { Readable } from 'node:stream';
@@ -86,7 +89,7 @@ function gate() {
   };
 }
 
-export async function prepareDeltaSource(delta: OpenedDelta, o: { baseNum: number; baseDir: string; recorded: RecordedImage | undefined; workDir: string }): Promise<DeltaSource> {
+export async function prepareDeltaSource(sys: System, delta: OpenedDelta, o: { baseNum: number; baseDir: string; recorded: RecordedImage | undefined; workDir: string }): Promise<DeltaSource> {
   const env = delta.envelope;
   if (!o.recorded) {
     throw new TiuError('DELTA_BASE', `snapshot ${o.baseNum} has no record of the image it holds, so no delta applies to it`, { hint: 'use the full image' });
@@ -122,6 +125,7 @@ export async function prepareDeltaSource(delta: OpenedDelta, o: { baseNum: numbe
   const contents = new Map<string, DeltaContent>(delta.header.contents.map((c) => [c.sha256, c]));
   const sources = oldSources(oldIndex);
   const oneAtATime = gate();
+  let tempCounter = 0;
 
   const oldFile = (digest: string): IndexEntry => {
     const s = sources.get(digest);
@@ -161,6 +165,36 @@ export async function prepareDeltaSource(delta: OpenedDelta, o: { baseNum: numbe
       const c = contents.get(e.sha256!);
       const what = `/${displayPath(e.path)}`;
       if (c?.method === 'zstd') return zstdStream(blobStream(c), what);
+      if (c?.method === 'bsdiff') {
+        const base = oldFile(c.base!);
+        return oneAtATime(async function* () {
+          const n = tempCounter++;
+          const patch = join(o.workDir, `patch-${n}`);
+          const out = join(o.workDir, `new-${n}`);
+          try {
+            await pipeline(Readable.from(range(delta.fh, delta.blobBase + c.offset, c.length)), createWriteStream(patch, { mode: 0o600 }));
+            // bspatch takes string paths: a copy of an old file whose name is not UTF-8.
+            const oldBytes = under(o.baseDir, sourceLocation(base.path));
+            let oldPath = oldBytes.toString('utf8');
+            if (!Buffer.from(oldPath, 'utf8').equals(oldBytes)) {
+              oldPath = join(o.workDir, `old-${n}`);
+              await copyFile(oldBytes, oldPath);
+            }
+            const r = await sys.run('bspatch', [oldPath, out, patch], { allowFailure: true });
+            if (r.exitCode !== 0) throw new TiuError('DELTA_CORRUPT', `cannot patch ${what} (bspatch: ${r.stderr.trim().split('\n').pop() ?? r.exitCode})`, { hint: 'use the full image' });
+            const fh = await open(out, 'r');
+            try {
+              yield* range(fh, 0, (await fh.stat()).size);
+            } finally {
+              await fh.close();
+            }
+          } finally {
+            await rm(patch, { force: true });
+            await rm(out, { force: true });
+            await rm(join(o.workDir, `old-${n}`), { force: true });
+          }
+        });
+      }
       if (c?.method === 'zstd-patch') {
         const base = oldFile(c.base!);
         return oneAtATime(async function* () {

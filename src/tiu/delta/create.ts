@@ -23,7 +23,7 @@ import { readImageIndex } from '../device/state.ts';
 import { INDEX_PATH, pathBytes } from '../fileindex/types.ts';
 import { signManifest } from '../sign/sign.ts';
 import { TIU_VERSION } from '../version.ts';
-import { planDelta, type DeltaPlan } from './plan.ts';
+import { planDelta, BSDIFF_MAX_BYTES, type DeltaPlan } from './plan.ts';
 import { encodePreamble, serializeEnvelope, serializeHeader, type DeltaContent, type Header } from './format.ts';
 
 export interface CreateDeltaOptions {
@@ -126,7 +126,17 @@ export async function createDelta(sys: System, o: CreateDeltaOptions): Promise<C
         }
         // A patch under a tenth of the file is not beaten by compressing it (saves half the time).
         const full = patch && patch.length * 10 < n.size ? undefined : await zstd(sys, [...ZSTD_FULL, src], join(work, `w${w}-full.zst`));
-        encoded[i] = patch && (!full || patch.length < full.length) ? { method: 'zstd-patch', data: patch } : { method: 'zstd', data: full! };
+        const cands: { method: DeltaContent['method']; data: Buffer }[] = [];
+        if (full) cands.push({ method: 'zstd', data: full });
+        if (patch) cands.push({ method: 'zstd-patch', data: patch });
+        if (n.base && n.base.size <= BSDIFF_MAX_BYTES && n.size <= BSDIFF_MAX_BYTES) {
+          // bsdiff beats zstd on machine code (relocated addresses); its own bzip2 packs each stream.
+          const out = join(work, `w${w}-bsdiff`);
+          await sys.run('bsdiff', [await stringPath(oldImg.dir, n.base.path, work, -i - 1), src, out]);
+          cands.push({ method: 'bsdiff', data: await readFile(out) });
+        }
+        // Smallest wins; ties go to the first (cheapest to apply).
+        encoded[i] = cands.reduce((a, b) => (b.data.length < a.data.length ? b : a));
         o.onProgress?.('encoding', ++done / plan.needed.length);
       }
     };
@@ -139,8 +149,8 @@ export async function createDelta(sys: System, o: CreateDeltaOptions): Promise<C
       const e = encoded[i]!;
       const at = put(e.data);
       contentBytes += e.data.length;
-      if (e.method === 'zstd-patch') patched++;
-      contents.push({ sha256: n.sha256, size: n.size, method: e.method, ...(e.method === 'zstd-patch' ? { base: n.base!.sha256 } : {}), offset: at.offset, length: at.size });
+      if (e.method !== 'zstd') patched++;
+      contents.push({ sha256: n.sha256, size: n.size, method: e.method, ...(e.method !== 'zstd' ? { base: n.base!.sha256 } : {}), offset: at.offset, length: at.size });
     });
     const header = serializeHeader({ targetSignature, index, contents });
     const preamble = encodePreamble(header.length);

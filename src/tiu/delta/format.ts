@@ -6,9 +6,11 @@
  * |<------------------------------ body (sha256 in the signed envelope) --------->|
  * ```
  * The CMS signs a small envelope JSON (base, target, body size and sha256); the header lists the
- * blobs (new index, the new archive's signature, per-content patches or compressed content).
+ * blobs (new index, the new archive's signature, per-content patches or compressed content); it
+ * is stored zstd-compressed.
  */
 import { z } from 'zod';
+import { zstdCompressSync, zstdDecompressSync, constants as zc } from 'node:zlib';
 import { TiuError } from '../errors.ts';
 
 export const DELTA_MAGIC = Buffer.from('TIUDELTA', 'ascii');
@@ -40,7 +42,7 @@ export const EnvelopeSchema = z
 export type Envelope = z.infer<typeof EnvelopeSchema>;
 
 /** How one new content is carried. */
-export const CONTENT_METHODS = ['zstd', 'zstd-patch'] as const;
+export const CONTENT_METHODS = ['zstd', 'zstd-patch', 'bsdiff'] as const;
 export type ContentMethod = (typeof CONTENT_METHODS)[number];
 
 export const ContentSchema = z
@@ -61,7 +63,7 @@ export const HeaderSchema = z
     /** The new archive's CMS SignedData (its manifest inside), verbatim. */
     targetSignature: blob,
     /** The new index: a zstd patch against the old index, or zstd of it. */
-    index: z.object({ method: z.enum(CONTENT_METHODS), offset: uint, size: uint }).strict(),
+    index: z.object({ method: z.enum(['zstd', 'zstd-patch']), offset: uint, size: uint }).strict(),
     /** New contents the old image has nowhere, sorted by sha256. */
     contents: z.array(ContentSchema).max(10_000_000),
   })
@@ -110,15 +112,24 @@ export function parseHeader(bytes: Buffer, blobArea: number): Header {
     if (h.contents[i - 1]!.sha256 >= h.contents[i]!.sha256) throw corrupt('delta contents are not sorted by digest or repeat one');
   }
   for (const c of h.contents) {
-    if ((c.method === 'zstd-patch') !== (c.base !== undefined)) throw corrupt(`delta content ${c.sha256.slice(0, 12)}: a patch needs a base, nothing else has one`);
+    if ((c.method !== 'zstd') !== (c.base !== undefined)) throw corrupt(`delta content ${c.sha256.slice(0, 12)}: a patch needs a base, nothing else has one`);
   }
   if (h.targetSignature.size > MAX_DELTA_SIGNATURE) throw corrupt('delta target signature is too large');
   return h;
 }
 
-/** Canonical JSON bytes (schema key order, no spaces) of the header. */
+/** The header as stored: canonical JSON (schema key order, no spaces), zstd level 19. */
 export function serializeHeader(h: Header): Buffer {
-  return Buffer.from(JSON.stringify(HeaderSchema.parse(h)), 'utf8');
+  return zstdCompressSync(Buffer.from(JSON.stringify(HeaderSchema.parse(h)), 'utf8'), { params: { [zc.ZSTD_c_compressionLevel]: 19 } });
+}
+
+/** Decompresses a stored header, at most {@link MAX_HEADER_SIZE} bytes. */
+export function inflateHeader(stored: Buffer): Buffer {
+  try {
+    return zstdDecompressSync(stored, { maxOutputLength: MAX_HEADER_SIZE });
+  } catch (e) {
+    throw corrupt(`delta header does not decompress: ${(e as Error).message}`);
+  }
 }
 
 export function serializeEnvelope(e: Envelope): Buffer {

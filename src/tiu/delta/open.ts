@@ -9,7 +9,7 @@ import { open, type FileHandle } from 'node:fs/promises';
 import { TiuError, fromErrno, withContext } from '../errors.ts';
 import { verifySignedData } from '../sign/verify.ts';
 import { checkCompatible, parseManifest, type Manifest } from '../archive/manifest.ts';
-import { decodePreamble, locateDeltaSignature, parseEnvelope, parseHeader, PREAMBLE_SIZE, TRAILER_SIZE, type Envelope, type Header } from './format.ts';
+import { inflateHeader, decodePreamble, locateDeltaSignature, parseEnvelope, parseHeader, PREAMBLE_SIZE, TRAILER_SIZE, type Envelope, type Header } from './format.ts';
 
 export interface OpenedDelta extends AsyncDisposable {
   path: string;
@@ -96,7 +96,7 @@ export async function openDelta(path: string, o: OpenDeltaOptions): Promise<Open
       throw new TiuError('DELTA_CORRUPT', 'delta content does not match its signed digest (damaged or tampered with)', { hint: 'download the delta again or use the full image; nothing was changed' });
     }
     const blobBase = PREAMBLE_SIZE + headerLen;
-    const header = parseHeader(headerBytes, sigOffset - blobBase);
+    const header = parseHeader(inflateHeader(headerBytes), sigOffset - blobBase);
     const readBlob = (offset: number, n: number) => readExactly(fh, n, blobBase + offset);
 
     const targetDer = await readBlob(header.targetSignature.offset, header.targetSignature.size);

@@ -19,6 +19,9 @@ import { VENDOR_ETC_DIR } from '../device/paths.ts';
  */
 export const PATCH_MAX_BYTES = 16 * 1024 * 1024;
 
+/** Largest file bsdiff is tried on when making a delta (it needs about 9x the file in memory). */
+export const BSDIFF_MAX_BYTES = 8 * 1024 * 1024;
+
 export interface NeededContent {
   sha256: string;
   size: number;

@@ -52,7 +52,7 @@ export async function openUpdateSource(sys: System, o: OpenUpdateOptions): Promi
       await rm(workDir, { recursive: true, force: true });
     };
     try {
-      const content = await prepareDeltaSource(delta, { baseNum: o.baseNum, baseDir: o.baseDir, recorded: o.recorded, workDir });
+      const content = await prepareDeltaSource(sys, delta, { baseNum: o.baseNum, baseDir: o.baseDir, recorded: o.recorded, workDir });
       o.onProgress?.('verifying', 1);
       return { manifest: delta.manifest, manifestBytes: delta.manifestBytes, verification: 'signed-index', target: content.target, imageRoot: content.indexRoot, content, [Symbol.asyncDispose]: dispose };
     } catch (e) {
