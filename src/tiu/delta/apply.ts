@@ -9,7 +9,8 @@
  * snapshot gets exactly the signed image's bytes although the image is never mounted.
  *
  * Memory: content streams through in 1 MiB chunks; a patch holds its old file (at most
- * PATCH_MAX_BYTES, 16 MiB) as zstd dictionary plus the decoder's window, one patch at a time.
+ * PATCH_MAX_BYTES, 16 MiB) as zstd dictionary plus the decoder's window; patches and large zstd
+ * frames are decoded one at a time.
  */
 import { createHash } from 'node:crypto';
 import { constants } from 'node:fs';
@@ -164,7 +165,8 @@ export async function prepareDeltaSource(sys: System, delta: OpenedDelta, o: { b
     async open(e) {
       const c = contents.get(e.sha256!);
       const what = `/${displayPath(e.path)}`;
-      if (c?.method === 'zstd') return zstdStream(blobStream(c), what);
+      // Small frames decode side by side; a large one (window up to 8 MiB) waits its turn with the patches.
+      if (c?.method === 'zstd') return c.size <= 1024 * 1024 ? zstdStream(blobStream(c), what) : oneAtATime(() => zstdStream(blobStream(c), what));
       if (c?.method === 'bsdiff') {
         const base = oldFile(c.base!);
         return oneAtATime(async function* () {
