@@ -66,6 +66,18 @@ async function stringPath(root: string, p: string, work: string, n: number): Pro
   return copy;
 }
 
+/** Whether a file starts with the ELF magic. */
+async function isElf(path: string): Promise<boolean> {
+  const fh = await open(path, 'r');
+  try {
+    const b = Buffer.alloc(4);
+    const { bytesRead } = await fh.read(b, 0, 4, 0);
+    return bytesRead === 4 && b.equals(Buffer.from([0x7f, 0x45, 0x4c, 0x46]));
+  } finally {
+    await fh.close();
+  }
+}
+
 async function zstd(sys: System, args: string[], out: string): Promise<Buffer> {
   await sys.run('zstd', [...args, '-f', '-o', out]);
   return readFile(out);
@@ -129,8 +141,9 @@ export async function createDelta(sys: System, o: CreateDeltaOptions): Promise<C
         const cands: { method: DeltaContent['method']; data: Buffer }[] = [];
         if (full) cands.push({ method: 'zstd', data: full });
         if (patch) cands.push({ method: 'zstd-patch', data: patch });
-        if (n.base && n.base.size <= BSDIFF_MAX_BYTES && n.size <= BSDIFF_MAX_BYTES) {
-          // bsdiff beats zstd on machine code (relocated addresses); its own bzip2 packs each stream.
+        if (n.base && n.base.size <= BSDIFF_MAX_BYTES && n.size <= BSDIFF_MAX_BYTES && (await isElf(src))) {
+          // bsdiff beats zstd on machine code (relocated addresses) and only there; on long runs
+          // of equal bytes (sparse files) its suffix sort takes quadratic time, hence ELF only.
           const out = join(work, `w${w}-bsdiff`);
           await sys.run('bsdiff', [await stringPath(oldImg.dir, n.base.path, work, -i - 1), src, out]);
           cands.push({ method: 'bsdiff', data: await readFile(out) });
