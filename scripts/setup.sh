@@ -12,7 +12,8 @@ btrfs:btrfs-progs rsync:rsync getfattr:attr setfattr:attr setfacl:acl openssl:op
 snapper:snapper zstd:zstd xz:xz-utils flock:util-linux losetup:mount mount:mount tar:tar
 grub-editenv:grub-common grub-script-check:grub-common systemd-analyze:systemd unshare:util-linux curl:curl nginx:nginx
 man:man-db groff:groff-base dpkg-deb:dpkg
-dbus-daemon:dbus dbus-send:dbus runuser:util-linux"
+dbus-daemon:dbus dbus-send:dbus runuser:util-linux
+bsdiff:bsdiff bspatch:bsdiff"
 missing=()
 for pair in $pairs; do
   tool=${pair%%:*}; pkg=${pair#*:}

@@ -13,7 +13,7 @@ describe('tiu CLI', () => {
   it('prints help with an example for every command', async () => {
     const r = await cli(['--help']);
     expect(r.exitCode).toBe(0);
-    const commands = ['keygen', 'create', 'info', 'verify', 'install', 'extract', 'update', 'status', 'rollback', 'cleanup', 'pin', 'unpin', 'etc'];
+    const commands = ['keygen', 'create', 'info', 'verify', 'install', 'extract', 'update', 'status', 'rollback', 'cleanup', 'pin', 'unpin', 'etc', 'delta'];
     for (const c of commands) expect(r.stdout).toMatch(new RegExp(`^  ${c} `, 'm'));
     for (const c of commands.filter((c) => c !== 'etc')) {
       const h = await cli([c, '--help']);

@@ -86,6 +86,7 @@ const COMMANDS = {
   channel: () => import('./commands/channel.ts'),
   'factory-reset': () => import('./commands/factory-reset.ts'),
   daemon: () => import('./commands/daemon.ts'),
+  delta: () => import('./commands/delta.ts'),
 } satisfies Record<string, () => Promise<{ run: Runner }>>;
 
 /** Builds a commander action that lazily imports the command's module and calls its `run`. */
@@ -160,6 +161,22 @@ export function buildProgram(state: State = { globals: {} }): Command {
 
   example(
     program
+      .command('delta')
+      .description('make a signed delta from one archive to the next (apply it with tiu extract or tiu update)')
+      .argument('<old>', 'the .tiu the devices have')
+      .argument('<new>', 'the .tiu they should get')
+      .requiredOption('-o, --output <file>', 'delta to write (e.g. os-1.0-1.1.tiud)')
+      .requiredOption('--key <pem>', 'signing private key (PEM)')
+      .requiredOption('--cert <pem>', 'signing certificate (PEM)')
+      .option('--chain <pem>', 'intermediate certificates to embed (PEM)')
+      .option('--keyring <pem>', 'trusted CA certificates to verify both archives with')
+      .option('--json', 'machine-readable result')
+      .action(lazy('delta', program, state)),
+    'tiu delta os-1.0.tiu os-1.1.tiu -o os-1.0-1.1.tiud --key signing.key.pem --cert signing.cert.pem --keyring keyring.pem',
+  );
+
+  example(
+    program
       .command('info')
       .description('show an archive\'s manifest and whether its signature and verity tree verify')
       .argument('<archive>', 'the .tiu file')
@@ -201,7 +218,7 @@ export function buildProgram(state: State = { globals: {} }): Command {
     program
       .command('extract')
       .description('apply an archive into a new snapshot and make it the next default')
-      .argument('<archive>', 'the .tiu file')
+      .argument('<archive>', 'the .tiu file, or a .tiud delta against the base snapshot')
       .addOption(rootOpt())
       .option('--base <n>', 'snapshot to start from (default: the current default)')
       .option('--no-default', 'do not make the new snapshot the default')

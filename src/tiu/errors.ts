@@ -81,6 +81,11 @@ export const ERROR_CODES = {
   REPO_DOWNGRADE: { exit: 87, kind: 'security' },
   REPO_METADATA: { exit: 88, kind: 'security' },
   REPO_INVALID: { exit: 89, kind: 'input' },
+  // 90-95: deltas (docs/delta-format.md)
+  DELTA_BASE: { exit: 90, kind: 'input' },
+  DELTA_CORRUPT: { exit: 91, kind: 'security' },
+  DELTA_BASE_MODIFIED: { exit: 92, kind: 'input' },
+  DELTA_FORMAT: { exit: 93, kind: 'security' },
   // 100-109: device lifecycle (verify --system, factory-reset, daemon)
   SYSTEM_MODIFIED: { exit: 100, kind: 'security' },
   SYSTEM_UNVERIFIABLE: { exit: 101, kind: 'input' },

@@ -21,8 +21,18 @@ import { displayPath, pathBytes, type IndexEntry } from '../fileindex/types.ts';
 import type { ApplyPlan } from './plan.ts';
 import { setXattrsInProcess } from '../fileindex/xattrs.ts';
 
+/**
+ * Where file content comes from (the seam a delta plugs into): chunks of a file's new content.
+ * The executor hashes what it gets and rejects it unless it equals the index's sha256.
+ */
+export interface ContentSource {
+  open(e: IndexEntry): Promise<AsyncIterable<Uint8Array>>;
+}
+
 export interface ExecuteOptions {
   sys: System;
+  /** Content from elsewhere than `imageRoot` (a delta); default: the files below `imageRoot`. */
+  content?: ContentSource;
   /** Root of the new image's tree (a read-only mount of the verified image). */
   imageRoot: string;
   /** Root of the snapshot being written. */
@@ -107,23 +117,41 @@ export async function removeTree(path: Buffer): Promise<void> {
   await rmdir(path);
 }
 
-async function copyContent(image: SafeRoot, target: SafeRoot, e: IndexEntry): Promise<void> {
-  const hash = createHash('sha256');
+/** Chunks of a file of the mounted image, opened beneath the image root, checked to be a regular file. */
+async function* imageFile(image: SafeRoot, e: IndexEntry): AsyncGenerator<Uint8Array> {
   const sfh = await image.at(e.path, (src) => open(src, constants.O_RDONLY | constants.O_NOFOLLOW)).catch((err) => {
     if ((err as NodeJS.ErrnoException).code === 'ELOOP') throw new TiuError('ARCHIVE_INDEX', `/${displayPath(e.path)} in the image is a symlink, the index says it is a file`);
     throw err;
   });
-  let dfh;
   try {
     const sst = await sfh.stat();
     if (!sst.isFile()) throw new TiuError('ARCHIVE_INDEX', `/${displayPath(e.path)} in the image is not a regular file, the index says it is`);
-    dfh = await target.at(e.path, (dst) => open(dst, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW, 0o600));
-    const buf = Buffer.allocUnsafe(CHUNK);
     let pos = 0;
     for (;;) {
+      const buf = Buffer.allocUnsafe(CHUNK);
       const { bytesRead } = await sfh.read(buf, 0, CHUNK, pos);
       if (bytesRead === 0) break;
-      const chunk = buf.subarray(0, bytesRead);
+      yield buf.subarray(0, bytesRead);
+      pos += bytesRead;
+    }
+  } finally {
+    await sfh.close();
+  }
+}
+
+/**
+ * Writes one file from `source` (the image, or a delta's rebuilt content) beneath `target`,
+ * hashing every byte: it must equal the signed index entry, or nothing is made the default.
+ */
+async function copyContent(source: AsyncIterable<Uint8Array>, target: SafeRoot, e: IndexEntry, viaDelta: boolean): Promise<void> {
+  const hash = createHash('sha256');
+  let dfh;
+  try {
+    dfh = await target.at(e.path, (dst) => open(dst, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW, 0o600));
+    let pos = 0;
+    for await (const c of source) {
+      const chunk = Buffer.from(c.buffer, c.byteOffset, c.byteLength);
+      const bytesRead = chunk.length;
       hash.update(chunk);
       if (e.sparse) {
         // Keep holes: write only 4 KiB blocks that are not all zero.
@@ -140,6 +168,11 @@ async function copyContent(image: SafeRoot, target: SafeRoot, e: IndexEntry): Pr
     if (e.sparse) await dfh.truncate(pos);
     const digest = hash.digest('hex');
     if (pos !== e.size || digest !== e.sha256) {
+      if (viaDelta) {
+        throw new TiuError('DELTA_CORRUPT', `/${displayPath(e.path)} rebuilt from the delta does not match the signed index (${pos} bytes, sha256 ${digest.slice(0, 12)}…)`, {
+          hint: 'the delta or the base snapshot is damaged; use the full image; nothing was made the default',
+        });
+      }
       throw new TiuError('ARCHIVE_VERITY', `content of /${displayPath(e.path)} in the image does not match the signed index (${pos} bytes, sha256 ${digest.slice(0, 12)}…)`, {
         hint: 'the archive changed after it was verified or is corrupt; nothing was made the default',
       });
@@ -147,7 +180,6 @@ async function copyContent(image: SafeRoot, target: SafeRoot, e: IndexEntry): Pr
     await dfh.chown(checkId(e.uid, e), checkId(e.gid, e));
     await dfh.chmod(e.mode);
   } finally {
-    await sfh.close();
     await dfh?.close();
   }
 }
@@ -274,7 +306,8 @@ export async function executePlan(plan: ApplyPlan, opts: ExecuteOptions): Promis
       check();
       const e = writes[next++]!;
       try {
-        await copyContent(image, target, e);
+        const src = opts.content ? await opts.content.open(e) : imageFile(image, e);
+        await copyContent(src, target, e, opts.content !== undefined);
       } catch (err) {
         if (err instanceof TiuError) throw err;
         await explainEperm(sys, targetRoot, e.path, err);

@@ -11,10 +11,9 @@ import { loadIndex } from '../fileindex/io.ts';
 import { serializeEntry } from '../fileindex/format.ts';
 import { TiuError } from '../errors.ts';
 import type { System } from '../system.ts';
-import { openArchive } from '../archive/open.ts';
-import { mountImage } from '../archive/mount.ts';
 import { planApply, type PlanStats } from '../apply/plan.ts';
 import { planLines } from './plan-lines.ts';
+import { openUpdateSource } from './source.ts';
 import { executePlan } from '../apply/execute.ts';
 import { displayPath, type IndexEntry } from '../fileindex/types.ts';
 import { openSnapshotStore } from '../../snapshot/store.ts';
@@ -54,7 +53,7 @@ export interface ExtractResult {
   version: string;
   stats: PlanStats;
   bytesWritten: number;
-  verification: 'dm-verity' | 'userspace';
+  verification: 'dm-verity' | 'userspace' | 'signed-index';
   trustedBaseIndex: boolean;
   /** How the base's state was read: from its trusted index (only differing paths lstat'ed), or a full scan. */
   probe: ProbeCounts;
@@ -80,15 +79,13 @@ export async function extract(sys: System, o: ExtractOptions): Promise<ExtractRe
   const baseDir = snapshotDir(o.root, base);
   const recorded: RecordedImage | undefined = await readRecordedImage(baseDir);
 
-  // 1. Authenticate, check compatibility, verify every block: all before any byte is written.
+  // 1. Authenticate, check compatibility, verify every block (archive) or the whole delta and
+  // its base: all before any byte is written.
   const compatible = o.compatible ?? recorded?.manifest.compatible;
-  await using archive = await openArchive(o.archive, { keyringPem: o.keyringPem, allowedSigners: o.allowedSigners, compatible });
-  const m = archive.manifest;
+  await using image = await openUpdateSource(sys, { path: o.archive, keyringPem: o.keyringPem, allowedSigners: o.allowedSigners, compatible, baseNum: base, baseDir, recorded, onProgress: o.onProgress });
+  const m = image.manifest;
+  const target = image.target;
   checkDowngrade(m.version, baseInfo.userdata[UD.version] ?? recorded?.manifest.version, base, o.allowDowngrade === true);
-  o.onProgress?.('verifying', 0);
-  await archive.verifyData((d, t) => o.onProgress?.('verifying', t ? d / t : 1));
-  await using image = await mountImage(sys, archive, { verifiedInUserspace: true });
-  const target = await readImageIndex(`${image.dir}/${INDEX_PATH}`, m.index.sha256);
 
   const isExcluded = excludedMatcher(m.excluded);
   const trusted = recorded !== undefined && (await isBaseTrusted(sys, baseDir, baseInfo.userdata[UD.generation]));
@@ -98,7 +95,7 @@ export async function extract(sys: System, o: ExtractOptions): Promise<ExtractRe
     const { actual, counts } = await actualState(sys, baseDir, oldIndex, target, m.excluded);
     await fillDigests(baseDir, actual, target, oldIndex);
     const plan = planApply(target, actual, { isExcluded, isProtected: protectedMatcher(m.excluded) });
-    const etcLines = await dryRunEtc(sys, baseDir, `${image.dir}/etc`);
+    const etcLines = image.etcDir ? await dryRunEtc(sys, baseDir, image.etcDir) : ['(not shown for a delta: its image is never mounted)'];
     return { number: undefined, base, version: m.version, stats: plan.stats, bytesWritten: 0, verification: image.verification, trustedBaseIndex: trusted, probe: counts, planLines: [...planLines(plan, displayPath), '', '/etc merge:', ...etcLines], madeDefault: false };
   }
 
@@ -119,9 +116,12 @@ export async function extract(sys: System, o: ExtractOptions): Promise<ExtractRe
   await fillDigests(dir, actual, target, oldIndex);
   const plan = planApply(target, actual, { isExcluded, isProtected: protectedMatcher(m.excluded) });
   const total = plan.stats.writtenBytes || 1;
+  // A delta builds on the base's files: check them all before writing any.
+  await image.content?.precheck(plan);
   const exec = await executePlan(plan, {
     sys,
-    imageRoot: image.dir,
+    imageRoot: image.imageRoot,
+    content: image.content,
     targetRoot: dir,
     signal: tx.signal,
     onProgress: (b) => o.onProgress?.('writing', b / total),
@@ -131,7 +131,7 @@ export async function extract(sys: System, o: ExtractOptions): Promise<ExtractRe
   // 4. Mount points of the separate subvolumes, and which image this snapshot holds (the next
   // update's base index).
   await createMountpoints(dir);
-  await recordImage(dir, image.dir, archive.manifestBytes, recorded?.manifest.index.sha256 === m.index.sha256 && trusted, await readSignature(archive));
+  await recordImage(dir, image.imageRoot, image.manifestBytes, recorded?.manifest.index.sha256 === m.index.sha256 && trusted, image.signatureDer);
 
   // 5. /etc: the new vendor defaults with this device's changes carried over. The vendor copy
   // the snapshot inherited stays when the image's /etc did not change (nothing rewritten).

@@ -1,0 +1,220 @@
+/**
+ * `tiu delta`: two signed archives -> a signed delta (docs/delta-format.md).
+ *
+ * Both archives are verified completely (signature, every verity block) and mounted; the planner
+ * says which new contents to carry; each is encoded as a `zstd --patch-from` patch against an old
+ * file and as plain zstd, and the smaller one is kept. The output is written to a temp file next
+ * to it and renamed at the end. Same inputs give the same bytes: zstd runs single-threaded at a
+ * fixed level, contents are sorted by digest, and the envelope is signed with the new manifest's
+ * `created` time as signingTime (RSA PKCS #1 v1.5 signatures are deterministic).
+ *
+ * Memory: zstd -19 with a long window uses up to about 10x the larger of the two files
+ * (at most {@link PATCH_MAX_BYTES} for patches), so about 200 MiB; Node holds both indexes.
+ */
+import { createHash } from 'node:crypto';
+import { copyFile, mkdtemp, open, readFile, rename, rm, stat, type FileHandle } from 'node:fs/promises';
+import { dirname, basename, join } from 'node:path';
+import { tmpdir } from 'node:os';
+import { TiuError } from '../errors.ts';
+import type { System } from '../system.ts';
+import { openArchive } from '../archive/open.ts';
+import { mountImage } from '../archive/mount.ts';
+import { readImageIndex } from '../device/state.ts';
+import { INDEX_PATH, pathBytes } from '../fileindex/types.ts';
+import { signManifest } from '../sign/sign.ts';
+import { TIU_VERSION } from '../version.ts';
+import { planDelta, BSDIFF_MAX_BYTES, type DeltaPlan } from './plan.ts';
+import { encodePreamble, serializeEnvelope, serializeHeader, type DeltaContent, type Header } from './format.ts';
+
+export interface CreateDeltaOptions {
+  old: string;
+  new: string;
+  output: string;
+  keyPem: string;
+  certPem: string;
+  chainPem?: string;
+  keyringPem: string;
+  allowedSigners?: string[];
+  /** Parallel zstd runs. */
+  jobs?: number;
+  onProgress?: (phase: string, fraction: number) => void;
+}
+
+export interface CreateDeltaResult {
+  output: string;
+  size: number;
+  base: { version: string; indexSha256: string };
+  target: { version: string; indexSha256: string };
+  contents: number;
+  patched: number;
+  reused: number;
+  contentBytes: number;
+  indexBytes: number;
+}
+
+/** zstd level and options: fixed, so output is reproducible. */
+const ZSTD_FULL = ['-q', '-19', '-T1', '--no-progress'];
+const ZSTD_PATCH = ['-q', '-19', '--long=27', '-T1', '--no-progress'];
+
+/** A string path for the zstd CLI: the path itself when it is UTF-8, else a copy in `work`. */
+async function stringPath(root: string, p: string, work: string, n: number): Promise<string> {
+  const b = Buffer.concat([Buffer.from(root + '/'), pathBytes(p)]);
+  const s = b.toString('utf8');
+  if (Buffer.from(s, 'utf8').equals(b)) return s;
+  const copy = join(work, `src-${n}`);
+  await copyFile(b, copy);
+  return copy;
+}
+
+/** Whether a file starts with the ELF magic. */
+async function isElf(path: string): Promise<boolean> {
+  const fh = await open(path, 'r');
+  try {
+    const b = Buffer.alloc(4);
+    const { bytesRead } = await fh.read(b, 0, 4, 0);
+    return bytesRead === 4 && b.equals(Buffer.from([0x7f, 0x45, 0x4c, 0x46]));
+  } finally {
+    await fh.close();
+  }
+}
+
+async function zstd(sys: System, args: string[], out: string): Promise<Buffer> {
+  await sys.run('zstd', [...args, '-f', '-o', out]);
+  return readFile(out);
+}
+
+export async function createDelta(sys: System, o: CreateDeltaOptions): Promise<CreateDeltaResult> {
+  const trust = { keyringPem: o.keyringPem, allowedSigners: o.allowedSigners };
+  await using oldA = await openArchive(o.old, trust);
+  await using newA = await openArchive(o.new, trust);
+  const om = oldA.manifest;
+  const nm = newA.manifest;
+  if (om.compatible !== nm.compatible) {
+    throw new TiuError('USAGE', `the archives are for different devices (${om.compatible}, ${nm.compatible})`, { hint: 'make deltas between versions of one image' });
+  }
+  o.onProgress?.('verifying', 0);
+  await oldA.verifyData();
+  await newA.verifyData();
+  await using oldImg = await mountImage(sys, oldA, { verifiedInUserspace: true });
+  await using newImg = await mountImage(sys, newA, { verifiedInUserspace: true });
+  const oldIndex = await readImageIndex(`${oldImg.dir}/${INDEX_PATH}`, om.index.sha256);
+  const newIndex = await readImageIndex(`${newImg.dir}/${INDEX_PATH}`, nm.index.sha256);
+  const plan: DeltaPlan = planDelta(oldIndex, newIndex);
+
+  const work = await mkdtemp(join(tmpdir(), 'tiu-delta-'));
+  const tmpOut = join(dirname(o.output), `.${basename(o.output)}.tmp-${process.pid}`);
+  try {
+    // The blobs, in order: target signature, index, contents (by digest).
+    const blobs: Buffer[] = [];
+    let offset = 0;
+    const put = (b: Buffer) => {
+      const at = { offset, size: b.length };
+      blobs.push(b);
+      offset += b.length;
+      return at;
+    };
+    const targetSignature = put(await readAt(newA.fh, newA.sigOffset, newA.sigSize));
+    // (a copy: zstd refuses one file as both input and dictionary, which it is for an identical image)
+    await copyFile(`${newImg.dir}/${INDEX_PATH}`, join(work, 'index.jsonl'));
+    const indexPatch = await zstd(sys, [...ZSTD_PATCH, `--patch-from=${oldImg.dir}/${INDEX_PATH}`, join(work, 'index.jsonl')], join(work, 'index.zst'));
+    const indexFull = await zstd(sys, [...ZSTD_FULL, join(work, 'index.jsonl')], join(work, 'index-full.zst'));
+    const useIndexPatch = indexPatch.length < indexFull.length && om.index.size <= 16 * 1024 * 1024;
+    const ib = put(useIndexPatch ? indexPatch : indexFull);
+    const index: Header['index'] = { method: useIndexPatch ? 'zstd-patch' : 'zstd', ...ib };
+
+    // Encode contents in parallel; place them in digest order.
+    const encoded: { method: DeltaContent['method']; data: Buffer }[] = new Array(plan.needed.length);
+    let next = 0;
+    let done = 0;
+    const worker = async (w: number) => {
+      while (next < plan.needed.length) {
+        const i = next++;
+        const n = plan.needed[i]!;
+        const src = await stringPath(newImg.dir, n.path, work, i);
+        let patch: Buffer | undefined;
+        if (n.base) {
+          const basePath = await stringPath(oldImg.dir, n.base.path, work, -i - 1);
+          patch = await zstd(sys, [...ZSTD_PATCH, `--patch-from=${basePath}`, src], join(work, `w${w}-patch.zst`));
+        }
+        // A patch under a tenth of the file is not beaten by compressing it (saves half the time).
+        const full = patch && patch.length * 10 < n.size ? undefined : await zstd(sys, [...ZSTD_FULL, src], join(work, `w${w}-full.zst`));
+        const cands: { method: DeltaContent['method']; data: Buffer }[] = [];
+        if (full) cands.push({ method: 'zstd', data: full });
+        if (patch) cands.push({ method: 'zstd-patch', data: patch });
+        if (n.base && n.base.size <= BSDIFF_MAX_BYTES && n.size <= BSDIFF_MAX_BYTES && (await isElf(src))) {
+          // bsdiff beats zstd on machine code (relocated addresses) and only there; on long runs
+          // of equal bytes (sparse files) its suffix sort takes quadratic time, hence ELF only.
+          const out = join(work, `w${w}-bsdiff`);
+          await sys.run('bsdiff', [await stringPath(oldImg.dir, n.base.path, work, -i - 1), src, out]);
+          cands.push({ method: 'bsdiff', data: await readFile(out) });
+        }
+        // Smallest wins; ties go to the first (cheapest to apply).
+        encoded[i] = cands.reduce((a, b) => (b.data.length < a.data.length ? b : a));
+        o.onProgress?.('encoding', ++done / plan.needed.length);
+      }
+    };
+    await Promise.all(Array.from({ length: Math.max(1, o.jobs ?? 2) }, (_, w) => worker(w)));
+
+    const contents: DeltaContent[] = [];
+    let patched = 0;
+    let contentBytes = 0;
+    plan.needed.forEach((n, i) => {
+      const e = encoded[i]!;
+      const at = put(e.data);
+      contentBytes += e.data.length;
+      if (e.method !== 'zstd') patched++;
+      contents.push({ sha256: n.sha256, size: n.size, method: e.method, ...(e.method !== 'zstd' ? { base: n.base!.sha256 } : {}), offset: at.offset, length: at.size });
+    });
+    const header = serializeHeader({ targetSignature, index, contents });
+    const preamble = encodePreamble(header.length);
+    const hash = createHash('sha256').update(preamble).update(header);
+    for (const b of blobs) hash.update(b);
+    const bodySize = preamble.length + header.length + offset;
+    const envelope = serializeEnvelope({
+      format: 'tiu-delta',
+      formatVersion: 1,
+      compatible: nm.compatible,
+      base: { version: om.version, indexSha256: om.index.sha256 },
+      target: { version: nm.version, indexSha256: nm.index.sha256 },
+      body: { size: bodySize, sha256: hash.digest('hex') },
+      generator: `tiu ${TIU_VERSION}`,
+    });
+    const sig = signManifest({ content: envelope, keyPem: o.keyPem, certPem: o.certPem, chainPem: o.chainPem, signingTime: new Date(nm.created) });
+    const trailer = Buffer.alloc(8);
+    trailer.writeBigUInt64BE(BigInt(sig.length));
+    const fh = await open(tmpOut, 'w', 0o644);
+    try {
+      for (const b of [preamble, header, ...blobs, sig, trailer]) await fh.write(b);
+      await fh.sync();
+    } finally {
+      await fh.close();
+    }
+    await rename(tmpOut, o.output);
+    const size = (await stat(o.output)).size;
+    return {
+      output: o.output,
+      size,
+      base: { version: om.version, indexSha256: om.index.sha256 },
+      target: { version: nm.version, indexSha256: nm.index.sha256 },
+      contents: contents.length,
+      patched,
+      reused: plan.reused,
+      contentBytes,
+      indexBytes: ib.size,
+    };
+  } finally {
+    await rm(tmpOut, { force: true });
+    await rm(work, { recursive: true, force: true });
+  }
+}
+
+async function readAt(fh: FileHandle, position: number, length: number): Promise<Buffer> {
+  const b = Buffer.alloc(length);
+  let done = 0;
+  while (done < length) {
+    const { bytesRead } = await fh.read(b, done, length - done, position + done);
+    if (bytesRead === 0) throw new TiuError('ARCHIVE_TRUNCATED', 'archive ended early');
+    done += bytesRead;
+  }
+  return b;
+}

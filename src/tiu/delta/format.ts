@@ -1,0 +1,164 @@
+/**
+ * The tiu delta format (`*.tiud`, docs/delta-format.md): parsing and writing its pieces. Pure.
+ *
+ * ```
+ * | "TIUDELTA" u32 version u32 headerLen | header JSON | blobs ... | CMS SignedData | u64 BE sigSize |
+ * |<------------------------------ body (sha256 in the signed envelope) --------->|
+ * ```
+ * The CMS signs a small envelope JSON (base, target, body size and sha256); the header lists the
+ * blobs (new index, the new archive's signature, per-content patches or compressed content); it
+ * is stored zstd-compressed.
+ */
+import { z } from 'zod';
+import { zstdCompressSync, zstdDecompressSync, constants as zc } from 'node:zlib';
+import { TiuError } from '../errors.ts';
+
+export const DELTA_MAGIC = Buffer.from('TIUDELTA', 'ascii');
+export const DELTA_VERSION = 1;
+/** Magic (8) + version (4) + header length (4). */
+export const PREAMBLE_SIZE = 16;
+export const MAX_HEADER_SIZE = 16 * 1024 * 1024;
+export const MAX_ENVELOPE_SIZE = 8 * 1024;
+export const MAX_DELTA_SIGNATURE = 64 * 1024;
+export const TRAILER_SIZE = 8;
+
+const hex64 = z.string().regex(/^[0-9a-f]{64}$/);
+const token = z.string().regex(/^[A-Za-z0-9._+:~@-]{1,128}$/);
+const uint = z.number().int().nonnegative().max(Number.MAX_SAFE_INTEGER);
+const blob = z.object({ offset: uint, size: uint }).strict();
+
+/** The signed envelope: what a device checks before it reads anything else. */
+export const EnvelopeSchema = z
+  .object({
+    format: z.literal('tiu-delta'),
+    formatVersion: z.literal(DELTA_VERSION),
+    compatible: token,
+    base: z.object({ version: token, indexSha256: hex64 }).strict(),
+    target: z.object({ version: token, indexSha256: hex64 }).strict(),
+    body: z.object({ size: uint, sha256: hex64 }).strict(),
+    generator: z.string().max(64),
+  })
+  .strict();
+export type Envelope = z.infer<typeof EnvelopeSchema>;
+
+/** How one new content is carried. */
+export const CONTENT_METHODS = ['zstd', 'zstd-patch', 'bsdiff'] as const;
+export type ContentMethod = (typeof CONTENT_METHODS)[number];
+
+export const ContentSchema = z
+  .object({
+    sha256: hex64,
+    size: uint,
+    method: z.enum(CONTENT_METHODS),
+    /** For patches: sha256 of the old content the patch applies to (found by digest in the old index). */
+    base: hex64.optional(),
+    offset: uint,
+    length: uint,
+  })
+  .strict();
+export type DeltaContent = z.infer<typeof ContentSchema>;
+
+export const HeaderSchema = z
+  .object({
+    /** The new archive's CMS SignedData (its manifest inside), verbatim. */
+    targetSignature: blob,
+    /** The new index: a zstd patch against the old index, or zstd of it. */
+    index: z.object({ method: z.enum(['zstd', 'zstd-patch']), offset: uint, size: uint }).strict(),
+    /** New contents the old image has nowhere, sorted by sha256. */
+    contents: z.array(ContentSchema).max(10_000_000),
+  })
+  .strict();
+export type Header = z.infer<typeof HeaderSchema>;
+
+function corrupt(message: string, hint = 'the delta is damaged or was not made by tiu delta; download it again or use the full image'): TiuError {
+  return new TiuError('DELTA_FORMAT', message, { hint });
+}
+
+function parseJson<T>(bytes: Buffer, schema: z.ZodType<T>, what: string): T {
+  let json: unknown;
+  try {
+    json = JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(bytes));
+  } catch (e) {
+    throw corrupt(`delta ${what} is not valid UTF-8 JSON: ${(e as Error).message}`);
+  }
+  const r = schema.safeParse(json);
+  if (!r.success) {
+    const issue = r.error.issues[0]!;
+    throw corrupt(`delta ${what} field ${issue.path.length ? issue.path.join('.') : '(top level)'}: ${issue.message}`);
+  }
+  return r.data;
+}
+
+export function parseEnvelope(bytes: Buffer): Envelope {
+  if (bytes.length > MAX_ENVELOPE_SIZE) throw corrupt(`delta envelope is ${bytes.length} bytes, more than ${MAX_ENVELOPE_SIZE}`);
+  return parseJson(bytes, EnvelopeSchema, 'envelope');
+}
+
+/** Parses the header and checks every blob lies inside the body's blob area, without overlap. */
+export function parseHeader(bytes: Buffer, blobArea: number): Header {
+  const h = parseJson(bytes, HeaderSchema, 'header');
+  const ranges: [number, number, string][] = [
+    [h.targetSignature.offset, h.targetSignature.size, 'target signature'],
+    [h.index.offset, h.index.size, 'index'],
+    ...h.contents.map((c) => [c.offset, c.length, `content ${c.sha256.slice(0, 12)}`] as [number, number, string]),
+  ];
+  ranges.sort((a, b) => a[0] - b[0]);
+  let end = 0;
+  for (const [off, size, what] of ranges) {
+    if (off < end || off + size > blobArea) throw corrupt(`delta ${what} lies outside the delta or overlaps another part`);
+    end = off + size;
+  }
+  for (let i = 1; i < h.contents.length; i++) {
+    if (h.contents[i - 1]!.sha256 >= h.contents[i]!.sha256) throw corrupt('delta contents are not sorted by digest or repeat one');
+  }
+  for (const c of h.contents) {
+    if ((c.method !== 'zstd') !== (c.base !== undefined)) throw corrupt(`delta content ${c.sha256.slice(0, 12)}: a patch needs a base, nothing else has one`);
+  }
+  if (h.targetSignature.size > MAX_DELTA_SIGNATURE) throw corrupt('delta target signature is too large');
+  return h;
+}
+
+/** The header as stored: canonical JSON (schema key order, no spaces), zstd level 19. */
+export function serializeHeader(h: Header): Buffer {
+  return zstdCompressSync(Buffer.from(JSON.stringify(HeaderSchema.parse(h)), 'utf8'), { params: { [zc.ZSTD_c_compressionLevel]: 19 } });
+}
+
+/** Decompresses a stored header, at most {@link MAX_HEADER_SIZE} bytes. */
+export function inflateHeader(stored: Buffer): Buffer {
+  try {
+    return zstdDecompressSync(stored, { maxOutputLength: MAX_HEADER_SIZE });
+  } catch (e) {
+    throw corrupt(`delta header does not decompress: ${(e as Error).message}`);
+  }
+}
+
+export function serializeEnvelope(e: Envelope): Buffer {
+  return Buffer.from(JSON.stringify(EnvelopeSchema.parse(e), null, 2) + '\n', 'utf8');
+}
+
+export function encodePreamble(headerLen: number): Buffer {
+  const b = Buffer.alloc(PREAMBLE_SIZE);
+  DELTA_MAGIC.copy(b, 0);
+  b.writeUInt32BE(DELTA_VERSION, 8);
+  b.writeUInt32BE(headerLen, 12);
+  return b;
+}
+
+/** Checks the preamble; returns the header length. */
+export function decodePreamble(b: Buffer, bodySize: number): number {
+  if (b.length < PREAMBLE_SIZE || !b.subarray(0, 8).equals(DELTA_MAGIC)) throw corrupt('not a tiu delta (no TIUDELTA magic)');
+  const v = b.readUInt32BE(8);
+  if (v !== DELTA_VERSION) throw corrupt(`delta format version ${v} is not supported (this tiu reads ${DELTA_VERSION})`, 'update tiu or use the full image');
+  const len = b.readUInt32BE(12);
+  if (len > MAX_HEADER_SIZE || PREAMBLE_SIZE + len > bodySize) throw corrupt(`delta header length ${len} is out of bounds`);
+  return len;
+}
+
+/** Where the signature is, from the file size and the last 8 bytes. */
+export function locateDeltaSignature(fileSize: number, trailer: Buffer): { sigOffset: number; sigSize: number } {
+  if (fileSize < PREAMBLE_SIZE + TRAILER_SIZE || trailer.length !== TRAILER_SIZE) throw corrupt('delta is too short');
+  const big = trailer.readBigUInt64BE(0);
+  if (big === 0n || big > BigInt(MAX_DELTA_SIGNATURE) || big > BigInt(fileSize - TRAILER_SIZE - PREAMBLE_SIZE)) throw corrupt(`delta signature size ${big} is out of bounds`);
+  const sigSize = Number(big);
+  return { sigOffset: fileSize - TRAILER_SIZE - sigSize, sigSize };
+}

@@ -1,0 +1,87 @@
+/**
+ * What an update is applied from: a full archive (verified block by block, then mounted) or a
+ * delta against the base snapshot (docs/delta-format.md; the image is never mounted). Either way
+ * the caller gets the new signed manifest, the new index, a directory holding that index at
+ * INDEX_PATH, and — for a delta — the content source the executor reads from.
+ */
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import type { System } from '../system.ts';
+import { openArchive } from '../archive/open.ts';
+import { mountImage } from '../archive/mount.ts';
+import type { Manifest } from '../archive/manifest.ts';
+import type { IndexEntry } from '../fileindex/types.ts';
+import { isDeltaFile, openDelta } from '../delta/open.ts';
+import { prepareDeltaSource, type DeltaSource } from '../delta/apply.ts';
+import { readImageIndex, type RecordedImage } from './state.ts';
+import { INDEX_PATH } from './paths.ts';
+import { readSignature } from './extract.ts';
+
+export interface UpdateSource extends AsyncDisposable {
+  manifest: Manifest;
+  manifestBytes: Buffer;
+  /** The new image's CMS SignedData (DER), recorded in the snapshot for `tiu verify --system`. */
+  signatureDer: Buffer;
+  verification: 'dm-verity' | 'userspace' | 'signed-index';
+  target: IndexEntry[];
+  /** The mounted image, or (delta) a directory with only the rebuilt index at INDEX_PATH. */
+  imageRoot: string;
+  /** The new image's /etc, when it is mounted (dry runs show the merge against it). */
+  etcDir?: string;
+  /** Set for a delta: where the executor takes content from. */
+  content?: DeltaSource;
+}
+
+export interface OpenUpdateOptions {
+  path: string;
+  keyringPem: string;
+  allowedSigners?: string[];
+  compatible?: string;
+  baseNum: number;
+  baseDir: string;
+  recorded: RecordedImage | undefined;
+  onProgress?: (phase: string, fraction: number) => void;
+}
+
+export async function openUpdateSource(sys: System, o: OpenUpdateOptions): Promise<UpdateSource> {
+  const trust = { keyringPem: o.keyringPem, allowedSigners: o.allowedSigners, compatible: o.compatible };
+  if (await isDeltaFile(o.path)) {
+    o.onProgress?.('verifying', 0);
+    const delta = await openDelta(o.path, trust);
+    const workDir = await mkdtemp(join(tmpdir(), 'tiu-delta-apply-'));
+    const dispose = async () => {
+      await delta[Symbol.asyncDispose]();
+      await rm(workDir, { recursive: true, force: true });
+    };
+    try {
+      const content = await prepareDeltaSource(sys, delta, { baseNum: o.baseNum, baseDir: o.baseDir, recorded: o.recorded, workDir });
+      o.onProgress?.('verifying', 1);
+      return { manifest: delta.manifest, manifestBytes: delta.manifestBytes, signatureDer: delta.signatureDer, verification: 'signed-index', target: content.target, imageRoot: content.indexRoot, content, [Symbol.asyncDispose]: dispose };
+    } catch (e) {
+      await dispose();
+      throw e;
+    }
+  }
+  const archive = await openArchive(o.path, trust);
+  try {
+    const m = archive.manifest;
+    o.onProgress?.('verifying', 0);
+    await archive.verifyData((d, t) => o.onProgress?.('verifying', t ? d / t : 1));
+    const image = await mountImage(sys, archive, { verifiedInUserspace: true });
+    const dispose = async () => {
+      await image[Symbol.asyncDispose]();
+      await archive[Symbol.asyncDispose]();
+    };
+    try {
+      const target = await readImageIndex(`${image.dir}/${INDEX_PATH}`, m.index.sha256);
+      return { manifest: m, manifestBytes: archive.manifestBytes, signatureDer: await readSignature(archive), verification: image.verification, target, imageRoot: image.dir, etcDir: `${image.dir}/etc`, [Symbol.asyncDispose]: dispose };
+    } catch (e) {
+      await dispose();
+      throw e;
+    }
+  } catch (e) {
+    await archive.close().catch(() => {});
+    throw e;
+  }
+}
