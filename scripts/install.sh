@@ -4,12 +4,15 @@
 #
 # What goes where (prefix /usr; DESTDIR, or --destdir, is put in front of every path):
 #   /usr/lib/tiu/tiu.mjs        the bundle (npm run build)
+#   /usr/lib/tiu/node_modules/@napi-rs/xattr*   the prebuilt xattr binding the bundle loads
 #   /usr/lib/tiu/node           the Node.js 24 runtime tiu runs on: the binary of the npm `node`
 #                               package this checkout uses (--node PATH for another one; --node
 #                               none to use the system's /usr/bin/node, which must be >= 24)
 #   /usr/bin/tiu                wrapper: exec /usr/lib/tiu/node /usr/lib/tiu/tiu.mjs "$@"
 #   /usr/lib/systemd/system/    tiu-update.{service,timer}, tiu-cleanup.{service,timer},
 #                               tiu-health.service, tiu-etc-sync.service
+#   /usr/share/dbus-1/system.d/org.tiu.Updater1.conf        bus policy (only root may Apply)
+#   /usr/share/dbus-1/system-services/org.tiu.Updater1.service  activation of tiu-daemon.service
 #   /etc/tiu/tiu.conf           commented template (kept if it exists; a conffile in the .deb)
 #   /usr/share/man/man8/tiu.8.gz, man5/tiu.conf.5.gz
 #   /usr/share/bash-completion/completions/tiu, zsh/vendor-completions/_tiu,
@@ -53,6 +56,13 @@ else
   runtime=$libdir/node
 fi
 install -D -m 0644 "$repo/dist/tiu.mjs" "$destdir$libdir/tiu.mjs"
+# The bundle leaves out one native module, the xattr binding (a prebuilt N-API library): Node
+# finds it in node_modules beside the bundle. Without it tiu falls back to getfattr/setfattr.
+for m in "$repo"/node_modules/@napi-rs/xattr*; do
+  [ -d "$m" ] || continue
+  install -d -m 0755 "$destdir$libdir/node_modules/@napi-rs"
+  cp -a "$m" "$destdir$libdir/node_modules/@napi-rs/"
+done
 install -d -m 0755 "$destdir$prefix/bin"
 cat > "$destdir$prefix/bin/tiu" <<WRAPPER
 #!/bin/sh
@@ -67,6 +77,10 @@ for u in "$repo"/systemd/*.service "$repo"/systemd/*.timer; do
   sed "s|/usr/bin/tiu|$prefix/bin/tiu|g" "$u" > "$units/$(basename "$u")"
   chmod 0644 "$units/$(basename "$u")"
 done
+
+# The update service's D-Bus policy and activation (docs/dbus.md).
+install -D -m 0644 "$repo/dbus/org.tiu.Updater1.conf" "$destdir$prefix/share/dbus-1/system.d/org.tiu.Updater1.conf"
+install -D -m 0644 "$repo/dbus/org.tiu.Updater1.service" "$destdir$prefix/share/dbus-1/system-services/org.tiu.Updater1.service"
 
 if [ ! -e "$destdir$sysconfdir/tiu/tiu.conf" ]; then install -D -m 0644 "$repo/packaging/tiu.conf" "$destdir$sysconfdir/tiu/tiu.conf"; fi
 

@@ -57,9 +57,11 @@ describe('the Debian package', () => {
       './usr/lib/systemd/system/tiu-health.service', './usr/lib/systemd/system/tiu-etc-sync.service',
       './usr/share/man/man8/tiu.8.gz', './usr/share/man/man5/tiu.conf.5.gz',
       './usr/share/bash-completion/completions/tiu', './usr/share/zsh/vendor-completions/_tiu', './usr/share/fish/vendor_completions.d/tiu.fish',
+      './usr/lib/systemd/system/tiu-daemon.service', './usr/share/dbus-1/system.d/org.tiu.Updater1.conf', './usr/share/dbus-1/system-services/org.tiu.Updater1.service',
     ]) expect(files, f).toContain(f);
     expect((await execa('dpkg-deb', ['-I', deb, 'conffiles'])).stdout.trim()).toBe('/etc/tiu/tiu.conf');
     expect((await stat(join(root, 'usr/lib/tiu/node'))).mode & 0o111).toBeTruthy();
+    expect(files).toMatch(/\.\/usr\/lib\/tiu\/node_modules\/@napi-rs\/xattr-linux-[^/]+\/xattr\.linux-[^/]+\.node/);
     expect(await readFile(join(root, 'usr/bin/tiu'), 'utf8')).toMatch(/^exec \/usr\/lib\/tiu\/node \/usr\/lib\/tiu\/tiu\.mjs "\$@"$/m);
   });
 
