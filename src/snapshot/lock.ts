@@ -26,6 +26,56 @@ const MAX_INFO_BYTES = 16 * 1024;
 const CONFLICT_EXIT = 75;
 const HELD_LINE = 'tiu-lock-held';
 
+/** A held flock(2); `release` gives it up (exiting the process does too). */
+export interface FlockHold {
+  release(): Promise<void>;
+}
+
+/**
+ * Takes an flock(2) on `lockFile` without waiting, or returns undefined when another process
+ * holds it. The lock is held by a helper `flock --nonblock --no-fork FILE cat` whose stdin tiu
+ * keeps open, so the kernel releases it when tiu exits, even by SIGKILL. `what` names the lock
+ * in a failure message. Side effects: creates `lockFile`; starts the helper process.
+ */
+export async function tryFlock(sys: System, lockFile: string, what: string): Promise<FlockHold | undefined> {
+  const child = sys.spawn('flock', ['--nonblock', '--no-fork', '--conflict-exit-code', String(CONFLICT_EXIT), lockFile, 'cat']);
+  const held = await new Promise<boolean>((resolve, reject) => {
+    let out = '';
+    const onData = (chunk: Buffer | string) => {
+      out += chunk.toString();
+      if (out.includes(`${HELD_LINE}\n`)) {
+        child.stdout?.off('data', onData);
+        resolve(true);
+      }
+    };
+    child.stdout?.on('data', onData);
+    child.then((r) => {
+      const res = r as unknown as { exitCode?: number; code?: string; cause?: { code?: string }; stderr?: string };
+      if (res.exitCode === CONFLICT_EXIT) return resolve(false);
+      if ((res.code ?? res.cause?.code) === 'ENOENT') return reject(new TiuError('TOOL_MISSING', "required tool 'flock' is not installed", { hint: 'install util-linux' }));
+      reject(new TiuError('TOOL_FAILED', `flock exited (${res.exitCode ?? 'no exit code'}) before taking ${what}: ${String(res.stderr ?? '').trim()}`));
+    }, reject);
+    // EPIPE when flock exits at once (lock taken) is expected; the exit code tells.
+    child.stdin?.on('error', () => {});
+    // cat echoes this line only once flock has the lock and exec'ed it.
+    child.stdin?.write(`${HELD_LINE}\n`);
+  });
+  if (!held) return undefined;
+  // The helper must not keep tiu alive on its own: if tiu forgets to release, exiting releases.
+  child.unref();
+  for (const st of [child.stdin, child.stdout, child.stderr]) (st as unknown as { unref?: () => void } | null)?.unref?.();
+  let released = false;
+  return {
+    async release() {
+      if (released) return;
+      released = true;
+      child.ref();
+      child.stdin?.end();
+      await child.catch(() => {});
+    },
+  };
+}
+
 export interface LockHolder {
   pid: number;
   command: string;
@@ -86,33 +136,7 @@ export async function acquireLock(sys: System, root: string): Promise<AsyncDispo
     throw new TiuError('PATH_UNSAFE', `lock file ${lockFile} is ${lst.isSymbolicLink() ? 'a symlink' : 'not a regular file'}; tiu does not use it`, { hint: `remove ${lockFile}, then retry` });
   }
 
-  type Child = ReturnType<System['spawn']>;
-  // Wrapped in an object: returning the (thenable) child from an async function would await it.
-  const attempt = async (): Promise<{ child: Child } | undefined> => {
-    const child = sys.spawn('flock', ['--nonblock', '--no-fork', '--conflict-exit-code', String(CONFLICT_EXIT), lockFile, 'cat']);
-    const held = await new Promise<boolean>((resolve, reject) => {
-      let out = '';
-      const onData = (chunk: Buffer | string) => {
-        out += chunk.toString();
-        if (out.includes(`${HELD_LINE}\n`)) {
-          child.stdout?.off('data', onData);
-          resolve(true);
-        }
-      };
-      child.stdout?.on('data', onData);
-      child.then((r) => {
-        const res = r as unknown as { exitCode?: number; code?: string; cause?: { code?: string }; stderr?: string };
-        if (res.exitCode === CONFLICT_EXIT) return resolve(false);
-        if ((res.code ?? res.cause?.code) === 'ENOENT') return reject(new TiuError('TOOL_MISSING', "required tool 'flock' is not installed", { hint: 'install util-linux' }));
-        reject(new TiuError('TOOL_FAILED', `flock exited (${res.exitCode ?? 'no exit code'}) before taking the lock: ${String(res.stderr ?? '').trim()}`));
-      }, reject);
-      // EPIPE when flock exits at once (lock taken) is expected; the exit code tells.
-      child.stdin?.on('error', () => {});
-      // cat echoes this line only once flock has the lock and exec'ed it.
-      child.stdin?.write(`${HELD_LINE}\n`);
-    });
-    return held ? { child } : undefined;
-  };
+  const attempt = () => tryFlock(sys, lockFile, 'the lock');
 
   let got = await attempt();
   // A holder that died (SIGKILL) releases the lock a moment later, when its helper sees the
@@ -131,13 +155,10 @@ export async function acquireLock(sys: System, root: string): Promise<AsyncDispo
     });
   }
 
-  const child = got.child;
+  const hold = got;
   const holder: LockHolder = { pid: process.pid, command: process.argv.slice(1).join(' '), root: realRoot, since: new Date().toISOString() };
   await writeInfo(infoFile, `${JSON.stringify(holder)}\n`).catch((e) => sys.log.debug(`lock: cannot write ${infoFile}: ${(e as Error).message}`));
   sys.log.debug(`lock: holding ${lockFile} for ${realRoot}`);
-  // The helper must not keep tiu alive on its own: if tiu forgets to release, exiting releases.
-  child.unref();
-  for (const s of [child.stdin, child.stdout, child.stderr]) (s as unknown as { unref?: () => void } | null)?.unref?.();
 
   let released = false;
   return {
@@ -146,9 +167,7 @@ export async function acquireLock(sys: System, root: string): Promise<AsyncDispo
       released = true;
       // Remove the info first: once the lock is free, the file may belong to the next holder.
       await rm(infoFile, { force: true });
-      child.ref();
-      child.stdin?.end();
-      await child.catch(() => {});
+      await hold.release();
       sys.log.debug(`lock: released ${lockFile}`);
     },
   };
