@@ -20,33 +20,12 @@ import { setTimeout as sleep } from 'node:timers/promises';
 
 export { cacheName, readMeta, writeMeta, type CacheMeta, type FetchResult } from '../download/fetch.ts';
 
-export interface DownloadOptions {
-  url: string;
-  cacheDir: string;
-  /** Bytes per second, or undefined for no limit. */
-  rateLimit?: number;
-  onProgress?: (done: number, total: number | undefined) => void;
-  signal?: AbortSignal;
+/** What {@link download} takes: the fetch options (./download/fetch.ts documents each), with a logger and an optional System. */
+export type DownloadOptions = Omit<FetchToCacheOptions, 'sys' | 'allowApplied'> & {
   log: Logger;
-  /** Maximum archive size accepted (endless-data defence; default 64 GiB). */
-  maxBytes?: number;
-  /** The exact length expected (a repository target's length): also the size cap. */
-  expectedSize?: number;
-  /** sha256 (hex) the file must have; a mismatch deletes it (DOWNLOAD_MISMATCH). */
-  expectedSha256?: string;
-  /** Seconds below the minimum speed before giving up (DOWNLOAD_STALLED; default 60). */
-  stallSeconds?: number;
-  /** Seconds the whole download may take (DOWNLOAD_TIMEOUT; default 6 h). */
-  deadlineSeconds?: number;
-  /** Extra attempts for transient failures (default 4). */
-  retries?: number;
-  /** Base delay of the retry backoff in ms (default 1000). */
-  retryDelayMs?: number;
-  /** Revalidate a cached complete copy with a conditional request instead of fetching it (default true). */
-  conditional?: boolean;
   /** The System to run curl and flock through (default: a new one logging to `log`). */
   sys?: System;
-}
+};
 
 function toFetchOptions(o: DownloadOptions): FetchToCacheOptions {
   return { ...o, sys: o.sys ?? createSystem(o.log) };
