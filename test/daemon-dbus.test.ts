@@ -211,6 +211,15 @@ describe('tiu daemon on a private system bus', () => {
 
       // Download again; an unprivileged caller may read the state but not Apply.
       await u.Download!();
+      // tiu update while the daemon downloads for this root: it shows the daemon's progress and
+      // waits for it, then carries on (here with a source that does not exist, so it fails then).
+      // The whole download takes ~5 s (the throttled server); tiu starts in well under that.
+      expect(await get('State')).toBe('downloading');
+      const follow = await cli(['update', '--source', join(work, 'no-such.tiu'), '--root', dev.root], { env: { ...env, DBUS_SYSTEM_BUS_ADDRESS: busAddress } });
+      expect(follow.stderr).toMatch(/the tiu daemon is downloading http:\/\/127\.0\.0\.1:\d+\/v2\.tiu: showing its progress/);
+      expect(follow.stderr).toMatch(/the tiu daemon is done: downloaded/);
+      expect(await get('State')).toBe('downloaded');
+      expect(follow.exitCode, follow.stderr).toBe(3);
       await waitFor('downloaded', async () => (await get('State')) === 'downloaded');
       const asNobody = (member: string) =>
         execa('runuser', ['-u', 'nobody', '--', 'dbus-send', `--bus=${busAddress}`, '--print-reply', '--dest=org.tiu.Updater1', '/org/tiu/Updater1', `org.tiu.Updater1.${member}`], { reject: false });

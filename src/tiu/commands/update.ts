@@ -1,5 +1,7 @@
 /** `tiu update`: from a repository (TUF metadata) or a plain source (file or URL): fetch, verify, extract; reboot on request. */
 import { stat, unlink } from 'node:fs/promises';
+import { resolve } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
 import type { Context } from '../context.ts';
 import { TiuError } from '../errors.ts';
 import { downloadChecked, writeMeta } from '../device/download.ts';
@@ -38,6 +40,7 @@ export interface UpdateOptions {
 }
 
 export async function run(ctx: Context, o: UpdateOptions): Promise<number> {
+  await followDaemon(ctx, o.root, !o.json);
   if (o.source && o.repository) throw new TiuError('USAGE', '--source and --repository exclude each other');
   // A repository (flag or tiu.conf) wins over a configured plain source; --source wins over both.
   if (o.repository || (!o.source && ctx.config.repository)) return updateFromRepository(ctx, { ...o, rateLimit: o.limitRate === undefined ? undefined : parseRate(o.limitRate) });
@@ -112,4 +115,32 @@ export async function run(ctx: Context, o: UpdateOptions): Promise<number> {
 async function forgetDownload(ctx: Context, path: string, meta: Parameters<typeof writeMeta>[1]): Promise<void> {
   await writeMeta(path, { ...meta, applied: true }).catch((e) => ctx.log.debug(`cannot write ${path}.meta: ${(e as Error).message}`));
   if (!ctx.config.download.keep) await unlink(path).catch((e) => ctx.log.warn(`cannot remove the applied download ${path}: ${(e as Error).message}`));
+}
+
+/**
+ * While `tiu daemon` downloads or applies an update for this root, show its progress and wait
+ * (instead of competing with it for the download and the transaction lock); then carry on: an
+ * image the daemon just applied is "already up to date" here.
+ */
+async function followDaemon(ctx: Context, root: string, showProgress: boolean): Promise<void> {
+  const { connectDaemon } = await import('../daemon/client.ts');
+  const d = await connectDaemon((l) => ctx.log.debug(l));
+  if (!d) return;
+  try {
+    const busy = (s: string) => s === 'downloading' || s === 'applying';
+    let v = await d.read();
+    ctx.log.debug(`tiu daemon: ${v.state} for ${v.root || '?'}`);
+    if (!busy(v.state) || resolve(v.root) !== resolve(root)) return;
+    ctx.log.info(`the tiu daemon is ${v.state === 'applying' ? 'applying an update' : `downloading ${v.source}`}: showing its progress until it is done`);
+    const progress = createProgress(ctx, showProgress);
+    while (busy(v.state)) {
+      progress.update(`${v.state === 'applying' ? 'applying' : 'download'} (tiu daemon)`, v.total ? v.downloaded / v.total : 0);
+      await sleep(250);
+      v = await d.read();
+    }
+    progress.done();
+    ctx.log.info(`the tiu daemon is done: ${v.state}${v.error ? ` (${v.error})` : ''}${v.snapshot ? `, snapshot ${v.snapshot}` : ''}`);
+  } finally {
+    d.close();
+  }
 }

@@ -60,6 +60,7 @@ export class UpdaterInterface extends Interface {
 
   get State() { return this.u.status.state; }
   get Source() { return this.u.status.source; }
+  get Root() { return this.u.root; }
   get Downloaded() { return BigInt(this.u.status.downloaded); }
   get Total() { return BigInt(this.u.status.total); }
   get Error() { return this.u.status.error; }
@@ -81,7 +82,7 @@ export class UpdaterInterface extends Interface {
 
 const read = (signature: string) => ({ signature, access: dbus.interface.ACCESS_READ as 'read' });
 UpdaterInterface.configureMembers({
-  properties: { State: read('s'), Source: read('s'), Downloaded: read('t'), Total: read('t'), Error: read('s'), Snapshot: read('u') },
+  properties: { State: read('s'), Root: read('s'), Source: read('s'), Downloaded: read('t'), Total: read('t'), Error: read('s'), Snapshot: read('u') },
   methods: {
     CheckForUpdate: { inSignature: '', outSignature: 'b' },
     Download: { inSignature: '', outSignature: '' },

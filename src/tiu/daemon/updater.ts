@@ -47,6 +47,11 @@ export interface UpdaterStatus {
 
 export class Updater {
   private readonly o: UpdaterOptions;
+
+  /** The system this updater applies to. */
+  get root(): string {
+    return this.o.root;
+  }
   private s: UpdaterStatus;
   private controller: AbortController | undefined;
   private running: Promise<void> | undefined;
