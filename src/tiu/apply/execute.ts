@@ -145,11 +145,16 @@ async function* imageFile(image: SafeRoot, e: IndexEntry): AsyncGenerator<Uint8A
  */
 async function copyContent(source: AsyncIterable<Uint8Array>, target: SafeRoot, e: IndexEntry, viaDelta: boolean): Promise<void> {
   const hash = createHash('sha256');
+  // The source is opened (and checked: a regular file beneath the image root) before anything
+  // is created in the target.
+  const chunks = source[Symbol.asyncIterator]();
+  let next = await chunks.next();
   let dfh;
   try {
     dfh = await target.at(e.path, (dst) => open(dst, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW, 0o600));
     let pos = 0;
-    for await (const c of source) {
+    for (; !next.done; next = await chunks.next()) {
+      const c = next.value;
       const chunk = Buffer.from(c.buffer, c.byteOffset, c.byteLength);
       const bytesRead = chunk.length;
       hash.update(chunk);
@@ -180,6 +185,7 @@ async function copyContent(source: AsyncIterable<Uint8Array>, target: SafeRoot, 
     await dfh.chown(checkId(e.uid, e), checkId(e.gid, e));
     await dfh.chmod(e.mode);
   } finally {
+    await chunks.return?.(undefined);
     await dfh?.close();
   }
 }
