@@ -7,13 +7,12 @@ import { join } from 'node:path';
 import { copyFile, open, readFile, writeFile, mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { testSystem } from './helpers/env.ts';
-import { makeArchives, installedDevice, cli, type ArchiveSet } from './helpers/device.ts';
+import { makeArchives, installedDevice, cli, expectSnapshotEquals, type ArchiveSet } from './helpers/device.ts';
 import { addSnapperConfig, makeLoopBtrfs } from './helpers/btrfs.ts';
 import { scanTreeToArray } from '../src/tiu/fileindex/scan.ts';
 import { loadIndex } from '../src/tiu/fileindex/io.ts';
-import { displayPath, type IndexEntry } from '../src/tiu/fileindex/types.ts';
 import { DEFAULT_EXCLUDES } from '../src/tiu/config.ts';
-import { protectedMatcher, INDEX_PATH } from '../src/tiu/device/paths.ts';
+import { INDEX_PATH } from '../src/tiu/device/paths.ts';
 import { pathsToProbe } from '../src/tiu/device/trusted.ts';
 import { exclusiveBytes, getDefaultSubvolume } from '../src/snapshot/btrfs.ts';
 
@@ -32,25 +31,9 @@ afterAll(async () => {
 
 const keyringArgs = () => ['--keyring', A.keys.keyring];
 
-function normalize(e: IndexEntry): Record<string, unknown> {
-  return { ...e, xattrs: e.xattrs && Object.keys(e.xattrs).length ? Object.fromEntries(Object.entries(e.xattrs).sort()) : undefined };
-}
-
-/** Every entry of the snapshot vs the image's index, /etc and tiu's own state aside. */
+/** Every entry of the snapshot vs the image's index it records, /etc and tiu's own state aside. */
 async function expectSnapshotEqualsImage(snapDir: string): Promise<number> {
-  const index = await loadIndex(join(snapDir, INDEX_PATH));
-  const { entries } = await scanTreeToArray(sys, snapDir, { exclude: DEFAULT_EXCLUDES });
-  const isProtected = protectedMatcher(DEFAULT_EXCLUDES);
-  const skip = (p: string) => p === 'etc' || p.startsWith('etc/') || (isProtected(p) && !index.some((e) => e.path === p)) || p.startsWith('usr/lib/tiu/image/') || p.startsWith('usr/lib/tiu/vendor-etc');
-  const want = new Map(index.filter((e) => !skip(e.path)).map((e) => [e.path, normalize(e)]));
-  const got = new Map(entries.filter((e) => !skip(e.path)).map((e) => [e.path, normalize(e)]));
-  expect([...got.keys()].map(displayPath).sort()).toEqual([...want.keys()].map(displayPath).sort());
-  for (const [p, w] of want) {
-    const g = got.get(p)!;
-    // The image's directories tiu made (usr/lib/tiu...) are compared like the rest.
-    expect({ path: displayPath(p), ...g }).toEqual({ path: displayPath(p), ...w });
-  }
-  return want.size;
+  return expectSnapshotEquals(sys, snapDir, await loadIndex(join(snapDir, INDEX_PATH)));
 }
 
 /** `tiu extract --json` under `strace -f -e trace=%file`: its result and the file-system calls made. */

@@ -14,6 +14,10 @@ import { mountSystem } from '../../src/snapshot/layout.ts';
 import { makeLoopBtrfs, type LoopBtrfs } from './btrfs.ts';
 import { readFile } from 'node:fs/promises';
 import { DEFAULT_EXCLUDES } from '../../src/tiu/config.ts';
+import { expect } from 'vitest';
+import { scanTreeToArray } from '../../src/tiu/fileindex/scan.ts';
+import { displayPath, type IndexEntry } from '../../src/tiu/fileindex/types.ts';
+import { protectedMatcher } from '../../src/tiu/device/paths.ts';
 
 export const TIU = join(import.meta.dirname, '../../bin/tiu.js');
 
@@ -152,4 +156,23 @@ export async function installedDevice(sys: System, archive: string, keyringPem: 
     await fs[Symbol.asyncDispose]();
     throw e;
   }
+}
+
+function normalizeEntry(e: IndexEntry): Record<string, unknown> {
+  return { ...e, xattrs: e.xattrs && Object.keys(e.xattrs).length ? Object.fromEntries(Object.entries(e.xattrs).sort()) : undefined };
+}
+
+/**
+ * Every entry of a snapshot (content hashed) against an image index, /etc (merged) and tiu's
+ * own state aside. Returns the number of entries compared.
+ */
+export async function expectSnapshotEquals(sys: System, snapDir: string, index: IndexEntry[]): Promise<number> {
+  const { entries } = await scanTreeToArray(sys, snapDir, { exclude: DEFAULT_EXCLUDES });
+  const isProtected = protectedMatcher(DEFAULT_EXCLUDES);
+  const skip = (p: string) => p === 'etc' || p.startsWith('etc/') || (isProtected(p) && !index.some((e) => e.path === p)) || p.startsWith('usr/lib/tiu/image/') || p.startsWith('usr/lib/tiu/vendor-etc');
+  const want = new Map(index.filter((e) => !skip(e.path)).map((e) => [e.path, normalizeEntry(e)]));
+  const got = new Map(entries.filter((e) => !skip(e.path)).map((e) => [e.path, normalizeEntry(e)]));
+  expect([...got.keys()].map(displayPath).sort()).toEqual([...want.keys()].map(displayPath).sort());
+  for (const [p, w] of want) expect({ path: displayPath(p), ...got.get(p)! }).toEqual({ path: displayPath(p), ...w });
+  return want.size;
 }
