@@ -82,7 +82,8 @@ export class UpdaterInterface extends Interface {
 
 const read = (signature: string) => ({ signature, access: dbus.interface.ACCESS_READ as 'read' });
 UpdaterInterface.configureMembers({
-  properties: { State: read('s'), Root: read('s'), Source: read('s'), Downloaded: read('t'), Total: read('t'), Error: read('s'), Snapshot: read('u') },
+  // The status properties from the one table above (names and signatures), plus the root.
+  properties: { ...Object.fromEntries(Object.values(PROPS).map((p) => [p.name, read(p.sig)])), Root: read('s') },
   methods: {
     CheckForUpdate: { inSignature: '', outSignature: 'b' },
     Download: { inSignature: '', outSignature: '' },
