@@ -41,9 +41,18 @@ async function tracedExtract(root: string, archive: string): Promise<{ res: any;
   const log = join(work, `strace-${process.pid}-${Date.now()}`);
   const r = await sys.run('strace', ['-f', '-qq', '-e', 'trace=%file', '-o', log, process.execPath, join(import.meta.dirname, '../bin/tiu.js'), 'extract', archive, '--root', root, ...keyringArgs(), '--json'], { allowFailure: true });
   expect(r.exitCode, r.stderr).toBe(0);
-  const calls = (await readFile(log, 'latin1')).split('\n');
+  // strace quotes names C-style (a newline as \n, a 0xff byte as \377): decoded here into tiu's
+  // byte-string form (latin1), so they compare with index paths.
+  const calls = (await readFile(log, 'latin1')).split('\n').map(unescapeStrace);
   await rm(log, { force: true });
   return { res: JSON.parse(r.stdout), calls };
+}
+
+const STRACE_ESCAPES: Record<string, string> = { n: '\n', t: '\t', r: '\r', v: '\v', f: '\f', '"': '"', '\\': '\\' };
+/** One strace line with its C escapes (\n, \ooo, \xhh) turned back into the bytes they stand for. */
+function unescapeStrace(line: string): string {
+  return line.replace(/\\([0-7]{1,3}|x[0-9a-fA-F]{2}|[ntrvf"\\])/g, (_, e: string) =>
+    /^[0-7]/.test(e) ? String.fromCharCode(parseInt(e, 8)) : e[0] === 'x' ? String.fromCharCode(parseInt(e.slice(1), 16)) : STRACE_ESCAPES[e]!);
 }
 
 async function snapshotsOf(root: string) {
