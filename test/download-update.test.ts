@@ -9,8 +9,10 @@ import { copyFile, mkdir, mkdtemp, readdir, rm, utimes, writeFile } from 'node:f
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { testSystem } from './helpers/env.ts';
-import { makeArchives, installedDevice, cli, type ArchiveSet } from './helpers/device.ts';
+import { makeArchives, installedDevice, cli, TIU, type ArchiveSet } from './helpers/device.ts';
+import { execa } from 'execa';
 import { startNginx, type Nginx } from './helpers/http-servers.ts';
+import { leftovers } from './helpers/leaks.ts';
 
 const sys = testSystem();
 let work: string;
@@ -69,6 +71,7 @@ describe('tiu update from a URL, twice', () => {
     expect((await readdir(cache)).filter((f) => f.endsWith('v2.tiu')).length).toBe(1);
     const fourth = await cli([...args, '--config', conf, '--json']);
     expect(JSON.parse(fourth.stdout)).toEqual({ status: 'unchanged', root: dev.root, source: url });
+    expect(await leftovers([`${cache}/`])).toEqual({ loops: [], mounts: [] });
   });
 });
 
@@ -92,6 +95,30 @@ describe('the top-level guard', () => {
     expect(lines).toEqual(["tiu: internal error: forced internal error at 'transaction' (TIU_TEST_INTERNAL_ERROR); run with --debug for the stack [INTERNAL]"]);
     expect(r.stderr).not.toMatch(/\n\s+at /);
     expect(r.stderr).toMatch(/discarded snapshot 2; the default is unchanged/);
+    expect((await snapshots(dev.root)).map((s) => s.number)).toEqual([1]);
+    // The archive's image was mounted when the error hit: the guard unmounted it (its loop gone).
+    expect(await leftovers([A.v2])).toEqual({ loops: [], mounts: [] });
+  });
+
+  it('SIGTERM or SIGINT while an archive is mounted (no transaction yet): exit INTERRUPTED, no mount, no loop device left', async () => {
+    await using dev = await installedDevice(sys, A.v1, A.keyringPem);
+    for (const sig of ['SIGTERM', 'SIGINT'] as const) {
+      const child = execa(process.execPath, [TIU, 'extract', A.v2, '--root', dev.root, '--keyring', A.keys.keyring], { reject: false, env: { TIU_TEST_PAUSE: 'mounted' }, timeout: 120_000 });
+      let err = '';
+      await new Promise<void>((resolve, reject) => {
+        child.stderr!.on('data', (d: Buffer) => {
+          err += d.toString();
+          if (err.includes('tiu-test: paused at mounted\n')) resolve();
+        });
+        void child.then(() => reject(new Error(`tiu ended before pausing: ${err}`)));
+      });
+      expect((await leftovers([A.v2])).mounts.length, 'mounted while paused').toBe(1);
+      child.kill(sig);
+      const r = await child;
+      expect(r.exitCode, String(r.stderr)).toBe(51);
+      expect(String(r.stderr)).toMatch(new RegExp(`^tiu: error: interrupted by ${sig} \\[INTERRUPTED\\]$`, 'm'));
+      expect(await leftovers([A.v2]), sig).toEqual({ loops: [], mounts: [] });
+    }
     expect((await snapshots(dev.root)).map((s) => s.number)).toEqual([1]);
   });
 });

@@ -4,19 +4,40 @@
  * (`tiu: internal error: …; run with --debug for the stack [INTERNAL]`, exit 70), after the
  * cleanups of whatever is running (an unfinished snapshot is deleted) have run.
  *
- * Work that must be undone registers a cleanup here while it runs (the Transaction does); the
- * normal error path unwinds through `await using`, this path runs the registered cleanups.
+ * Work that must be undone registers a cleanup here while it runs (the Transaction, image and
+ * top-level mounts do: {@link guardDisposable}); the normal error path unwinds through
+ * `await using`, this path runs the registered cleanups. SIGINT/SIGTERM go to the handlers
+ * registered with {@link onInterrupt} (a Transaction, the daemon, create: they unwind); with none,
+ * they run the cleanups too and end tiu with INTERRUPTED: a Ctrl-C while an archive is mounted
+ * leaves no mount and no loop device.
  */
-import { toTiuError } from './errors.ts';
+import { TiuError, toTiuError } from './errors.ts';
 
 type Cleanup = () => Promise<void>;
 const cleanups = new Set<Cleanup>();
 let fatal = false;
+let guardInstalled = false;
 
 /** Registers `fn` to run if tiu dies of an internal error; returns the unregister function. */
 export function registerCleanup(fn: Cleanup): () => void {
   cleanups.add(fn);
   return () => cleanups.delete(fn);
+}
+
+/**
+ * Makes `resource`'s dispose also run if tiu dies (internal error, unhandled signal) before the
+ * owner disposes it; disposing it normally unregisters that. Returns the same object.
+ */
+export function guardDisposable<T extends AsyncDisposable>(resource: T): T {
+  const dispose = resource[Symbol.asyncDispose].bind(resource);
+  let done: Promise<void> | undefined;
+  const once = () => (done ??= Promise.resolve(dispose()));
+  const unregister = registerCleanup(once);
+  resource[Symbol.asyncDispose] = () => {
+    unregister();
+    return once();
+  };
+  return resource;
 }
 
 /** Runs every registered cleanup once (newest first), each bounded in time; never throws. */
@@ -42,6 +63,8 @@ export function internalErrorLine(err: unknown): string {
  * error's own exit code when a TiuError escaped a callback).
  */
 export function installGuard(debug: boolean): void {
+  if (guardInstalled) return;
+  guardInstalled = true;
   const onFatal = (err: unknown) => {
     if (fatal) return;
     fatal = true;
@@ -53,6 +76,46 @@ export function installGuard(debug: boolean): void {
   };
   process.on('uncaughtException', onFatal);
   process.on('unhandledRejection', onFatal);
+  // The one SIGINT/SIGTERM listener (it replaces Node's default: exit at once, skipping every
+  // cleanup). Work that unwinds by itself on a signal (a Transaction aborting, the daemon
+  // stopping, create) registers with onInterrupt; with none registered, tiu ends here. Counting
+  // process listeners instead would be wrong: libraries (execa's signal-exit) add their own.
+  const onSignal = (sig: NodeJS.Signals) => {
+    if (fatal) return;
+    if (interruptHandlers.size > 0) {
+      for (const h of [...interruptHandlers]) h(sig);
+      return;
+    }
+    fatal = true;
+    const e = new TiuError('INTERRUPTED', `interrupted by ${sig}`);
+    void runCleanups().finally(() => {
+      process.stderr.write(`tiu: error: ${e.oneLine()} [${e.code}]\n`);
+      process.exit(e.exitCode);
+    });
+  };
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
+}
+
+type InterruptHandler = (sig: NodeJS.Signals) => void;
+const interruptHandlers = new Set<InterruptHandler>();
+
+/**
+ * Hands SIGINT/SIGTERM to `handler` (which must make the work unwind and tiu exit) instead of
+ * ending tiu at once; returns the unregister function. Without installGuard (library use, unit
+ * tests) it listens on the process directly.
+ */
+export function onInterrupt(handler: InterruptHandler): () => void {
+  if (!guardInstalled) {
+    process.on('SIGINT', handler);
+    process.on('SIGTERM', handler);
+    return () => {
+      process.off('SIGINT', handler);
+      process.off('SIGTERM', handler);
+    };
+  }
+  interruptHandlers.add(handler);
+  return () => interruptHandlers.delete(handler);
 }
 
 /**
@@ -74,4 +137,15 @@ export async function testHook(place: string): Promise<void> {
   });
   // The work "hangs" here, as after a crash in a callback; the guard ends the process.
   if (place === 'transaction') await new Promise((r) => setTimeout(r, 60_000));
+}
+
+/**
+ * Test-only pause: `TIU_TEST_PAUSE=<place>` makes tiu say `tiu-test: paused at <place>` on
+ * stderr and wait there (60 s), so that a test can signal it at a known point ('mounted': an
+ * archive's image is mounted, no transaction yet). Does nothing otherwise.
+ */
+export async function testPause(place: string): Promise<void> {
+  if (process.env.TIU_TEST_PAUSE !== place) return;
+  process.stderr.write(`tiu-test: paused at ${place}\n`);
+  await new Promise((r) => setTimeout(r, 60_000));
 }

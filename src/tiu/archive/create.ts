@@ -22,6 +22,7 @@ import { buildImageIndex } from './imageindex.ts';
 import { mksquashfs } from '../../squashfs/index.ts';
 import { computeHashTree } from '../verity.ts';
 import { signManifest } from '../sign/sign.ts';
+import { onInterrupt } from '../guard.ts';
 
 /** What `create` runs, in the order a user should install them (tar only for tarballs). */
 const REQUIRED_TOOLS = ['mksquashfs', 'unsquashfs', 'xargs', 'getfattr'];
@@ -171,13 +172,11 @@ function interruptible(): { signal: AbortSignal } & Disposable {
   const onSignal = (sig: NodeJS.Signals) => {
     ac.abort(new TiuError('INTERRUPTED', `interrupted by ${sig}; no archive was written`, { hint: 'run tiu create again' }));
   };
-  process.on('SIGINT', onSignal);
-  process.on('SIGTERM', onSignal);
+  const release = onInterrupt(onSignal);
   return {
     signal: ac.signal,
     [Symbol.dispose]() {
-      process.off('SIGINT', onSignal);
-      process.off('SIGTERM', onSignal);
+      release();
     },
   };
 }

@@ -6,12 +6,16 @@
  * host's kernel), the caller must have verified the whole image in userspace first
  * ({@link OpenedArchive.verifyData}); the loop device is then made from /proc/<pid>/fd/<n>, i.e.
  * from the very file that was verified, not from a path that could have been swapped.
+ *
+ * Every mount is registered with the top-level guard (src/tiu/guard.ts) while it exists, so an
+ * internal error or an unhandled SIGINT/SIGTERM unmounts it (and frees its loop device) too.
  */
 import { access, mkdir, readdir, readFile, rm, rmdir } from 'node:fs/promises';
 import { ensurePrivateDir } from '../rundir.ts';
 import { randomBytes } from 'node:crypto';
 import { TiuError } from '../errors.ts';
 import { processAlive, type System } from '../system.ts';
+import { guardDisposable, testPause } from '../guard.ts';
 import type { OpenedArchive } from './open.ts';
 
 export interface MountedImage extends AsyncDisposable {
@@ -92,17 +96,20 @@ export async function mountImage(sys: System, archive: OpenedArchive, options: {
   await mkdir(dir, { mode: 0o700 });
   const v = archive.manifest.verity;
   // rmdir, not rm -r: if the unmount failed, nothing below the mount point is deleted.
+  // Each step's undo is pushed as soon as the step is done; the object is registered with the
+  // top-level guard from the start, so a death at any point after mkdir undoes what was done.
   const cleanups: (() => Promise<unknown>)[] = [() => rmdir(dir)];
-  const dispose = async () => {
-    for (const c of cleanups.reverse()) await c().catch((e) => sys.log.warn(`cleanup: ${(e as Error).message}`));
+  const undo = async (from = 0) => {
+    for (const c of cleanups.splice(from).reverse()) await c().catch((e) => sys.log.warn(`cleanup: ${(e as Error).message}`));
   };
+  const mounted = guardDisposable<MountedImage>({ dir, verification: 'userspace', [Symbol.asyncDispose]: () => undo() });
   try {
     if (await hasDeviceMapper(sys)) {
       // The kernel checks every block against the signed root hash as it is read.
-      const dmCleanups: (() => Promise<unknown>)[] = [];
+      const dmFrom = cleanups.length;
       try {
         const loop = (await sys.run('losetup', ['--find', '--show', '--read-only', archive.fdPath()])).stdout.trim();
-        dmCleanups.push(() => sys.run('losetup', ['--detach', loop], { allowFailure: true }));
+        cleanups.push(() => sys.run('losetup', ['--detach', loop], { allowFailure: true }));
         const name = `tiu-${tag}`;
         await sys.run('veritysetup', [
           'open', loop, name, loop, v.rootHash,
@@ -110,13 +117,14 @@ export async function mountImage(sys: System, archive: OpenedArchive, options: {
           `--data-block-size=${v.dataBlockSize}`, `--hash-block-size=${v.hashBlockSize}`,
           `--data-blocks=${v.dataSize / v.dataBlockSize}`, `--hash-offset=${v.hashOffset}`, `--salt=${v.salt}`,
         ]);
-        dmCleanups.push(() => sys.run('veritysetup', ['close', name], { allowFailure: true }));
+        cleanups.push(() => sys.run('veritysetup', ['close', name], { allowFailure: true }));
         await sys.run('mount', ['-t', 'squashfs', '-o', 'ro,nodev,nosuid', `/dev/mapper/${name}`, dir]);
-        dmCleanups.push(() => sys.run('umount', [dir], { allowFailure: true }));
-        cleanups.push(...dmCleanups);
-        return { dir, verification: 'dm-verity', [Symbol.asyncDispose]: dispose };
+        cleanups.push(() => sys.run('umount', [dir], { allowFailure: true }));
+        mounted.verification = 'dm-verity';
+        await testPause('mounted');
+        return mounted;
       } catch (e) {
-        for (const c of dmCleanups.reverse()) await c().catch(() => {});
+        await undo(dmFrom);
         // A kernel without the dm-verity target: fall back only if the data was verified already.
         if (!options.verifiedInUserspace) throw e;
         sys.log.warn(`dm-verity activation failed (${(e as Error).message}); using the userspace-verified image`);
@@ -129,9 +137,10 @@ export async function mountImage(sys: System, archive: OpenedArchive, options: {
     // mount's loop option sets autoclear, so the loop device goes away with the mount.
     await sys.run('mount', ['-t', 'squashfs', '-o', `ro,nodev,nosuid,loop,sizelimit=${v.dataSize}`, archive.fdPath(), dir]);
     cleanups.push(() => sys.run('umount', [dir], { allowFailure: true }));
-    return { dir, verification: 'userspace', [Symbol.asyncDispose]: dispose };
+    await testPause('mounted');
+    return mounted;
   } catch (e) {
-    await dispose();
+    await mounted[Symbol.asyncDispose]();
     throw e;
   }
 }

@@ -7,6 +7,7 @@
 import type { Context } from '../context.ts';
 import { loadKeyring } from '../archive/trust.ts';
 import { Updater } from '../daemon/updater.ts';
+import { onInterrupt } from '../guard.ts';
 import { UpdaterInterface, serve, isMetered, BUS_NAME } from '../daemon/dbus.ts';
 
 export async function run(ctx: Context, o: { root: string; source?: string }): Promise<number> {
@@ -34,11 +35,11 @@ export async function run(ctx: Context, o: { root: string; source?: string }): P
   if (c.daemonAutomaticDownload && (o.source ?? c.source)) {
     if (await updater.check()) await updater.startDownload().catch((e) => ctx.log.warn(`automatic download: ${(e as Error).message}`));
   }
+  let release = () => {};
   await new Promise<void>((resolve) => {
-    const stop = () => resolve();
-    process.once('SIGTERM', stop);
-    process.once('SIGINT', stop);
+    release = onInterrupt(() => resolve());
   });
+  release();
   if (updater.status.state === 'downloading') await updater.pause().catch(() => {});
   return 0;
 }

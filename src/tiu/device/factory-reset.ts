@@ -10,6 +10,7 @@ import { chmod, chown, mkdir, mkdtemp, open, readdir, readFile, realpath, rename
 import { join } from 'node:path';
 import { TiuError } from '../errors.ts';
 import { processAlive, type System } from '../system.ts';
+import { guardDisposable } from '../guard.ts';
 import { openSnapshotStore, type SnapshotStore } from '../../snapshot/store.ts';
 import { acquireLock } from '../../snapshot/lock.ts';
 import { assertBtrfs, createSubvolume, deleteSubvolume, isSubvolumeRoot, listSubvolumes } from '../../snapshot/btrfs.ts';
@@ -65,14 +66,15 @@ export async function mountTopLevel(sys: System, root: string): Promise<{ dir: s
   await cleanupStaleTopMounts(sys, base, mounts);
   const dir = await mkdtemp(join(base, `top-${process.pid}-`));
   await sys.run('mount', ['-t', 'btrfs', '-o', 'subvolid=5', m.source, dir]);
-  return {
+  // Unmounted by the top-level guard too if tiu dies while it is mounted.
+  return guardDisposable({
     dir,
     async [Symbol.asyncDispose]() {
       const r = await sys.run('umount', [dir], { allowFailure: true });
       if (r.exitCode !== 0) await sys.run('umount', ['-l', dir], { allowFailure: true });
       await rmdir(dir).catch(() => {});
     },
-  };
+  });
 }
 
 /** Unmounts top-level mounts left by a tiu process that died (SIGKILL, power loss of the process). */

@@ -10,6 +10,7 @@ import { join } from 'node:path';
 import type { System } from '../system.ts';
 import { openArchive } from '../archive/open.ts';
 import { mountImage } from '../archive/mount.ts';
+import { guardDisposable } from '../guard.ts';
 import type { Manifest } from '../archive/manifest.ts';
 import type { IndexEntry } from '../fileindex/types.ts';
 import { isDeltaFile, openDelta } from '../delta/open.ts';
@@ -57,7 +58,8 @@ export async function openUpdateSource(sys: System, o: OpenUpdateOptions): Promi
     try {
       const content = await prepareDeltaSource(sys, delta, { baseNum: o.baseNum, baseDir: o.baseDir, recorded: o.recorded, workDir });
       o.onProgress?.('verifying', 1);
-      return { manifest: delta.manifest, manifestBytes: delta.manifestBytes, signatureDer: delta.signatureDer, verification: 'signed-index', target: content.target, imageRoot: content.indexRoot, content, [Symbol.asyncDispose]: dispose };
+      // Its work directory is removed by the top-level guard too if tiu dies meanwhile.
+      return guardDisposable<UpdateSource>({ manifest: delta.manifest, manifestBytes: delta.manifestBytes, signatureDer: delta.signatureDer, verification: 'signed-index', target: content.target, imageRoot: content.indexRoot, content, [Symbol.asyncDispose]: dispose });
     } catch (e) {
       await dispose();
       throw e;

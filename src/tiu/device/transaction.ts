@@ -13,7 +13,7 @@ import { isSubvolumeRoot, snapshotSubvolume, subvolumeInfo, setReadonly } from '
 import { snapshotDir, UD } from './paths.ts';
 import { cleanupStaleMounts } from '../archive/mount.ts';
 import { removeSyncpoint } from './etc.ts';
-import { registerCleanup, testHook } from '../guard.ts';
+import { onInterrupt, registerCleanup, testHook } from '../guard.ts';
 
 /** Directories that are separate subvolumes inside each snapshot (carried by snapshotting). */
 export const NESTED_SUBVOLUMES = ['etc'] as const;
@@ -55,6 +55,8 @@ export class Transaction implements AsyncDisposable {
   private readonly abort = new AbortController();
   /** Unregisters the internal-error cleanup (src/tiu/guard.ts). */
   private unguard: (() => void) | undefined;
+  /** Gives SIGINT/SIGTERM back to the guard. */
+  private unsignal: (() => void) | undefined;
   private readonly onSignal = (sig: NodeJS.Signals) => {
     this.sys.log.warn(`${sig} received: discarding the new snapshot`);
     this.abort.abort(new TiuError('INTERRUPTED', `interrupted by ${sig}; the new snapshot was discarded, the default is unchanged`));
@@ -77,8 +79,7 @@ export class Transaction implements AsyncDisposable {
 
   /** Creates the writable snapshot (marked in progress) of `from`, with its nested /etc. */
   async begin(o: BeginOptions): Promise<number> {
-    process.on('SIGINT', this.onSignal);
-    process.on('SIGTERM', this.onSignal);
+    this.unsignal = onInterrupt(this.onSignal);
     this.num = await this.store.create({
       from: o.from,
       description: o.description,
@@ -125,8 +126,8 @@ export class Transaction implements AsyncDisposable {
   private detach(): void {
     this.unguard?.();
     this.unguard = undefined;
-    process.off('SIGINT', this.onSignal);
-    process.off('SIGTERM', this.onSignal);
+    this.unsignal?.();
+    this.unsignal = undefined;
   }
 
   async [Symbol.asyncDispose](): Promise<void> {
