@@ -25,7 +25,8 @@ await build({
   platform: 'node',
   // A native addon cannot be bundled: the bundle imports it from node_modules beside it at run
   // time, and falls back to getfattr/setfattr where it is not there (src/tiu/fileindex/xattrs.ts).
-  external: ['@napi-rs/xattr'],
+  // The same for the download lock's binding (loaded with require; src/tiu/download/lock.ts).
+  external: ['@napi-rs/xattr', 'fs-native-extensions'],
   logLevel: 'warn',
   output: { file: out, format: 'esm', codeSplitting: false, minify: false },
 });

@@ -63,6 +63,13 @@ for m in "$repo"/node_modules/@napi-rs/xattr*; do
   install -d -m 0755 "$destdir$libdir/node_modules/@napi-rs"
   cp -a "$m" "$destdir$libdir/node_modules/@napi-rs/"
 done
+# The download lock's binding (fs-native-extensions, prebuilt N-API) and what it loads; without
+# it tiu takes that lock through a flock helper process (src/tiu/download/lock.ts).
+for m in fs-native-extensions require-addon which-runtime bare-addon-resolve bare-module-resolve bare-semver; do
+  [ -d "$repo/node_modules/$m" ] || continue
+  install -d -m 0755 "$destdir$libdir/node_modules"
+  cp -a "$repo/node_modules/$m" "$destdir$libdir/node_modules/"
+done
 install -d -m 0755 "$destdir$prefix/bin"
 cat > "$destdir$prefix/bin/tiu" <<WRAPPER
 #!/bin/sh

@@ -127,6 +127,32 @@ try { const p = await download({ url: process.argv[1], cacheDir: process.argv[2]
     expect(createHash('sha256').update(await readFile(final)).digest('hex')).toBe(file.sha256);
   });
 
+  it('the download lock (in-process fd lock, and the flock helper fallback): BUSY while held, free once the holder is SIGKILLed', async () => {
+    const lockTs = new URL('../src/tiu/download/lock.ts', import.meta.url).pathname;
+    const sysTs = new URL('../src/tiu/system.ts', import.meta.url).pathname;
+    const script = `import { lockDownload } from ${JSON.stringify(lockTs)};
+import { createSystem } from ${JSON.stringify(sysTs)};
+try { await lockDownload(createSystem(), process.argv[1], 'x'); console.log('held'); if (process.argv[2] === 'hold') await new Promise(() => setInterval(() => {}, 1000)); }
+catch (e) { console.log('err ' + e.code); }`;
+    for (const kind of ['fd', 'flock']) {
+      const env = { TIU_NO_FD_LOCK: kind === 'flock' ? '1' : '0' };
+      const lockFile = join(await mkdtemp(join(work, 'lock-')), 'x.lock');
+      const attempt = async () => String((await execa(process.execPath, ['--input-type=module', '-e', script, lockFile, 'try'], { env })).stdout).trim();
+      const holder = execa(process.execPath, ['--input-type=module', '-e', script, lockFile, 'hold'], { env, reject: false });
+      await new Promise<void>((resolve) => holder.stdout!.on('data', (d: Buffer) => d.toString().includes('held') && resolve()));
+      expect(await attempt(), kind).toBe('err BUSY');
+      holder.kill('SIGKILL');
+      await holder;
+      // The kernel releases it with the process (the flock helper sees its stdin close).
+      let got = '';
+      for (let i = 0; i < 20 && got !== 'held'; i++) {
+        got = await attempt();
+        if (got !== 'held') await new Promise((r) => setTimeout(r, 100));
+      }
+      expect(got, kind).toBe('held');
+    }
+  });
+
   it('fetchBytes: bounded metadata over http and file://, 404 as INPUT_NOT_FOUND', async () => {
     await using s = await startMisbehaving(file.data);
     const small = Buffer.from('{"signed":{}}');

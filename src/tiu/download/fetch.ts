@@ -209,6 +209,9 @@ export async function fetchToCache(o: FetchToCacheOptions): Promise<FetchResult>
       onHead: async (head) => {
         const total = totalOf(head, have);
         if (total !== undefined && total <= max) await checkFreeSpace(o.cacheDir, total - (head.status === 206 ? have : 0), o.url);
+        // While curl goes on: the new body's validators, so that a run killed meanwhile resumes
+        // with If-Range (a download over in less than one poll never gets here: written once below).
+        if (head.status === 200) await writeMeta(final, { url: o.url, etag: head.headers.get('etag'), lastModified: head.headers.get('last-modified'), length: total, complete: false }).catch(() => {});
       },
       onBytes: (size, head) => o.onProgress?.(size, head ? totalOf(head, have) : undefined),
     });
@@ -254,10 +257,9 @@ export async function fetchToCache(o: FetchToCacheOptions): Promise<FetchResult>
         if (attempt > retries) break;
         continue;
       }
-      if (head.status === 200) {
-        meta = { url: o.url, etag: head.headers.get('etag'), lastModified: head.headers.get('last-modified'), length: total, complete: false };
-        await writeMeta(final, meta).catch(() => {});
-      }
+      // The validators of a new body; written below only if this attempt did not complete it
+      // (a later one resumes with If-Range), else once with the complete mark: one write less.
+      if (head.status === 200) meta = { url: o.url, etag: head.headers.get('etag'), lastModified: head.headers.get('last-modified'), length: total, complete: false };
       if (total !== undefined && total > max) {
         await removeQuietly(part, `${final}.meta`);
         throw new TiuError('DOWNLOAD_TOO_LARGE', `${o.url} is ${total} bytes, more than the ${max} accepted; the partial download was deleted`, { hint: 'check the update source' });
@@ -273,6 +275,7 @@ export async function fetchToCache(o: FetchToCacheOptions): Promise<FetchResult>
           return { path: final, notModified: false, transferred, meta };
         }
       }
+      if (head.status === 200) await writeMeta(final, meta!).catch(() => {});
     }
     if (head && head.status === 416 && have > 0) {
       await removeQuietly(part);
