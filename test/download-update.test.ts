@@ -5,7 +5,7 @@
  * guard: a forced internal error is one line, no stack, exit 70, after the transaction's cleanup.
  */
 import { describe, it, expect, beforeAll, afterAll } from 'vitest';
-import { copyFile, mkdir, mkdtemp, readdir, rm, utimes, writeFile } from 'node:fs/promises';
+import { copyFile, mkdir, mkdtemp, readdir, readFile, rm, utimes, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { testSystem } from './helpers/env.ts';
@@ -72,6 +72,40 @@ describe('tiu update from a URL, twice', () => {
     const fourth = await cli([...args, '--config', conf, '--json']);
     expect(JSON.parse(fourth.stdout)).toEqual({ status: 'unchanged', root: dev.root, source: url });
     expect(await leftovers([`${cache}/`])).toEqual({ loops: [], mounts: [] });
+  });
+});
+
+describe('tiu update from a URL after a rollback', () => {
+  it('the unchanged URL is applied again when the default snapshot no longer holds its image (and is up to date once it does)', async () => {
+    await using dev = await installedDevice(sys, A.v1, A.keyringPem);
+    await mkdir(join(www, 'rb'), { recursive: true });
+    await copyFile(A.v2, join(www, 'rb/v2.tiu'));
+    const url = `${ngx.base}/rb/v2.tiu`;
+    const args = ['update', '--source', url, '--root', dev.root, '--keyring', A.keys.keyring];
+    const first = await cli(args);
+    expect(first.exitCode, first.stderr).toBe(0);
+    expect(first.stdout).toMatch(/snapshot 2: 2\.0/);
+    const cache = join(dev.root, 'var/cache/tiu');
+    const metaFile = (await readdir(cache)).find((f) => f.endsWith('v2.tiu.meta'))!;
+    const meta = JSON.parse(await readFile(join(cache, metaFile), 'utf8')) as { applied: boolean; appliedIndexSha256: string };
+    expect(meta.applied).toBe(true);
+    expect(meta.appliedIndexSha256).toMatch(/^[0-9a-f]{64}$/);
+
+    const rb = await cli(['rollback', '1', '--root', dev.root]);
+    expect(rb.exitCode, rb.stderr).toBe(0);
+    // Same URL, unchanged file (304): the default (1) holds v1, so v2 is fetched and applied again.
+    const again = await cli(args);
+    expect(again.exitCode, again.stderr).toBe(0);
+    expect(again.stderr).toMatch(/has not changed since it was applied, but snapshot 1 \(the default\) holds another image \(a rollback\?\): downloading it again/);
+    expect(again.stdout).toMatch(/snapshot 3: 2\.0/);
+    const log = (await ngx.log()).filter((l) => l.request.includes('/rb/v2.tiu'));
+    expect(log.map((l) => l.status)).toEqual([200, 304, 200]);
+    // Now the default holds it again: the next run is "up to date" after a 304, and makes nothing.
+    const third = await cli(args);
+    expect(third.exitCode, third.stderr).toBe(0);
+    expect(third.stdout).toMatch(/already up to date: .* has not changed since it was applied/);
+    expect((await snapshots(dev.root)).map((s) => s.number)).toEqual([1, 2, 3]);
+    expect((await ngx.log()).filter((l) => l.request.includes('/rb/v2.tiu')).map((l) => l.status)).toEqual([200, 304, 200, 304]);
   });
 });
 

@@ -28,3 +28,26 @@ export async function sameAsInstalled(ctx: Context, file: string, o: { root: str
   }
   return o.unchangedExit77 ? UNCHANGED_EXIT : 0;
 }
+
+/**
+ * Whether a URL's archive that the server reports unchanged (304) and that was applied before is
+ * still what the default snapshot holds: the `.meta` records the applied image's signed index
+ * digest. After a rollback (or a --base update, or a snapshot changed by hand) it is not, and the
+ * "unchanged" source must be fetched and applied again. Returns undefined when it is still
+ * installed, else why not (for the log). Changes nothing.
+ */
+export async function appliedImageGone(ctx: Context, root: string, appliedIndexSha256: string | undefined): Promise<string | undefined> {
+  if (!appliedIndexSha256) return 'the cache does not record which image it was';
+  await assertBtrfs(ctx.sys, root);
+  const installed = await installedState(ctx.sys, root, ctx.config.snapper);
+  if (installed && isUpToDate(installed, { index: { sha256: appliedIndexSha256 } })) return undefined;
+  if (!installed) return `${root} has no default snapshot`;
+  return installed.indexSha256 === appliedIndexSha256 ? `snapshot ${installed.number} (the default) changed since it was sealed` : `snapshot ${installed.number} (the default) holds another image (a rollback?)`;
+}
+
+/** The signed index digest of an archive file (signature checked), for the download's `.meta`. */
+export async function indexDigestOf(ctx: Context, file: string, keyring: string | undefined): Promise<string> {
+  const keyringPem = await loadKeyring(ctx.config, keyring);
+  await using a = await openArchive(file, { keyringPem, allowedSigners: ctx.config.allowedSigners, compatible: ctx.config.compatible });
+  return a.manifest.index.sha256;
+}

@@ -10,7 +10,7 @@ import { runExtract, report } from './extract.ts';
 import { updateFromRepository } from '../repo/update.ts';
 import { parseSize } from '../size.ts';
 import { parseSource } from '../source.ts';
-import { sameAsInstalled, UNCHANGED_EXIT } from './update-unchanged.ts';
+import { appliedImageGone, indexDigestOf, sameAsInstalled, UNCHANGED_EXIT } from './update-unchanged.ts';
 
 /** Parses a rate like 500k, 2M, 1000 (bytes per second). */
 export function parseRate(text: string): number {
@@ -58,15 +58,23 @@ export async function run(ctx: Context, o: UpdateOptions): Promise<number> {
     const deadlineSeconds = o.timeout !== undefined ? parseSeconds(o.timeout, '--timeout') : dl.timeout;
     const progress = createProgress(ctx, !o.json);
     const cacheDir = o.root === '/' ? ctx.config.cacheDir : `${o.root.replace(/\/+$/, '')}${ctx.config.cacheDir}`;
-    const r = await downloadChecked({
+    const fetch = (allowApplied: boolean) => downloadChecked({
       url: source, cacheDir, log: ctx.log, sys: ctx.sys, rateLimit, stallSeconds, deadlineSeconds,
-      retries: dl.retries, maxBytes: dl.maxSize, allowApplied: !o.reinstall,
+      retries: dl.retries, maxBytes: dl.maxSize, allowApplied,
       onProgress: (d, t) => progress.update('download', t ? d / t : 0),
-    }).finally(() => progress.done());
+    });
+    let r = await fetch(!o.reinstall).finally(() => progress.done());
     if (r.notModified && r.meta.applied) {
-      if (o.json) ctx.out(JSON.stringify({ status: 'unchanged', root: o.root, source }, null, 2));
-      else ctx.out(`already up to date: ${source} has not changed since it was applied (use --reinstall to apply it anyway)`);
-      return o.unchangedExit77 ? UNCHANGED_EXIT : 0;
+      // Unchanged on the server and applied before; but is that image still the default one?
+      const gone = await appliedImageGone(ctx, o.root, r.meta.appliedIndexSha256);
+      if (gone === undefined) {
+        if (o.json) ctx.out(JSON.stringify({ status: 'unchanged', root: o.root, source }, null, 2));
+        else ctx.out(`already up to date: ${source} has not changed since it was applied (use --reinstall to apply it anyway)`);
+        return o.unchangedExit77 ? UNCHANGED_EXIT : 0;
+      }
+      // The archive itself is gone unless `[download] keep = yes` kept it.
+      ctx.log.info(`${source} has not changed since it was applied, but ${gone}: ${r.path ? 'applying it again' : 'downloading it again'}`);
+      if (!r.path) r = await fetch(false).finally(() => progress.done());
     }
     file = r.path!;
     downloaded = { path: r.path!, meta: r.meta };
@@ -83,7 +91,7 @@ export async function run(ctx: Context, o: UpdateOptions): Promise<number> {
   if (!o.reinstall) {
     const same = await sameAsInstalled(ctx, file, o);
     if (same !== undefined) {
-      if (downloaded) await forgetDownload(ctx, downloaded.path, downloaded.meta);
+      if (downloaded) await forgetDownload(ctx, downloaded.path, downloaded.meta, o.keyring);
       return same;
     }
   }
@@ -99,7 +107,7 @@ export async function run(ctx: Context, o: UpdateOptions): Promise<number> {
     }
     throw e;
   }
-  if (downloaded && !r.planLines) await forgetDownload(ctx, downloaded.path, downloaded.meta);
+  if (downloaded && !r.planLines) await forgetDownload(ctx, downloaded.path, downloaded.meta, o.keyring);
   report(ctx, o.json ? { status: 'updated', ...r } : r, o.json);
   if (o.reboot && r.madeDefault) {
     ctx.log.info('rebooting to activate the update');
@@ -112,8 +120,10 @@ export async function run(ctx: Context, o: UpdateOptions): Promise<number> {
  * After a successful apply: the validators stay (so an unchanged source is not fetched again),
  * the archive goes unless `[download] keep = yes` — the cache does not grow with every update.
  */
-async function forgetDownload(ctx: Context, path: string, meta: Parameters<typeof writeMeta>[1]): Promise<void> {
-  await writeMeta(path, { ...meta, applied: true }).catch((e) => ctx.log.debug(`cannot write ${path}.meta: ${(e as Error).message}`));
+async function forgetDownload(ctx: Context, path: string, meta: Parameters<typeof writeMeta>[1], keyring: string | undefined): Promise<void> {
+  // Which image was applied: a later 304 counts as "up to date" only while the default holds it.
+  const appliedIndexSha256 = await indexDigestOf(ctx, path, keyring).catch(() => undefined);
+  await writeMeta(path, { ...meta, applied: true, appliedIndexSha256 }).catch((e) => ctx.log.debug(`cannot write ${path}.meta: ${(e as Error).message}`));
   if (!ctx.config.download.keep) await unlink(path).catch((e) => ctx.log.warn(`cannot remove the applied download ${path}: ${(e as Error).message}`));
 }
 

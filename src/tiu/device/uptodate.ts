@@ -26,7 +26,7 @@ export interface InstalledState {
 }
 
 /** The decision, pure: the archive's image is the default snapshot's and nothing is unfinished. */
-export function isUpToDate(installed: InstalledState | undefined, manifest: Pick<Manifest, 'index'>): boolean {
+export function isUpToDate(installed: InstalledState | undefined, manifest: { index: Pick<Manifest['index'], 'sha256'> }): boolean {
   return installed !== undefined && installed.finished && installed.sealed && installed.indexSha256 === manifest.index.sha256;
 }
 

@@ -61,6 +61,8 @@ export interface CacheMeta {
   complete: boolean;
   /** An update from this file was applied (the file itself may be deleted since). */
   applied?: boolean;
+  /** The applied image's signed index digest (manifest.index.sha256): a 304 means "up to date" only while the default snapshot holds it. */
+  appliedIndexSha256?: string;
 }
 
 export interface FetchResult {
