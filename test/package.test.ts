@@ -62,6 +62,10 @@ describe('the Debian package', () => {
     expect((await execa('dpkg-deb', ['-I', deb, 'conffiles'])).stdout.trim()).toBe('/etc/tiu/tiu.conf');
     expect((await stat(join(root, 'usr/lib/tiu/node'))).mode & 0o111).toBeTruthy();
     expect(files).toMatch(/\.\/usr\/lib\/tiu\/node_modules\/@napi-rs\/xattr-linux-[^/]+\/xattr\.linux-[^/]+\.node/);
+    // The download lock's binding (src/tiu/download/lock.ts), loaded the way the bundle loads it.
+    expect(files).toMatch(/\.\/usr\/lib\/tiu\/node_modules\/fs-native-extensions\/prebuilds\/linux-[^/]+\/fs-native-extensions\.node/);
+    const lock = await inRoot(`/usr/lib/tiu/node -e "require('node:module').createRequire('/usr/lib/tiu/tiu.mjs')('fs-native-extensions/prebuilds/' + process.platform + '-' + process.arch + '/fs-native-extensions.node').tryLock(require('node:fs').openSync('/tmp/l', 'w'), 0, 0, true)"`);
+    expect(lock.exitCode, lock.stderr).toBe(0);
     expect(await readFile(join(root, 'usr/bin/tiu'), 'utf8')).toMatch(/^exec \/usr\/lib\/tiu\/node \/usr\/lib\/tiu\/tiu\.mjs "\$@"$/m);
   });
 
