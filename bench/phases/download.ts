@@ -1,13 +1,15 @@
 /**
  * Download throughput: the v2 archive from Debian's nginx on 127.0.0.1, tiu's downloader
- * (bench/download-tiu.ts, a whole Node process like `tiu update` would be) against
- * `curl -o FILE` in the same run, in alternation. Peak RSS includes Node and the curl child.
+ * (bench/download-tiu.ts, a whole Node process like `tiu update` would be; also bundled like
+ * dist/tiu.mjs) against `curl -o FILE` in the same run, in alternation. Peak RSS includes Node
+ * and the curl child.
  */
 import { copyFile, mkdir, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { addRun, failRow, newRow, rotate, type BenchContext } from '../lib/context.ts';
 import { runTimed, type Step } from '../lib/measure.ts';
 import { startNginx } from '../lib/nginx.ts';
+import { build } from 'rolldown';
 
 export async function benchDownload(ctx: BenchContext, archive: string): Promise<void> {
   const dir = join(ctx.work, 'download');
@@ -19,9 +21,14 @@ export async function benchDownload(ctx: BenchContext, archive: string): Promise
   const url = `${ngx.base}/v2.tiu`;
   const cache = join(dir, 'cache');
   const out = join(dir, 'curl-v2.tiu');
+  // The same script bundled as dist/tiu.mjs is (one file, native bindings from node_modules):
+  // the whole process as a device pays it, without type stripping of ~100 source files.
+  const bundled = join(ctx.repo, 'dist/bench-download-tiu.mjs');
+  await build({ input: join(ctx.repo, 'bench/download-tiu.ts'), platform: 'node', external: ['@napi-rs/xattr', 'fs-native-extensions'], logLevel: 'warn', output: { file: bundled, format: 'esm', codeSplitting: false } });
   const tools: { id: string; label: string; steps: Step[] }[] = [
     { id: 'tiu-download', label: 'tiu download (bench/download-tiu.ts)', steps: [{ argv: [process.execPath, join(ctx.repo, 'bench/download-tiu.ts'), url, cache] }] },
     { id: 'curl', label: 'curl -o', steps: [{ argv: ['curl', '--silent', '--show-error', '--fail', '-o', out, url] }] },
+    { id: 'tiu-download-bundle', label: 'tiu download, bundled (whole process)', steps: [{ argv: [process.execPath, bundled, url, cache] }] },
   ];
   const rows = tools.map((t) => newRow(t.id, t.label));
   // The download() call alone, timed inside the process: Node's start and module loading are
