@@ -16,6 +16,8 @@ export const LIMITS = {
   identicalGrowthBytes: 64 * 1024,
   peakRssKiB: 100 * 1024,
   downloadVsCurl: 0.8,
+  repoCheckS: 1,
+  repoCheckBytes: 64 * 1024,
 } as const;
 
 function row(rows: readonly Row[] | undefined, id: string): Row | undefined {
@@ -103,6 +105,15 @@ export function evaluateTargets(r: BenchReport): Target[] {
       : `${fmtS(dCall!.median.wallS)} vs ${fmtS(dCurl!.median.wallS)} = ${fmtRatio(tr)} of curl's throughput (whole process with Node's start: ${fmtS(dTiu?.median.wallS)}, ${fmtRatio(whole)})`));
   const dk = dTiu?.median.maxRssKiB;
   t.push(judge('download peak memory', `≤ ${mib(LIMITS.peakRssKiB)} including Node`, dk === undefined ? undefined : dk <= LIMITS.peakRssKiB, dk === undefined ? why(dl, 'tiu-download') : mib(dk)));
+
+  const rc = r.repoCheck;
+  const un = row(rc?.rows, 'tiu-check-unchanged');
+  const unBytes = rc?.downloads['tiu-check-unchanged']?.bytes;
+  const unWhy = rc?.error ? `not measured: ${rc.error}` : why(rc?.rows, 'tiu-check-unchanged');
+  t.push(judge(`tiu check, ${rc?.targets ?? 2000} targets, nothing changed: time`, `≤ ${LIMITS.repoCheckS} s (whole process)`, un ? un.median.wallS! <= LIMITS.repoCheckS : undefined,
+    un ? `${fmtS(un.median.wallS)} (CPU ${un.median.cpuS?.toFixed(2)} s)` : unWhy));
+  t.push(judge(`tiu check, nothing changed: peak memory`, `≤ ${mib(LIMITS.peakRssKiB)} including Node`, un ? un.median.maxRssKiB! <= LIMITS.peakRssKiB : undefined, un ? mib(un.median.maxRssKiB) : unWhy));
+  t.push(judge(`tiu check, nothing changed: metadata downloaded`, `≤ ${fmtBytes(LIMITS.repoCheckBytes)}`, un && unBytes !== undefined ? unBytes <= LIMITS.repoCheckBytes : undefined, un && unBytes !== undefined ? fmtBytes(unBytes) : unWhy));
 
   t.push({ name: 'delta updates', goal: 'smaller than casync new chunks / ostree static delta', measured: 'not measured: tiu has no delta format yet', status: 'not measured' });
   return t;
