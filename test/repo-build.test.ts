@@ -9,6 +9,10 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { init, publish, promote, refresh, rotateKey, status } from '../src/tiu/repo/ops.ts';
 import { refreshRepository, classify, repoCacheDir } from '../src/tiu/repo/client.ts';
+import { Metadata, Root } from '@tufjs/models';
+import { loadRoleKey, signer } from '../src/tiu/repo/keys.ts';
+import { writeRoot } from '../src/tiu/repo/repository.ts';
+import { rename } from 'node:fs/promises';
 import { createLogger } from '../src/tiu/log.ts';
 import type { Manifest } from '../src/tiu/archive/manifest.ts';
 
@@ -118,5 +122,79 @@ describe('metadata client (tuf-js over file://)', () => {
       [Object.assign(new Error('Failed to download'), { statusCode: 500 }), 'REPO_UNAVAILABLE'],
     ];
     for (const [e, code] of cases) expect(classify(e, 'u').code, e.message).toBe(code);
+  });
+});
+
+describe('root keys with a threshold (k of n)', () => {
+  let trepo: string;
+  let tkeys: string;
+  const tclient = () => refreshRepository({ url: `file://${trepo}`, trustedRootFile: join(trepo, 'metadata/1.root.json'), cacheDir: join(dir, 'tcache'), log, compatible: 'dev' });
+  const cachedRoot = () => readFile(join(dir, 'tcache/root.json'), 'utf8');
+
+  beforeEach(async () => {
+    trepo = join(dir, 'trepo');
+    tkeys = join(dir, 'tkeys');
+    await init(trepo, tkeys, new Date(), { rootKeys: 3, threshold: 2 });
+  });
+
+  it('init makes n root keys, a root naming all of them with the threshold, signed by all', async () => {
+    const root = JSON.parse(await readFile(join(trepo, 'metadata/1.root.json'), 'utf8'));
+    expect(root.signed.roles.root.threshold).toBe(2);
+    expect(root.signed.roles.root.keyids).toHaveLength(3);
+    expect(root.signatures.map((x: { keyid: string }) => x.keyid).sort()).toEqual([...root.signed.roles.root.keyids].sort());
+    for (const f of ['root.key.pem', 'root-2.key.pem', 'root-3.key.pem']) expect((await stat(join(tkeys, f))).mode & 0o777).toBe(0o600);
+    expect((await tclient()).rootVersion).toBe(1);
+    await expect(init(join(dir, 'bad'), join(dir, 'bad.keys'), new Date(), { rootKeys: 2, threshold: 3 })).rejects.toMatchObject({ code: 'USAGE' });
+    await expect(init(join(dir, 'bad'), join(dir, 'bad.keys'), new Date(), { rootKeys: 0 })).rejects.toMatchObject({ code: 'USAGE' });
+  });
+
+  it('rotating root.key.pem in a 2-of-3 root: the new root is signed by the old keys and the new one, clients follow', async () => {
+    await tclient();
+    await rm(join(tkeys, 'root-3.key.pem'));
+    const r = await rotateKey({ dir: trepo, keysDir: tkeys, role: 'root' });
+    const root2 = JSON.parse(await readFile(join(trepo, 'metadata/2.root.json'), 'utf8'));
+    expect(root2.signed.roles.root).toMatchObject({ threshold: 2 });
+    expect(root2.signed.roles.root.keyids).toContain(r.keyID);
+    expect(root2.signatures).toHaveLength(3);
+    expect((await tclient()).rootVersion).toBe(2);
+  });
+
+  it('a rotation signed by 2 of 3 root keys is followed; with 1 of 3 the build side refuses and writes nothing', async () => {
+    await tclient();
+    // Holder 1 is away: keys 2 and 3 sign.
+    await rename(join(tkeys, 'root.key.pem'), join(dir, 'away.pem'));
+    await rotateKey({ dir: trepo, keysDir: tkeys, role: 'timestamp' });
+    const r = await tclient();
+    expect(r.rootVersion).toBe(2);
+    // Only key 3: fewer than the threshold.
+    await rename(join(tkeys, 'root-2.key.pem'), join(dir, 'away-2.pem'));
+    const before = (await readdir(join(trepo, 'metadata'))).sort();
+    await expect(rotateKey({ dir: trepo, keysDir: tkeys, role: 'snapshot' })).rejects.toThrow(/needs 2 of its 3 root keys, .* holds 1/);
+    expect((await readdir(join(trepo, 'metadata'))).sort()).toEqual(before);
+    expect((await readdir(tkeys)).sort()).toEqual(['root-3.key.pem', 'snapshot.key.pem', 'targets.key.pem', 'timestamp.key.pem', 'timestamp.key.pem.v1']);
+  });
+
+  it('the device rejects a new root signed by fewer than the threshold (REPO_SIGNATURE) and keeps its trusted root', async () => {
+    await tclient();
+    const trusted = await cachedRoot();
+    // A root version 2 that hands the timestamp role to an attacker's key, signed by one root key.
+    const one = await loadRoleKey(tkeys, 'root', 1);
+    const evil = await loadRoleKey(keys, 'timestamp');
+    const json = JSON.parse(await readFile(join(trepo, 'metadata/1.root.json'), 'utf8')).signed;
+    json.version = 2;
+    json.keys[evil.key.keyID] = evil.key.toJSON();
+    json.roles.timestamp.keyids = [evil.key.keyID];
+    const forged = new Metadata(Root.fromJSON(json));
+    forged.sign(signer(one));
+    await writeRoot(trepo, forged);
+    const err = await tclient().then(() => undefined, (e) => e);
+    expect(err).toMatchObject({ code: 'REPO_SIGNATURE' });
+    expect(err.message).toMatch(/not signed by the trusted keys \(root was signed by 1\/2 keys\)/);
+    expect(await cachedRoot()).toBe(trusted);
+    // Signed by a second root key, the same root is accepted.
+    forged.sign(signer(await loadRoleKey(tkeys, 'root', 2)), true);
+    await writeRoot(trepo, forged);
+    await expect(tclient()).rejects.toMatchObject({ code: 'REPO_SIGNATURE' }); // the timestamp is still signed by the old key
+    expect(JSON.parse(await cachedRoot()).signed.version).toBe(2);
   });
 });
