@@ -13,6 +13,7 @@ import { Metadata, Root } from '@tufjs/models';
 import { loadRoleKey, signer } from '../src/tiu/repo/keys.ts';
 import { writeRoot } from '../src/tiu/repo/repository.ts';
 import { rename } from 'node:fs/promises';
+import { Updater } from 'tuf-js';
 import { createLogger } from '../src/tiu/log.ts';
 import type { Manifest } from '../src/tiu/archive/manifest.ts';
 
@@ -196,5 +197,76 @@ describe('root keys with a threshold (k of n)', () => {
     await writeRoot(trepo, forged);
     await expect(tclient()).rejects.toMatchObject({ code: 'REPO_SIGNATURE' }); // the timestamp is still signed by the old key
     expect(JSON.parse(await cachedRoot()).signed.version).toBe(2);
+  });
+});
+
+describe("tuf-js's real failures map to tiu's codes (pins the message-text classification)", () => {
+  const DAY = 86_400_000;
+  const cacheFiles = async () => {
+    const c = repoCacheDir(join(dir, 'state'), `file://${repo}`);
+    const out: Record<string, string> = {};
+    for (const f of (await readdir(c)).sort()) if (f.endsWith('.json')) out[f] = await readFile(join(c, f), 'utf8');
+    return out;
+  };
+  const failsWith = async (code: string, msg: RegExp, o: { newTimestamp?: boolean } = {}) => {
+    const before = await cacheFiles();
+    const err = await client().then(() => undefined, (e) => e);
+    expect(err, 'the refresh must fail').toBeDefined();
+    expect(err.code, err.message).toBe(code);
+    expect(err.message).toMatch(msg);
+    // Nothing the device trusts changed (but a valid new timestamp, which TUF keeps).
+    const after = await cacheFiles();
+    if (o.newTimestamp) {
+      expect(after['timestamp.json']).not.toBe(before['timestamp.json']);
+      delete after['timestamp.json'];
+      delete before['timestamp.json'];
+    }
+    expect(after).toEqual(before);
+  };
+
+  beforeEach(async () => {
+    await publish({ dir: repo, keysDir: keys, archive: await archive('os-1.0.tiu', 'one'), manifest: manifest('1.0'), channel: 'stable', phased: 100 });
+    await client();
+  });
+
+  it('cache writes go through the atomic hook (tuf-js still has persistMetadata) and leave no temp files', async () => {
+    expect(typeof (Updater.prototype as unknown as { persistMetadata?: unknown }).persistMetadata).toBe('function');
+    const c = repoCacheDir(join(dir, 'state'), `file://${repo}`);
+    expect((await readdir(c)).sort()).toEqual(['dev.json', 'root.json', 'snapshot.json', 'targets.json', 'timestamp.json']);
+  });
+
+  it('expired timestamp (freeze): REPO_EXPIRED', async () => {
+    await refresh({ dir: repo, keysDir: keys, now: new Date(Date.now() - 3 * DAY) });
+    await failsWith('REPO_EXPIRED', /metadata has expired \(.*timestamp.*expired/i);
+  });
+
+  it('older timestamp replayed (rollback): REPO_ROLLBACK', async () => {
+    const old = await readFile(join(repo, 'metadata/timestamp.json'));
+    await refresh({ dir: repo, keysDir: keys });
+    await client();
+    await writeFile(join(repo, 'metadata/timestamp.json'), old);
+    await failsWith('REPO_ROLLBACK', /older than what this device already trusts \(.*less than current version/);
+  });
+
+  it('snapshot swapped for another one of the same version (mix-and-match): REPO_MISMATCH', async () => {
+    const r = await refresh({ dir: repo, keysDir: keys });
+    const name = join(repo, `metadata/${r.snapshot.signed.version}.snapshot.json`);
+    const j = JSON.parse(await readFile(name, 'utf8'));
+    await writeFile(name, JSON.stringify(j));
+    await failsWith('REPO_MISMATCH', /do not belong together \(.*Expected length \d+ but got \d+/, { newTimestamp: true });
+  });
+
+  it('endless timestamp: REPO_TOO_LARGE', async () => {
+    await refresh({ dir: repo, keysDir: keys });
+    const name = join(repo, 'metadata/timestamp.json');
+    await writeFile(name, (await readFile(name, 'utf8')).replace(/\}\s*$/, `${' '.repeat(20_000)}}`));
+    await failsWith('REPO_TOO_LARGE', /larger than allowed \(.*Max length reached/);
+  });
+
+  it('a byte of the timestamp changed: REPO_SIGNATURE', async () => {
+    await refresh({ dir: repo, keysDir: keys });
+    const name = join(repo, 'metadata/timestamp.json');
+    await writeFile(name, (await readFile(name, 'utf8')).replace(/"version": (\d+)/, (_m, v) => `"version": ${Number(v) + 10}`));
+    await failsWith('REPO_SIGNATURE', /not signed by the trusted keys \(timestamp was signed by 0\/1 keys\)/);
   });
 });

@@ -15,7 +15,8 @@ import { artifact, bootFacts, inProgressOnDisk, tiuStatus } from './guest.ts';
 import { extractJson } from './console.ts';
 
 /** Where the guest mounts the repository disk. */
-const GUEST_REPO = '/mnt/repo';
+// (the root snapshot is read-only: a mount point under /run, as udisks mounts media)
+const GUEST_REPO = '/run/media/tiu-repo';
 
 export type Scenario = 'boot' | 'dm-verity' | 'power-cut' | 'repository' | 'update' | 'health-rollback' | 'no-userspace' | 'factory-reset';
 

@@ -115,7 +115,7 @@ export async function checkRepository(ctx: Context, o: { root: string; repositor
   const compatible = ctx.config.compatible ?? installed?.compatible;
   if (!compatible) throw new TiuError('ROOT_LAYOUT', `${o.root} has no image installed by tiu and no [device] compatible`, { hint: 'set [device] compatible in /etc/tiu/tiu.conf' });
   const refreshed = await refreshRepository({
-    url: repository, trustedRootFile: await trustedRootFile(o.root, ctx.config), cacheDir: repoCacheDir(under(o.root, ctx.config.stateDir), repository), log: ctx.log, compatible,
+    url: repository, trustedRootFile: await trustedRootFile(o.root, ctx.config), cacheDir: repoCacheDir(under(o.root, ctx.config.stateDir), repository), log: ctx.log, compatible, sys: ctx.sys,
   });
   const id = await machineId(o.root);
   if (!id) ctx.log.warn('no /etc/machine-id: phasing puts this device in the bucket of every device without one');
