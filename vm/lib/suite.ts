@@ -88,14 +88,14 @@ export function defineVmSuite(o: SuiteOptions): void {
       process.stderr.write(`\n[vm] timings (${variant}); boots took ${boots} s${resets}\n${lines.join('\n')}\n`);
     });
 
-    const scenario = (name: Scenario, title: string, fn: () => Promise<void>) => {
+    const scenario = (name: Scenario, title: string, fn: () => Promise<void>, timeoutMs?: number) => {
       if (!o.scenarios.includes(name)) return;
       const why = o.todo?.[name];
       if (why) {
         it.todo(`${name}: ${title} — ${why}`);
         return;
       }
-      it(`${name}: ${title}`, timed(() => vm, variant, name, fn));
+      it(`${name}: ${title}`, timed(() => vm, variant, name, fn), timeoutMs);
     };
 
     scenario('boot', 'the installed disk boots snapshot 1 (the default subvolume) with the right bootloader', async () => {
@@ -240,7 +240,9 @@ wait $pid; echo "rc=$? seen=$seen"`,
       expect(f.booted).toBe(res.number);
       expect(f.release).toBe(RELEASES.v2);
       expect((await tiuStatus(v)).find((s) => s.number === res.number)).toMatchObject({ booted: true, default: true, version: RELEASES.v2 });
-    });
+      // Six tiu commands, a 130 MB copy from the disk and an extract under TCG (837 s alone, with
+      // the first boot and its own reboot, on a machine at load 15): more than the default 900 s.
+    }, 1_800_000);
 
     scenario('update', 'tiu update to v2, reboot: the new snapshot is booted and tiu status shows it', async () => {
       const v = await ready();
