@@ -3,7 +3,7 @@
  *
  *   BENCH_RUNS=3            runs per tool (alternating)
  *   BENCH_DIR=/var/tmp/tiu-bench   scratch directory (outside the repo; removed at the end)
- *   BENCH_ONLY=build,verity,verify,device,download   run only these phases
+ *   BENCH_ONLY=build,verity,verify,device,download,repo-check   run only these phases
  *   BENCH_OUT=bench/results results directory (latest.md, latest.json)
  *   BENCH_KEEP=1            keep the scratch directory
  *   BENCH_SKIP_SETUP=1      do not run scripts/setup.sh
@@ -30,6 +30,7 @@ import { benchBuild } from './phases/build.ts';
 import { buildCorpus, createArchive } from './phases/corpus.ts';
 import { benchDevice } from './phases/device.ts';
 import { benchDownload } from './phases/download.ts';
+import { benchRepoCheck } from './phases/repo-check.ts';
 import { benchVerify } from './phases/verify.ts';
 import { benchVerity } from './phases/verity.ts';
 
@@ -130,9 +131,18 @@ async function main(): Promise<number> {
   process.once('SIGTERM', onSignal);
 
   try {
+    // Needs no corpus: first, so BENCH_ONLY=repo-check is quick.
+    if (phase('repo-check')) {
+      try {
+        await benchRepoCheck(ctx);
+      } catch (e) {
+        report.repoCheck = { targets: 0, rows: [], downloads: {}, ...report.repoCheck, error: errorText(e) };
+      }
+      await writeResults(report);
+    } else report.notMeasured.push({ what: 'tiu check against a large repository', reason: 'skipped (BENCH_ONLY)' });
     let corpus;
     try {
-      corpus = await buildCorpus(ctx);
+      if (['build', 'verify', 'device', 'download'].some(phase)) corpus = await buildCorpus(ctx);
     } catch (e) {
       report.corpus.error = errorText(e);
       for (const what of ['build side', 'tiu verify', 'device side']) report.notMeasured.push({ what, reason: `no corpus: ${report.corpus.error}` });

@@ -1,6 +1,6 @@
 /**
- * `npm run build`: bundles tiu (bin/tiu.js, src/, the runtime dependencies) into one ES module,
- * dist/tiu.mjs, with rolldown. The checkout runs the TypeScript sources directly; the bundle is
+ * `npm run build`: bundles tiu (bin/tiu.js, src/, the runtime dependencies) into ES modules,
+ * dist/tiu.mjs and its chunks in dist/lib/, with rolldown. The checkout runs the TypeScript sources directly; the bundle is
  * what a package or a device image ships: it starts in a fraction of the time (one file to read
  * and compile instead of ~300 modules), which matters for the health check at every boot on
  * slow hardware (and under QEMU's software emulation, where the VM harness runs it).
@@ -9,8 +9,8 @@
  * manual pages (dist/man/tiu.8, dist/man/tiu.conf.5 from docs/configuration.md) and the shell
  * completions (dist/completions/tiu.bash, _tiu, tiu.fish). scripts/install.sh installs them.
  */
-import { chmod, mkdir, readFile, writeFile } from 'node:fs/promises';
-import { dirname, resolve } from 'node:path';
+import { chmod, mkdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { basename, dirname, resolve } from 'node:path';
 import { build } from 'rolldown';
 import { buildProgram, GLOBAL_OPTIONS } from '../src/tiu/cli.ts';
 import { describeCommand } from '../src/tiu/docgen/tree.ts';
@@ -20,6 +20,11 @@ import { TIU_VERSION } from '../src/tiu/version.ts';
 
 const repo = resolve(import.meta.dirname, '..');
 const out = process.argv[2] ?? `${repo}/dist/tiu.mjs`;
+// The entry stays small and every lazily imported command (with what only it needs: pkijs for
+// archives, tuf-js for repositories, dbus-next for the daemon) becomes its own chunk in lib/
+// beside it, so a command compiles only its own code: `tiu check` loads ~1 MB instead of the
+// whole 3.3 MB (measured: peak RSS 91 → 77 MiB). Old chunks are removed first (hashed names).
+await rm(`${dirname(out)}/lib`, { recursive: true, force: true });
 await build({
   input: `${repo}/bin/tiu.js`,
   platform: 'node',
@@ -28,7 +33,7 @@ await build({
   // The same for the download lock's binding (loaded with require; src/tiu/download/lock.ts).
   external: ['@napi-rs/xattr', 'fs-native-extensions'],
   logLevel: 'warn',
-  output: { file: out, format: 'esm', codeSplitting: false, minify: false },
+  output: { dir: dirname(out), entryFileNames: basename(out), chunkFileNames: 'lib/[name]-[hash].mjs', format: 'esm', minify: false },
 });
 await chmod(out, 0o755);
 process.stderr.write(`build: wrote ${out}\n`);

@@ -3,7 +3,7 @@
 #   [--node PATH|none] [--no-build]      (also: npm run install-root -- --destdir /mnt)
 #
 # What goes where (prefix /usr; DESTDIR, or --destdir, is put in front of every path):
-#   /usr/lib/tiu/tiu.mjs        the bundle (npm run build)
+#   /usr/lib/tiu/tiu.mjs        the bundle (npm run build), its chunks in /usr/lib/tiu/lib/
 #   /usr/lib/tiu/node_modules/@napi-rs/xattr*   the prebuilt xattr binding the bundle loads
 #   /usr/lib/tiu/node           the Node.js 24 runtime tiu runs on: the binary of the npm `node`
 #                               package this checkout uses (--node PATH for another one; --node
@@ -43,7 +43,7 @@ done
 case $prefix in /*) ;; *) echo "install.sh: --prefix must be absolute" >&2; exit 2 ;; esac
 buildnode="$repo/node_modules/.bin/node"
 [ -x "$buildnode" ] || { echo "install.sh: $buildnode missing: run 'npm run setup' first" >&2; exit 1; }
-if [ -n "$build" ] || [ ! -f "$repo/dist/tiu.mjs" ]; then "$buildnode" "$repo/scripts/build.ts" >&2; fi
+if [ -n "$build" ] || [ ! -f "$repo/dist/tiu.mjs" ] || [ ! -d "$repo/dist/lib" ]; then "$buildnode" "$repo/scripts/build.ts" >&2; fi
 
 libdir=$prefix/lib/tiu
 if [ "$node" = none ]; then
@@ -56,6 +56,10 @@ else
   runtime=$libdir/node
 fi
 install -D -m 0644 "$repo/dist/tiu.mjs" "$destdir$libdir/tiu.mjs"
+# The chunks the entry imports lazily (one per command and what only it needs; scripts/build.ts).
+rm -rf "$destdir$libdir/lib"
+install -d -m 0755 "$destdir$libdir/lib"
+install -m 0644 "$repo"/dist/lib/*.mjs "$destdir$libdir/lib/"
 # The bundle leaves out one native module, the xattr binding (a prebuilt N-API library): Node
 # finds it in node_modules beside the bundle. Without it tiu falls back to getfattr/setfattr.
 for m in "$repo"/node_modules/@napi-rs/xattr*; do

@@ -52,7 +52,7 @@ describe('the Debian package', () => {
     expect(info).toMatch(new RegExp(`Package: tiu\\n.*Version: ${TIU_VERSION.replace(/\./g, '\\.')}`, 's'));
     const files = (await execa('dpkg-deb', ['--contents', deb])).stdout;
     for (const f of [
-      './usr/bin/tiu', './usr/lib/tiu/node', './usr/lib/tiu/tiu.mjs', './etc/tiu/tiu.conf',
+      './usr/bin/tiu', './usr/lib/tiu/node', './usr/lib/tiu/tiu.mjs', './usr/lib/tiu/lib/', './etc/tiu/tiu.conf',
       './usr/lib/systemd/system/tiu-update.timer', './usr/lib/systemd/system/tiu-cleanup.timer', './usr/lib/systemd/system/tiu-cleanup.service',
       './usr/lib/systemd/system/tiu-health.service', './usr/lib/systemd/system/tiu-etc-sync.service',
       './usr/share/man/man8/tiu.8.gz', './usr/share/man/man5/tiu.conf.5.gz',

@@ -9,6 +9,11 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { init, publish, promote, refresh, rotateKey, status } from '../src/tiu/repo/ops.ts';
 import { refreshRepository, classify, repoCacheDir } from '../src/tiu/repo/client.ts';
+import { Metadata, Root } from '@tufjs/models';
+import { loadRoleKey, signer } from '../src/tiu/repo/keys.ts';
+import { writeRoot } from '../src/tiu/repo/repository.ts';
+import { rename } from 'node:fs/promises';
+import { Updater } from 'tuf-js';
 import { createLogger } from '../src/tiu/log.ts';
 import type { Manifest } from '../src/tiu/archive/manifest.ts';
 
@@ -118,5 +123,150 @@ describe('metadata client (tuf-js over file://)', () => {
       [Object.assign(new Error('Failed to download'), { statusCode: 500 }), 'REPO_UNAVAILABLE'],
     ];
     for (const [e, code] of cases) expect(classify(e, 'u').code, e.message).toBe(code);
+  });
+});
+
+describe('root keys with a threshold (k of n)', () => {
+  let trepo: string;
+  let tkeys: string;
+  const tclient = () => refreshRepository({ url: `file://${trepo}`, trustedRootFile: join(trepo, 'metadata/1.root.json'), cacheDir: join(dir, 'tcache'), log, compatible: 'dev' });
+  const cachedRoot = () => readFile(join(dir, 'tcache/root.json'), 'utf8');
+
+  beforeEach(async () => {
+    trepo = join(dir, 'trepo');
+    tkeys = join(dir, 'tkeys');
+    await init(trepo, tkeys, new Date(), { rootKeys: 3, threshold: 2 });
+  });
+
+  it('init makes n root keys, a root naming all of them with the threshold, signed by all', async () => {
+    const root = JSON.parse(await readFile(join(trepo, 'metadata/1.root.json'), 'utf8'));
+    expect(root.signed.roles.root.threshold).toBe(2);
+    expect(root.signed.roles.root.keyids).toHaveLength(3);
+    expect(root.signatures.map((x: { keyid: string }) => x.keyid).sort()).toEqual([...root.signed.roles.root.keyids].sort());
+    for (const f of ['root.key.pem', 'root-2.key.pem', 'root-3.key.pem']) expect((await stat(join(tkeys, f))).mode & 0o777).toBe(0o600);
+    expect((await tclient()).rootVersion).toBe(1);
+    await expect(init(join(dir, 'bad'), join(dir, 'bad.keys'), new Date(), { rootKeys: 2, threshold: 3 })).rejects.toMatchObject({ code: 'USAGE' });
+    await expect(init(join(dir, 'bad'), join(dir, 'bad.keys'), new Date(), { rootKeys: 0 })).rejects.toMatchObject({ code: 'USAGE' });
+  });
+
+  it('rotating root.key.pem in a 2-of-3 root: the new root is signed by the old keys and the new one, clients follow', async () => {
+    await tclient();
+    await rm(join(tkeys, 'root-3.key.pem'));
+    const r = await rotateKey({ dir: trepo, keysDir: tkeys, role: 'root' });
+    const root2 = JSON.parse(await readFile(join(trepo, 'metadata/2.root.json'), 'utf8'));
+    expect(root2.signed.roles.root).toMatchObject({ threshold: 2 });
+    expect(root2.signed.roles.root.keyids).toContain(r.keyID);
+    expect(root2.signatures).toHaveLength(3);
+    expect((await tclient()).rootVersion).toBe(2);
+  });
+
+  it('a rotation signed by 2 of 3 root keys is followed; with 1 of 3 the build side refuses and writes nothing', async () => {
+    await tclient();
+    // Holder 1 is away: keys 2 and 3 sign.
+    await rename(join(tkeys, 'root.key.pem'), join(dir, 'away.pem'));
+    await rotateKey({ dir: trepo, keysDir: tkeys, role: 'timestamp' });
+    const r = await tclient();
+    expect(r.rootVersion).toBe(2);
+    // Only key 3: fewer than the threshold.
+    await rename(join(tkeys, 'root-2.key.pem'), join(dir, 'away-2.pem'));
+    const before = (await readdir(join(trepo, 'metadata'))).sort();
+    await expect(rotateKey({ dir: trepo, keysDir: tkeys, role: 'snapshot' })).rejects.toThrow(/needs 2 of its 3 root keys, .* holds 1/);
+    expect((await readdir(join(trepo, 'metadata'))).sort()).toEqual(before);
+    expect((await readdir(tkeys)).sort()).toEqual(['root-3.key.pem', 'snapshot.key.pem', 'targets.key.pem', 'timestamp.key.pem', 'timestamp.key.pem.v1']);
+  });
+
+  it('the device rejects a new root signed by fewer than the threshold (REPO_SIGNATURE) and keeps its trusted root', async () => {
+    await tclient();
+    const trusted = await cachedRoot();
+    // A root version 2 that hands the timestamp role to an attacker's key, signed by one root key.
+    const one = await loadRoleKey(tkeys, 'root', 1);
+    const evil = await loadRoleKey(keys, 'timestamp');
+    const json = JSON.parse(await readFile(join(trepo, 'metadata/1.root.json'), 'utf8')).signed;
+    json.version = 2;
+    json.keys[evil.key.keyID] = evil.key.toJSON();
+    json.roles.timestamp.keyids = [evil.key.keyID];
+    const forged = new Metadata(Root.fromJSON(json));
+    forged.sign(signer(one));
+    await writeRoot(trepo, forged);
+    const err = await tclient().then(() => undefined, (e) => e);
+    expect(err).toMatchObject({ code: 'REPO_SIGNATURE' });
+    expect(err.message).toMatch(/not signed by the trusted keys \(root was signed by 1\/2 keys\)/);
+    expect(await cachedRoot()).toBe(trusted);
+    // Signed by a second root key, the same root is accepted.
+    forged.sign(signer(await loadRoleKey(tkeys, 'root', 2)), true);
+    await writeRoot(trepo, forged);
+    await expect(tclient()).rejects.toMatchObject({ code: 'REPO_SIGNATURE' }); // the timestamp is still signed by the old key
+    expect(JSON.parse(await cachedRoot()).signed.version).toBe(2);
+  });
+});
+
+describe("tuf-js's real failures map to tiu's codes (pins the message-text classification)", () => {
+  const DAY = 86_400_000;
+  const cacheFiles = async () => {
+    const c = repoCacheDir(join(dir, 'state'), `file://${repo}`);
+    const out: Record<string, string> = {};
+    for (const f of (await readdir(c)).sort()) if (f.endsWith('.json')) out[f] = await readFile(join(c, f), 'utf8');
+    return out;
+  };
+  const failsWith = async (code: string, msg: RegExp, o: { newTimestamp?: boolean } = {}) => {
+    const before = await cacheFiles();
+    const err = await client().then(() => undefined, (e) => e);
+    expect(err, 'the refresh must fail').toBeDefined();
+    expect(err.code, err.message).toBe(code);
+    expect(err.message).toMatch(msg);
+    // Nothing the device trusts changed (but a valid new timestamp, which TUF keeps).
+    const after = await cacheFiles();
+    if (o.newTimestamp) {
+      expect(after['timestamp.json']).not.toBe(before['timestamp.json']);
+      delete after['timestamp.json'];
+      delete before['timestamp.json'];
+    }
+    expect(after).toEqual(before);
+  };
+
+  beforeEach(async () => {
+    await publish({ dir: repo, keysDir: keys, archive: await archive('os-1.0.tiu', 'one'), manifest: manifest('1.0'), channel: 'stable', phased: 100 });
+    await client();
+  });
+
+  it('cache writes go through the atomic hook (tuf-js still has persistMetadata) and leave no temp files', async () => {
+    expect(typeof (Updater.prototype as unknown as { persistMetadata?: unknown }).persistMetadata).toBe('function');
+    const c = repoCacheDir(join(dir, 'state'), `file://${repo}`);
+    expect((await readdir(c)).sort()).toEqual(['dev.json', 'root.json', 'snapshot.json', 'targets.json', 'timestamp.json']);
+  });
+
+  it('expired timestamp (freeze): REPO_EXPIRED', async () => {
+    await refresh({ dir: repo, keysDir: keys, now: new Date(Date.now() - 3 * DAY) });
+    await failsWith('REPO_EXPIRED', /metadata has expired \(.*timestamp.*expired/i);
+  });
+
+  it('older timestamp replayed (rollback): REPO_ROLLBACK', async () => {
+    const old = await readFile(join(repo, 'metadata/timestamp.json'));
+    await refresh({ dir: repo, keysDir: keys });
+    await client();
+    await writeFile(join(repo, 'metadata/timestamp.json'), old);
+    await failsWith('REPO_ROLLBACK', /older than what this device already trusts \(.*less than current version/);
+  });
+
+  it('snapshot swapped for another one of the same version (mix-and-match): REPO_MISMATCH', async () => {
+    const r = await refresh({ dir: repo, keysDir: keys });
+    const name = join(repo, `metadata/${r.snapshot.signed.version}.snapshot.json`);
+    const j = JSON.parse(await readFile(name, 'utf8'));
+    await writeFile(name, JSON.stringify(j));
+    await failsWith('REPO_MISMATCH', /do not belong together \(.*Expected length \d+ but got \d+/, { newTimestamp: true });
+  });
+
+  it('endless timestamp: REPO_TOO_LARGE', async () => {
+    await refresh({ dir: repo, keysDir: keys });
+    const name = join(repo, 'metadata/timestamp.json');
+    await writeFile(name, (await readFile(name, 'utf8')).replace(/\}\s*$/, `${' '.repeat(20_000)}}`));
+    await failsWith('REPO_TOO_LARGE', /larger than allowed \(.*Max length reached/);
+  });
+
+  it('a byte of the timestamp changed: REPO_SIGNATURE', async () => {
+    await refresh({ dir: repo, keysDir: keys });
+    const name = join(repo, 'metadata/timestamp.json');
+    await writeFile(name, (await readFile(name, 'utf8')).replace(/"version": (\d+)/, (_m, v) => `"version": ${Number(v) + 10}`));
+    await failsWith('REPO_SIGNATURE', /not signed by the trusted keys \(timestamp was signed by 0\/1 keys\)/);
   });
 });

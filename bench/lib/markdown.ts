@@ -99,6 +99,18 @@ export function renderMarkdown(r: BenchReport): string {
           x.median.cpuS?.toFixed(2) ?? '–', mib(x.median.maxRssKiB), fmtRatio(ratio(curl, x.median.wallS))])), '');
   }
 
+  const rc = r.repoCheck;
+  if (rc) {
+    out.push('## Repository check', '');
+    out.push(`\`tiu check --json\` (the bundle, a whole process) on a loop btrfs device against a repository of ${rc.targets} targets served on 127.0.0.1.`, '');
+    if (rc.error) out.push(`Not measured: ${rc.error}`, '');
+    out.push(table(['check', 'runs', 'wall (median)', 'CPU s', 'peak RSS', 'metadata downloaded (last run)'],
+      rc.rows.map((x) => x.error
+        ? [x.label, '0', `not measured: ${x.error}`, '', '', '']
+        : [x.label, runsCell(x), fmtS(x.median.wallS), x.median.cpuS?.toFixed(2) ?? '–', mib(x.median.maxRssKiB),
+          rc.downloads[x.id] ? `${fmtBytes(rc.downloads[x.id]!.bytes)} (${rc.downloads[x.id]!.files.join(', ')})` : '–'])), '');
+  }
+
   out.push('## Device side', '');
   for (const n of r.device.notes) out.push(`- ${n}`);
   out.push('');

@@ -16,6 +16,8 @@ export const LIMITS = {
   identicalGrowthBytes: 64 * 1024,
   peakRssKiB: 100 * 1024,
   downloadVsCurl: 0.8,
+  repoCheckS: 1,
+  repoCheckBytes: 64 * 1024,
 } as const;
 
 function row(rows: readonly Row[] | undefined, id: string): Row | undefined {
@@ -106,6 +108,15 @@ export function evaluateTargets(r: BenchReport): Target[] {
   const dMem = dBundle?.median.maxRssKiB !== undefined ? dBundle : dTiu;
   const dk = dMem?.median.maxRssKiB;
   t.push(judge('download peak memory', `≤ ${mib(LIMITS.peakRssKiB)} including Node (bundled)`, dk === undefined ? undefined : dk <= LIMITS.peakRssKiB, dk === undefined ? why(dl, 'tiu-download') : `${mib(dk)}${dMem === dTiu ? ' (source run)' : ` (source run: ${mib(dTiu?.median.maxRssKiB ?? 0)})`}`));
+
+  const rc = r.repoCheck;
+  const un = row(rc?.rows, 'tiu-check-unchanged');
+  const unBytes = rc?.downloads['tiu-check-unchanged']?.bytes;
+  const unWhy = rc?.error ? `not measured: ${rc.error}` : why(rc?.rows, 'tiu-check-unchanged');
+  t.push(judge(`tiu check, ${rc?.targets ?? 2000} targets, nothing changed: time`, `≤ ${LIMITS.repoCheckS} s (whole process)`, un ? un.median.wallS! <= LIMITS.repoCheckS : undefined,
+    un ? `${fmtS(un.median.wallS)} (CPU ${un.median.cpuS?.toFixed(2)} s)` : unWhy));
+  t.push(judge(`tiu check, nothing changed: peak memory`, `≤ ${mib(LIMITS.peakRssKiB)} including Node`, un ? un.median.maxRssKiB! <= LIMITS.peakRssKiB : undefined, un ? mib(un.median.maxRssKiB) : unWhy));
+  t.push(judge(`tiu check, nothing changed: metadata downloaded`, `≤ ${fmtBytes(LIMITS.repoCheckBytes)}`, un && unBytes !== undefined ? unBytes <= LIMITS.repoCheckBytes : undefined, un && unBytes !== undefined ? fmtBytes(unBytes) : unWhy));
 
   t.push({ name: 'delta updates', goal: 'smaller than casync new chunks / ostree static delta', measured: 'not measured: tiu has no delta format yet', status: 'not measured' });
   return t;

@@ -372,7 +372,9 @@ function declareRepository(program: Command, state: State, example: (c: Command,
     'tiu publish os-1.1.tiu --repo /srv/updates --channel stable --phased 10',
   );
   const repo = program.command('repo').description('make and maintain an update repository (static files, TUF metadata)');
-  example(repo.command('init').description('new repository: keys and the first signed metadata').argument('<dir>', 'directory to serve').addOption(keysOpt()).option('--json', 'machine-readable result').action(lazy('repo-init', program, state)), 'tiu repo init /srv/updates --keys /secure/updates.keys');
+  example(repo.command('init').description('new repository: keys and the first signed metadata').argument('<dir>', 'directory to serve').addOption(keysOpt())
+    .option('--root-keys <n>', 'number of root keys (root.key.pem, root-2.key.pem, …)', '1').option('--threshold <k>', 'root keys needed to sign a new root version', '1')
+    .option('--json', 'machine-readable result').action(lazy('repo-init', program, state)), 'tiu repo init /srv/updates --keys /secure/updates.keys --root-keys 3 --threshold 2');
   example(
     repo.command('promote').description('put a published version on another channel (or change its phase)').argument('<version>', 'image version')
       .requiredOption('--repo <dir>', 'the repository').addOption(keysOpt()).requiredOption('--from <channel>', 'channel it is on').requiredOption('--to <channel>', 'channel to add')

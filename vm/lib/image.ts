@@ -39,6 +39,8 @@ export interface Artifacts {
   dir: string;
   keyring: string;
   disks: Record<Variant, string>;
+  /** Squashfs image of an update repository (v2 on stable), attached as a second disk. */
+  repoDisk: string;
   /** Seconds spent building (0 when everything came from the cache). */
   buildSeconds: number;
 }
@@ -75,7 +77,10 @@ export async function artifactsKey(tree: string, bootMode: string): Promise<stri
     `${REPO}/scripts/build.ts`, `${REPO}/scripts/install.sh`, `${REPO}/scripts/package.sh`, `${REPO}/docs/configuration.md`,
     ...(await walk(`${REPO}/src`)), ...(await walk(`${REPO}/systemd`)), ...(await walk(`${REPO}/packaging`)),
   ];
-  return `${await sha256Files(files)}${tree.slice(0, 4)}-${bootMode}`;
+  // The repository disk's targets role expires after 90 days (DEFAULT_EXPIRY): a new period
+  // every 45 days rebuilds the artifacts before a cached disk can expire.
+  const period = Math.floor(Date.now() / (45 * 86_400_000)).toString(36);
+  return `${await sha256Files(files)}${tree.slice(0, 4)}${period}-${bootMode}`;
 }
 
 async function removeOthers(prefix: string, keep: string): Promise<void> {
@@ -112,12 +117,14 @@ async function put(upper: string, path: string, content: string, mode = 0o644): 
  * /usr/bin/tiu, the bundle, its Node 24 runtime, units, man pages), trust, device config, the
  * ESP mount point.
  */
-function commonLayer(sys: System, deb: string, keyring: string, release: string, mode: BootMode, kver: string): Layer {
+function commonLayer(sys: System, deb: string, keyring: string, release: string, mode: BootMode, kver: string, repoRoot: string): Layer {
   return async (u) => {
     // The package's files as dpkg unpacks them (the tree's dpkg database is left alone: the
     // image is read-only on the device and updated as a whole by tiu).
     await sys.run('dpkg-deb', ['-x', deb, u]);
     await put(u, 'etc/tiu/keyring.pem', await readFile(keyring, 'utf8'));
+    // The update repository's first root: the trust anchor a device ships (docs/repository.md).
+    await put(u, 'usr/lib/tiu/repository-root.json', await readFile(repoRoot, 'utf8'));
     await put(u, 'usr/lib/tiu/tiu.conf', `[device]\ncompatible = ${COMPATIBLE}\n`);
     await put(u, 'usr/share/tiu-vm/release', `${release}\n`);
     await mkdir(`${u}/boot/efi`, { recursive: true });
@@ -178,16 +185,16 @@ async function enable(upper: string, wants: string, name: string, target: string
 /** Kernel options of the guest (besides root=…, which the boot config adds). */
 export const KERNEL_OPTIONS = 'console=ttyS0,115200 panic=5 systemd.show_status=auto';
 
-type LayerOf = (sys: System, deb: string, keyring: string, mode: BootMode, kver: string) => Layer;
+type LayerOf = (sys: System, deb: string, keyring: string, mode: BootMode, kver: string, repoRoot: string) => Layer;
 const layers: Record<'v1' | 'v2' | 'badHealth' | 'noInit', LayerOf> = {
-  v1: (s, d, k, m, v) => commonLayer(s, d, k, RELEASES.v1, m, v),
-  v2: (s, d, k, m, v) => commonLayer(s, d, k, RELEASES.v2, m, v),
-  badHealth: (s, d, k, m, v) => async (u) => {
-    await commonLayer(s, d, k, RELEASES.badHealth, m, v)(u);
+  v1: (s, d, k, m, v, r) => commonLayer(s, d, k, RELEASES.v1, m, v, r),
+  v2: (s, d, k, m, v, r) => commonLayer(s, d, k, RELEASES.v2, m, v, r),
+  badHealth: (s, d, k, m, v, r) => async (u) => {
+    await commonLayer(s, d, k, RELEASES.badHealth, m, v, r)(u);
     await put(u, 'usr/lib/tiu/health.d/50-vm-always-fails', '#!/bin/sh\necho "tiu-vm: this image is built to fail its health check" >&2\nexit 1\n', 0o755);
   },
-  noInit: (s, d, k, m, v) => async (u) => {
-    await commonLayer(s, d, k, RELEASES.noInit, m, v)(u);
+  noInit: (s, d, k, m, v, r) => async (u) => {
+    await commonLayer(s, d, k, RELEASES.noInit, m, v, r)(u);
     // Nothing reaches userspace: the initrd's systemd switches root by re-executing
     // /usr/lib/systemd/systemd (not /sbin/init), so both become /bin/false; PID 1 exits at
     // once and the kernel panics ("Attempted to kill init").
@@ -230,6 +237,7 @@ export async function ensureArtifacts(sys: System, o: { bootMode: 'harness' | 't
     dir,
     keyring: `${dir}/keys/keyring.pem`,
     disks: { bios: `${dir}/disk-bios.raw`, uefi: `${dir}/disk-uefi.raw` },
+    repoDisk: `${dir}/${REPO_DISK}`,
     buildSeconds: (Date.now() - started) / 1000,
   });
   if (existsSync(`${dir}/complete`)) return { ...result(), buildSeconds: 0 };
@@ -243,12 +251,14 @@ export async function ensureArtifacts(sys: System, o: { bootMode: 'harness' | 't
   const versions: Record<keyof typeof layers, string> = { v1: '1', v2: '2', badHealth: '3', noInit: '4' };
   // tiu goes into the images as its Debian package, built from this checkout.
   const deb = (await sys.run('bash', [`${REPO}/scripts/package.sh`, `${tmp}/package`], { timeoutMs: 900_000 })).stdout.trim().split('\n').at(-1)!;
+  // The update repository (made before the images, which ship its root as their trust anchor).
+  await tiu(sys, ['repo', 'init', `${tmp}/repo`, '--keys', `${tmp}/repo.keys`]);
   for (const name of Object.keys(layers) as (keyof typeof layers)[]) {
     const ov = `${tmp}/overlay-${name}`;
     await mkdir(`${ov}/upper`, { recursive: true });
     await mkdir(`${ov}/work`);
     await mkdir(`${ov}/merged`);
-    await layers[name](sys, deb, `${tmp}/keys/keyring.pem`, o.bootMode, kver)(`${ov}/upper`);
+    await layers[name](sys, deb, `${tmp}/keys/keyring.pem`, o.bootMode, kver, `${tmp}/repo/metadata/1.root.json`)(`${ov}/upper`);
     await sys.run('mount', ['-t', 'overlay', 'overlay', '-o', `lowerdir=${rootfs},upperdir=${ov}/upper,workdir=${ov}/work`, `${ov}/merged`]);
     try {
       await tiu(sys, [
@@ -264,6 +274,7 @@ export async function ensureArtifacts(sys: System, o: { bootMode: 'harness' | 't
     await rm(ov, { recursive: true, force: true });
   }
   await tamper(`${tmp}/${ARCHIVES.v2}`, `${tmp}/${ARCHIVES.tampered}`, sys);
+  await repositoryDisk(sys, tmp, keyring);
   for (const variant of ['bios', 'uefi'] as const) {
     await sys.run('bash', [`${IMAGE_DIR}/build-disk.sh`, variant, `${tmp}/${ARCHIVES.v1}`, keyring, `${tmp}/disk-${variant}.raw`], {
       timeoutMs: 1_800_000,
@@ -275,6 +286,25 @@ export async function ensureArtifacts(sys: System, o: { bootMode: 'harness' | 't
   await rename(tmp, dir);
   await removeOthers('artifacts-', `artifacts-${key}`);
   return result();
+}
+
+/** File name of the repository disk in the artifacts directory. */
+export const REPO_DISK = 'repo.squashfs';
+
+/**
+ * The `repository` scenario's disk: v2 published on channel stable in the repository made
+ * before the images (`tiu publish`, then `tiu repo refresh` with long timestamp and snapshot
+ * lifetimes, as the cached disk may be used for weeks; the targets role's 90 days are covered by
+ * the artifacts key's period), packed as an uncompressed squashfs (the archive inside is
+ * compressed already). The guest mounts it read-only and updates from `file://` without network.
+ */
+async function repositoryDisk(sys: System, tmp: string, keyring: string): Promise<void> {
+  const repo = `${tmp}/repo`;
+  await tiu(sys, ['publish', `${tmp}/${ARCHIVES.v2}`, '--repo', repo, '--keys', `${tmp}/repo.keys`, '--channel', 'stable', '--keyring', keyring]);
+  await tiu(sys, ['repo', 'refresh', '--repo', repo, '--keys', `${tmp}/repo.keys`, '--timestamp-expires', '400d', '--snapshot-expires', '400d']);
+  await sys.run('mksquashfs', [repo, `${tmp}/${REPO_DISK}`, '-noappend', '-noI', '-noD', '-noF', '-noX', '-all-root', '-quiet'], { timeoutMs: 600_000 });
+  // The squashfs holds everything the guest needs; the copy of v2 in the tree is not kept.
+  await rm(repo, { recursive: true, force: true });
 }
 
 /**

@@ -26,6 +26,8 @@ export interface VmOptions {
   cpus?: number;
   /** Write to baseDisk itself (raw), no overlay: only for building a base disk. */
   direct?: boolean;
+  /** Further raw disk images, attached read-only after the system disk (/dev/vdb, /dev/vdc…). */
+  drives?: string[];
 }
 
 export interface RunOptions {
@@ -143,6 +145,7 @@ export class Vm implements AsyncDisposable {
       '-drive', this.o.direct ? `file=${this.o.baseDisk},if=virtio,format=raw,cache=writeback` : `file=${this.overlay},if=virtio,format=qcow2,cache=writeback`,
       '-device', 'virtio-rng-pci',
     ];
+    for (const d of this.o.drives ?? []) a.push('-drive', `file=${d},if=virtio,format=raw,readonly=on`);
     for (const [tag, path] of Object.entries(this.o.shares)) {
       a.push('-virtfs', `local,path=${path},mount_tag=${tag},security_model=passthrough,readonly=on`);
     }

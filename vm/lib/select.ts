@@ -7,9 +7,10 @@ import type { Scenario } from './suite.ts';
 import type { BootMode } from './bootmode.ts';
 import type { Variant } from './image.ts';
 
-const ALL: Scenario[] = ['boot', 'dm-verity', 'power-cut', 'update', 'health-rollback', 'no-userspace', 'factory-reset'];
-// factory-reset does not depend on the boot loader: one variant only (CI budget).
-const DEFAULT: Record<Variant, Scenario[]> = { bios: ALL.filter((s) => s !== 'factory-reset'), uefi: ALL };
+const ALL: Scenario[] = ['boot', 'dm-verity', 'power-cut', 'repository', 'update', 'health-rollback', 'no-userspace', 'factory-reset'];
+// factory-reset and repository do not depend on the boot loader: one variant only (CI budget);
+// repository adds no boot of its own when update follows it (update reboots into its snapshot).
+const DEFAULT: Record<Variant, Scenario[]> = { bios: ALL.filter((s) => s !== 'factory-reset' && s !== 'repository'), uefi: ALL };
 
 export function scenariosFor(variant: Variant): Scenario[] {
   const variants = (process.env.TIU_VM_VARIANTS ?? 'bios,uefi').split(',');

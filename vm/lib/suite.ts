@@ -14,7 +14,11 @@ import { ARCHIVES, RELEASES, type Variant } from './image.ts';
 import { artifact, bootFacts, inProgressOnDisk, tiuStatus } from './guest.ts';
 import { extractJson } from './console.ts';
 
-export type Scenario = 'boot' | 'dm-verity' | 'power-cut' | 'update' | 'health-rollback' | 'no-userspace' | 'factory-reset';
+/** Where the guest mounts the repository disk. */
+// (the root snapshot is read-only: a mount point under /run, as udisks mounts media)
+const GUEST_REPO = '/run/media/tiu-repo';
+
+export type Scenario = 'boot' | 'dm-verity' | 'power-cut' | 'repository' | 'update' | 'health-rollback' | 'no-userspace' | 'factory-reset';
 
 export interface SuiteOptions {
   variant: Variant;
@@ -48,6 +52,8 @@ export function defineVmSuite(o: SuiteOptions): void {
   const d = o.scenarios.length ? describe.sequential : describe.skip;
   d(`VM ${variant}`, () => {
     let vm: Vm | undefined;
+    /** The snapshot the repository scenario installed (the update scenario boots it). */
+    let repositorySnapshot: number | undefined;
     const sys = createSystem(createLogger(process.env.TIU_VM_DEBUG ? 'debug' : 'warn'));
     /** The shared VM, booted if it is not running (a scenario list may start anywhere). */
     const ready = async (): Promise<Vm> => {
@@ -65,6 +71,8 @@ export function defineVmSuite(o: SuiteOptions): void {
         firmware: variant,
         workDir,
         shares: { tiu: REPO, artifacts: a.dir },
+        // The update repository as a disk of its own (the guest has no network): /dev/vdb.
+        drives: o.scenarios.includes('repository') ? [a.repoDisk] : [],
       });
     });
 
@@ -80,14 +88,14 @@ export function defineVmSuite(o: SuiteOptions): void {
       process.stderr.write(`\n[vm] timings (${variant}); boots took ${boots} s${resets}\n${lines.join('\n')}\n`);
     });
 
-    const scenario = (name: Scenario, title: string, fn: () => Promise<void>) => {
+    const scenario = (name: Scenario, title: string, fn: () => Promise<void>, timeoutMs?: number) => {
       if (!o.scenarios.includes(name)) return;
       const why = o.todo?.[name];
       if (why) {
         it.todo(`${name}: ${title} — ${why}`);
         return;
       }
-      it(`${name}: ${title}`, timed(() => vm, variant, name, fn));
+      it(`${name}: ${title}`, timed(() => vm, variant, name, fn), timeoutMs);
     };
 
     scenario('boot', 'the installed disk boots snapshot 1 (the default subvolume) with the right bootloader', async () => {
@@ -185,6 +193,57 @@ wait $pid; echo "rc=$? seen=$seen"`,
       expect(await inProgressOnDisk(v)).toEqual([]);
     });
 
+    scenario('repository', 'tiu update from a file:// repository on an attached disk (no network); the reboot into it is the update scenario\'s when that runs next', async () => {
+      const v = await ready();
+      // A pending v2 (left by power-cut) would make the repository's v2 "installed": go back to
+      // the booted snapshot and delete the pending one, so the repository has something to offer.
+      let st = await tiuStatus(v);
+      const booted = st.find((s) => s.booted)!;
+      if (st.some((s) => !s.booted)) {
+        await v.run(`tiu rollback ${booted.number} && tiu cleanup --keep 0`);
+        st = await tiuStatus(v);
+      }
+      expect(st.map((s) => s.number)).toEqual([booted.number]);
+      expect(booted.version).toBe(RELEASES.v1);
+      await v.run(`mkdir -p ${GUEST_REPO} && mount -o ro /dev/vdb ${GUEST_REPO} && test -f ${GUEST_REPO}/metadata/timestamp.json`);
+      const url = `file://${GUEST_REPO}`;
+      // What would be installed and why; changes nothing.
+      const check = extractJson<{ outcome: string; chosen: { version: string } | null; installed: { version: string }; channel: string; metadata: { root: number } }>(
+        (await v.run(`tiu check --repository ${url} --channel stable --json`, { timeoutMs: 300_000 })).output,
+      );
+      expect(check).toMatchObject({ outcome: 'update', channel: 'stable', installed: { version: RELEASES.v1 }, chosen: { version: RELEASES.v2 }, metadata: { root: 1 } });
+      // Nothing on another channel.
+      const beta = await v.run(`tiu update --repository ${url} --channel beta --json`, { timeoutMs: 300_000 });
+      expect(extractJson<{ outcome: string; updated: boolean }>(beta.output)).toMatchObject({ outcome: 'nothing-published', updated: false });
+      // A copy whose timestamp was altered by one byte is refused (REPO_SIGNATURE, exit 81) and
+      // changes nothing: the trust anchor is the root shipped in the image, not the disk.
+      const evil = await v.run(
+        `rm -rf /tmp/evil && mkdir -p /tmp/evil && cp -a ${GUEST_REPO}/metadata /tmp/evil/ && ln -s ${GUEST_REPO}/targets /tmp/evil/targets && sed -i 's/"version": \\([0-9]\\)/"version": 9\\1/' /tmp/evil/metadata/timestamp.json && tiu update --repository file:///tmp/evil --channel stable`,
+        { allowFailure: true, timeoutMs: 300_000 },
+      );
+      expect(evil.exitCode, evil.output).toBe(81);
+      expect(evil.output).toMatch(/REPO_SIGNATURE/);
+      expect((await tiuStatus(v)).map((s) => s.number)).toEqual([booted.number]);
+
+      const u = await v.run(`tiu update --repository ${url} --channel stable --json`, { timeoutMs: 900_000 });
+      const res = extractJson<{ number: number; madeDefault: boolean; version: string }>(u.output);
+      expect(res).toMatchObject({ madeDefault: true, version: RELEASES.v2 });
+      expect((await tiuStatus(v)).find((s) => s.number === res.number)).toMatchObject({ default: true, booted: false, version: RELEASES.v2, inProgress: false });
+      // The next check finds nothing newer; the file was read from the disk, nothing was downloaded.
+      const again = extractJson<{ outcome: string }>((await v.run(`tiu check --repository ${url} --channel stable --json`, { timeoutMs: 300_000 })).output);
+      expect(again.outcome).toBe('up-to-date');
+      await v.run(`umount ${GUEST_REPO}`);
+      repositorySnapshot = res.number;
+      if (o.scenarios.includes('update')) return;
+      await v.reboot();
+      const f = await bootFacts(v);
+      expect(f.booted).toBe(res.number);
+      expect(f.release).toBe(RELEASES.v2);
+      expect((await tiuStatus(v)).find((s) => s.number === res.number)).toMatchObject({ booted: true, default: true, version: RELEASES.v2 });
+      // Six tiu commands, a 130 MB copy from the disk and an extract under TCG (837 s alone, with
+      // the first boot and its own reboot, on a machine at load 15): more than the default 900 s.
+    }, 1_800_000);
+
     scenario('update', 'tiu update to v2, reboot: the new snapshot is booted and tiu status shows it', async () => {
       const v = await ready();
       let st = await tiuStatus(v);
@@ -195,6 +254,8 @@ wait $pid; echo "rc=$? seen=$seen"`,
         pending = st.find((s) => s.default && !s.booted && s.version === '2');
       }
       expect(pending, JSON.stringify(st)).toBeDefined();
+      // When the repository scenario ran, the pending snapshot is the one it installed.
+      if (repositorySnapshot !== undefined) expect(pending!.number).toBe(repositorySnapshot);
       const old = st.find((s) => s.booted)!;
       await v.reboot();
       const f = await bootFacts(v);

@@ -6,14 +6,14 @@
 import type { Context } from '../context.ts';
 import { TiuError } from '../errors.ts';
 import { compareVersions } from '../archive/version-order.ts';
-import { openArchive } from '../archive/open.ts';
-import { loadKeyring } from '../archive/trust.ts';
 import { checkRepository, installedImage } from '../repo/device.ts';
 import { checkJson, checkLines } from '../repo/report.ts';
 
 export async function run(ctx: Context, o: { root: string; repository?: string; channel?: string; source?: string; keyring?: string; allowDowngrade?: boolean; json?: boolean }): Promise<number> {
   if (o.source) {
     if (/^[a-z]+:\/\//.test(o.source)) throw new TiuError('USAGE', 'tiu check --source takes a local archive file', { hint: 'download it first, or use a repository' });
+    // Archive code (pkijs, verity) only for --source: a repository check does not load it.
+    const [{ openArchive }, { loadKeyring }] = await Promise.all([import('../archive/open.ts'), import('../archive/trust.ts')]);
     const installed = await installedImage(ctx, o.root);
     await using a = await openArchive(o.source, { keyringPem: await loadKeyring(ctx.config, o.keyring), allowedSigners: ctx.config.allowedSigners });
     const m = a.manifest;

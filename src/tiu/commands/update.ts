@@ -7,7 +7,6 @@ import { TiuError } from '../errors.ts';
 import { downloadChecked, writeMeta } from '../device/download.ts';
 import { createProgress } from '../progress.ts';
 import { runExtract, report } from './extract.ts';
-import { updateFromRepository } from '../repo/update.ts';
 import { parseSize } from '../size.ts';
 import { parseSource } from '../source.ts';
 import { appliedImageGone, indexDigestOf, sameAsInstalled, UNCHANGED_EXIT } from './update-unchanged.ts';
@@ -43,7 +42,11 @@ export async function run(ctx: Context, o: UpdateOptions): Promise<number> {
   await followDaemon(ctx, o.root, !o.json);
   if (o.source && o.repository) throw new TiuError('USAGE', '--source and --repository exclude each other');
   // A repository (flag or tiu.conf) wins over a configured plain source; --source wins over both.
-  if (o.repository || (!o.source && ctx.config.repository)) return updateFromRepository(ctx, { ...o, rateLimit: o.limitRate === undefined ? undefined : parseRate(o.limitRate) });
+  if (o.repository || (!o.source && ctx.config.repository)) {
+    // The TUF client (tuf-js, @tufjs/models) is loaded only for a repository update.
+    const { updateFromRepository } = await import('../repo/update.ts');
+    return updateFromRepository(ctx, { ...o, rateLimit: o.limitRate === undefined ? undefined : parseRate(o.limitRate) });
+  }
   const source = o.source ?? ctx.config.source;
   if (!source) throw new TiuError('USAGE', 'no update source: pass --source FILE|URL or --repository URL', { hint: 'or set [update] repository (or source) in /etc/tiu/tiu.conf' });
   // Check the whole command line before doing anything (a bad rate is an error for a file too).

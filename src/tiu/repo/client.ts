@@ -4,13 +4,15 @@
  * hand tiu's own parts the verified target list. tuf-js's errors become tiu error codes here.
  */
 import { createHash } from 'node:crypto';
-import { mkdir, readFile } from 'node:fs/promises';
+import { lstat, mkdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Metadata, MetadataKind, type Targets } from '@tufjs/models';
 import { Updater } from 'tuf-js';
 import { TiuError, type ErrorCode } from '../errors.ts';
 import type { Logger } from '../log.ts';
-import { writeAtomic } from './files.ts';
+import type { System } from '../system.ts';
+import { tryFlock, type FlockHold } from '../../snapshot/lock.ts';
+import { writeAtomic, writeAtomicSync } from './files.ts';
 import { RepoFetcher } from './fetcher.ts';
 import { parseImage, type RepoImage } from './model.ts';
 
@@ -28,6 +30,13 @@ export interface RefreshOptions {
   timeoutMs?: number;
   /** The device type whose delegated targets role to load (the only one the device reads). */
   compatible: string;
+  /**
+   * For the cache lock (flock on `<cacheDir>/.lock`): two refreshes of one cache at once would
+   * interleave tuf-js's writes. Pure tests without tools pass none (no lock).
+   */
+  sys?: System;
+  /** How long to wait for another refresh of the same cache (default 30 s), then BUSY. */
+  lockWaitMs?: number;
 }
 
 export interface Refreshed {
@@ -87,6 +96,50 @@ function rootVersion(b: Buffer, what: string): number {
  */
 export async function refreshRepository(o: RefreshOptions): Promise<Refreshed> {
   await mkdir(o.cacheDir, { recursive: true, mode: 0o755 });
+  const hold = o.sys ? await lockCache(o.sys, o.cacheDir, o.url, o.lockWaitMs ?? 30_000) : undefined;
+  try {
+    return await refreshLocked(o);
+  } finally {
+    await hold?.release();
+  }
+}
+
+/**
+ * Takes the cache's flock, waiting up to `waitMs` for another tiu refreshing the same
+ * repository (a `tiu check` beside a timer's `tiu update`), then BUSY. Only a regular file is
+ * used as the lock (flock(1) follows symlinks).
+ */
+async function lockCache(sys: System, cacheDir: string, url: string, waitMs: number): Promise<FlockHold> {
+  const file = join(cacheDir, '.lock');
+  const st = await lstat(file).catch(() => undefined);
+  if (st && !st.isFile()) throw new TiuError('PATH_UNSAFE', `lock file ${file} is not a regular file; tiu does not use it`, { hint: `remove ${file}, then retry` });
+  const deadline = Date.now() + waitMs;
+  for (;;) {
+    const got = await tryFlock(sys, file, 'the repository cache lock');
+    if (got) return got;
+    if (Date.now() >= deadline) throw new TiuError('BUSY', `another tiu is refreshing the metadata of ${url}`, { hint: 'wait for it to finish, then retry', details: { lockFile: file } });
+    await new Promise((r) => setTimeout(r, 200));
+  }
+}
+
+/**
+ * tuf-js persists each verified metadata file with a plain writeFileSync: a crash mid-write
+ * leaves a damaged file in the cache. Its (internal, synchronous) persistMetadata is replaced
+ * on the instance by an atomic write; test/repo-build.test.ts pins that the hook still exists.
+ */
+function persistAtomically(updater: Updater, dir: string): void {
+  const u = updater as unknown as { persistMetadata?: (name: string, bytes: Buffer) => void };
+  if (typeof u.persistMetadata !== 'function') throw new TiuError('INTERNAL', 'tuf-js has no persistMetadata hook any more: cache writes cannot be made atomic');
+  u.persistMetadata = (name, bytes) => {
+    try {
+      writeAtomicSync(join(dir, `${encodeURIComponent(name)}.json`), bytes);
+    } catch (e) {
+      throw new TiuError('IO', `cannot write the repository metadata cache ${dir}: ${(e as Error).message}`, { cause: e });
+    }
+  };
+}
+
+async function refreshLocked(o: RefreshOptions): Promise<Refreshed> {
   const shipped = await readBounded(o.trustedRootFile, LIMITS.rootMaxLength, 'trusted root');
   const shippedVersion = rootVersion(shipped, o.trustedRootFile);
   const cachedPath = join(o.cacheDir, 'root.json');
@@ -101,6 +154,7 @@ export async function refreshRepository(o: RefreshOptions): Promise<Refreshed> {
       fetcher: new RepoFetcher(o.timeoutMs),
       config: { ...LIMITS, maxRootRotations: 64 },
     });
+    persistAtomically(updater, o.cacheDir);
     await updater.refresh();
     // Loads (and verifies) the delegated role of this device type: a lookup of a path in it.
     await updater.getTargetInfo(`${o.compatible}/-/-`);

@@ -11,7 +11,6 @@ import { join } from 'node:path';
 import type { Context } from '../context.ts';
 import type { Config } from '../config.ts';
 import { TiuError } from '../errors.ts';
-import { download } from '../device/download.ts';
 import { openDevice } from '../device/open.ts';
 import { readRecordedImage } from '../device/state.ts';
 import { snapshotDir } from '../device/paths.ts';
@@ -116,7 +115,7 @@ export async function checkRepository(ctx: Context, o: { root: string; repositor
   const compatible = ctx.config.compatible ?? installed?.compatible;
   if (!compatible) throw new TiuError('ROOT_LAYOUT', `${o.root} has no image installed by tiu and no [device] compatible`, { hint: 'set [device] compatible in /etc/tiu/tiu.conf' });
   const refreshed = await refreshRepository({
-    url: repository, trustedRootFile: await trustedRootFile(o.root, ctx.config), cacheDir: repoCacheDir(under(o.root, ctx.config.stateDir), repository), log: ctx.log, compatible,
+    url: repository, trustedRootFile: await trustedRootFile(o.root, ctx.config), cacheDir: repoCacheDir(under(o.root, ctx.config.stateDir), repository), log: ctx.log, compatible, sys: ctx.sys,
   });
   const id = await machineId(o.root);
   if (!id) ctx.log.warn('no /etc/machine-id: phasing puts this device in the bucket of every device without one');
@@ -151,6 +150,8 @@ export async function fetchTarget(ctx: Context, img: RepoImage, o: { targetsBase
     // The downloader enforces the signed length (cap and exact size), checks the signed sha256
     // and deletes what does not match (with its cache metadata), so no bad byte is resumed from.
     const dl = ctx.config.download;
+    // Loaded here: `tiu check` never downloads a target and should not pay for the downloader.
+    const { download } = await import('../device/download.ts');
     try {
       file = await download({
         url, cacheDir: o.cacheDir, log: ctx.log, sys: ctx.sys, rateLimit: o.rateLimit ?? (dl.limitRate || undefined), onProgress: o.onProgress, signal: o.signal,

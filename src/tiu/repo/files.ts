@@ -1,4 +1,5 @@
 /** Crash-safe file writes for the repository and the device's metadata cache. */
+import { closeSync, fsyncSync, openSync, renameSync, unlinkSync, writeSync } from 'node:fs';
 import { open, rename, mkdir, unlink } from 'node:fs/promises';
 import { dirname, basename, join } from 'node:path';
 
@@ -26,5 +27,33 @@ export async function writeAtomic(path: string, data: string | Uint8Array, mode 
     await d.sync();
   } finally {
     await d.close();
+  }
+}
+
+/**
+ * The synchronous twin of writeAtomic, for tuf-js's cache writes (its persist hook is
+ * synchronous): temp file, fsync, rename, fsync of the directory.
+ */
+export function writeAtomicSync(path: string, data: Uint8Array, mode = 0o644): void {
+  const dir = dirname(path);
+  const tmp = join(dir, `.${basename(path)}.${process.pid}.tmp`);
+  const fd = openSync(tmp, 'w', mode);
+  try {
+    for (let off = 0; off < data.length; ) off += writeSync(fd, data, off);
+    fsyncSync(fd);
+  } catch (e) {
+    closeSync(fd);
+    try {
+      unlinkSync(tmp);
+    } catch {}
+    throw e;
+  }
+  closeSync(fd);
+  renameSync(tmp, path);
+  const d = openSync(dir, 'r');
+  try {
+    fsyncSync(d);
+  } finally {
+    closeSync(d);
   }
 }

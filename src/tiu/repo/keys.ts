@@ -6,7 +6,7 @@
  * same metadata signed twice is the same bytes.
  */
 import { createHash, createPrivateKey, createPublicKey, generateKeyPairSync, sign, type KeyObject } from 'node:crypto';
-import { readFile } from 'node:fs/promises';
+import { readdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { canonicalize } from '@tufjs/canonical-json';
 import { Key, Signature } from '@tufjs/models';
@@ -36,20 +36,36 @@ export function signer(k: RoleKey): (data: Buffer) => Signature {
   return (data) => new Signature({ keyID: k.key.keyID, sig: sign(null, data, k.private).toString('hex') });
 }
 
-export function keyFile(keysDir: string, role: Role): string {
-  return join(keysDir, `${role}.key.pem`);
+/**
+ * The key file of a role: `<role>.key.pem`; further root keys (a root with several keys and a
+ * threshold) are `root-2.key.pem`, `root-3.key.pem`, … (`n` ≥ 2).
+ */
+export function keyFile(keysDir: string, role: Role, n = 1): string {
+  return join(keysDir, n === 1 ? `${role}.key.pem` : `${role}-${n}.key.pem`);
 }
 
-/** Makes a new ed25519 key for `role` and writes it (mode 0600), replacing any old one. */
-export async function newRoleKey(keysDir: string, role: Role): Promise<RoleKey> {
+/** Makes a new ed25519 key for `role` (its `n`th) and writes it (mode 0600), replacing any old one. */
+export async function newRoleKey(keysDir: string, role: Role, n = 1): Promise<RoleKey> {
   const { privateKey } = generateKeyPairSync('ed25519');
-  await writeAtomic(keyFile(keysDir, role), privateKey.export({ format: 'pem', type: 'pkcs8' }) as string, 0o600);
+  await writeAtomic(keyFile(keysDir, role, n), privateKey.export({ format: 'pem', type: 'pkcs8' }) as string, 0o600);
   return { role, private: privateKey, key: tufKey(privateKey) };
 }
 
+/**
+ * Every root key present in `keysDir` (root.key.pem, root-2.key.pem, …): the holders of offline
+ * root keys may bring only some of them; whoever signs a root needs at least the threshold.
+ */
+export async function loadRootKeys(keysDir: string): Promise<{ n: number; key: RoleKey }[]> {
+  const names = await readdir(keysDir).catch(() => [] as string[]);
+  const ns = names.map((f) => (f === 'root.key.pem' ? 1 : Number(/^root-([2-9]|[1-9]\d)\.key\.pem$/.exec(f)?.[1]))).filter((n) => n > 0).sort((a, b) => a - b);
+  const out: { n: number; key: RoleKey }[] = [];
+  for (const n of ns) out.push({ n, key: await loadRoleKey(keysDir, 'root', n) });
+  return out;
+}
+
 /** Loads the key of `role`; REPO_INVALID naming the file when it is missing or not an ed25519 key. */
-export async function loadRoleKey(keysDir: string, role: Role): Promise<RoleKey> {
-  const file = keyFile(keysDir, role);
+export async function loadRoleKey(keysDir: string, role: Role, n = 1): Promise<RoleKey> {
+  const file = keyFile(keysDir, role, n);
   let pem: string;
   try {
     pem = await readFile(file, 'utf8');

@@ -10,7 +10,7 @@ import { Metadata, Root, TargetFile } from '@tufjs/models';
 import { TiuError } from '../errors.ts';
 import { compareVersions, versionProblem } from '../archive/version-order.ts';
 import type { Manifest } from '../archive/manifest.ts';
-import { loadRoleKey, newRoleKey, signer, keyFile, ROLES, type Role, type RoleKey } from './keys.ts';
+import { loadRoleKey, loadRootKeys, newRoleKey, signer, keyFile, ROLES, type Role, type RoleKey } from './keys.ts';
 import { commitSnapshot, commitTargets, initRepo, loadRepo, repoImages, targetsDir, writeRoot, DEFAULT_EXPIRY, isoExpiry, type Repo } from './repository.ts';
 import { CHANNEL_RE, targetPath, type RepoImage, type TiuTarget } from './model.ts';
 
@@ -36,17 +36,44 @@ async function isEmptyOrMissing(dir: string): Promise<boolean> {
   }
 }
 
-/** `tiu repo init`: new keys (refusing to overwrite) and the first metadata. */
-export async function init(dir: string, keysDir: string, now = new Date()): Promise<Repo> {
+/** Most root keys `tiu repo init` makes (a root with more is unusual and costs every client). */
+export const MAX_ROOT_KEYS = 16;
+
+/**
+ * `tiu repo init`: new keys (refusing to overwrite) and the first metadata. `rootKeys` root keys
+ * (root.key.pem, root-2.key.pem, …) of which `threshold` must sign every new root version: give
+ * them to different people and keep them apart.
+ */
+export async function init(dir: string, keysDir: string, now = new Date(), o: { rootKeys?: number; threshold?: number } = {}): Promise<Repo> {
+  const n = o.rootKeys ?? 1;
+  const k = o.threshold ?? 1;
+  if (!Number.isInteger(n) || n < 1 || n > MAX_ROOT_KEYS) throw new TiuError('USAGE', `--root-keys must be 1-${MAX_ROOT_KEYS}, got ${o.rootKeys}`);
+  if (!Number.isInteger(k) || k < 1 || k > n) throw new TiuError('USAGE', `--threshold must be 1-${n} (the number of root keys), got ${o.threshold}`);
   if (!(await isEmptyOrMissing(join(dir, 'metadata')))) throw new TiuError('REPO_INVALID', `${dir} already holds a repository`, { hint: 'use another directory, or tiu repo rotate-key to change keys' });
-  for (const r of ROLES) {
-    if (await stat(keyFile(keysDir, r)).then(() => true, () => false)) throw new TiuError('REPO_INVALID', `${keyFile(keysDir, r)} exists: refusing to overwrite a key`, { hint: 'use another --keys directory' });
+  const files = [...ROLES.map((r) => keyFile(keysDir, r)), ...Array.from({ length: n - 1 }, (_, i) => keyFile(keysDir, 'root', i + 2))];
+  for (const f of files) {
+    if (await stat(f).then(() => true, () => false)) throw new TiuError('REPO_INVALID', `${f} exists: refusing to overwrite a key`, { hint: 'use another --keys directory' });
   }
   await mkdir(keysDir, { recursive: true, mode: 0o700 });
   const keys = {} as Record<Role, RoleKey>;
   for (const r of ROLES) keys[r] = await newRoleKey(keysDir, r);
+  const rootKeys = [keys.root];
+  for (let i = 2; i <= n; i++) rootKeys.push(await newRoleKey(keysDir, 'root', i));
   await mkdir(targetsDir(dir), { recursive: true });
-  return initRepo(dir, keys, now);
+  return initRepo(dir, keys, now, { rootKeys, threshold: k });
+}
+
+/**
+ * The root keys in `keysDir` that the current root trusts; REPO_INVALID when fewer than its
+ * threshold are there (a new root signed by fewer would be rejected by every device).
+ */
+async function signingRootKeys(repo: Repo, keysDir: string): Promise<{ n: number; key: RoleKey }[]> {
+  const role = repo.root.signed.roles.root!;
+  const have = (await loadRootKeys(keysDir)).filter((k) => role.keyIDs.includes(k.key.key.keyID));
+  if (have.length < role.threshold) {
+    throw new TiuError('REPO_INVALID', `root version ${repo.root.signed.version} needs ${role.threshold} of its ${role.keyIDs.length} root keys, ${keysDir} holds ${have.length}`, { hint: 'bring the other root key holders\' root-N.key.pem files into the key directory for this operation' });
+  }
+  return have;
 }
 
 function targetFileOf(img: RepoImage): TargetFile {
@@ -152,8 +179,11 @@ export async function refresh(o: { dir: string; keysDir: string; timestampExpiry
 export async function rotateKey(o: { dir: string; keysDir: string; role: Role; now?: Date }): Promise<{ rootVersion: number; keyID: string }> {
   const now = o.now ?? new Date();
   const repo = await loadRepo(o.dir);
-  const oldRoot = await loadRoleKey(o.keysDir, 'root');
-  const old = o.role === 'root' ? oldRoot : await loadRoleKey(o.keysDir, o.role);
+  const rootKeys = await signingRootKeys(repo, o.keysDir);
+  // For root, the key rotated is root.key.pem (the others keep their place in the role).
+  const first = rootKeys.find((k) => k.n === 1);
+  if (o.role === 'root' && !first) throw new TiuError('REPO_INVALID', `the root key ${keyFile(o.keysDir, 'root')} to rotate is not there`, { hint: 'bring it (--keys DIR)' });
+  const old = o.role === 'root' ? first!.key : await loadRoleKey(o.keysDir, o.role);
   const v = repo.root.signed.version;
   await rename(keyFile(o.keysDir, o.role), `${keyFile(o.keysDir, o.role)}.v${v}`);
   const fresh = await newRoleKey(o.keysDir, o.role);
@@ -164,8 +194,10 @@ export async function rotateKey(o: { dir: string; keysDir: string; role: Role; n
   keys[fresh.key.keyID] = fresh.key.toJSON();
   if (!Object.values<any>(roles).some((r) => r.keyids.includes(old.key.keyID))) delete keys[old.key.keyID];
   const root = new Metadata(Root.fromJSON({ ...json, version: v + 1, expires: isoExpiry(now, DEFAULT_EXPIRY.root), keys, roles }));
-  root.sign(signer(oldRoot));
-  if (o.role === 'root') root.sign(signer(fresh));
+  // Signed by the old root keys (the threshold of the trusted root) and, for a root rotation, by
+  // the new key too (the new root's threshold counts the new key and the unchanged ones).
+  for (const k of rootKeys) root.sign(signer(k.key), true);
+  if (o.role === 'root') root.sign(signer(fresh), true);
   await writeRoot(o.dir, root);
   const next = { ...repo, root };
   if (o.role === 'targets') await commitTargets(next, targetMap(repoImages(repo)), { targets: fresh, ...(await onlineKeys(o.keysDir)) }, now);

@@ -102,14 +102,20 @@ export async function writeRoot(dir: string, root: Metadata<Root>): Promise<void
   await writeAtomic(join(metadataDir(dir), 'root.json'), bytes);
 }
 
-/** A new root (version 1) trusting one key per role, threshold 1, consistent snapshots. */
-export function makeRoot(keys: Record<Role, RoleKey>, now: Date, version = 1): Metadata<Root> {
+/**
+ * A new root (version 1), consistent snapshots, trusting one key per role with threshold 1 — or,
+ * for the root role, every key of `root` (the first is keys.root) with `threshold` of them
+ * required (k-of-n offline root keys); signed by all of them.
+ */
+export function makeRoot(keys: Record<Role, RoleKey>, now: Date, version = 1, o: { rootKeys?: RoleKey[]; threshold?: number } = {}): Metadata<Root> {
+  const rootKeys = o.rootKeys ?? [keys.root];
+  const threshold = o.threshold ?? 1;
   // @tufjs/models exports no Role builder: build the roles from JSON (as the issue notes).
-  const roles = Object.fromEntries((['root', 'targets', 'snapshot', 'timestamp'] as const).map((r) => [r, { keyids: [keys[r].key.keyID], threshold: 1 }]));
-  const keyMap = Object.fromEntries((['root', 'targets', 'snapshot', 'timestamp'] as const).map((r) => [keys[r].key.keyID, keys[r].key.toJSON()]));
+  const roles = Object.fromEntries((['root', 'targets', 'snapshot', 'timestamp'] as const).map((r) => [r, r === 'root' ? { keyids: rootKeys.map((k) => k.key.keyID), threshold } : { keyids: [keys[r].key.keyID], threshold: 1 }]));
+  const keyMap = Object.fromEntries([...rootKeys, keys.targets, keys.snapshot, keys.timestamp].map((k) => [k.key.keyID, k.key.toJSON()]));
   const root = Root.fromJSON({ _type: 'root', spec_version: SPEC_VERSION, version, expires: isoExpiry(now, DEFAULT_EXPIRY.root), consistent_snapshot: true, keys: keyMap, roles });
   const md = new Metadata(root);
-  md.sign(signer(keys.root));
+  for (const k of rootKeys) md.sign(signer(k), true);
   return md;
 }
 
@@ -174,8 +180,8 @@ export function sha256(b: Buffer): string {
 }
 
 /** The first metadata of a new repository: root 1, empty targets 1, snapshot 1, timestamp 1. */
-export async function initRepo(dir: string, keys: Record<Role, RoleKey>, now: Date): Promise<Repo> {
-  const root = makeRoot(keys, now);
+export async function initRepo(dir: string, keys: Record<Role, RoleKey>, now: Date, o: { rootKeys?: RoleKey[]; threshold?: number } = {}): Promise<Repo> {
+  const root = makeRoot(keys, now, 1, o);
   await writeRoot(dir, root);
   // Version-0 placeholders so the commit functions make version 1 of each.
   const zero = {
