@@ -131,8 +131,10 @@ export async function setDefaultSubvolume(sys: System, mount: string, id: number
 
 /** All subvolumes of the filesystem mounted at `mount` (paths from the top level), with read-only flags. */
 export async function listSubvolumes(sys: System, mount: string): Promise<Subvolume[]> {
-  const all = parseSubvolumeList((await sys.run('btrfs', ['subvolume', 'list', '-u', '-q', mount])).stdout);
-  const ro = new Set(parseSubvolumeIds((await sys.run('btrfs', ['subvolume', 'list', '-r', mount])).stdout));
+  // Both listings at once: each is a child process, and they are independent.
+  const [list, readonly] = await Promise.all([sys.run('btrfs', ['subvolume', 'list', '-u', '-q', mount]), sys.run('btrfs', ['subvolume', 'list', '-r', mount])]);
+  const all = parseSubvolumeList(list.stdout);
+  const ro = new Set(parseSubvolumeIds(readonly.stdout));
   return all.map((s) => ({ ...s, readonly: ro.has(s.id) }));
 }
 
