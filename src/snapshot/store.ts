@@ -174,9 +174,11 @@ function createStore(ctx: StoreContext, backend: MetadataBackend): SnapshotStore
       const now = Date.now();
       if (!fresh && kept && kept.changes === subvolumeChanges() && now - kept.at < MEMO_MS) return kept.value;
       const value = read();
-      kept = { changes: subvolumeChanges(), at: now, value };
-      value.catch(() => {
-        if (kept?.value === value) kept = undefined;
+      const entry = { changes: subvolumeChanges(), at: now, value };
+      kept = entry;
+      // Aged from when the answer arrived (a slow child must not leave it stale at once).
+      value.then(() => (entry.at = Date.now()), () => {
+        if (kept === entry) kept = undefined;
       });
       return value;
     };
