@@ -2,6 +2,13 @@
 // Thin launcher: Node.js >= 24 runs the TypeScript sources directly (type stripping).
 // `npm run build` bundles this file with everything it imports into dist/tiu.mjs.
 import module from 'node:module';
+import v8 from 'node:v8';
+
+// Keep V8's young generation at its starting size instead of letting its semi-spaces grow: tiu
+// allocates in short bursts, and that growth was ~20 MiB of the peak RSS of `tiu extract`
+// (146 -> 127 MiB on the Debian update) with no measurable speed-up. V8 reads this flag at each
+// growth decision, so setting it here at start-up takes effect.
+v8.setFlagsFromString('--semi-space-growth-factor=1');
 
 const [major] = process.versions.node.split('.').map(Number);
 if (major < 24) {

@@ -3,7 +3,7 @@ import { describe, it, expect } from 'vitest';
 import { access, mkdir, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { openSnapshotStore, type SnapperMode } from '../src/snapshot/store.ts';
-import { createSubvolume, isReadonly, listSubvolumes, subvolumeInfo } from '../src/snapshot/btrfs.ts';
+import { createSubvolume, isReadonly, listSubvolumes, setReadonly, subvolumeInfo } from '../src/snapshot/btrfs.ts';
 import { parseInfoXml, renderInfoXml } from '../src/snapshot/infoxml.ts';
 import { HIGH_WATER_FILE } from '../src/snapshot/numbering.ts';
 import { parseSnapperHelp } from '../src/snapshot/snapper.ts';
@@ -229,6 +229,33 @@ describe('snapshot store: safety', () => {
     expect(e.code).toBe('SNAPSHOT_FAILED');
     expect(e.message).toContain('still there');
     expect(await readFile(join(dev.snapshotsDir, '5/snapshot/etc/precious'), 'utf8')).toBe('keep me');
+  });
+
+  it('reuses its subvolume listing only while no subvolume changed', async () => {
+    await using dev = await makeDevice();
+    const calls: string[] = [];
+    const sys = Object.create(dev.sys) as typeof dev.sys;
+    sys.run = (cmd, args, o) => {
+      calls.push([cmd, ...args].join(' '));
+      return dev.sys.run(cmd, args, o);
+    };
+    const store = await openSnapshotStore(sys, dev.root, { snapper: 'no' });
+    const n = await store.create({ from: 1, readWrite: true });
+    expect((await store.get(n)).readonly).toBe(false);
+    calls.length = 0;
+    expect((await store.list()).map((s) => [s.num, s.readonly, s.isDefault])).toEqual([[1, false, true], [n, false, false]]);
+    expect(await store.getDefault()).toBe(1);
+    expect(calls.filter((c) => c.startsWith('btrfs subvolume list') || c.startsWith('btrfs subvolume get-default'))).toEqual([]);
+    // A change made through the btrfs module (here with another System: the counter is per
+    // process) makes the next listing fresh.
+    await setReadonly(dev.sys, store.snapshotPath(n), true);
+    expect((await store.get(n)).readonly).toBe(true);
+    expect(calls.filter((c) => c.startsWith('btrfs subvolume list'))).toHaveLength(2);
+    // Setting the default checks the result with a fresh read.
+    calls.length = 0;
+    await store.setDefault(n);
+    expect(calls.filter((c) => c.startsWith('btrfs subvolume get-default'))).toHaveLength(1);
+    expect((await store.list()).find((s) => s.num === n)?.isDefault).toBe(true);
   });
 
   it('refuses to hand out numbers when the high-water mark is damaged', async () => {

@@ -20,6 +20,7 @@ import { parentOf, sameEntry, treeDigests } from './compare.ts';
 import { planEtcMerge } from './plan.ts';
 import { diffTrees, planReport, planResult } from './report.ts';
 import { absPath, dirContents, scanEtc } from './scan.ts';
+import { setXattrsInProcess, xattrBinding } from '../tiu/fileindex/xattrs.ts';
 import type { EtcChange, EtcEntry, EtcMergeReport, EtcPlan, EtcTree } from './types.ts';
 
 export interface ApplyDirs {
@@ -64,7 +65,9 @@ async function applyWithRoots(sys: System, plan: EtcPlan, dirs: ApplyDirs, rootO
   let current: string | undefined;
   const tmp = await mkdtemp(`${dirs.result.replace(/\/+$/, '')}/.tiu-etc-merge-`);
   // Inherited default ACLs would otherwise end up on every file built here.
-  await sys.run('setfattr', ['-x', 'system.posix_acl_default', tmp], { allowFailure: true });
+  const binding = await xattrBinding();
+  if (binding) await binding.removeAttribute(tmp, 'system.posix_acl_default').catch(() => {});
+  else await sys.run('setfattr', ['-x', 'system.posix_acl_default', tmp], { allowFailure: true });
   let counter = 0;
   const tmpName = () => `${tmp}/${counter++}`;
 
@@ -73,6 +76,8 @@ async function applyWithRoots(sys: System, plan: EtcPlan, dirs: ApplyDirs, rootO
     // After chown, which clears setuid/setgid bits and file capabilities.
     if (e.type !== 'symlink') await chmod(t, e.mode);
     const want = e.xattrs ?? {};
+    // In-process where the binding can name the path and attributes; else one setfattr each.
+    if (await setXattrsInProcess(Buffer.from(t), before, want)) return;
     for (const k of Object.keys(before)) if (!(k in want)) await sys.run('setfattr', ['-h', '-x', k, t]);
     for (const [k, v] of Object.entries(want)) {
       if (before[k] === v) continue;

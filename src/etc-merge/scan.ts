@@ -4,8 +4,8 @@
  *
  * Reads names as bytes (`readdir` with `encoding: 'buffer'`), so any file name survives.
  * Hashes file contents streaming (bounded memory). Does not follow symlinks, does not detect
- * hardlinks. xattrs are read with one `getfattr -R` (needs `sys`), whose output escapes names.
- * Side effects: reads the tree; runs getfattr when `sys` is given.
+ * hardlinks. xattrs are read in-process (@napi-rs/xattr; needs `sys` for the fallback), or with one
+ * `getfattr -R` where the binding cannot load. Side effects: reads the tree; may run getfattr.
  */
 import { lstat, readdir, readFile, readlink } from 'node:fs/promises';
 import { TiuError, fromErrno } from '../tiu/errors.ts';
@@ -13,6 +13,7 @@ import type { System } from '../tiu/system.ts';
 import { bytesToPath, comparePaths, pathBytes } from '../tiu/fileindex/types.ts';
 import { deviceNumbers, entryType } from '../tiu/fileindex/scan.ts';
 import { hashPath } from '../tiu/fileindex/hash.ts';
+import { listXattrs, xattrBinding } from '../tiu/fileindex/xattrs.ts';
 import type { ContentSource, EtcEntry, EtcSide } from './types.ts';
 
 /** Absolute Buffer path of a byte-string path below `root` (`.` is the root itself). */
@@ -62,9 +63,13 @@ export async function scanEtc(dir: string, opts: ScanOptions = {}): Promise<Map<
     throw fromErrno(err, `scanning ${dir}`) ?? err;
   }
   if (opts.sys && opts.xattrs !== false) {
-    for (const [rel, xattrs] of await readXattrs(opts.sys, dir)) {
+    // In-process through the binding (one getfattr child per scan cost more than the whole
+    // scan); getfattr only where the binding is missing or a path or name is not UTF-8.
+    const binding = await xattrBinding();
+    const xattrs = binding ? await listXattrs(opts.sys, dir, [...out.keys()]) : await readXattrs(opts.sys, dir);
+    for (const [rel, x] of xattrs) {
       const e = out.get(rel);
-      if (e) e.xattrs = xattrs;
+      if (e) e.xattrs = x;
     }
   }
   return new Map([...out.entries()].sort((a, b) => comparePaths(a[0], b[0])));

@@ -75,14 +75,35 @@ export async function assertBtrfs(sys: System, path: string): Promise<void> {
   }
 }
 
+let changes = 0;
+
+/**
+ * A counter of the subvolume changes this process made (create, snapshot, delete, read-only
+ * flag, default) through this module or snapper: a reader may reuse what it listed while the
+ * counter stands still (see the snapshot store).
+ */
+export function subvolumeChanges(): number {
+  return changes;
+}
+
+/** Runs a command that changes subvolumes; the counter moves before and after (also on failure). */
+export async function changing<T>(run: () => Promise<T>): Promise<T> {
+  changes++;
+  try {
+    return await run();
+  } finally {
+    changes++;
+  }
+}
+
 /** Creates an empty subvolume at `path` (the parent directory must exist). */
 export async function createSubvolume(sys: System, path: string): Promise<void> {
-  await sys.run('btrfs', ['subvolume', 'create', path]);
+  await changing(() => sys.run('btrfs', ['subvolume', 'create', path]));
 }
 
 /** Snapshots subvolume `src` to the new path `dst` (writable unless `readonly`). Not recursive. */
 export async function snapshotSubvolume(sys: System, src: string, dst: string, options: { readonly?: boolean } = {}): Promise<void> {
-  await sys.run('btrfs', ['subvolume', 'snapshot', ...(options.readonly ? ['-r'] : []), src, dst]);
+  await changing(() => sys.run('btrfs', ['subvolume', 'snapshot', ...(options.readonly ? ['-r'] : []), src, dst]));
 }
 
 /**
@@ -91,12 +112,12 @@ export async function snapshotSubvolume(sys: System, src: string, dst: string, o
  * contains other subvolumes.
  */
 export async function deleteSubvolume(sys: System, path: string, options: { commitAfter?: boolean } = {}): Promise<void> {
-  await sys.run('btrfs', ['subvolume', 'delete', ...(options.commitAfter ? ['--commit-after'] : []), path]);
+  await changing(() => sys.run('btrfs', ['subvolume', 'delete', ...(options.commitAfter ? ['--commit-after'] : []), path]));
 }
 
 /** Sets or clears the read-only property of the subvolume at `path`. */
 export async function setReadonly(sys: System, path: string, readonly: boolean): Promise<void> {
-  await sys.run('btrfs', ['property', 'set', '-ts', path, 'ro', readonly ? 'true' : 'false']);
+  await changing(() => sys.run('btrfs', ['property', 'set', '-ts', path, 'ro', readonly ? 'true' : 'false']));
 }
 
 /** Whether the subvolume at `path` is read-only (`btrfs property get -ts <path> ro`). */
@@ -126,13 +147,15 @@ export async function getDefaultSubvolume(sys: System, mount: string): Promise<{
 
 /** Makes subvolume `id` the default of the filesystem mounted at `mount` (what boots next). */
 export async function setDefaultSubvolume(sys: System, mount: string, id: number): Promise<void> {
-  await sys.run('btrfs', ['subvolume', 'set-default', String(id), mount]);
+  await changing(() => sys.run('btrfs', ['subvolume', 'set-default', String(id), mount]));
 }
 
 /** All subvolumes of the filesystem mounted at `mount` (paths from the top level), with read-only flags. */
 export async function listSubvolumes(sys: System, mount: string): Promise<Subvolume[]> {
-  const all = parseSubvolumeList((await sys.run('btrfs', ['subvolume', 'list', '-u', '-q', mount])).stdout);
-  const ro = new Set(parseSubvolumeIds((await sys.run('btrfs', ['subvolume', 'list', '-r', mount])).stdout));
+  // Both listings at once: each is a child process, and they are independent.
+  const [list, readonly] = await Promise.all([sys.run('btrfs', ['subvolume', 'list', '-u', '-q', mount]), sys.run('btrfs', ['subvolume', 'list', '-r', mount])]);
+  const all = parseSubvolumeList(list.stdout);
+  const ro = new Set(parseSubvolumeIds(readonly.stdout));
   return all.map((s) => ({ ...s, readonly: ro.has(s.id) }));
 }
 

@@ -7,6 +7,7 @@ import { z } from 'zod';
 import { TiuError } from '../tiu/errors.ts';
 import type { RunResult, System } from '../tiu/system.ts';
 import { parseSnapperDate, type SnapshotInfo } from './infoxml.ts';
+import { changing } from './btrfs.ts';
 
 /** snapper's config name for the root filesystem (R/etc/snapper/configs/root). */
 export const SNAPPER_CONFIG = 'root';
@@ -47,7 +48,7 @@ export async function snapperCapabilities(sys: System): Promise<SnapperCapabilit
 /** Runs `snapper --no-dbus --root <root> -c root <args>`; failures become SNAPSHOT_FAILED. */
 export async function runSnapper(sys: System, root: string, args: readonly string[], global: readonly string[] = []): Promise<RunResult> {
   const argv = ['--no-dbus', '--root', root, '-c', SNAPPER_CONFIG, ...global, ...args];
-  const r = await sys.run('snapper', argv, { allowFailure: true });
+  const r = await changing(() => sys.run('snapper', argv, { allowFailure: true }));
   if (r.exitCode !== 0) {
     const text = (r.stderr || r.stdout).trim().split('\n').filter((l) => !/^(loading \d+ failed|snapshot check failed)/.test(l)).slice(-2).join(' | ');
     throw new TiuError('SNAPSHOT_FAILED', `snapper ${args[0]} failed (exit ${r.exitCode})${text ? `: ${text}` : ''}`, {

@@ -13,7 +13,7 @@ import { access, readdir, readFile, realpath, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { TiuError, fromErrno } from '../tiu/errors.ts';
 import { missingToolError, type System } from '../tiu/system.ts';
-import { assertBtrfs, deleteSubvolume, getDefaultSubvolume, listSubvolumes, setDefaultSubvolume, setReadonly, trySubvolumeInfo, type Subvolume } from './btrfs.ts';
+import { assertBtrfs, deleteSubvolume, getDefaultSubvolume, listSubvolumes, setDefaultSubvolume, setReadonly, subvolumeChanges, trySubvolumeInfo, type Subvolume } from './btrfs.ts';
 import { assertXmlText, validateUserdata, type SnapshotInfo } from './infoxml.ts';
 import { mountAt, parseMountinfo, snapshotNumberOf } from './mountinfo.ts';
 import { nextSnapshotNumber, raiseHighWater, readHighWater, snapshotNumberFromName } from './numbering.ts';
@@ -151,6 +151,9 @@ function checkNum(num: number): void {
   if (!Number.isInteger(num) || num < 1 || num > 0xffffffff) throw new TiuError('USAGE', `'${num}' is not a snapshot number`);
 }
 
+/** How long a listing of subvolumes is reused at most (changes made by other processes). */
+const MEMO_MS = 2000;
+
 function createStore(ctx: StoreContext, backend: MetadataBackend): SnapshotStore {
   const { sys, root, snapshotsDir } = ctx;
   const subvolPathOf = (num: number) => (ctx.snapshotsSubvol ? `${ctx.snapshotsSubvol}/${num}/snapshot` : `${num}/snapshot`);
@@ -160,8 +163,31 @@ function createStore(ctx: StoreContext, backend: MetadataBackend): SnapshotStore
     return names.map(snapshotNumberFromName).filter((n): n is number => n !== undefined).sort((a, b) => a - b);
   }
 
-  async function getDefault(): Promise<number | undefined> {
-    const def = await getDefaultSubvolume(sys, root);
+  /**
+   * The subvolume list and the default subvolume, each a child process, are reused while this
+   * process changed no subvolume (see subvolumeChanges) and for at most MEMO_MS: one update asked
+   * for them 5 and 8 times. Deleting always lists afresh.
+   */
+  const memo = <T>(read: () => Promise<T>): ((fresh?: boolean) => Promise<T>) => {
+    let kept: { changes: number; at: number; value: Promise<T> } | undefined;
+    return (fresh = false) => {
+      const now = Date.now();
+      if (!fresh && kept && kept.changes === subvolumeChanges() && now - kept.at < MEMO_MS) return kept.value;
+      const value = read();
+      const entry = { changes: subvolumeChanges(), at: now, value };
+      kept = entry;
+      // Aged from when the answer arrived (a slow child must not leave it stale at once).
+      value.then(() => (entry.at = Date.now()), () => {
+        if (kept === entry) kept = undefined;
+      });
+      return value;
+    };
+  };
+  const subvolumes = memo(() => listSubvolumes(sys, root));
+  const defaultSubvolume = memo(() => getDefaultSubvolume(sys, root));
+
+  async function getDefault(fresh = false): Promise<number | undefined> {
+    const def = await defaultSubvolume(fresh);
     return snapshotNumberOf(def.path, ctx.snapshotsSubvol);
   }
 
@@ -173,8 +199,8 @@ function createStore(ctx: StoreContext, backend: MetadataBackend): SnapshotStore
     return info ? snapshotNumberOf(info.path, ctx.snapshotsSubvol) : undefined;
   }
 
-  async function scan(): Promise<{ dirs: number[]; subvols: Subvolume[]; byPath: Map<string, Subvolume> }> {
-    const [dirs, subvols] = await Promise.all([numericDirs(), listSubvolumes(sys, root)]);
+  async function scan(fresh = false): Promise<{ dirs: number[]; subvols: Subvolume[]; byPath: Map<string, Subvolume> }> {
+    const [dirs, subvols] = await Promise.all([numericDirs(), subvolumes(fresh)]);
     return { dirs, subvols, byPath: new Map(subvols.map((s) => [s.path, s])) };
   }
 
@@ -224,11 +250,11 @@ function createStore(ctx: StoreContext, backend: MetadataBackend): SnapshotStore
     snapshotPath: (num) => join(snapshotsDir, String(num), 'snapshot'),
     list,
     get,
-    getDefault,
+    getDefault: () => getDefault(),
     getMounted,
 
     async leftovers() {
-      const { dirs, byPath } = await scan();
+      const { dirs, byPath } = await scan(true);
       return dirs.filter((n) => !byPath.has(subvolPathOf(n)));
     },
 
@@ -280,7 +306,7 @@ function createStore(ctx: StoreContext, backend: MetadataBackend): SnapshotStore
       const entry = await get(num);
       if (backend.setDefault && !entry.missingInfo) await backend.setDefault(ctx, num);
       else await setDefaultSubvolume(sys, root, entry.subvolumeId);
-      const now = await getDefault();
+      const now = await getDefault(true);
       if (now !== num) {
         throw new TiuError('SNAPSHOT_FAILED', `setting snapshot ${num} as default did not take effect (default is ${now ?? 'not a snapshot'})`, {
           hint: 'check `btrfs subvolume get-default /`',
@@ -290,7 +316,7 @@ function createStore(ctx: StoreContext, backend: MetadataBackend): SnapshotStore
 
     async delete(num, options = {}) {
       checkNum(num);
-      const { dirs, subvols, byPath } = await scan();
+      const { dirs, subvols, byPath } = await scan(true);
       if (!dirs.includes(num)) throw notFound(num, root);
       const subvol = byPath.get(subvolPathOf(num));
       const commitAfter = options.commitAfter ?? false;
@@ -300,7 +326,7 @@ function createStore(ctx: StoreContext, backend: MetadataBackend): SnapshotStore
         await btrfsBackend.deleteSnapshot(ctx, num, { commitAfter, hasInfo: false });
         return;
       }
-      const [def, mounted] = await Promise.all([getDefault(), getMounted()]);
+      const [def, mounted] = await Promise.all([getDefault(true), getMounted()]);
       if (num === def) {
         throw new TiuError('SNAPSHOT_REFUSED', `snapshot ${num} is the default (it boots next); refusing to delete it`, { hint: 'make another snapshot the default first (tiu rollback)' });
       }

@@ -126,10 +126,14 @@ async function* imageFile(image: SafeRoot, e: IndexEntry): AsyncGenerator<Uint8A
   try {
     const sst = await sfh.stat();
     if (!sst.isFile()) throw new TiuError('ARCHIVE_INDEX', `/${displayPath(e.path)} in the image is not a regular file, the index says it is`);
+    // One buffer per file, no larger than the file: most files are small, and a fresh 1 MiB
+    // buffer per read made the garbage collector the largest single cost of an update. The
+    // consumer (copyContent) is done with a chunk before it asks for the next.
+    const size = Math.max(1, Math.min(CHUNK, sst.size + 1));
+    const buf = Buffer.allocUnsafe(size);
     let pos = 0;
     for (;;) {
-      const buf = Buffer.allocUnsafe(CHUNK);
-      const { bytesRead } = await sfh.read(buf, 0, CHUNK, pos);
+      const { bytesRead } = await sfh.read(buf, 0, size, pos);
       if (bytesRead === 0) break;
       yield buf.subarray(0, bytesRead);
       pos += bytesRead;

@@ -89,19 +89,27 @@ export function limiter(n: number) {
   };
 }
 
+const HASH_BUFFER = 1024 * 1024;
+const MAX_SPARE_BUFFERS = 8;
+const spareBuffers: Buffer[] = [];
+
 /** sha256 (hex) of a file's content, read in 1 MiB chunks; never follows a symlink. */
 export async function hashPath(path: Buffer | string): Promise<string> {
   const h = createHash('sha256');
   const fh = await open(path, constants.O_RDONLY | constants.O_NOFOLLOW);
+  // Read buffers are reused across calls: a fresh 1 MiB per (mostly small) file kept the
+  // garbage collector busy during /etc scans and digest filling.
+  const buf = spareBuffers.pop() ?? Buffer.allocUnsafe(HASH_BUFFER);
   try {
-    const buf = Buffer.allocUnsafe(1024 * 1024);
     for (;;) {
       const { bytesRead } = await fh.read(buf, 0, buf.length, null);
       if (bytesRead === 0) break;
       h.update(buf.subarray(0, bytesRead));
     }
   } finally {
+    if (spareBuffers.length < MAX_SPARE_BUFFERS) spareBuffers.push(buf);
     await fh.close();
   }
   return h.digest('hex');
 }
+

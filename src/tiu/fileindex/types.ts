@@ -61,13 +61,16 @@ export function comparePaths(a: string, b: string): number {
   if (a === b) return 0;
   if (a === '.') return -1;
   if (b === '.') return 1;
-  const pa = a.split('/');
-  const pb = b.split('/');
-  const n = Math.min(pa.length, pb.length);
+  // Without splitting (this runs inside sorts of whole indexes): at the first differing char, a
+  // '/' means that side's component ended first, i.e. it is a prefix of the other's component.
+  const n = Math.min(a.length, b.length);
   for (let i = 0; i < n; i++) {
-    const x = pa[i]!;
-    const y = pb[i]!;
-    if (x !== y) return x < y ? -1 : 1;
+    const x = a.charCodeAt(i);
+    const y = b.charCodeAt(i);
+    if (x === y) continue;
+    if (x === 0x2f) return -1;
+    if (y === 0x2f) return 1;
+    return x < y ? -1 : 1;
   }
-  return pa.length - pb.length;
+  return a.length - b.length;
 }
