@@ -125,7 +125,7 @@ describe('deltas from a repository', () => {
 
     const check = await tiu(['check', '--root', dev.root, '--json']);
     expect(check.exitCode, check.stderr).toBe(0);
-    expect(JSON.parse(check.stdout)).toMatchObject({ outcome: 'update', chosen: { version: '2.0', kind: 'delta' } });
+    expect(JSON.parse(check.stdout)).toMatchObject({ outcome: 'update', chosen: { version: '2.0', images: [{ kind: 'delta' }] } });
 
     const before = (await log()).length;
     const up = await tiu(['update', '--root', dev.root]);

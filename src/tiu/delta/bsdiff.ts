@@ -56,59 +56,122 @@ async function readFully(fh: FileHandle, buf: Buffer, length: number, position: 
 }
 
 /**
+ * Sequential reads of one slice through a 1 MiB buffer: bsdiff makes many short runs, and one
+ * positional read per run would cost a thread-pool round trip each.
+ */
+class SliceReader {
+  private buf: Buffer;
+  private bufStart = 0;
+  private bufLen = 0;
+  private pos = 0;
+  private readonly fh: FileHandle;
+  private readonly offset: number;
+  private readonly length: number;
+  constructor(fh: FileHandle, offset: number, length: number) {
+    this.fh = fh;
+    this.offset = offset;
+    this.length = length;
+    this.buf = Buffer.allocUnsafe(Math.min(CHUNK, Math.max(1, length)));
+  }
+
+  /** Copies the next `n` bytes into `out` at `at`. */
+  async read(out: Buffer, at: number, n: number): Promise<void> {
+    if (this.pos + n > this.length) throw corrupt('a bsdiff stream slice ended early');
+    while (n > 0) {
+      if (this.pos >= this.bufStart + this.bufLen) {
+        this.bufStart = this.pos;
+        this.bufLen = Math.min(this.buf.length, this.length - this.pos);
+        await readFully(this.fh, this.buf, this.bufLen, this.offset + this.pos);
+      }
+      const from = this.pos - this.bufStart;
+      const k = Math.min(n, this.bufLen - from);
+      this.buf.copy(out, at, from, from + k);
+      this.pos += k;
+      at += k;
+      n -= k;
+    }
+  }
+}
+
+/** Random reads of the old file through a 1 MiB window (bsdiff's old position mostly moves forward). */
+class WindowReader {
+  private buf: Buffer;
+  private start = 0;
+  private len = 0;
+  private readonly fh: FileHandle;
+  private readonly size: number;
+  constructor(fh: FileHandle, size: number) {
+    this.fh = fh;
+    this.size = size;
+    this.buf = Buffer.allocUnsafe(Math.min(CHUNK, Math.max(1, size)));
+  }
+
+  /** Adds old bytes [pos, pos+n) ∩ [0, size) onto `out` (positions outside add nothing, as in bspatch). */
+  async addInto(out: Buffer, pos: number, n: number): Promise<void> {
+    let i = Math.max(0, pos);
+    const end = Math.min(this.size, pos + n);
+    while (i < end) {
+      if (i < this.start || i >= this.start + this.len) {
+        this.start = i;
+        this.len = Math.min(this.buf.length, this.size - i);
+        await readFully(this.fh, this.buf, this.len, i);
+      }
+      const stop = Math.min(end, this.start + this.len);
+      for (let j = i; j < stop; j++) out[j - pos] = (out[j - pos]! + this.buf[j - this.start]!) & 0xff;
+      i = stop;
+    }
+  }
+}
+
+/**
  * Yields the new file built from `old` (random reads; bytes outside it count as zero, as in
  * bspatch) and the file's slices of the three streams. Throws DELTA_CORRUPT unless the control
  * triples consume exactly the slices and produce exactly `newSize` bytes.
  */
 export async function* bspatchStream(old: FileHandle, oldSize: number, s: BsdiffSlices, newSize: number): AsyncGenerator<Uint8Array> {
   if (s.ctrl.length % CTRL_TRIPLE !== 0) throw corrupt('a bsdiff control slice is not whole triples');
-  const ctrl = Buffer.alloc(Math.min(s.ctrl.length, CHUNK - (CHUNK % CTRL_TRIPLE)));
-  let ctrlDone = 0;
-  let ctrlHave = 0;
-  let ctrlAt = 0;
+  const ctrl = new SliceReader(s.ctrl.fh, s.ctrl.offset, s.ctrl.length);
+  const diff = new SliceReader(s.diff.fh, s.diff.offset, s.diff.length);
+  const extra = new SliceReader(s.extra.fh, s.extra.offset, s.extra.length);
+  const oldFile = new WindowReader(old, oldSize);
+  const triple = Buffer.alloc(CTRL_TRIPLE);
+  // Output is gathered into chunks of up to 1 MiB (short runs are many).
+  let out = Buffer.allocUnsafe(Math.min(CHUNK, Math.max(1, newSize)));
+  let outLen = 0;
   let newPos = 0;
   let oldPos = 0;
   let diffPos = 0;
   let extraPos = 0;
-  const oldBuf = Buffer.alloc(Math.min(CHUNK, Math.max(1, newSize)));
-  while (ctrlDone < s.ctrl.length) {
-    if (ctrlAt === ctrlHave) {
-      ctrlHave = Math.min(ctrl.length, s.ctrl.length - ctrlDone);
-      await readFully(s.ctrl.fh, ctrl, ctrlHave, s.ctrl.offset + ctrlDone);
-      ctrlAt = 0;
-    }
-    const x = offtin(ctrl, ctrlAt);
-    const y = offtin(ctrl, ctrlAt + 8);
-    const z = offtin(ctrl, ctrlAt + 16);
-    ctrlAt += CTRL_TRIPLE;
-    ctrlDone += CTRL_TRIPLE;
+  for (let done = 0; done < s.ctrl.length; done += CTRL_TRIPLE) {
+    await ctrl.read(triple, 0, CTRL_TRIPLE);
+    const x = offtin(triple, 0);
+    const y = offtin(triple, 8);
+    const z = offtin(triple, 16);
     if (x < 0 || y < 0 || newPos + x + y > newSize || diffPos + x > s.diff.length || extraPos + y > s.extra.length) throw corrupt('a bsdiff control triple is out of bounds');
-    for (let left = x; left > 0; ) {
-      const n = Math.min(CHUNK, left);
-      const out = Buffer.allocUnsafe(n);
-      await readFully(s.diff.fh, out, n, s.diff.offset + diffPos);
-      // The old bytes under this run (those outside the old file add nothing).
-      const from = Math.max(0, oldPos);
-      const to = Math.min(oldSize, oldPos + n);
-      if (to > from) {
-        await readFully(old, oldBuf, to - from, from);
-        for (let i = from; i < to; i++) out[i - oldPos] = (out[i - oldPos]! + oldBuf[i - from]!) & 0xff;
+    for (const [n0, isDiff] of [[x, true], [y, false]] as const) {
+      for (let left = n0; left > 0; ) {
+        if (outLen === out.length) {
+          yield out;
+          out = Buffer.allocUnsafe(Math.min(CHUNK, Math.max(1, newSize - newPos)));
+          outLen = 0;
+        }
+        const n = Math.min(left, out.length - outLen);
+        if (isDiff) {
+          await diff.read(out, outLen, n);
+          await oldFile.addInto(out.subarray(outLen, outLen + n), oldPos, n);
+          diffPos += n;
+          oldPos += n;
+        } else {
+          await extra.read(out, outLen, n);
+          extraPos += n;
+        }
+        outLen += n;
+        newPos += n;
+        left -= n;
       }
-      yield out;
-      diffPos += n;
-      oldPos += n;
-      left -= n;
     }
-    for (let left = y; left > 0; ) {
-      const n = Math.min(CHUNK, left);
-      const out = Buffer.allocUnsafe(n);
-      await readFully(s.extra.fh, out, n, s.extra.offset + extraPos);
-      yield out;
-      extraPos += n;
-      left -= n;
-    }
-    newPos += x + y;
     oldPos += z;
   }
+  if (outLen > 0) yield out.subarray(0, outLen);
   if (newPos !== newSize || diffPos !== s.diff.length || extraPos !== s.extra.length) throw corrupt('a bsdiff patch does not produce the file it describes');
 }
