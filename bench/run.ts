@@ -3,7 +3,7 @@
  *
  *   BENCH_RUNS=3            runs per tool (alternating)
  *   BENCH_DIR=/var/tmp/tiu-bench   scratch directory (outside the repo; removed at the end)
- *   BENCH_ONLY=build,verity,verify,device,download,repo-check   run only these phases
+ *   BENCH_ONLY=build,verity,verify,device,download,delta,repo-check   run only these phases
  *   BENCH_OUT=bench/results results directory (latest.md, latest.json)
  *   BENCH_KEEP=1            keep the scratch directory
  *   BENCH_SKIP_SETUP=1      do not run scripts/setup.sh
@@ -30,6 +30,7 @@ import { benchBuild } from './phases/build.ts';
 import { buildCorpus, createArchive } from './phases/corpus.ts';
 import { benchDevice } from './phases/device.ts';
 import { benchDownload } from './phases/download.ts';
+import { benchDelta } from './phases/delta.ts';
 import { benchRepoCheck } from './phases/repo-check.ts';
 import { benchVerify } from './phases/verify.ts';
 import { benchVerity } from './phases/verity.ts';
@@ -201,6 +202,15 @@ async function main(): Promise<number> {
       }
       await writeResults(report);
     } else if (!phase('download')) report.notMeasured.push({ what: 'download throughput', reason: 'skipped (BENCH_ONLY)' });
+
+    if (phase('delta')) {
+      try {
+        report.delta = (await benchDelta(sys, join(work, 'delta'), say)).markdown;
+      } catch (e) {
+        report.notMeasured.push({ what: 'delta', reason: errorText(e) });
+      }
+      await writeResults(report);
+    } else report.notMeasured.push({ what: 'delta', reason: 'skipped (BENCH_ONLY)' });
   } finally {
     await cleanupStale(raw, work);
     if (!process.env.BENCH_KEEP) await rm(work, { recursive: true, force: true });

@@ -20,7 +20,7 @@ Maintainer: tiu developers <tiu@localhost>
 Section: admin
 Priority: optional
 Depends: btrfs-progs, cryptsetup-bin, util-linux, mount, curl
-Recommends: squashfs-tools, snapper
+Recommends: squashfs-tools, snapper, xz-utils
 Installed-Size: $(du -sk --exclude=DEBIAN "$stage/root" | cut -f1)
 Homepage: https://github.com/tiu-project/tiu
 Description: transactional image updates for btrfs-rooted Linux systems

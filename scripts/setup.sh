@@ -13,7 +13,7 @@ snapper:snapper zstd:zstd xz:xz-utils flock:util-linux losetup:mount mount:mount
 grub-editenv:grub-common grub-script-check:grub-common systemd-analyze:systemd unshare:util-linux curl:curl nginx:nginx
 man:man-db groff:groff-base dpkg-deb:dpkg
 dbus-daemon:dbus dbus-send:dbus runuser:util-linux
-bsdiff:bsdiff bspatch:bsdiff"
+bsdiff:bsdiff bspatch:bsdiff bzip2:bzip2 ostree:ostree casync:casync xdelta3:xdelta3"
 missing=()
 for pair in $pairs; do
   tool=${pair%%:*}; pkg=${pair#*:}

@@ -5,7 +5,7 @@
 import { describe, it, expect } from 'vitest';
 import { planDelta, oldSources, sourceLocation, PATCH_MAX_BYTES } from '../src/tiu/delta/plan.ts';
 import {
-  parseEnvelope, parseHeader, serializeHeader, inflateHeader, encodePreamble, decodePreamble, locateDeltaSignature, PREAMBLE_SIZE, type Header,
+  parseEnvelope, parseHeader, serializeHeader, inflateHeader, encodePreamble, decodePreamble, locateDeltaSignature, PREAMBLE_SIZE, type Header, type DeltaContent,
 } from '../src/tiu/delta/format.ts';
 import { TiuError } from '../src/tiu/errors.ts';
 import type { IndexEntry } from '../src/tiu/fileindex/types.ts';
@@ -29,7 +29,7 @@ describe('planDelta', () => {
   it('sends nothing for renamed, moved and copied contents; sends each new content once', () => {
     const neu = [file('usr/bin/a', '1'), file('usr/bin/renamed', '3'), file('usr/copy1', '5'), file('usr/copy2', '5'), file('usr/moved/conf', 'e')];
     const p = planDelta(old, neu);
-    expect(p.needed.map((n) => n.sha256)).toEqual([d('5')]);
+    expect(p.needed.map((n) => [n.sha256, n.entry])).toEqual([[d('5'), 2]]);
     expect(p.reused).toBe(3);
     expect(p.reusedBytes).toBe(300);
   });
@@ -39,7 +39,8 @@ describe('planDelta', () => {
     const p = planDelta(old, neu);
     const by = new Map(p.needed.map((n) => [n.path, n.base?.path]));
     expect(Object.fromEntries(by)).toEqual({ 'usr/bin/a': 'usr/bin/a', 'usr/lib/libx.so.1.3': 'usr/lib/libx.so.1.2', 'usr/new': undefined, 'usr/big': undefined, 'etc/conf': 'etc/conf' });
-    expect(p.needed.map((n) => n.sha256)).toEqual([...p.needed.map((n) => n.sha256)].sort());
+    expect(p.needed.map((n) => n.entry)).toEqual([0, 1, 2, 3, 4]);
+    expect(p.needed.find((n) => n.path === 'usr/lib/libx.so.1.3')!.base!.entry).toBe(2);
   });
 
   it('prefers a source outside /etc, and reads old /etc files from the vendor copy', () => {
@@ -59,10 +60,14 @@ describe('format parsers', () => {
   const h: Header = {
     targetSignature: { offset: 0, size: 10 },
     index: { method: 'zstd', offset: 10, size: 5 },
-    contents: [
-      { sha256: d('1'), size: 3, method: 'zstd', offset: 15, length: 4 },
-      { sha256: d('2'), size: 3, method: 'bsdiff', base: d('9'), offset: 19, length: 4 },
-    ],
+    bsdiff: { ctrl: { offset: 19, size: 1 }, diff: { offset: 20, size: 2 }, extra: { offset: 22, size: 1 } },
+    contents: {
+      offset: 15,
+      items: [
+        { entry: 3, method: 'zstd', length: 4 },
+        { entry: 7, method: 'bsdiff', base: 2, ctrl: 24, diff: 10, extra: 0 },
+      ],
+    },
   };
   const parse = (x: unknown, area = 23) => parseHeader(Buffer.from(JSON.stringify(x)), area);
 
@@ -70,20 +75,29 @@ describe('format parsers', () => {
     expect(parseHeader(inflateHeader(serializeHeader(h)), 23)).toEqual(h);
   });
 
-  it('rejects blobs out of bounds or overlapping, unsorted contents, patches without a base, unknown keys', () => {
+  it('rejects blobs out of bounds or overlapping, unsorted contents, patches without a base, mixed fields, unknown keys', () => {
+    const [a, b] = h.contents.items as [DeltaContent, DeltaContent];
+    const items = (...i: unknown[]) => ({ ...h, contents: { offset: 15, items: i } });
     expect(code(() => parse(h, 22))).toBe('DELTA_FORMAT');
     expect(code(() => parse({ ...h, index: { ...h.index, offset: 9 } }))).toBe('DELTA_FORMAT');
-    expect(code(() => parse({ ...h, contents: [h.contents[1], h.contents[0]] }))).toBe('DELTA_FORMAT');
-    expect(code(() => parse({ ...h, contents: [h.contents[0], { ...h.contents[1], base: undefined }] }))).toBe('DELTA_FORMAT');
+    expect(code(() => parse({ ...h, contents: { offset: 14, items: [a, b] } }))).toBe('DELTA_FORMAT');
+    expect(code(() => parse({ ...h, bsdiff: { ...h.bsdiff, diff: { offset: 19, size: 2 } } }))).toBe('DELTA_FORMAT');
+    expect(code(() => parse(items(b, a)))).toBe('DELTA_FORMAT');
+    expect(code(() => parse(items(a, { ...a, entry: 3 })))).toBe('DELTA_FORMAT');
+    expect(code(() => parse(items(a, { ...b, base: undefined })))).toBe('DELTA_FORMAT');
+    expect(code(() => parse(items(a, { ...b, length: 1 })))).toBe('DELTA_FORMAT');
+    expect(code(() => parse(items({ ...a, ctrl: 24 }, b)))).toBe('DELTA_FORMAT');
+    expect(code(() => parse({ ...items(a, b), bsdiff: undefined }))).toBe('DELTA_FORMAT');
+    expect(code(() => parse(items({ ...a, entry: -1 })))).toBe('DELTA_FORMAT');
     expect(code(() => parse({ ...h, extra: 1 }))).toBe('DELTA_FORMAT');
     expect(code(() => parseHeader(Buffer.from([0xff, 0xfe]), 10))).toBe('DELTA_FORMAT');
     expect(code(() => inflateHeader(Buffer.from('not zstd')))).toBe('DELTA_FORMAT');
   });
 
   it('rejects a bad envelope', () => {
-    const e = { format: 'tiu-delta', formatVersion: 1, compatible: 'x', base: { version: '1', indexSha256: d('1') }, target: { version: '2', indexSha256: d('2') }, body: { size: 1, sha256: d('3') }, generator: 'tiu' };
+    const e = { format: 'tiu-delta', formatVersion: 2, compatible: 'x', base: { version: '1', indexSha256: d('1') }, target: { version: '2', indexSha256: d('2') }, body: { size: 1, sha256: d('3') }, generator: 'tiu' };
     expect(parseEnvelope(Buffer.from(JSON.stringify(e))).target.version).toBe('2');
-    expect(code(() => parseEnvelope(Buffer.from(JSON.stringify({ ...e, formatVersion: 2 }))))).toBe('DELTA_FORMAT');
+    expect(code(() => parseEnvelope(Buffer.from(JSON.stringify({ ...e, formatVersion: 1 }))))).toBe('DELTA_FORMAT');
     expect(code(() => parseEnvelope(Buffer.from(JSON.stringify({ ...e, base: { version: '1', indexSha256: 'x' } }))))).toBe('DELTA_FORMAT');
     expect(code(() => parseEnvelope(Buffer.alloc(9000, 0x20)))).toBe('DELTA_FORMAT');
   });
@@ -92,7 +106,7 @@ describe('format parsers', () => {
     expect(decodePreamble(encodePreamble(100), 200)).toBe(100);
     expect(code(() => decodePreamble(encodePreamble(100), 110))).toBe('DELTA_FORMAT');
     const v2 = encodePreamble(1);
-    v2.writeUInt32BE(2, 8);
+    v2.writeUInt32BE(1, 8);
     expect(code(() => decodePreamble(v2, 100))).toBe('DELTA_FORMAT');
     expect(code(() => decodePreamble(Buffer.from('hsqs' + ' '.repeat(12)), 100))).toBe('DELTA_FORMAT');
     const t = (n: bigint) => {

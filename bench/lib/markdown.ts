@@ -139,6 +139,7 @@ export function renderMarkdown(r: BenchReport): string {
   for (const e of d.errors) out.push(`- ${e}`);
   if (d.errors.length) out.push('');
 
+  if (r.delta) out.push(r.delta, '');
   if (r.notMeasured.length) {
     out.push('## Not measured', '');
     for (const n of r.notMeasured) out.push(`- ${n.what}: ${n.reason}`);

@@ -96,6 +96,8 @@ export interface BenchReport {
   };
   targets: Target[];
   notMeasured: { what: string; reason: string }[];
+  /** The delta phase's section (bench/phases/delta.ts), markdown. */
+  delta?: string;
 }
 
 export function emptyReport(meta: BenchReport['meta']): BenchReport {

@@ -367,9 +367,13 @@ function declareRepository(program: Command, state: State, example: (c: Command,
       .option('--channel <name>', 'channel: stable, candidate, beta, edge…', 'stable')
       .option('--phased <percent>', 'share of devices that may take it (0-100)', '100')
       .option('--keyring <pem>', 'trusted CA certificates to verify the archive')
+      .option('--deltas <n>', 'make deltas from the last N versions on the channel (needs --key/--cert)', '2')
+      .option('--key <pem>', 'archive signing key, to sign the deltas')
+      .option('--cert <pem>', 'archive signing certificate, to sign the deltas')
+      .option('--chain <pem>', 'intermediate certificates for the deltas')
       .option('--json', 'machine-readable result')
       .action(lazy('publish', program, state)),
-    'tiu publish os-1.1.tiu --repo /srv/updates --channel stable --phased 10',
+    'tiu publish os-1.1.tiu --repo /srv/updates --channel stable --phased 10 --key signing.key.pem --cert signing.cert.pem',
   );
   const repo = program.command('repo').description('make and maintain an update repository (static files, TUF metadata)');
   example(repo.command('init').description('new repository: keys and the first signed metadata').argument('<dir>', 'directory to serve').addOption(keysOpt())

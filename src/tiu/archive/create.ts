@@ -167,10 +167,10 @@ export async function createArchive(sys: System, o: CreateOptions): Promise<Crea
 }
 
 /** SIGINT/SIGTERM -> an abort signal carrying INTERRUPTED, for as long as it is not disposed. */
-function interruptible(): { signal: AbortSignal } & Disposable {
+export function interruptible(outcome = 'no archive was written', hint = 'run tiu create again'): { signal: AbortSignal } & Disposable {
   const ac = new AbortController();
   const onSignal = (sig: NodeJS.Signals) => {
-    ac.abort(new TiuError('INTERRUPTED', `interrupted by ${sig}; no archive was written`, { hint: 'run tiu create again' }));
+    ac.abort(new TiuError('INTERRUPTED', `interrupted by ${sig}; ${outcome}`, { hint }));
   };
   const release = onInterrupt(onSignal);
   return {

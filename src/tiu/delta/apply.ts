@@ -14,7 +14,7 @@
  */
 import { createHash } from 'node:crypto';
 import { constants } from 'node:fs';
-import { copyFile, mkdir, open, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdir, open, readFile, writeFile } from 'node:fs/promises';
 import { createWriteStream } from 'node:fs';
 import { pipeline } from 'node:stream/promises';
 import type { System } from '../system.ts';
@@ -30,7 +30,8 @@ import type { ApplyPlan } from '../apply/plan.ts';
 import type { RecordedImage } from '../device/state.ts';
 import { hashPath } from '../fileindex/hash.ts';
 import { oldSources, sourceLocation, PATCH_MAX_BYTES } from './plan.ts';
-import type { DeltaContent } from './format.ts';
+import { contentTotals, type DeltaContent, type Header } from './format.ts';
+import { bspatchStream } from './bsdiff.ts';
 import type { OpenedDelta } from './open.ts';
 
 export interface DeltaSource extends ContentSource {
@@ -41,6 +42,84 @@ export interface DeltaSource extends ContentSource {
   oldIndex: IndexEntry[];
   /** Hashes every old file the plan's writes need; throws DELTA_BASE_MODIFIED naming the first that differs. */
   precheck(plan: ApplyPlan): Promise<{ checked: number }>;
+  /** Closes the files it keeps open (the unpacked bsdiff streams). */
+  close(): Promise<void>;
+}
+
+/** A content of the delta with its digest, size and base resolved through the two indexes. */
+interface Resolved {
+  sha256: string;
+  size: number;
+  method: DeltaContent['method'];
+  /** Digest of the old content a patch applies to. */
+  base?: string;
+  /** zstd, zstd-patch: where its bytes lie in the delta file's blob area. */
+  offset: number;
+  length: number;
+  /** bsdiff: its slices of the three unpacked streams. */
+  bsdiff?: { ctrl: { offset: number; length: number }; diff: { offset: number; length: number }; extra: { offset: number; length: number } };
+}
+
+/**
+ * Names every content by digest: `entry` must be a regular file of the new index whose content the
+ * old image lacks, `base` a regular file of the old index; offsets follow from the lengths.
+ */
+export function resolveContents(h: Header, target: readonly IndexEntry[], oldIndex: readonly IndexEntry[], sources: Map<string, IndexEntry>): Map<string, Resolved> {
+  const bad = (m: string) => new TiuError('DELTA_FORMAT', `delta content ${m}`, { hint: 'the delta was not made for this base; use the full image' });
+  const m = new Map<string, Resolved>();
+  let offset = h.contents.offset;
+  const at = { ctrl: 0, diff: 0, extra: 0 };
+  for (const c of h.contents.items) {
+    const e = target[c.entry];
+    if (!e || e.type !== 'file' || e.hardlink !== undefined || e.sha256 === undefined) throw bad(`${c.entry} is not a file of the new index`);
+    if (m.has(e.sha256) || sources.has(e.sha256)) throw bad(`${c.entry} repeats a content the device already has`);
+    let base: string | undefined;
+    if (c.base !== undefined) {
+      const b = oldIndex[c.base];
+      if (!b || b.type !== 'file' || b.hardlink !== undefined || b.sha256 === undefined) throw bad(`${c.entry} patches ${c.base}, not a file of the old index`);
+      base = b.sha256;
+    }
+    const r: Resolved = { sha256: e.sha256, size: e.size ?? 0, method: c.method, base, offset, length: c.length ?? 0 };
+    if (c.method === 'bsdiff') {
+      r.bsdiff = { ctrl: { offset: at.ctrl, length: c.ctrl! }, diff: { offset: at.diff, length: c.diff! }, extra: { offset: at.extra, length: c.extra! } };
+      at.ctrl += c.ctrl!;
+      at.diff += c.diff!;
+      at.extra += c.extra!;
+    }
+    offset += r.length;
+    m.set(e.sha256, r);
+  }
+  return m;
+}
+
+/** The largest unpacked bsdiff stream accepted (the sum over all patched files, which are at most 8 MiB each). */
+const MAX_STREAM = 4 * 1024 * 1024 * 1024;
+
+/**
+ * Unpacks the three xz-compressed bsdiff streams into files of `workDir` (xz, one at a time, in
+ * its own process: about 9 MiB for the 8 MiB dictionary) and opens them. Each must unpack to the
+ * sum of its slices exactly.
+ */
+async function unpackBsdiffStreams(sys: System, delta: OpenedDelta, workDir: string): Promise<Record<'ctrl' | 'diff' | 'extra', FileHandle>> {
+  const totals = contentTotals(delta.header.contents.items);
+  const out: Partial<Record<'ctrl' | 'diff' | 'extra', FileHandle>> = {};
+  try {
+    for (const k of ['ctrl', 'diff', 'extra'] as const) {
+      const b = delta.header.bsdiff![k];
+      const packed = join(workDir, `bsdiff-${k}.xz`);
+      await pipeline(Readable.from(range(delta.fh, delta.blobBase + b.offset, b.size)), createWriteStream(packed, { mode: 0o600 }));
+      const r = await sys.run('xz', ['-d', '-q', '-T1', '--memlimit-decompress=64MiB', packed], { allowFailure: true });
+      if (r.exitCode !== 0) throw new TiuError('DELTA_CORRUPT', `cannot unpack the delta's bsdiff ${k} stream (xz: ${r.stderr.trim().split('\n').pop() ?? r.exitCode})`, { hint: 'use the full image' });
+      const fh = await open(join(workDir, `bsdiff-${k}`), 'r');
+      out[k] = fh;
+      const size = (await fh.stat()).size;
+      if (size !== totals[k] || size > MAX_STREAM) throw new TiuError('DELTA_CORRUPT', `the delta's bsdiff ${k} stream unpacks to ${size} bytes, its header says ${totals[k]}`, { hint: 'use the full image' });
+    }
+    return out as Record<'ctrl' | 'diff' | 'extra', FileHandle>;
+  } catch (e) {
+    for (const fh of Object.values(out)) await fh.close().catch(() => {});
+    throw e;
+  }
 }
 
 /** Streams `stream` through zstd (optionally with a dictionary); errors become DELTA_CORRUPT. */
@@ -123,10 +202,10 @@ export async function prepareDeltaSource(sys: System, delta: OpenedDelta, o: { b
   await writeFile(indexFile, indexBytes, { mode: 0o644 });
   const target = await loadIndex(indexFile, { sha256: env.target.indexSha256 });
 
-  const contents = new Map<string, DeltaContent>(delta.header.contents.map((c) => [c.sha256, c]));
   const sources = oldSources(oldIndex);
+  const contents = resolveContents(delta.header, target, oldIndex, sources);
+  const streams = delta.header.bsdiff ? await unpackBsdiffStreams(sys, delta, o.workDir) : undefined;
   const oneAtATime = gate();
-  let tempCounter = 0;
 
   const oldFile = (digest: string): IndexEntry => {
     const s = sources.get(digest);
@@ -156,7 +235,7 @@ export async function prepareDeltaSource(sys: System, delta: OpenedDelta, o: { b
     return b;
   };
 
-  const blobStream = (c: DeltaContent) => Readable.from(range(delta.fh, delta.blobBase + c.offset, c.length));
+  const blobStream = (c: Resolved) => Readable.from(range(delta.fh, delta.blobBase + c.offset, c.length));
 
   return {
     target,
@@ -169,33 +248,21 @@ export async function prepareDeltaSource(sys: System, delta: OpenedDelta, o: { b
       if (c?.method === 'zstd') return c.size <= 1024 * 1024 ? zstdStream(blobStream(c), what) : oneAtATime(() => zstdStream(blobStream(c), what));
       if (c?.method === 'bsdiff') {
         const base = oldFile(c.base!);
-        return oneAtATime(async function* () {
-          const n = tempCounter++;
-          const patch = join(o.workDir, `patch-${n}`);
-          const out = join(o.workDir, `new-${n}`);
+        return (async function* () {
+          const fh = await open(under(o.baseDir, sourceLocation(base.path)), constants.O_RDONLY | constants.O_NOFOLLOW).catch(() => {
+            throw modified(base);
+          });
           try {
-            await pipeline(Readable.from(range(delta.fh, delta.blobBase + c.offset, c.length)), createWriteStream(patch, { mode: 0o600 }));
-            // bspatch takes string paths: a copy of an old file whose name is not UTF-8.
-            const oldBytes = under(o.baseDir, sourceLocation(base.path));
-            let oldPath = oldBytes.toString('utf8');
-            if (!Buffer.from(oldPath, 'utf8').equals(oldBytes)) {
-              oldPath = join(o.workDir, `old-${n}`);
-              await copyFile(oldBytes, oldPath);
-            }
-            const r = await sys.run('bspatch', [oldPath, out, patch], { allowFailure: true });
-            if (r.exitCode !== 0) throw new TiuError('DELTA_CORRUPT', `cannot patch ${what} (bspatch: ${r.stderr.trim().split('\n').pop() ?? r.exitCode})`, { hint: 'use the full image' });
-            const fh = await open(out, 'r');
-            try {
-              yield* range(fh, 0, (await fh.stat()).size);
-            } finally {
-              await fh.close();
-            }
+            const at = c.bsdiff!;
+            yield* bspatchStream(fh, base.size ?? 0, {
+              ctrl: { fh: streams!.ctrl, ...at.ctrl },
+              diff: { fh: streams!.diff, ...at.diff },
+              extra: { fh: streams!.extra, ...at.extra },
+            }, c.size);
           } finally {
-            await rm(patch, { force: true });
-            await rm(out, { force: true });
-            await rm(join(o.workDir, `old-${n}`), { force: true });
+            await fh.close();
           }
-        });
+        })();
       }
       if (c?.method === 'zstd-patch') {
         const base = oldFile(c.base!);
@@ -210,6 +277,9 @@ export async function prepareDeltaSource(sys: System, delta: OpenedDelta, o: { b
         throw modified(s);
       });
       return fh.createReadStream({ highWaterMark: 1024 * 1024 });
+    },
+    async close() {
+      if (streams) for (const fh of [streams.ctrl, streams.diff, streams.extra]) await fh.close().catch(() => {});
     },
     async precheck(plan) {
       const need = new Map<string, IndexEntry>();

@@ -14,7 +14,7 @@ import { zstdCompressSync, zstdDecompressSync, constants as zc } from 'node:zlib
 import { TiuError } from '../errors.ts';
 
 export const DELTA_MAGIC = Buffer.from('TIUDELTA', 'ascii');
-export const DELTA_VERSION = 1;
+export const DELTA_VERSION = 2;
 /** Magic (8) + version (4) + header length (4). */
 export const PREAMBLE_SIZE = 16;
 export const MAX_HEADER_SIZE = 16 * 1024 * 1024;
@@ -45,15 +45,22 @@ export type Envelope = z.infer<typeof EnvelopeSchema>;
 export const CONTENT_METHODS = ['zstd', 'zstd-patch', 'bsdiff'] as const;
 export type ContentMethod = (typeof CONTENT_METHODS)[number];
 
+/**
+ * One new content. Contents are named by position, not digest (64 hex digits each would be most
+ * of the header): `entry` is the position in the new index of a file holding the content,
+ * `base` the position in the old index of the file a patch applies to. `zstd` and `zstd-patch`
+ * take `length` bytes of the contents area (in this order, back to back); `bsdiff` takes `ctrl`,
+ * `diff` and `extra` bytes of the three shared decompressed bsdiff streams (in this order too).
+ */
 export const ContentSchema = z
   .object({
-    sha256: hex64,
-    size: uint,
+    entry: uint,
     method: z.enum(CONTENT_METHODS),
-    /** For patches: sha256 of the old content the patch applies to (found by digest in the old index). */
-    base: hex64.optional(),
-    offset: uint,
-    length: uint,
+    base: uint.optional(),
+    length: uint.optional(),
+    ctrl: uint.optional(),
+    diff: uint.optional(),
+    extra: uint.optional(),
   })
   .strict();
 export type DeltaContent = z.infer<typeof ContentSchema>;
@@ -64,11 +71,25 @@ export const HeaderSchema = z
     targetSignature: blob,
     /** The new index: a zstd patch against the old index, or zstd of it. */
     index: z.object({ method: z.enum(['zstd', 'zstd-patch']), offset: uint, size: uint }).strict(),
-    /** New contents the old image has nowhere, sorted by sha256. */
-    contents: z.array(ContentSchema).max(10_000_000),
+    /** The control, diff and extra streams of every bsdiff content, concatenated, each one xz stream. */
+    bsdiff: z.object({ ctrl: blob, diff: blob, extra: blob }).strict().optional(),
+    /** New contents the old image has nowhere, by ascending `entry`; `offset` is where the first `length` starts. */
+    contents: z.object({ offset: uint, items: z.array(ContentSchema).max(10_000_000) }).strict(),
   })
   .strict();
 export type Header = z.infer<typeof HeaderSchema>;
+
+/** Sum of the contents' `length`s, and of the bsdiff slices. */
+export function contentTotals(items: readonly DeltaContent[]): { length: number; ctrl: number; diff: number; extra: number } {
+  const t = { length: 0, ctrl: 0, diff: 0, extra: 0 };
+  for (const c of items) {
+    t.length += c.length ?? 0;
+    t.ctrl += c.ctrl ?? 0;
+    t.diff += c.diff ?? 0;
+    t.extra += c.extra ?? 0;
+  }
+  return t;
+}
 
 function corrupt(message: string, hint = 'the delta is damaged or was not made by tiu delta; download it again or use the full image'): TiuError {
   return new TiuError('DELTA_FORMAT', message, { hint });
@@ -97,22 +118,30 @@ export function parseEnvelope(bytes: Buffer): Envelope {
 /** Parses the header and checks every blob lies inside the body's blob area, without overlap. */
 export function parseHeader(bytes: Buffer, blobArea: number): Header {
   const h = parseJson(bytes, HeaderSchema, 'header');
+  const items = h.contents.items;
+  for (let i = 0; i < items.length; i++) {
+    const c = items[i]!;
+    if (i > 0 && items[i - 1]!.entry >= c.entry) throw corrupt('delta contents are not in index order or repeat an entry');
+    const isBsdiff = c.method === 'bsdiff';
+    if ((c.method !== 'zstd') !== (c.base !== undefined)) throw corrupt(`delta content ${c.entry}: a patch needs a base, nothing else has one`);
+    if (isBsdiff !== (c.length === undefined) || [c.ctrl, c.diff, c.extra].some((v) => (v === undefined) !== !isBsdiff)) {
+      throw corrupt(`delta content ${c.entry}: bsdiff takes ctrl, diff and extra; the other methods a length`);
+    }
+    if (isBsdiff && !h.bsdiff) throw corrupt(`delta content ${c.entry} is a bsdiff patch, but the delta has no bsdiff streams`);
+  }
+  const totals = contentTotals(items);
   const ranges: [number, number, string][] = [
     [h.targetSignature.offset, h.targetSignature.size, 'target signature'],
     [h.index.offset, h.index.size, 'index'],
-    ...h.contents.map((c) => [c.offset, c.length, `content ${c.sha256.slice(0, 12)}`] as [number, number, string]),
+    [h.contents.offset, totals.length, 'contents'],
+    ...(h.bsdiff ? (['ctrl', 'diff', 'extra'] as const).map((k) => [h.bsdiff![k].offset, h.bsdiff![k].size, `bsdiff ${k} stream`] as [number, number, string]) : []),
   ];
   ranges.sort((a, b) => a[0] - b[0]);
   let end = 0;
   for (const [off, size, what] of ranges) {
+    if (size === 0 && off <= blobArea) continue;
     if (off < end || off + size > blobArea) throw corrupt(`delta ${what} lies outside the delta or overlaps another part`);
     end = off + size;
-  }
-  for (let i = 1; i < h.contents.length; i++) {
-    if (h.contents[i - 1]!.sha256 >= h.contents[i]!.sha256) throw corrupt('delta contents are not sorted by digest or repeat one');
-  }
-  for (const c of h.contents) {
-    if ((c.method !== 'zstd') !== (c.base !== undefined)) throw corrupt(`delta content ${c.sha256.slice(0, 12)}: a patch needs a base, nothing else has one`);
   }
   if (h.targetSignature.size > MAX_DELTA_SIGNATURE) throw corrupt('delta target signature is too large');
   return h;

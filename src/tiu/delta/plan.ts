@@ -25,14 +25,16 @@ export const BSDIFF_MAX_BYTES = 8 * 1024 * 1024;
 export interface NeededContent {
   sha256: string;
   size: number;
+  /** Position in the new index of the first file holding it (how the delta names it). */
+  entry: number;
   /** A path of the new image holding it (to read it when making the delta). */
   path: string;
   /** An old file to patch against. */
-  base?: { sha256: string; size: number; path: string };
+  base?: { sha256: string; size: number; path: string; entry: number };
 }
 
 export interface DeltaPlan {
-  /** Sorted by sha256, each digest once. */
+  /** In new-index order, each digest once. */
   needed: NeededContent[];
   /** New contents (distinct digests) the device takes from its base snapshot. */
   reused: number;
@@ -68,18 +70,20 @@ export function oldSources(oldIndex: readonly IndexEntry[]): Map<string, IndexEn
 
 export function planDelta(oldIndex: readonly IndexEntry[], newIndex: readonly IndexEntry[], patchMax = PATCH_MAX_BYTES): DeltaPlan {
   const sources = oldSources(oldIndex);
-  const oldByPath = new Map<string, IndexEntry>();
-  const oldByShape = new Map<string, IndexEntry>();
-  for (const e of regularFiles(oldIndex)) {
-    oldByPath.set(e.path, e);
+  const oldByPath = new Map<string, number>();
+  const oldByShape = new Map<string, number>();
+  oldIndex.forEach((e, i) => {
+    if (e.type !== 'file' || e.hardlink !== undefined || e.sha256 === undefined) return;
+    oldByPath.set(e.path, i);
     const k = versionless(e.path);
-    if (!oldByShape.has(k)) oldByShape.set(k, e);
-  }
+    if (!oldByShape.has(k)) oldByShape.set(k, i);
+  });
   const needed = new Map<string, NeededContent>();
   const reused = new Set<string>();
   let reusedBytes = 0;
-  for (const e of regularFiles(newIndex)) {
-    const d = e.sha256!;
+  for (const [entry, e] of newIndex.entries()) {
+    if (e.type !== 'file' || e.hardlink !== undefined || e.sha256 === undefined) continue;
+    const d = e.sha256;
     if (sources.has(d)) {
       if (!reused.has(d)) {
         reused.add(d);
@@ -89,11 +93,11 @@ export function planDelta(oldIndex: readonly IndexEntry[], newIndex: readonly In
     }
     if (needed.has(d)) continue;
     const size = e.size ?? 0;
-    const n: NeededContent = { sha256: d, size, path: e.path };
-    const b = oldByPath.get(e.path) ?? oldByShape.get(versionless(e.path));
-    if (b && size <= patchMax && (b.size ?? 0) <= patchMax && (b.size ?? 0) > 0 && size > 0) n.base = { sha256: b.sha256!, size: b.size ?? 0, path: b.path };
+    const n: NeededContent = { sha256: d, size, entry, path: e.path };
+    const bi = oldByPath.get(e.path) ?? oldByShape.get(versionless(e.path));
+    const b = bi === undefined ? undefined : oldIndex[bi]!;
+    if (b && size <= patchMax && (b.size ?? 0) <= patchMax && (b.size ?? 0) > 0 && size > 0) n.base = { sha256: b.sha256!, size: b.size ?? 0, path: b.path, entry: bi! };
     needed.set(d, n);
   }
-  const list = [...needed.values()].sort((a, b) => (a.sha256 < b.sha256 ? -1 : a.sha256 > b.sha256 ? 1 : 0));
-  return { needed: list, reused: reused.size, reusedBytes };
+  return { needed: [...needed.values()], reused: reused.size, reusedBytes };
 }

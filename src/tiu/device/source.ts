@@ -51,12 +51,14 @@ export async function openUpdateSource(sys: System, o: OpenUpdateOptions): Promi
     o.onProgress?.('verifying', 0);
     const delta = await openDelta(o.path, trust);
     const workDir = await mkdtemp(join(tmpdir(), 'tiu-delta-apply-'));
+    let content: DeltaSource | undefined;
     const dispose = async () => {
+      await content?.close();
       await delta[Symbol.asyncDispose]();
       await rm(workDir, { recursive: true, force: true });
     };
     try {
-      const content = await prepareDeltaSource(sys, delta, { baseNum: o.baseNum, baseDir: o.baseDir, recorded: o.recorded, workDir });
+      content = await prepareDeltaSource(sys, delta, { baseNum: o.baseNum, baseDir: o.baseDir, recorded: o.recorded, workDir });
       o.onProgress?.('verifying', 1);
       // Its work directory is removed by the top-level guard too if tiu dies meanwhile.
       return guardDisposable<UpdateSource>({ manifest: delta.manifest, manifestBytes: delta.manifestBytes, signatureDer: delta.signatureDer, verification: 'signed-index', target: content.target, imageRoot: content.indexRoot, content, [Symbol.asyncDispose]: dispose });

@@ -92,8 +92,22 @@ export async function trustedRootFile(root: string, cfg: Config): Promise<string
   return (await stat(etc).then(() => true, () => false)) ? etc : under(root, '/usr/lib/tiu/repository-root.json');
 }
 
-/** Target kinds this client can apply (the delta work adds 'delta'); others are not candidates. */
-export const APPLICABLE_KINDS: readonly RepoImage['kind'][] = ['full'];
+/** Target kinds this client can apply; others are not candidates. */
+export const APPLICABLE_KINDS: readonly RepoImage['kind'][] = ['full', 'delta'];
+
+/**
+ * What `tiu update` fetches for a plan: the chosen path when it is one file (a full image, or
+ * one delta whose base is the installed image), and the full image of the same build as the
+ * fallback for any delta failure (a chain of deltas is not applied yet: its full image is taken).
+ */
+export function targetChoice(plan: Plan): { first: RepoImage; fallback?: RepoImage } | undefined {
+  const chosen = plan.chosen;
+  if (!chosen) return undefined;
+  const full = plan.paths.find((p) => p.images.length === 1 && p.last.kind === 'full' && p.last.build === chosen.last.build && p.admitted)?.last;
+  if (chosen.images.length === 1 && chosen.last.kind === 'full') return { first: chosen.last };
+  if (chosen.images.length === 1 && chosen.last.base === plan.installed?.index) return full ? { first: chosen.last, fallback: full } : { first: chosen.last };
+  return full ? { first: full } : undefined;
+}
 
 export interface RepoCheck {
   repository: string;

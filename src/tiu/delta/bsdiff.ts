@@ -1,0 +1,177 @@
+/**
+ * bsdiff patches split into their three streams, and a streaming bspatch.
+ *
+ * A BSDIFF40 file (Debian's `bsdiff`) is a 32-byte header and three bzip2 blocks: control
+ * (triples x, y, z of 8-byte sign-magnitude integers: add x diff bytes to x old bytes, copy y
+ * extra bytes, move the old position by z), diff and extra. A delta carries the three streams of
+ * all its bsdiff files concatenated, each stream compressed once across files (as OSTree's xz
+ * parts do): the diff streams of many binaries share a lot, per-file bzip2 does not see it.
+ *
+ * {@link bspatchStream} rebuilds one file from its slices of the three streams and random reads of
+ * the old file, in bounded memory (1 MiB chunks); the old file is never held whole.
+ */
+import type { FileHandle } from 'node:fs/promises';
+import { TiuError } from '../errors.ts';
+
+export const BSDIFF_MAGIC = 'BSDIFF40';
+const CTRL_TRIPLE = 24;
+const CHUNK = 1024 * 1024;
+
+/** Decodes bsdiff's 8-byte sign-magnitude little-endian integer. */
+export function offtin(b: Buffer, at: number): number {
+  const lo = b.readUInt32LE(at);
+  const hi = b.readUInt32LE(at + 4);
+  const mag = (hi & 0x7fffffff) * 0x1_0000_0000 + lo;
+  if (mag > Number.MAX_SAFE_INTEGER) throw corrupt('a bsdiff control value is out of range');
+  return hi & 0x80000000 ? -mag : mag;
+}
+
+function corrupt(message: string): TiuError {
+  return new TiuError('DELTA_CORRUPT', message, { hint: 'the delta is damaged; use the full image' });
+}
+
+/** The three compressed blocks of a BSDIFF40 file and the new file's size. */
+export function splitBsdiff40(p: Buffer): { newSize: number; ctrl: Buffer; diff: Buffer; extra: Buffer } {
+  if (p.length < 32 || p.subarray(0, 8).toString('latin1') !== BSDIFF_MAGIC) throw new Error('not a BSDIFF40 patch');
+  const cl = offtin(p, 8);
+  const dl = offtin(p, 16);
+  const newSize = offtin(p, 24);
+  if (cl < 0 || dl < 0 || newSize < 0 || 32 + cl + dl > p.length) throw new Error('malformed BSDIFF40 header');
+  return { newSize, ctrl: p.subarray(32, 32 + cl), diff: p.subarray(32 + cl, 32 + cl + dl), extra: p.subarray(32 + cl + dl) };
+}
+
+/** Where one file's slices lie in the three decompressed streams. */
+export interface BsdiffSlices {
+  ctrl: { fh: FileHandle; offset: number; length: number };
+  diff: { fh: FileHandle; offset: number; length: number };
+  extra: { fh: FileHandle; offset: number; length: number };
+}
+
+async function readFully(fh: FileHandle, buf: Buffer, length: number, position: number): Promise<void> {
+  for (let done = 0; done < length; ) {
+    const { bytesRead } = await fh.read(buf, done, length - done, position + done);
+    if (bytesRead === 0) throw corrupt('a bsdiff stream ended early');
+    done += bytesRead;
+  }
+}
+
+/**
+ * Sequential reads of one slice through a 1 MiB buffer: bsdiff makes many short runs, and one
+ * positional read per run would cost a thread-pool round trip each.
+ */
+class SliceReader {
+  private buf: Buffer;
+  private bufStart = 0;
+  private bufLen = 0;
+  private pos = 0;
+  private readonly fh: FileHandle;
+  private readonly offset: number;
+  private readonly length: number;
+  constructor(fh: FileHandle, offset: number, length: number) {
+    this.fh = fh;
+    this.offset = offset;
+    this.length = length;
+    this.buf = Buffer.allocUnsafe(Math.min(CHUNK, Math.max(1, length)));
+  }
+
+  /** Copies the next `n` bytes into `out` at `at`. */
+  async read(out: Buffer, at: number, n: number): Promise<void> {
+    if (this.pos + n > this.length) throw corrupt('a bsdiff stream slice ended early');
+    while (n > 0) {
+      if (this.pos >= this.bufStart + this.bufLen) {
+        this.bufStart = this.pos;
+        this.bufLen = Math.min(this.buf.length, this.length - this.pos);
+        await readFully(this.fh, this.buf, this.bufLen, this.offset + this.pos);
+      }
+      const from = this.pos - this.bufStart;
+      const k = Math.min(n, this.bufLen - from);
+      this.buf.copy(out, at, from, from + k);
+      this.pos += k;
+      at += k;
+      n -= k;
+    }
+  }
+}
+
+/** Random reads of the old file through a 1 MiB window (bsdiff's old position mostly moves forward). */
+class WindowReader {
+  private buf: Buffer;
+  private start = 0;
+  private len = 0;
+  private readonly fh: FileHandle;
+  private readonly size: number;
+  constructor(fh: FileHandle, size: number) {
+    this.fh = fh;
+    this.size = size;
+    this.buf = Buffer.allocUnsafe(Math.min(CHUNK, Math.max(1, size)));
+  }
+
+  /** Adds old bytes [pos, pos+n) ∩ [0, size) onto `out` (positions outside add nothing, as in bspatch). */
+  async addInto(out: Buffer, pos: number, n: number): Promise<void> {
+    let i = Math.max(0, pos);
+    const end = Math.min(this.size, pos + n);
+    while (i < end) {
+      if (i < this.start || i >= this.start + this.len) {
+        this.start = i;
+        this.len = Math.min(this.buf.length, this.size - i);
+        await readFully(this.fh, this.buf, this.len, i);
+      }
+      const stop = Math.min(end, this.start + this.len);
+      for (let j = i; j < stop; j++) out[j - pos] = (out[j - pos]! + this.buf[j - this.start]!) & 0xff;
+      i = stop;
+    }
+  }
+}
+
+/**
+ * Yields the new file built from `old` (random reads; bytes outside it count as zero, as in
+ * bspatch) and the file's slices of the three streams. Throws DELTA_CORRUPT unless the control
+ * triples consume exactly the slices and produce exactly `newSize` bytes.
+ */
+export async function* bspatchStream(old: FileHandle, oldSize: number, s: BsdiffSlices, newSize: number): AsyncGenerator<Uint8Array> {
+  if (s.ctrl.length % CTRL_TRIPLE !== 0) throw corrupt('a bsdiff control slice is not whole triples');
+  const ctrl = new SliceReader(s.ctrl.fh, s.ctrl.offset, s.ctrl.length);
+  const diff = new SliceReader(s.diff.fh, s.diff.offset, s.diff.length);
+  const extra = new SliceReader(s.extra.fh, s.extra.offset, s.extra.length);
+  const oldFile = new WindowReader(old, oldSize);
+  const triple = Buffer.alloc(CTRL_TRIPLE);
+  // Output is gathered into chunks of up to 1 MiB (short runs are many).
+  let out = Buffer.allocUnsafe(Math.min(CHUNK, Math.max(1, newSize)));
+  let outLen = 0;
+  let newPos = 0;
+  let oldPos = 0;
+  let diffPos = 0;
+  let extraPos = 0;
+  for (let done = 0; done < s.ctrl.length; done += CTRL_TRIPLE) {
+    await ctrl.read(triple, 0, CTRL_TRIPLE);
+    const x = offtin(triple, 0);
+    const y = offtin(triple, 8);
+    const z = offtin(triple, 16);
+    if (x < 0 || y < 0 || newPos + x + y > newSize || diffPos + x > s.diff.length || extraPos + y > s.extra.length) throw corrupt('a bsdiff control triple is out of bounds');
+    for (const [n0, isDiff] of [[x, true], [y, false]] as const) {
+      for (let left = n0; left > 0; ) {
+        if (outLen === out.length) {
+          yield out;
+          out = Buffer.allocUnsafe(Math.min(CHUNK, Math.max(1, newSize - newPos)));
+          outLen = 0;
+        }
+        const n = Math.min(left, out.length - outLen);
+        if (isDiff) {
+          await diff.read(out, outLen, n);
+          await oldFile.addInto(out.subarray(outLen, outLen + n), oldPos, n);
+          diffPos += n;
+          oldPos += n;
+        } else {
+          await extra.read(out, outLen, n);
+          extraPos += n;
+        }
+        outLen += n;
+        newPos += n;
+        left -= n;
+      }
+    }
+    oldPos += z;
+  }
+  if (outLen > 0) yield out.subarray(0, outLen);
+  if (newPos !== newSize || diffPos !== s.diff.length || extraPos !== s.extra.length) throw corrupt('a bsdiff patch does not produce the file it describes');
+}

@@ -1,0 +1,68 @@
+/**
+ * `tiu publish`'s delta step: after a full image is published, deltas to it from the last N
+ * full images of the same device on the same channel are made (`tiu delta`, signed with the
+ * archive signing key) and published as `delta` targets whose base is the old image's index.
+ * A device whose installed image is one of those bases downloads the delta instead of the
+ * whole image (src/tiu/repo/update.ts).
+ */
+import { mkdtemp, rm } from 'node:fs/promises';
+import { basename, dirname, join } from 'node:path';
+import { tmpdir } from 'node:os';
+import type { System } from '../system.ts';
+import type { Manifest } from '../archive/manifest.ts';
+import { createDelta } from '../delta/create.ts';
+import { loadRepo, repoImages, targetsDir } from './repository.ts';
+import { publish } from './ops.ts';
+import type { RepoImage } from './model.ts';
+
+/** Default number of earlier versions a publication makes deltas from. */
+export const DEFAULT_DELTAS = 2;
+
+export interface PublishDeltasOptions {
+  dir: string;
+  keysDir: string;
+  /** The full archive just published, and its verified manifest. */
+  archive: string;
+  manifest: Manifest;
+  channel: string;
+  phased: number;
+  /** How many earlier full images (newest first) get a delta. */
+  count: number;
+  keyPem: string;
+  certPem: string;
+  chainPem?: string;
+  keyringPem: string;
+  allowedSigners?: string[];
+  now?: Date;
+}
+
+/** The stored file of a published target (as publish names it). */
+export function targetFile(dir: string, img: RepoImage): string {
+  return join(targetsDir(dir), dirname(img.path), `${img.sha256}.${basename(img.path)}`);
+}
+
+/** The full images a new publication gets deltas from: same device and channel, older, newest first. */
+export function deltaBases(images: readonly RepoImage[], m: Manifest, channel: string, count: number): RepoImage[] {
+  return images
+    .filter((i) => i.kind === 'full' && i.compatible === m.compatible && i.channels[channel] !== undefined && i.index !== m.index.sha256 && i.version !== m.version)
+    .sort((a, b) => b.build - a.build)
+    .slice(0, Math.max(0, count));
+}
+
+/** Makes and publishes the deltas; returns the published delta targets. */
+export async function publishDeltas(sys: System, o: PublishDeltasOptions): Promise<RepoImage[]> {
+  const bases = deltaBases(repoImages(await loadRepo(o.dir)), o.manifest, o.channel, o.count);
+  const out: RepoImage[] = [];
+  const work = await mkdtemp(join(tmpdir(), 'tiu-publish-delta-'));
+  try {
+    for (const b of bases) {
+      const file = join(work, `from-${b.version}.tiud`);
+      await createDelta(sys, { old: targetFile(o.dir, b), new: o.archive, output: file, keyPem: o.keyPem, certPem: o.certPem, chainPem: o.chainPem, keyringPem: o.keyringPem, allowedSigners: o.allowedSigners });
+      out.push(await publish({ dir: o.dir, keysDir: o.keysDir, archive: file, manifest: o.manifest, channel: o.channel, phased: o.phased, kind: 'delta', base: b.index, now: o.now }));
+      await rm(file, { force: true });
+    }
+    return out;
+  } finally {
+    await rm(work, { recursive: true, force: true });
+  }
+}
