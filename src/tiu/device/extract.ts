@@ -16,13 +16,11 @@ import { planLines } from './plan-lines.ts';
 import { openUpdateSource } from './source.ts';
 import { executePlan } from '../apply/execute.ts';
 import { displayPath, type IndexEntry } from '../fileindex/types.ts';
-import { openSnapshotStore } from '../../snapshot/store.ts';
-import { acquireLock } from '../../snapshot/lock.ts';
-import { assertBtrfs } from '../../snapshot/btrfs.ts';
 import { createMountpoints } from '../../snapshot/layout.ts';
 import { Transaction, cleanupInterrupted } from './transaction.ts';
 import { readImageIndex, readRecordedImage, fillDigests, scanActual, isBaseTrusted, restoreDirTimes, type RecordedImage } from './state.ts';
-import { excludedMatcher, protectedMatcher, snapshotDir, INDEX_PATH, MANIFEST_COPY_PATH, SIGNATURE_COPY_PATH, TIU_STATE_DIR, UD } from './paths.ts';
+import type { Device } from './open.ts';
+import { excludedMatcher, protectedMatcher, INDEX_PATH, MANIFEST_COPY_PATH, SIGNATURE_COPY_PATH, TIU_STATE_DIR, UD } from './paths.ts';
 import type { OpenedArchive } from '../archive/open.ts';
 import { dryRunEtc, mergeEtcInto, type EtcStepResult } from './etc.ts';
 import { prepareBoot, activateBoot } from './boot.ts';
@@ -32,7 +30,6 @@ import { trustedActual, type ProbeCounts } from './trusted.ts';
 
 export interface ExtractOptions {
   archive: string;
-  root: string;
   base?: number;
   makeDefault: boolean;
   keyringPem: string;
@@ -42,8 +39,6 @@ export interface ExtractOptions {
   dryRun?: boolean;
   /** Install an image whose version is lower than the base snapshot's. */
   allowDowngrade?: boolean;
-  snapper?: 'auto' | 'yes' | 'no';
-  bootloader?: string;
   onProgress?: (phase: string, fraction: number) => void;
 }
 
@@ -62,21 +57,20 @@ export interface ExtractResult {
   madeDefault: boolean;
 }
 
-export async function extract(sys: System, o: ExtractOptions): Promise<ExtractResult> {
-  await assertBtrfs(sys, o.root);
-  await using _lock = await acquireLock(sys, o.root);
-  const store = await openSnapshotStore(sys, o.root, { snapper: o.snapper ?? 'auto' });
-  await cleanupInterrupted(sys, store, o.root);
+/** Runs the update on `dev` (opened with its lock held). */
+export async function extract(dev: Device, o: ExtractOptions): Promise<ExtractResult> {
+  const { sys, store } = dev;
+  await cleanupInterrupted(dev);
 
   const base = o.base ?? (await store.getDefault());
   if (base === undefined) {
-    throw new TiuError('ROOT_LAYOUT', `${o.root} has no default snapshot to update from`, { hint: 'install a system first (tiu install) or pass --base N' });
+    throw new TiuError('ROOT_LAYOUT', `${dev.root} has no default snapshot to update from`, { hint: 'install a system first (tiu install) or pass --base N' });
   }
   const snapshots = await store.list();
   const baseInfo = snapshots.find((s) => s.num === base);
   if (!baseInfo) throw new TiuError('SNAPSHOT_NOT_FOUND', `snapshot ${base} does not exist`, { hint: 'see tiu status for the snapshots' });
   if (baseInfo.userdata[UD.inProgress] === 'yes') throw new TiuError('SNAPSHOT_REFUSED', `snapshot ${base} is unfinished and cannot be a base`, { hint: 'pick a finished snapshot with --base' });
-  const baseDir = snapshotDir(o.root, base);
+  const baseDir = dev.snapshotDir(base);
   const recorded: RecordedImage | undefined = await readRecordedImage(baseDir);
 
   // 1. Authenticate, check compatibility, verify every block (archive) or the whole delta and
@@ -100,7 +94,7 @@ export async function extract(sys: System, o: ExtractOptions): Promise<ExtractRe
   }
 
   // 2. The new snapshot.
-  await using tx = new Transaction(sys, store, o.root);
+  await using tx = new Transaction(dev);
   const num = await tx.begin({
     from: base,
     description: `tiu: ${m.compatible} ${m.version}`,
@@ -140,13 +134,13 @@ export async function extract(sys: System, o: ExtractOptions): Promise<ExtractRe
   tx.throwIfAborted();
 
   // 6. Booting: initrd and bootloader entries (per configuration).
-  await prepareBoot(sys, { root: o.root, snapshotDir: dir, num, manifest: m, bootloader: o.bootloader });
+  await prepareBoot(dev, { snapshotDir: dir, num, manifest: m });
 
   await restoreDirTimes(dir, target);
 
   // 7. Seal and switch; then the bootloader follows the new default.
   await tx.finalize({ makeDefault: o.makeDefault });
-  if (o.makeDefault) await activateBoot(sys, { root: o.root, bootloader: o.bootloader, snapper: o.snapper });
+  if (o.makeDefault) await activateBoot(dev);
   return {
     number: num,
     base,
