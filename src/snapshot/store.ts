@@ -155,8 +155,25 @@ export async function openSnapshotStore(sys: System, root: string, options: Open
     });
   }
   const ctx: StoreContext = { sys, root: real, snapshotsDir, snapshotsSubvol: snapsInfo.path };
+  const snapshotsId = snapsInfo.id;
   const backend = await chooseBackend(sys, real, options.snapper ?? 'auto');
-  return createStore(ctx, backend);
+  return createStore(ctx, backend, snapshotsId);
+}
+
+/**
+ * The listing with every path below the snapshots subvolume (id `snapshotsId`, path `prefix`
+ * from the top level) made relative to the top level, as `btrfs subvolume show` prints them.
+ */
+export function fullPaths(listed: readonly Subvolume[], snapshotsId: number, prefix: string): Subvolume[] {
+  const byId = new Map(listed.map((s) => [s.id, s]));
+  const below = (s: Subvolume): boolean => {
+    for (let p: number | undefined = s.topLevel, hops = 0; p !== undefined && hops < 4096; hops++) {
+      if (p === snapshotsId) return true;
+      p = byId.get(p)?.topLevel;
+    }
+    return false;
+  };
+  return listed.map((s) => (prefix && below(s) && !s.path.startsWith(`${prefix}/`) ? { ...s, path: `${prefix}/${s.path}` } : s));
 }
 
 async function isDirEmpty(p: string): Promise<boolean> {
@@ -176,7 +193,7 @@ function checkNum(num: number): void {
   if (!Number.isInteger(num) || num < 1 || num > 0xffffffff) throw new TiuError('USAGE', `'${num}' is not a snapshot number`);
 }
 
-function createStore(ctx: StoreContext, backend: MetadataBackend): SnapshotStore {
+function createStore(ctx: StoreContext, backend: MetadataBackend, snapshotsId: number): SnapshotStore {
   const { sys, root, snapshotsDir } = ctx;
   const subvolPathOf = (num: number) => (ctx.snapshotsSubvol ? `${ctx.snapshotsSubvol}/${num}/snapshot` : `${num}/snapshot`);
 
@@ -199,7 +216,10 @@ function createStore(ctx: StoreContext, backend: MetadataBackend): SnapshotStore
   }
 
   async function scan(): Promise<{ dirs: number[]; subvols: Subvolume[]; byPath: Map<string, Subvolume> }> {
-    const [dirs, subvols] = await Promise.all([numericDirs(), listSubvolumes(sys, root)]);
+    // Listed from .snapshots: btrfs prints the paths of subvolumes below the listed one relative
+    // to it (and R may be `<top>/@` at install time, or a mounted snapshot): made full here.
+    const [dirs, listed] = await Promise.all([numericDirs(), listSubvolumes(sys, snapshotsDir)]);
+    const subvols = fullPaths(listed, snapshotsId, ctx.snapshotsSubvol);
     return { dirs, subvols, byPath: new Map(subvols.map((s) => [s.path, s])) };
   }
 
