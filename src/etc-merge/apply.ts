@@ -19,7 +19,7 @@ import { displayPath, pathBytes } from '../tiu/fileindex/types.ts';
 import { parentOf, sameEntry, treeDigests } from './compare.ts';
 import { planEtcMerge } from './plan.ts';
 import { diffTrees, planReport, planResult } from './report.ts';
-import { absPath, dirContents, scanEtc } from './scan.ts';
+import { dirContents, scanEtc } from './scan.ts';
 import type { EtcChange, EtcEntry, EtcMergeReport, EtcPlan, EtcTree } from './types.ts';
 
 export interface ApplyDirs {

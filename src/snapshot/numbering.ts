@@ -4,7 +4,7 @@
  * which is raised before a snapshot is deleted and after one is created. A reused number could
  * make a bootloader entry, a health-check state or a log line point at a different system.
  */
-import { open, readFile, rename, rm } from 'node:fs/promises';
+import { open, rename, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { readBounded } from '../tiu/boundedread.ts';

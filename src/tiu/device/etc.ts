@@ -125,7 +125,7 @@ export async function planEtcStep(sys: System, o: { baseDir: string; localDir: s
   await base.dir('etc', async () => {});
   const next = etcTreeOfIndex(o.target);
   await using content = await SafeRoot.open(o.newContentRoot, { what: 'the new image' });
-  return content.dir('etc', (newEtc) =>
+  return await content.dir('etc', (newEtc) =>
     base.dir(hasBase ? VENDOR_ETC_DIR : '.', async (baseVendor) => {
       const baseDir = hasBase ? baseVendor.toString() : undefined;
       const [baseTree, local] = await Promise.all([baseDir ? scanEtc(baseDir, { sys }) : new Map<string, IndexEntry>(), scanEtc(o.localDir, { sys })]);

@@ -55,7 +55,8 @@ export function parseGetfattrDump(out: string): Map<string, Xattrs> {
       if (!current) badOutput(`attribute outside a file block: ${JSON.stringify(line.slice(0, 80))}`);
       const eq = line.indexOf('=');
       const name = unquote(eq < 0 ? line : line.slice(0, eq));
-      const value = eq < 0 ? '' : line.slice(eq + 1);
+      // An empty value may be printed as "" (the only quoted form accepted).
+      const value = eq < 0 || line.slice(eq + 1) === '""' ? '' : line.slice(eq + 1);
       if (value !== '' && !/^0s[A-Za-z0-9+/]*={0,2}$/.test(value)) badOutput(`value is not base64: ${JSON.stringify(line.slice(0, 80))}`);
       current.push([name, Buffer.from(value.slice(2), 'base64').toString('base64')]);
     }
