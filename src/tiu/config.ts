@@ -11,6 +11,7 @@ import { parseSize } from './size.ts';
 import { TiuError } from './errors.ts';
 import { BOOTLOADER_SETTINGS, type BootloaderSetting } from './boot/detect.ts';
 import { SNAPPER_MODES, type SnapperMode } from '../snapshot/store.ts';
+import { readTiuEnv } from './env.ts';
 
 export interface Config {
   /** PEM file with the trusted CA certificates. */
@@ -201,7 +202,7 @@ async function dropIns(dir: string): Promise<string[]> {
 
 /** Loads the layered configuration. `configRoot` defaults to `/` (tests pass a temp dir). */
 export async function loadConfig(options: { configRoot?: string; file?: string } = {}): Promise<Config> {
-  const root = options.configRoot ?? process.env.TIU_CONFIG_ROOT ?? '/';
+  const root = options.configRoot ?? readTiuEnv().configRoot ?? '/';
   const files = [
     join(root, 'usr/lib/tiu/tiu.conf'),
     ...(await dropIns(join(root, 'usr/lib/tiu/tiu.conf.d'))),

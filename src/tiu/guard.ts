@@ -8,6 +8,7 @@
  * normal error path unwinds through `await using`, this path runs the registered cleanups.
  */
 import { toTiuError } from './errors.ts';
+import { readTiuEnv } from './env.ts';
 
 type Cleanup = () => Promise<void>;
 const cleanups = new Set<Cleanup>();
@@ -62,7 +63,7 @@ export function installGuard(debug: boolean): void {
  * new snapshot is in progress). Does nothing otherwise.
  */
 export async function testHook(place: string): Promise<void> {
-  if (process.env.TIU_TEST_INTERNAL_ERROR !== place) return;
+  if (readTiuEnv().testInternalError !== place) return;
   const err = new TypeError(`forced internal error at '${place}' (TIU_TEST_INTERNAL_ERROR)`);
   if (place === 'command') throw err;
   if (place === 'rejection') {

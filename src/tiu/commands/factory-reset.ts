@@ -33,7 +33,7 @@ async function confirm(ctx: Context, root: string): Promise<void> {
 export async function run(ctx: Context, o: FactoryResetCommandOptions): Promise<number> {
   if (!o.yes) await confirm(ctx, o.root);
   // Test hook for the crash tests: SIGKILL ourselves when this stage starts.
-  const stopAt = process.env.TIU_TEST_RESET_KILL_AT;
+  const stopAt = ctx.env.testResetKillAt;
   await using dev = await openDevice(ctx.sys, o.root, { lock: true, snapper: ctx.config.snapper, bootloader: ctx.config.bootloader });
   const r = await factoryReset(dev, {
     keepSnapshots: !!o.keepSnapshots,

@@ -41,9 +41,9 @@ export async function run(ctx: Context, o: HealthCheckOptions): Promise<number> 
   const timeout = Number(o.pluginTimeout ?? '120');
   if (!Number.isFinite(timeout) || timeout <= 0) throw new TiuError('USAGE', `--plugin-timeout must be a positive number of seconds, got '${o.pluginTimeout}'`);
   // Tests and containers have no meaningful /proc/cmdline: TIU_KERNEL_CMDLINE stands in for it.
-  const cmdline = process.env.TIU_KERNEL_CMDLINE ?? (await readFile('/proc/cmdline', 'utf8').catch(() => ''));
+  const cmdline = ctx.env.kernelCmdline ?? (await readFile('/proc/cmdline', 'utf8').catch(() => ''));
   const r = await runHealthCheck(dev, {
-    dryRun: !!o.dryRun || process.env.TIU_HEALTH_DRY === '1',
+    dryRun: !!o.dryRun || ctx.env.healthDry,
     rebootAllowed: o.reboot !== false && rebootAllowedByCmdline(cmdline),
     pluginTimeoutMs: timeout * 1000,
     // Under --json the progress lines go to the log (stderr, the journal), the result to stdout.

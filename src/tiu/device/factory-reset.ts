@@ -20,6 +20,7 @@ import { snapshotDir, UD, VENDOR_ETC_DIR } from './paths.ts';
 import { prepareBoot, activateBoot } from './boot.ts';
 import type { Device } from './open.ts';
 import { dataSetDir, decideFinish, fstabSubvolumes, MARKER_NAME, parseMarker, planReset, remapFstab, RESET_MOUNTPOINTS, UD_RESET, type ResetMarker } from './reset-plan.ts';
+import { readTiuEnv } from '../env.ts';
 
 export interface FactoryResetOptions {
   keepSnapshots: boolean;
@@ -57,7 +58,7 @@ export async function mountTopLevel(sys: System, root: string): Promise<{ dir: s
   const mounts = parseMountinfo(await readFile('/proc/self/mountinfo', 'utf8'));
   const m = mountAt(mounts, join(real, '.snapshots')) ?? mountAt(mounts, real);
   if (!m || m.fsType !== 'btrfs') throw new TiuError('ROOT_LAYOUT', `cannot find the btrfs device behind ${root}`, { hint: 'R/.snapshots must be mounted (docs/snapshots.md)' });
-  const base = process.env.TIU_RUN_DIR ?? '/run/tiu';
+  const base = readTiuEnv().runDir;
   await mkdir(base, { recursive: true, mode: 0o700 });
   await cleanupStaleTopMounts(sys, base, mounts);
   const dir = await mkdtemp(join(base, `top-${process.pid}-`));

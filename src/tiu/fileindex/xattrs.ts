@@ -16,6 +16,7 @@ import { TiuError, fromErrno } from '../errors.ts';
 import type { System } from '../system.ts';
 import { displayPath } from './types.ts';
 import { compareBytes } from './text.ts';
+import { readTiuEnv } from '../env.ts';
 
 /** xattr name (byte string) -> value (base64). */
 export type Xattrs = Record<string, string>;
@@ -80,7 +81,7 @@ let bindingPromise: Promise<XattrBinding | undefined> | undefined;
  * getfattr/setfattr path). Loaded once, on first use.
  */
 export function xattrBinding(): Promise<XattrBinding | undefined> {
-  bindingPromise ??= process.env.TIU_XATTR === 'tools'
+  bindingPromise ??= readTiuEnv().xattrTools
     ? Promise.resolve(undefined)
     : import('@napi-rs/xattr').then((m) => (m.default ?? m) as XattrBinding, () => undefined);
   return bindingPromise;
