@@ -14,7 +14,7 @@ import type { Device } from '../device/open.ts';
 import { UD } from '../device/paths.ts';
 import { decideHealth, parseHealthState, renderHealthState, STATE_PATH, type CheckResult, type HealthDecision, type HealthState } from './health.ts';
 import { syncBoot, type SyncResult } from './sync.ts';
-import { writeFileAtomic } from './files.ts';
+import { writeFileAtomic } from '../atomic.ts';
 
 /** Plugin directories, relative to the root; a name in /etc replaces the same name in /usr/lib. */
 export const PLUGIN_DIRS = ['usr/lib/tiu/health.d', 'etc/tiu/health.d'] as const;

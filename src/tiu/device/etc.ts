@@ -10,7 +10,7 @@
  * shutdown by tiu-etc-sync.service, and again early at the next boot) merges those edits:
  * base = the syncpoint, local = the base snapshot's /etc now, new = the new snapshot's /etc.
  */
-import { lstat, mkdir, rm, writeFile, rename, readFile } from 'node:fs/promises';
+import { lstat, mkdir, rm, rename, readFile } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import type { System } from '../system.ts';
 import { applyEtcPlan, mergeEtc, verifyEtcResult } from '../../etc-merge/apply.ts';
@@ -24,6 +24,7 @@ import { TiuError } from '../errors.ts';
 import { isSubvolumeRoot, snapshotSubvolume } from '../../snapshot/btrfs.ts';
 import { VENDOR_ETC_DIR } from './paths.ts';
 import { SafeRoot } from '../safepath.ts';
+import { writeFileAtomic } from '../atomic.ts';
 
 /**
  * The read-only snapshot of the local /etc a merge started from: /.snapshots/N/etc-syncpoint,
@@ -72,8 +73,7 @@ async function freeze(sys: System, etcDir: string, dst: string): Promise<void> {
 }
 
 async function writeReport(file: string, data: unknown): Promise<void> {
-  await writeFile(`${file}.tmp`, JSON.stringify(data, null, 2) + '\n', { mode: 0o644 });
-  await rename(`${file}.tmp`, file);
+  await writeFileAtomic(file, JSON.stringify(data, null, 2) + '\n', { mkdir: false });
 }
 
 /** Where the merge report of snapshot N is kept (beside info.xml). */

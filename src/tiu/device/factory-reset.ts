@@ -6,7 +6,7 @@
  * switched yet, or the reset boot failed and the health check rolled back to the old snapshot,
  * whose fstab still mounts the old data) or the reset one. See docs/factory-reset.md.
  */
-import { chmod, chown, mkdir, mkdtemp, open, readdir, readFile, realpath, rename, rmdir, stat, writeFile } from 'node:fs/promises';
+import { chmod, chown, mkdir, mkdtemp, readdir, readFile, realpath, rmdir, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { TiuError } from '../errors.ts';
 import { processAlive, type System } from '../system.ts';
@@ -21,6 +21,7 @@ import { prepareBoot, activateBoot } from './boot.ts';
 import type { Device } from './open.ts';
 import { dataSetDir, decideFinish, fstabSubvolumes, MARKER_NAME, parseMarker, planReset, remapFstab, RESET_MOUNTPOINTS, UD_RESET, type ResetMarker } from './reset-plan.ts';
 import { readTiuEnv } from '../env.ts';
+import { writeFileAtomic } from '../atomic.ts';
 
 export interface FactoryResetOptions {
   keepSnapshots: boolean;
@@ -41,12 +42,8 @@ function markerPath(root: string, num: number): string {
   return `${root.replace(/\/+$/, '')}/.snapshots/${num}/${MARKER_NAME}`;
 }
 
-async function writeAtomic(path: string, text: string, mode = 0o644): Promise<void> {
-  await writeFile(`${path}.tmp`, text, { mode });
-  const fh = await open(`${path}.tmp`, 'r');
-  await fh.sync();
-  await fh.close();
-  await rename(`${path}.tmp`, path);
+async function writeAtomic(path: string, text: string): Promise<void> {
+  await writeFileAtomic(path, text, { mkdir: false });
 }
 
 /**
