@@ -10,6 +10,8 @@ export const UNIT_TESTS = [
   'test/apply-plan.test.ts',
   'test/boot-units.test.ts',
   'test/etc-merge-accounts.test.ts',
+  'test/layering.test.ts',
+  'test/policy.test.ts',
   'test/fileindex.test.ts',
   'test/repo-plan.test.ts',
   'test/repo-build.test.ts',

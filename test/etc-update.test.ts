@@ -134,3 +134,40 @@ describe('/etc across tiu update', () => {
     expect(await readFile(snap(dev.root, 2, 'etc/hostname'), 'utf8')).toBe('v2-host\n');
   });
 });
+
+describe('the update plan', () => {
+  it('--dry-run shows the /etc plan the real run carries out (local edits, an ACL the image format cannot hold)', async () => {
+    // An /etc file with a POSIX ACL, the same in both versions: squashfs drops ACLs (the index
+    // carries them), so a plan made from the mounted image would see the vendor "remove" it.
+    const B = await makeArchives(sys, join(work, 'acl'), {
+      prepare: async (tree) => {
+        await writeFile(join(tree, 'etc/acl.conf'), 'shared\n');
+        await sys.run('setfacl', ['-m', 'u:4321:r', join(tree, 'etc/acl.conf')]);
+      },
+    });
+    await using dev = await installedDevice(sys, B.v1, B.keyringPem);
+    await edit(join(dev.root, 'etc/ssh/sshd_config'), /^PermitRootLogin yes$/m, 'PermitRootLogin no');
+    await writeFile(join(dev.root, 'etc/local-only.conf'), 'mine\n');
+    const args = ['extract', B.v2, '--root', dev.root, '--keyring', B.keys.keyring, '--json'];
+
+    const dry = await cli([...args, '--dry-run']);
+    expect(dry.exitCode, dry.stderr).toBe(0);
+    const planned = JSON.parse(dry.stdout);
+    expect(planned.number).toBeUndefined();
+    expect(planned.etcPlan.join('\n')).toMatch(/^merged +\/etc\/ssh\/sshd_config/m);
+    expect(planned.etcPlan.join('\n')).not.toMatch(/acl\.conf/);
+    // The dry-run listing ends with the same /etc lines.
+    expect(planned.planLines.slice(-planned.etcPlan.length)).toEqual(planned.etcPlan);
+
+    const real = await cli(args);
+    expect(real.exitCode, real.stderr).toBe(0);
+    const done = JSON.parse(real.stdout);
+    expect(done.number).toBe(2);
+    expect(done.etcPlan).toEqual(planned.etcPlan);
+    expect(done.stats).toEqual(planned.stats);
+    expect(done.etc.merged).toEqual(['ssh/sshd_config']);
+    expect(await readFile(snap(dev.root, 2, 'etc/local-only.conf'), 'utf8')).toBe('mine\n');
+    const acl = await sys.run('getfacl', ['-c', '-n', snap(dev.root, 2, 'etc/acl.conf')]);
+    expect(acl.stdout).toMatch(/^user:4321:r--$/m);
+  });
+});

@@ -8,7 +8,7 @@ import fc from 'fast-check';
 import { TiuError } from '../src/tiu/errors.ts';
 import { comparePaths, type EntryType, type IndexEntry } from '../src/tiu/fileindex/types.ts';
 import { INDEX_HEADER, MAX_ENTRIES, MAX_LINE_BYTES, parseIndexLine, serializeEntry } from '../src/tiu/fileindex/format.ts';
-import { indexDigest, loadIndex, readIndex, serializeIndex } from '../src/tiu/fileindex/io.ts';
+import { indexDigest, loadIndex, serializeIndex } from '../src/tiu/fileindex/io.ts';
 import { diffIndexStreams, diffIndexes, summarizeChanges, type IndexChange } from '../src/tiu/fileindex/diff.ts';
 import { utf8Bytes } from '../src/tiu/fileindex/text.ts';
 import { parseGetfattrDump } from '../src/tiu/fileindex/xattrs.ts';

@@ -25,10 +25,6 @@ import { displayPath } from '../tiu/fileindex/types.ts';
 export const ACCOUNT_FILES = ['group', 'gshadow', 'passwd', 'shadow', 'subgid', 'subuid'] as const;
 export type AccountFile = (typeof ACCOUNT_FILES)[number];
 
-export function isAccountFile(path: string): path is AccountFile {
-  return (ACCOUNT_FILES as readonly string[]).includes(path);
-}
-
 const FIELD_NAMES: Record<AccountFile, readonly string[]> = {
   passwd: ['name', 'password', 'uid', 'gid', 'gecos', 'home', 'shell'],
   group: ['name', 'password', 'gid', 'members'],

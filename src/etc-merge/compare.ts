@@ -8,40 +8,19 @@
 import { createHash } from 'node:crypto';
 import type { EtcEntry, EtcChange, MetaField, EtcTree } from './types.ts';
 import { comparePaths } from '../tiu/fileindex/types.ts';
-
-export function xattrsEqual(a: EtcEntry['xattrs'], b: EtcEntry['xattrs']): boolean {
-  const ka = Object.keys(a ?? {}).sort();
-  const kb = Object.keys(b ?? {}).sort();
-  return ka.length === kb.length && ka.every((k, i) => k === kb[i] && a![k] === b![k]);
-}
+import { metaDiff as indexMetaDiff, sameContent } from '../tiu/fileindex/compare.ts';
 
 /** Same type and same content (metadata aside). Both undefined counts as equal. */
 export function contentEqual(a: EtcEntry | undefined, b: EtcEntry | undefined): boolean {
   if (!a || !b) return a === b;
-  if (a.type !== b.type) return false;
-  switch (a.type) {
-    case 'file':
-      return a.sha256 === b.sha256 && a.size === b.size;
-    case 'symlink':
-      return a.target === b.target;
-    case 'chr':
-    case 'blk':
-      return a.rdev?.major === b.rdev?.major && a.rdev?.minor === b.rdev?.minor;
-    default:
-      return true;
-  }
+  return sameContent(a, b);
 }
 
-/** Which metadata fields differ (mode is ignored for symlinks). */
+/** Which metadata fields differ (mode is ignored for symlinks; mtime never counts). */
 export function metaDiff(a: EtcEntry, b: EtcEntry): MetaField[] {
-  const out: MetaField[] = [];
-  if (a.type !== 'symlink' && b.type !== 'symlink' && a.mode !== b.mode) out.push('mode');
-  if (a.uid !== b.uid || a.gid !== b.gid) out.push('owner');
-  if (!xattrsEqual(a.xattrs, b.xattrs)) out.push('xattrs');
-  return out;
+  return indexMetaDiff(a, b) as MetaField[];
 }
 
-/** Equal for the merge: both absent, or same content and same metadata. */
 export function sameEntry(a: EtcEntry | undefined, b: EtcEntry | undefined): boolean {
   if (!a || !b) return a === b;
   return contentEqual(a, b) && metaDiff(a, b).length === 0;

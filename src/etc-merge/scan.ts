@@ -13,7 +13,7 @@ import type { System } from '../tiu/system.ts';
 import { bytesToPath, comparePaths, pathBytes } from '../tiu/fileindex/types.ts';
 import { deviceNumbers, entryType } from '../tiu/fileindex/scan.ts';
 import { hashPath } from '../tiu/fileindex/hash.ts';
-import { listXattrs, xattrBinding } from '../tiu/fileindex/xattrs.ts';
+import { listXattrs, parseGetfattrDump, xattrBinding } from '../tiu/fileindex/xattrs.ts';
 import type { ContentSource, EtcEntry, EtcSide } from './types.ts';
 
 /** Absolute Buffer path of a byte-string path below `root` (`.` is the root itself). */
@@ -75,34 +75,17 @@ export async function scanEtc(dir: string, opts: ScanOptions = {}): Promise<Map<
   return new Map([...out.entries()].sort((a, b) => comparePaths(a[0], b[0])));
 }
 
-/** Undoes getfattr's name quoting (`\ooo` octal escapes), giving the raw bytes as latin1. */
-export function unquoteGetfattr(s: string): string {
-  return s.replace(/\\([0-7]{3})/g, (_, o: string) => String.fromCharCode(parseInt(o, 8)));
-}
-
 /**
  * Parses `getfattr --absolute-names -d -m - -e base64` output (read as latin1) into
- * path -> (name -> base64 value), paths relative to `root`.
+ * path -> (name -> base64 value), paths relative to `root` (others left out). The parsing is
+ * the file index's ({@link parseGetfattrDump}).
  */
 export function parseGetfattr(text: string, root: string): Map<string, Record<string, string>> {
   const prefix = Buffer.from(root.replace(/(.)\/+$/, '$1'), 'utf8').toString('latin1');
   const out = new Map<string, Record<string, string>>();
-  let current: Record<string, string> | undefined;
-  for (const line of text.split('\n')) {
-    if (line.startsWith('# file: ')) {
-      const abs = unquoteGetfattr(line.slice(8));
-      const rel = abs === prefix ? '.' : abs.startsWith(prefix + '/') ? abs.slice(prefix.length + 1) : undefined;
-      current = rel === undefined ? undefined : {};
-      if (rel !== undefined) out.set(rel, current!);
-    } else if (current && line !== '') {
-      const eq = line.indexOf('=');
-      const name = unquoteGetfattr(eq < 0 ? line : line.slice(0, eq));
-      const value = eq < 0 ? '' : line.slice(eq + 1);
-      if (!value.startsWith('0s') && value !== '' && value !== '""') {
-        throw new TiuError('INTERNAL', `unexpected getfattr value encoding for ${name}`);
-      }
-      current[name] = value.startsWith('0s') ? value.slice(2) : '';
-    }
+  for (const [abs, xattrs] of parseGetfattrDump(text)) {
+    const rel = abs === prefix ? '.' : abs.startsWith(prefix + '/') ? abs.slice(prefix.length + 1) : undefined;
+    if (rel !== undefined) out.set(rel, xattrs);
   }
   return out;
 }

@@ -6,9 +6,9 @@ import { mkdir } from 'node:fs/promises';
 import { readBounded } from '../tiu/boundedread.ts';
 import { join } from 'node:path';
 import { TiuError } from '../tiu/errors.ts';
-import { deleteSubvolume, snapshotSubvolume, trySubvolumeInfo } from './btrfs.ts';
+import { createSubvolume, deleteSubvolume, setReadonly, snapshotSubvolume, trySubvolumeInfo } from './btrfs.ts';
 import { mergeUserdata, parseInfoXml, writeInfoXmlAtomic, MAX_INFO_XML_BYTES, type SnapshotInfo } from './infoxml.ts';
-import { removeSnapshotDir, snapshotDirOf, type MetadataBackend, type StoreContext } from './backend.ts';
+import { removeSnapshotDir, snapshotDirOf, type CreateRequest, type MetadataBackend, type StoreContext } from './backend.ts';
 
 /** Reads and parses `.snapshots/N/info.xml`, bounded in size; checks that it names snapshot N. */
 export async function readInfoFile(dir: string, num: number): Promise<SnapshotInfo> {
@@ -32,7 +32,31 @@ async function reserveDir(ctx: StoreContext, first: number): Promise<number> {
   throw new TiuError('SNAPSHOT_FAILED', `no free snapshot number from ${first} on in ${ctx.snapshotsDir}`);
 }
 
-export const btrfsBackend: MetadataBackend = {
+/** Reserves the number, makes the subvolume (`make`), writes info.xml; undoes it all on failure. */
+async function createWith(ctx: StoreContext, req: Omit<CreateRequest, 'from'>, make: (path: string) => Promise<void>, what: string): Promise<number> {
+  const num = await reserveDir(ctx, req.num);
+  const dir = snapshotDirOf(ctx, num);
+  const path = join(dir, 'snapshot');
+  try {
+    await make(path);
+    await writeInfoXmlAtomic(dir, {
+      num,
+      type: 'single',
+      date: new Date(Math.floor(Date.now() / 1000) * 1000),
+      description: req.description,
+      cleanup: req.cleanup,
+      userdata: req.userdata,
+    });
+    return num;
+  } catch (e) {
+    if (await trySubvolumeInfo(ctx.sys, path).catch(() => undefined)) await deleteSubvolume(ctx.sys, path).catch(() => {});
+    await removeSnapshotDir(dir).catch(() => {});
+    throw e instanceof TiuError && e.code !== 'TOOL_FAILED' ? e
+      : new TiuError('SNAPSHOT_FAILED', `cannot create snapshot ${num} ${what}: ${(e as Error).message}`, { cause: e, hint: 'check free space (btrfs filesystem usage) and rerun with --debug' });
+  }
+}
+
+export const btrfsBackend: MetadataBackend & Required<Pick<MetadataBackend, 'createEmpty'>> = {
   name: 'btrfs',
 
   async readInfos(ctx, nums) {
@@ -47,27 +71,15 @@ export const btrfsBackend: MetadataBackend = {
     return out;
   },
 
-  async create(ctx, req) {
-    const num = await reserveDir(ctx, req.num);
-    const dir = snapshotDirOf(ctx, num);
-    const path = join(dir, 'snapshot');
-    try {
-      await snapshotSubvolume(ctx.sys, join(snapshotDirOf(ctx, req.from), 'snapshot'), path, { readonly: req.readonly });
-      await writeInfoXmlAtomic(dir, {
-        num,
-        type: 'single',
-        date: new Date(Math.floor(Date.now() / 1000) * 1000),
-        description: req.description,
-        cleanup: req.cleanup,
-        userdata: req.userdata,
-      });
-      return num;
-    } catch (e) {
-      if (await trySubvolumeInfo(ctx.sys, path).catch(() => undefined)) await deleteSubvolume(ctx.sys, path).catch(() => {});
-      await removeSnapshotDir(dir).catch(() => {});
-      throw e instanceof TiuError && e.code !== 'TOOL_FAILED' ? e
-        : new TiuError('SNAPSHOT_FAILED', `cannot create snapshot ${num} from ${req.from}: ${(e as Error).message}`, { cause: e, hint: 'check free space (btrfs filesystem usage) and rerun with --debug' });
-    }
+  create(ctx, req) {
+    return createWith(ctx, req, (path) => snapshotSubvolume(ctx.sys, join(snapshotDirOf(ctx, req.from), 'snapshot'), path, { readonly: req.readonly }), `from ${req.from}`);
+  },
+
+  createEmpty(ctx, req) {
+    return createWith(ctx, req, async (path) => {
+      await createSubvolume(ctx.sys, path);
+      if (req.readonly) await setReadonly(ctx.sys, path, true);
+    }, 'from nothing');
   },
 
   async modify(ctx, num, change) {

@@ -44,6 +44,8 @@ export interface MetadataBackend {
   readInfos(ctx: StoreContext, nums: readonly number[]): Promise<Map<number, SnapshotInfo | Error>>;
   /** Creates the snapshot and its info.xml; returns the number used. Cleans up after itself on failure. */
   create(ctx: StoreContext, req: CreateRequest): Promise<number>;
+  /** Creates an empty snapshot subvolume (no `from`) and its info.xml (the plain btrfs backend only). */
+  createEmpty?: (ctx: StoreContext, req: Omit<CreateRequest, 'from'>) => Promise<number>;
   modify(ctx: StoreContext, num: number, change: MetadataChange): Promise<void>;
   /** Deletes the snapshot subvolume (nested subvolumes are already gone) and its directory. */
   deleteSnapshot(ctx: StoreContext, num: number, options: { commitAfter: boolean; hasInfo: boolean }): Promise<void>;

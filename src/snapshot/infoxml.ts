@@ -10,10 +10,9 @@
  * references) and rejects everything else with INPUT_INVALID.
  */
 import { XMLParser, XMLValidator } from 'fast-xml-parser';
-import { mkdir, open, rename, rm } from 'node:fs/promises';
 import { join } from 'node:path';
-import { randomBytes } from 'node:crypto';
 import { TiuError } from '../tiu/errors.ts';
+import { writeFileAtomic } from '../tiu/atomic.ts';
 
 export type SnapshotType = 'single' | 'pre' | 'post';
 
@@ -326,26 +325,5 @@ export function parseInfoXml(xml: string): SnapshotInfo {
  * leaves either the old or the new file, never an empty one. Creates `dir` if missing.
  */
 export async function writeInfoXmlAtomic(dir: string, info: SnapshotInfo): Promise<void> {
-  const xml = renderInfoXml(info);
-  await mkdir(dir, { recursive: true, mode: 0o755 });
-  const tmp = join(dir, `info.xml.tmp-${randomBytes(4).toString('hex')}`);
-  try {
-    const fh = await open(tmp, 'wx', 0o600);
-    try {
-      await fh.writeFile(xml, 'utf8');
-      await fh.sync();
-    } finally {
-      await fh.close();
-    }
-    await rename(tmp, join(dir, 'info.xml'));
-  } catch (e) {
-    await rm(tmp, { force: true });
-    throw e;
-  }
-  const dh = await open(dir, 'r');
-  try {
-    await dh.sync();
-  } finally {
-    await dh.close();
-  }
+  await writeFileAtomic(join(dir, 'info.xml'), renderInfoXml(info), { mode: 0o600 });
 }

@@ -18,6 +18,7 @@ import { TiuError, fromErrno } from '../tiu/errors.ts';
 import { processAlive, type System } from '../tiu/system.ts';
 import { readBounded } from '../tiu/boundedread.ts';
 import { ensurePrivateDir } from '../tiu/rundir.ts';
+import { readTiuEnv } from '../tiu/env.ts';
 
 /** Largest lock info file read (it holds one short JSON line). */
 const MAX_INFO_BYTES = 16 * 1024;
@@ -85,7 +86,7 @@ export interface LockHolder {
 
 /** The directory lock files live in. */
 export function lockDir(): string {
-  return process.env.TIU_RUN_DIR || '/run/tiu';
+  return readTiuEnv().runDir;
 }
 
 /** The lock file for a root, given its real path. Pure. */

@@ -4,11 +4,10 @@
  * which is raised before a snapshot is deleted and after one is created. A reused number could
  * make a bootloader entry, a health-check state or a log line point at a different system.
  */
-import { open, readFile, rename, rm } from 'node:fs/promises';
 import { join } from 'node:path';
-import { randomBytes } from 'node:crypto';
 import { readBounded } from '../tiu/boundedread.ts';
 import { TiuError } from '../tiu/errors.ts';
+import { writeFileAtomic } from '../tiu/atomic.ts';
 
 /** Name of the high-water mark file inside the snapshots directory (snapper ignores non-numeric names). */
 export const HIGH_WATER_FILE = '.tiu-last-number';
@@ -62,25 +61,5 @@ export async function readHighWater(snapshotsDir: string): Promise<number | unde
 export async function raiseHighWater(snapshotsDir: string, num: number): Promise<void> {
   const current = await readHighWater(snapshotsDir);
   if (current !== undefined && current >= num) return;
-  const file = join(snapshotsDir, HIGH_WATER_FILE);
-  const tmp = `${file}.tmp-${randomBytes(4).toString('hex')}`;
-  try {
-    const fh = await open(tmp, 'wx', 0o644);
-    try {
-      await fh.writeFile(`${num}\n`);
-      await fh.sync();
-    } finally {
-      await fh.close();
-    }
-    await rename(tmp, file);
-  } catch (e) {
-    await rm(tmp, { force: true });
-    throw e;
-  }
-  const dh = await open(snapshotsDir, 'r');
-  try {
-    await dh.sync();
-  } finally {
-    await dh.close();
-  }
+  await writeFileAtomic(join(snapshotsDir, HIGH_WATER_FILE), `${num}\n`, { mkdir: false });
 }

@@ -9,11 +9,11 @@
  * Callers must hold the root's lock ({@link acquireLock}) around changes: the store itself does
  * not lock, so that one transaction can make several calls.
  */
-import { access, readdir, readFile, realpath, stat } from 'node:fs/promises';
+import { access, readdir, readFile, realpath, rmdir, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { TiuError, fromErrno } from '../tiu/errors.ts';
 import { missingToolError, type System } from '../tiu/system.ts';
-import { assertBtrfs, deleteSubvolume, getDefaultSubvolume, listSubvolumes, setDefaultSubvolume, setReadonly, subvolumeChanges, trySubvolumeInfo, type Subvolume } from './btrfs.ts';
+import { assertBtrfs, createSubvolume, deleteSubvolume, isSubvolumeRoot, snapshotSubvolume, subvolumeInfo, getDefaultSubvolume, listSubvolumes, setDefaultSubvolume, setReadonly, subvolumeChanges, trySubvolumeInfo, type Subvolume } from './btrfs.ts';
 import { assertXmlText, validateUserdata, type SnapshotInfo } from './infoxml.ts';
 import { mountAt, parseMountinfo, snapshotNumberOf } from './mountinfo.ts';
 import { nextSnapshotNumber, raiseHighWater, readHighWater, snapshotNumberFromName } from './numbering.ts';
@@ -39,8 +39,16 @@ export interface SnapshotEntry extends SnapshotInfo {
 }
 
 export interface CreateSnapshotOptions {
-  /** Number of the snapshot to start from. */
-  from: number;
+  /**
+   * Number of the snapshot to start from; undefined makes an empty subvolume (the first
+   * snapshot of a freshly installed root; always with tiu's own info.xml).
+   */
+  from?: number;
+  /**
+   * Directories that are separate subvolumes inside each snapshot (e.g. etc): snapshotted from
+   * `from`'s (when it has one there), or created empty. A snapshot does not include them by itself.
+   */
+  nested?: readonly string[];
   description?: string;
   /** Keys with '' values are left out. */
   userdata?: Record<string, string>;
@@ -50,11 +58,17 @@ export interface CreateSnapshotOptions {
   readWrite?: boolean;
 }
 
+/** `[device] snapper` in tiu.conf: which metadata backend the store uses. */
 export type SnapperMode = 'auto' | 'yes' | 'no';
+
+/** Every valid {@link SnapperMode}. */
+export const SNAPPER_MODES: readonly SnapperMode[] = ['auto', 'yes', 'no'];
 
 export interface OpenStoreOptions {
   /** 'auto' (default): snapper if installed and R has a snapper config; 'yes': require it; 'no': plain btrfs. */
   snapper?: SnapperMode;
+  /** The caller already checked that R is on btrfs (openDevice does it once). */
+  btrfsChecked?: boolean;
 }
 
 export interface SnapshotStore {
@@ -77,6 +91,8 @@ export interface SnapshotStore {
   setUserdata(num: number, patch: Record<string, string | null>): Promise<void>;
   setDescription(num: number, description: string): Promise<void>;
   setReadonly(num: number, readonly: boolean): Promise<void>;
+  /** The btrfs generation of snapshot `num`'s subvolume (changes with every write). */
+  generation(num: number): Promise<number>;
   /** Makes `num` the btrfs default subvolume, i.e. what boots next. One atomic switch. */
   setDefault(num: number): Promise<void>;
   /** The snapshot that is the default subvolume, if the default is a snapshot. */
@@ -130,7 +146,7 @@ export async function openSnapshotStore(sys: System, root: string, options: Open
   } catch (e) {
     throw fromErrno(e, `root ${root}`) ?? e;
   }
-  await assertBtrfs(sys, real);
+  if (!options.btrfsChecked) await assertBtrfs(sys, real);
   const snapshotsDir = join(real, '.snapshots');
   const snapsInfo = await trySubvolumeInfo(sys, snapshotsDir);
   if (!snapsInfo) {
@@ -139,8 +155,34 @@ export async function openSnapshotStore(sys: System, root: string, options: Open
     });
   }
   const ctx: StoreContext = { sys, root: real, snapshotsDir, snapshotsSubvol: snapsInfo.path };
+  const snapshotsId = snapsInfo.id;
   const backend = await chooseBackend(sys, real, options.snapper ?? 'auto');
-  return createStore(ctx, backend);
+  return createStore(ctx, backend, snapshotsId);
+}
+
+/**
+ * The listing with every path below the snapshots subvolume (id `snapshotsId`, path `prefix`
+ * from the top level) made relative to the top level, as `btrfs subvolume show` prints them.
+ */
+export function fullPaths(listed: readonly Subvolume[], snapshotsId: number, prefix: string): Subvolume[] {
+  const byId = new Map(listed.map((s) => [s.id, s]));
+  const below = (s: Subvolume): boolean => {
+    for (let p: number | undefined = s.topLevel, hops = 0; p !== undefined && hops < 4096; hops++) {
+      if (p === snapshotsId) return true;
+      p = byId.get(p)?.topLevel;
+    }
+    return false;
+  };
+  return listed.map((s) => (prefix && below(s) && !s.path.startsWith(`${prefix}/`) ? { ...s, path: `${prefix}/${s.path}` } : s));
+}
+
+async function isDirEmpty(p: string): Promise<boolean> {
+  try {
+    if (!(await stat(p)).isDirectory()) return false;
+    return (await readdir(p)).length === 0;
+  } catch {
+    return false;
+  }
 }
 
 function notFound(num: number, root: string): TiuError {
@@ -154,7 +196,7 @@ function checkNum(num: number): void {
 /** How long a listing of subvolumes is reused at most (changes made by other processes). */
 const MEMO_MS = 2000;
 
-function createStore(ctx: StoreContext, backend: MetadataBackend): SnapshotStore {
+function createStore(ctx: StoreContext, backend: MetadataBackend, snapshotsId: number): SnapshotStore {
   const { sys, root, snapshotsDir } = ctx;
   const subvolPathOf = (num: number) => (ctx.snapshotsSubvol ? `${ctx.snapshotsSubvol}/${num}/snapshot` : `${num}/snapshot`);
 
@@ -183,7 +225,9 @@ function createStore(ctx: StoreContext, backend: MetadataBackend): SnapshotStore
       return value;
     };
   };
-  const subvolumes = memo(() => listSubvolumes(sys, root));
+  // Listed from .snapshots: btrfs prints the paths of subvolumes below the listed one relative
+  // to it (and R may be `<top>/@` at install time, or a mounted snapshot): made full here.
+  const subvolumes = memo(async () => fullPaths(await listSubvolumes(sys, snapshotsDir), snapshotsId, ctx.snapshotsSubvol));
   const defaultSubvolume = memo(() => getDefaultSubvolume(sys, root));
 
   async function getDefault(fresh = false): Promise<number | undefined> {
@@ -243,6 +287,23 @@ function createStore(ctx: StoreContext, backend: MetadataBackend): SnapshotStore
     return entry;
   }
 
+  /** The nested subvolumes of a new snapshot: snapshots of `from`'s, or empty ones. */
+  async function createNested(num: number, from: number | undefined, nested: readonly string[]): Promise<void> {
+    const dir = join(snapshotsDir, String(num), 'snapshot');
+    for (const n of nested) {
+      const dst = join(dir, n);
+      if (from === undefined) {
+        await createSubvolume(sys, dst);
+        continue;
+      }
+      const src = join(snapshotsDir, String(from), 'snapshot', n);
+      if (!(await isSubvolumeRoot(src))) continue;
+      // A snapshot does not include nested subvolumes: it has an empty directory there.
+      if (await isDirEmpty(dst)) await rmdir(dst);
+      await snapshotSubvolume(sys, src, dst, { readonly: false });
+    }
+  }
+
   const store: SnapshotStore = {
     root,
     snapshotsDir,
@@ -259,7 +320,7 @@ function createStore(ctx: StoreContext, backend: MetadataBackend): SnapshotStore
     },
 
     async create(options) {
-      checkNum(options.from);
+      if (options.from !== undefined) checkNum(options.from);
       const description = options.description ?? '';
       const cleanup = options.cleanup ?? '';
       assertXmlText(description, 'the description');
@@ -267,11 +328,11 @@ function createStore(ctx: StoreContext, backend: MetadataBackend): SnapshotStore
       const userdata = Object.fromEntries(Object.entries(options.userdata ?? {}).filter(([, v]) => v !== ''));
       validateUserdata(userdata);
       const entries = await list();
-      if (!entries.some((e) => e.num === options.from)) throw notFound(options.from, root);
+      if (options.from !== undefined && !entries.some((e) => e.num === options.from)) throw notFound(options.from, root);
       const highWater = await readHighWater(snapshotsDir);
       const num = nextSnapshotNumber(await numericDirs(), highWater);
       await raiseHighWater(snapshotsDir, num);
-      const created = await backend.create(ctx, {
+      const req = {
         num,
         from: options.from,
         known: entries.filter((e) => !e.missingInfo).map((e) => e.num),
@@ -279,9 +340,17 @@ function createStore(ctx: StoreContext, backend: MetadataBackend): SnapshotStore
         cleanup,
         userdata,
         readonly: options.readWrite === false,
-      });
+      };
+      // Nothing to snapshot: an empty subvolume with tiu's own info.xml (snapper has no "create from nothing").
+      const created = options.from === undefined ? await btrfsBackend.createEmpty(ctx, req) : await backend.create(ctx, { ...req, from: options.from });
       await raiseHighWater(snapshotsDir, created);
-      sys.log.debug(`snapshots: created ${created} from ${options.from} (${backend.name})`);
+      sys.log.debug(`snapshots: created ${created} from ${options.from ?? 'nothing'} (${backend.name})`);
+      try {
+        await createNested(created, options.from, options.nested ?? []);
+      } catch (e) {
+        await store.delete(created).catch(() => {});
+        throw e;
+      }
       return created;
     },
 
@@ -300,6 +369,10 @@ function createStore(ctx: StoreContext, backend: MetadataBackend): SnapshotStore
     async setReadonly(num, readonly) {
       const entry = await get(num);
       await setReadonly(sys, entry.path, readonly);
+    },
+
+    async generation(num) {
+      return (await subvolumeInfo(sys, store.snapshotPath(num))).generation;
     },
 
     async setDefault(num) {

@@ -11,6 +11,7 @@ import { loadConfig } from './config.ts';
 import type { Context } from './context.ts';
 import { TIU_VERSION } from './version.ts';
 import { installGuard, internalErrorLine, testHook } from './guard.ts';
+import { readTiuEnv } from './env.ts';
 
 interface GlobalOptions {
   debug?: boolean;
@@ -98,7 +99,7 @@ function lazy(module: keyof typeof COMMANDS, _program: Command, state: State): (
     const log = createLogger(level);
     const sys = createSystem(log);
     const config = await loadConfig({ file: g.config });
-    state.ctx = { sys, log, config, debug: !!g.debug, out: (s) => process.stdout.write(s.endsWith('\n') ? s : s + '\n') };
+    state.ctx = { sys, log, config, env: readTiuEnv(), debug: !!g.debug, out: (s) => process.stdout.write(s.endsWith('\n') ? s : s + '\n') };
     const mod: { run: Runner } = await COMMANDS[module]();
     await testHook('command');
     await testHook('uncaught');

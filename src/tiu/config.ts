@@ -9,6 +9,9 @@ import { join } from 'node:path';
 import { parse } from 'ini';
 import { parseSize } from './size.ts';
 import { TiuError } from './errors.ts';
+import { BOOTLOADER_SETTINGS, type BootloaderSetting } from './boot/detect.ts';
+import { SNAPPER_MODES, type SnapperMode } from '../snapshot/store.ts';
+import { readTiuEnv } from './env.ts';
 
 export interface Config {
   /** PEM file with the trusted CA certificates. */
@@ -22,8 +25,8 @@ export interface Config {
   compression: string;
   compressionLevel: number | undefined;
   blockSize: number;
-  bootloader: 'auto' | 'grub2' | 'systemd-boot' | 'none';
-  snapper: 'auto' | 'yes' | 'no';
+  bootloader: BootloaderSetting;
+  snapper: SnapperMode;
   /** Snapshots `tiu cleanup` keeps (number algorithm). */
   keep: number;
   /** Update source (file or URL) used by `tiu update` without --source. */
@@ -149,8 +152,8 @@ export function applyIni(cfg: Config, doc: Raw, file: string): Config {
         // Subjects contain spaces and commas: one per line (allowed_signers[] = …) or ';'-separated.
         case 'trust.allowed_signers': out.allowedSigners = list(v, /;/); break;
         case 'device.compatible': out.compatible = String(v); break;
-        case 'device.bootloader': out.bootloader = oneOf(v, ['auto', 'grub2', 'systemd-boot', 'none'] as const, id, file); break;
-        case 'device.snapper': out.snapper = oneOf(v, ['auto', 'yes', 'no'] as const, id, file); break;
+        case 'device.bootloader': out.bootloader = oneOf(v, BOOTLOADER_SETTINGS, id, file); break;
+        case 'device.snapper': out.snapper = oneOf(v, SNAPPER_MODES, id, file); break;
         case 'cleanup.keep': out.keep = int(v, id, file); break;
         case 'update.source': out.source = String(v); break;
         case 'update.cache_dir': out.cacheDir = String(v); break;
@@ -199,7 +202,7 @@ async function dropIns(dir: string): Promise<string[]> {
 
 /** Loads the layered configuration. `configRoot` defaults to `/` (tests pass a temp dir). */
 export async function loadConfig(options: { configRoot?: string; file?: string } = {}): Promise<Config> {
-  const root = options.configRoot ?? process.env.TIU_CONFIG_ROOT ?? '/';
+  const root = options.configRoot ?? readTiuEnv().configRoot ?? '/';
   const files = [
     join(root, 'usr/lib/tiu/tiu.conf'),
     ...(await dropIns(join(root, 'usr/lib/tiu/tiu.conf.d'))),

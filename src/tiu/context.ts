@@ -2,12 +2,15 @@
 import type { Config } from './config.ts';
 import type { Logger } from './log.ts';
 import type { System } from './system.ts';
+import type { TiuEnv } from './env.ts';
 
 export interface Context {
   sys: System;
   log: Logger;
   config: Config;
   debug: boolean;
+  /** The TIU_* variables, read once at start. */
+  env: TiuEnv;
   /** Writes a line of command output to stdout. */
   out: (text: string) => void;
 }

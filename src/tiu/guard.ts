@@ -12,6 +12,7 @@
  * leaves no mount and no loop device.
  */
 import { TiuError, toTiuError } from './errors.ts';
+import { readTiuEnv } from './env.ts';
 
 type Cleanup = () => Promise<void>;
 const cleanups = new Set<Cleanup>();
@@ -125,7 +126,7 @@ export function onInterrupt(handler: InterruptHandler): () => void {
  * new snapshot is in progress). Does nothing otherwise.
  */
 export async function testHook(place: string): Promise<void> {
-  if (process.env.TIU_TEST_INTERNAL_ERROR !== place) return;
+  if (readTiuEnv().testInternalError !== place) return;
   const err = new TypeError(`forced internal error at '${place}' (TIU_TEST_INTERNAL_ERROR)`);
   if (place === 'command') throw err;
   if (place === 'rejection') {
@@ -145,7 +146,7 @@ export async function testHook(place: string): Promise<void> {
  * archive's image is mounted, no transaction yet). Does nothing otherwise.
  */
 export async function testPause(place: string): Promise<void> {
-  if (process.env.TIU_TEST_PAUSE !== place) return;
+  if (readTiuEnv().testPause !== place) return;
   process.stderr.write(`tiu-test: paused at ${place}\n`);
   await new Promise((r) => setTimeout(r, 60_000));
 }

@@ -70,9 +70,3 @@ export function createLogger(level: LogLevel = 'info', write: (line: string, lev
   } as Logger;
   return logger;
 }
-
-/** A logger that records lines, for tests. */
-export function createMemoryLogger(level: LogLevel = 'debug'): Logger & { lines: string[] } {
-  const lines: string[] = [];
-  return Object.assign(createLogger(level, (l) => lines.push(l)), { lines });
-}

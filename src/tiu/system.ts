@@ -5,7 +5,8 @@
  * are always argv arrays (never shell strings), every command is logged at debug level, and
  * failures become {@link TiuError}s carrying the command, exit code, signal and stderr.
  */
-import { execa, type ResultPromise } from 'execa';
+import type { Readable, Writable } from 'node:stream';
+import { execa } from 'execa';
 import { TiuError } from './errors.ts';
 import { createLogger, type Logger } from './log.ts';
 
@@ -38,12 +39,39 @@ export interface RunResult {
   stderr: string;
 }
 
+/** How a spawned command ended, as far as tiu reads it. */
+export interface ChildExit {
+  exitCode?: number;
+  signal?: string;
+  stdout?: string | Uint8Array;
+  stderr?: string | Uint8Array;
+  /** Killed through the abort signal. */
+  isCanceled?: boolean;
+  /** 'ENOENT' (directly or as the cause) when the command is not installed. */
+  code?: string;
+  cause?: { code?: string };
+}
+
+/**
+ * A running command ({@link System.spawn}): its streams, kill and ref/unref, and a promise of how
+ * it ended that does not reject for a non-zero exit. The spawner's own types stay behind the seam.
+ */
+export interface ChildProcess extends Promise<ChildExit> {
+  readonly pid?: number;
+  readonly stdin: Writable | null;
+  readonly stdout: Readable | null;
+  readonly stderr: Readable | null;
+  kill(signal?: NodeJS.Signals | number): boolean;
+  ref(): void;
+  unref(): void;
+}
+
 export interface System {
   readonly log: Logger;
   /** Runs `file` with `args`; throws TOOL_MISSING if not installed, TOOL_FAILED on failure. */
   run(file: string, args: readonly string[], options?: RunOptions): Promise<RunResult>;
-  /** Starts a long-running command and returns the execa child (for streaming). */
-  spawn(file: string, args: readonly string[], options?: RunOptions): ResultPromise;
+  /** Starts a long-running command and returns it (for streaming). */
+  spawn(file: string, args: readonly string[], options?: RunOptions): ChildProcess;
   /** Full path of an executable on PATH, or undefined. */
   which(file: string): Promise<string | undefined>;
 }
@@ -111,7 +139,7 @@ export function createSystem(log: Logger = createLogger()): System {
         cancelSignal: options.signal,
         maxBuffer: 1024 * 1024 * 1024,
         ...(options.stream ? { buffer: false, encoding: 'buffer' } : {}),
-      } as never) as unknown as ResultPromise;
+      } as never) as unknown as ChildProcess;
     },
     async run(file, args, options = {}) {
       const command = formatCommand(file, args);

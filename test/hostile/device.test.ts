@@ -145,7 +145,7 @@ describe('writes outside the new snapshot through symlinks in the image', () => 
       await rm(join(t, 'etc'), { recursive: true });
       await symlink(join(dev.root, 'etc'), join(t, 'etc'));
     });
-    await refused(dev, ['extract', a], 'PATH_UNSAFE', /\/etc in the new snapshot is a symlink/);
+    await refused(dev, ['extract', a], 'PATH_UNSAFE', /\/etc in the new image is a symlink/);
   });
 });
 

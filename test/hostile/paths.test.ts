@@ -194,12 +194,13 @@ describe("tiu's own state in the new snapshot", () => {
 describe('/boot of the new snapshot', () => {
   it('a /boot or /boot/grub2 symlink to a host directory is refused before initrds or grub.cfg are written', async () => {
     await symlink(canary, join(target, 'boot'));
-    const o = { root: target, snapshotDir: target, num: 1, manifest: {} as Manifest, bootloader: 'none' };
-    await rejects(prepareBoot(sys, o), 'PATH_UNSAFE', /\/boot in the new snapshot is a symlink/);
+    const o = { snapshotDir: target, num: 1, manifest: {} as Manifest };
+    const dev = { sys, bootLocation: async () => ({ kind: 'none' as const }) };
+    await rejects(prepareBoot(dev, o), 'PATH_UNSAFE', /\/boot in the new snapshot is a symlink/);
     await rm(join(target, 'boot'));
     await mkdir(join(target, 'boot'));
     await symlink('/boot', join(target, 'boot/grub2'));
-    await rejects(prepareBoot(sys, o), 'PATH_UNSAFE', /\/boot\/grub2 in the new snapshot is a symlink/);
+    await rejects(prepareBoot(dev, o), 'PATH_UNSAFE', /\/boot\/grub2 in the new snapshot is a symlink/);
   });
 });
 

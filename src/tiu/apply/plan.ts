@@ -10,8 +10,9 @@
  * removed; everything else is written fresh from the image.
  */
 import { comparePaths, type IndexEntry } from '../fileindex/types.ts';
+import { metaDiff as indexMetaDiff, sameContent, type MetaField } from '../fileindex/compare.ts';
 
-export type MetaField = 'mode' | 'owner' | 'mtime' | 'xattrs';
+export type { MetaField };
 
 export type Action =
   | { op: 'remove'; path: string; type: IndexEntry['type'] }
@@ -59,37 +60,14 @@ function isUnder(p: string, dir: string): boolean {
   return dir === '.' || p.startsWith(dir + '/');
 }
 
-function sameXattrs(a: IndexEntry['xattrs'], b: IndexEntry['xattrs']): boolean {
-  const ka = Object.keys(a ?? {}).sort();
-  const kb = Object.keys(b ?? {}).sort();
-  if (ka.length !== kb.length) return false;
-  return ka.every((k, i) => k === kb[i] && a![k] === b![k]);
-}
-
 /** Which metadata fields differ between what is and what should be. */
 export function metaDiff(actual: IndexEntry, target: IndexEntry): MetaField[] {
-  const fields: MetaField[] = [];
-  if (target.type !== 'symlink' && actual.mode !== target.mode) fields.push('mode');
-  if (actual.uid !== target.uid || actual.gid !== target.gid) fields.push('owner');
-  if (actual.mtime !== target.mtime) fields.push('mtime');
-  if (!sameXattrs(actual.xattrs, target.xattrs)) fields.push('xattrs');
-  return fields;
+  return indexMetaDiff(actual, target, { mtime: true });
 }
 
 /** Whether the thing at a path can stay (same type and same content), metadata aside. */
 function sameObject(actual: IndexEntry, target: IndexEntry): boolean {
-  if (actual.type !== target.type) return false;
-  switch (target.type) {
-    case 'file':
-      return actual.size === target.size && actual.sha256 !== undefined && actual.sha256 === target.sha256;
-    case 'symlink':
-      return actual.target === target.target;
-    case 'chr':
-    case 'blk':
-      return actual.rdev?.major === target.rdev?.major && actual.rdev?.minor === target.rdev?.minor;
-    default:
-      return true;
-  }
+  return (target.type !== 'file' || actual.sha256 !== undefined) && sameContent(actual, target);
 }
 
 function createOp(e: IndexEntry): Exclude<Action, { op: 'remove' | 'meta' }> {

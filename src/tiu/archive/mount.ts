@@ -17,6 +17,7 @@ import { TiuError } from '../errors.ts';
 import { processAlive, type System } from '../system.ts';
 import { guardDisposable, testPause } from '../guard.ts';
 import type { OpenedArchive } from './open.ts';
+import { readTiuEnv } from '../env.ts';
 
 export interface MountedImage extends AsyncDisposable {
   /** Where the image's root tree is visible (read-only). */
@@ -27,7 +28,7 @@ export interface MountedImage extends AsyncDisposable {
 
 /** True when this kernel can activate dm-verity (device-mapper present, veritysetup installed). */
 export async function hasDeviceMapper(sys: System): Promise<boolean> {
-  if (process.env.TIU_NO_DM === '1') return false;
+  if (readTiuEnv().noDm) return false;
   // /dev/mapper/control can exist without a device-mapper in the kernel: ask the kernel.
   try {
     await access('/dev/mapper/control');
@@ -48,7 +49,7 @@ function dirnameOf(p: string): string {
 }
 
 export function mountBase(): string {
-  return `${process.env.TIU_RUN_DIR ?? '/run/tiu'}/mnt`;
+  return `${readTiuEnv().runDir}/mnt`;
 }
 
 /**

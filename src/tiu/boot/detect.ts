@@ -11,7 +11,11 @@ import { TiuError } from '../errors.ts';
 import { mountAt, parseMountinfo } from '../../snapshot/mountinfo.ts';
 import type { BootloaderKind } from './types.ts';
 
+/** `[device] bootloader` in tiu.conf: a backend, or 'auto' to detect one. */
 export type BootloaderSetting = BootloaderKind | 'auto';
+
+/** Every valid {@link BootloaderSetting} (config validation and --help use this list). */
+export const BOOTLOADER_SETTINGS: readonly BootloaderSetting[] = ['auto', 'grub2', 'systemd-boot', 'none'];
 
 /** Where an ESP may be mounted, relative to the root. */
 export const ESP_DIRS = ['boot/efi', 'efi'] as const;

@@ -15,7 +15,7 @@ import { TiuError, fromErrno } from '../errors.ts';
 import type { BootBackend, BootEntryInfo, BootTry, SnapshotBoot } from './types.ts';
 import { GRUB_TRIES, parseSnapshotsCfg, renderSelector, renderSnapshotsCfg, unpinGrubCfg, type GrubEntry } from './grub-config.ts';
 import { parseGrubenv, serializeGrubenv, updateGrubenv, GRUBENV_SIGNATURE } from './grubenv.ts';
-import { writeFileAtomic } from './files.ts';
+import { writeFileAtomic } from '../atomic.ts';
 import { runInSnapshot } from './chroot.ts';
 import { hasTool } from './initrd.ts';
 

@@ -8,17 +8,13 @@
 import { access, constants, lstat, mkdir, readdir, readFile, realpath, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { System } from '../system.ts';
-import { openSnapshotStore } from '../../snapshot/store.ts';
-import { acquireLock } from '../../snapshot/lock.ts';
 import { isReadonly } from '../../snapshot/btrfs.ts';
 import { mountAt, parseMountinfo } from '../../snapshot/mountinfo.ts';
-import { facts } from '../device/open.ts';
+import type { Device } from '../device/open.ts';
 import { UD } from '../device/paths.ts';
 import { decideHealth, parseHealthState, renderHealthState, STATE_PATH, type CheckResult, type HealthDecision, type HealthState } from './health.ts';
-import { openBootBackend } from './backend.ts';
 import { syncBoot, type SyncResult } from './sync.ts';
-import type { BootLocation, BootloaderSetting } from './detect.ts';
-import { writeFileAtomic } from './files.ts';
+import { writeFileAtomic } from '../atomic.ts';
 
 /** Plugin directories, relative to the root; a name in /etc replaces the same name in /usr/lib. */
 export const PLUGIN_DIRS = ['usr/lib/tiu/health.d', 'etc/tiu/health.d'] as const;
@@ -130,14 +126,11 @@ export async function readHealthState(sys: System, root: string): Promise<Health
 }
 
 export interface HealthRunOptions {
-  root: string;
   /** Print reboot/isolate instead of running them. */
   dryRun: boolean;
   /** Kernel command line (tiu.health.reboot=0); read from /proc/cmdline by the command. */
   rebootAllowed: boolean;
   pluginTimeoutMs: number;
-  bootloader: BootloaderSetting | BootLocation;
-  snapper?: 'auto' | 'yes' | 'no';
   /** Where progress and the decision are written (console/journal). */
   say: (line: string) => void;
   now?: Date;
@@ -158,21 +151,20 @@ async function act(sys: System, o: HealthRunOptions, argv: string[]): Promise<vo
   await sys.run(argv[0]!, argv.slice(1));
 }
 
-/** Checks, decides and acts (see health.ts). The whole run holds the root's lock. */
-export async function runHealthCheck(sys: System, o: HealthRunOptions): Promise<HealthRunResult> {
-  await using _lock = await acquireLock(sys, o.root);
-  const store = await openSnapshotStore(sys, o.root, { snapper: o.snapper ?? 'auto' });
-  const { backend } = await openBootBackend(sys, o.root, o.bootloader);
+/** Checks, decides and acts (see health.ts) on `dev`, opened with its lock. */
+export async function runHealthCheck(dev: Device, o: HealthRunOptions): Promise<HealthRunResult> {
+  const { sys, store, root } = dev;
+  const { backend } = await dev.boot();
 
-  const checks = [...(await builtinChecks(sys, o.root)), ...(await runPlugins(sys, o.root, o.pluginTimeoutMs))];
+  const checks = [...(await builtinChecks(sys, root)), ...(await runPlugins(sys, root, o.pluginTimeoutMs))];
   for (const c of checks) o.say(`health-check: ${c.skipped ? 'skip' : c.ok ? 'ok  ' : 'FAIL'} ${c.name}: ${c.detail}`);
 
   const decision = decideHealth(
     {
-      snapshots: await facts(store),
+      snapshots: await dev.facts(),
       checks,
       trial: await backend.getTry(),
-      state: await readHealthState(sys, o.root),
+      state: await readHealthState(sys, root),
       rebootAllowed: o.rebootAllowed,
     },
     o.now ?? new Date(),
@@ -180,7 +172,7 @@ export async function runHealthCheck(sys: System, o: HealthRunOptions): Promise<
   for (const m of decision.messages) o.say(`health-check: ${m}`);
 
   let sync: SyncResult | undefined;
-  const statePath = join(o.root, STATE_PATH);
+  const statePath = join(root, STATE_PATH);
   for (const a of decision.actions) {
     switch (a.kind) {
       case 'mark':
@@ -201,7 +193,7 @@ export async function runHealthCheck(sys: System, o: HealthRunOptions): Promise<
         break;
       case 'reboot':
         // The boot entries must follow the new default before the machine goes down.
-        sync = await syncBoot(sys, { root: o.root, bootloader: o.bootloader, snapper: o.snapper });
+        sync = await syncBoot(dev);
         await act(sys, o, ['systemctl', '--no-block', 'reboot']);
         break;
       case 'emergency':
@@ -213,7 +205,7 @@ export async function runHealthCheck(sys: System, o: HealthRunOptions): Promise<
   // Entries for new/deleted snapshots, the loader default = btrfs default (unless done above).
   if (!sync) {
     try {
-      sync = await syncBoot(sys, { root: o.root, bootloader: o.bootloader, snapper: o.snapper });
+      sync = await syncBoot(dev);
     } catch (e) {
       if (decision.verdict === 'healthy') throw e;
       sys.log.warn(`could not update the boot entries: ${(e as Error).message}`);

@@ -6,7 +6,6 @@
  */
 import { resolveInTree } from '../treepath.ts';
 import { lstat, readdir, readFile, stat } from 'node:fs/promises';
-import { join } from 'node:path';
 
 export interface KernelFile {
   kver: string;

@@ -8,13 +8,11 @@
  * `tiu health-check --sync-only` (installer, after a manual `btrfs subvolume set-default`).
  * {@link planBootSync} decides (pure), {@link syncBoot} carries the plan out.
  */
-import type { System } from '../system.ts';
-import { openSnapshotStore } from '../../snapshot/store.ts';
+import type { Device } from '../device/open.ts';
 import { UD } from '../device/paths.ts';
 import type { Health } from '../device/policy.ts';
 import type { BootEntryInfo, BootTry, BootloaderKind, SnapshotBoot } from './types.ts';
-import { describeSnapshot, openBootBackend, rootFacts } from './backend.ts';
-import type { BootLocation, BootloaderSetting } from './detect.ts';
+import { describeSnapshot, rootFacts } from './backend.ts';
 
 export interface SyncSnapshot {
   num: number;
@@ -99,18 +97,17 @@ export interface SyncResult {
 }
 
 /**
- * Makes the bootloader of `root` match its snapshots (see the module comment). The caller holds
- * the root's lock. Writes only boot files (ESP, GRUB directory); snapshots are read.
+ * Makes the bootloader of the device match its snapshots (see the module comment). The device
+ * is opened with its lock. Writes only boot files (ESP, GRUB directory); snapshots are read.
  */
-export async function syncBoot(sys: System, o: { root: string; bootloader?: BootloaderSetting | BootLocation; snapper?: 'auto' | 'yes' | 'no' }): Promise<SyncResult> {
-  const setting = o.bootloader ?? 'auto';
-  if (setting === 'none') return { kind: 'none', location: undefined, plan: { add: [], remove: [], markBad: [], warnings: [] } };
-  const { backend } = await openBootBackend(sys, o.root, setting);
+export async function syncBoot(dev: Device): Promise<SyncResult> {
+  const { sys } = dev;
+  if (dev.bootloader === 'none') return { kind: 'none', location: undefined, plan: { add: [], remove: [], markBad: [], warnings: [] } };
+  const { backend } = await dev.boot();
   if (backend.kind === 'none') return { kind: 'none', location: undefined, plan: { add: [], remove: [], markBad: [], warnings: [] } };
-  const facts = await rootFacts(sys, o.root);
+  const facts = await rootFacts(sys, dev.root);
 
-  const store = await openSnapshotStore(sys, o.root, { snapper: o.snapper ?? 'auto' });
-  const list = await store.list();
+  const list = await dev.store.list();
   const described = new Map<number, SnapshotBoot>();
   const snapshots: SyncSnapshot[] = [];
   for (const s of list) {

@@ -13,7 +13,7 @@ import type { System } from '../system.ts';
 import { TiuError, fromErrno } from '../errors.ts';
 import type { BootBackend, BootEntryInfo, BootTry, SnapshotBoot } from './types.ts';
 import { DEFAULT_PATTERN, DEFAULT_TRIES, LOADER_GUID, SORT_KEY, encodeEfiString, entryFileName, isBad, parseEntry, parseEntryName, rankOf, rankVersion, renderEntry, setLoaderDefault, withVersion, type Rank } from './bls.ts';
-import { copyFileAtomic, renameDurable, writeFileAtomic } from './files.ts';
+import { copyFileAtomic, renameDurable, writeFileAtomic } from '../atomic.ts';
 
 export interface SystemdBootOptions {
   /** Mount point of the ESP. */

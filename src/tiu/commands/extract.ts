@@ -2,7 +2,7 @@
 import type { Context } from '../context.ts';
 import { extract, type ExtractResult } from '../device/extract.ts';
 import { loadKeyring } from '../archive/trust.ts';
-import { parseSnapshotNumber } from '../device/open.ts';
+import { openDevice, parseSnapshotNumber } from '../device/open.ts';
 import { createProgress } from '../progress.ts';
 
 export interface ExtractCommandOptions {
@@ -19,9 +19,9 @@ export async function runExtract(ctx: Context, archive: string, o: ExtractComman
   const keyringPem = await loadKeyring(ctx.config, o.keyring);
   const progress = createProgress(ctx, !o.json);
   try {
-    return await extract(ctx.sys, {
+    await using dev = await openDevice(ctx.sys, o.root, { lock: true, snapper: ctx.config.snapper, bootloader: ctx.config.bootloader });
+    return await extract(dev, {
       archive,
-      root: o.root,
       base: o.base === undefined ? undefined : parseSnapshotNumber(o.base),
       makeDefault: o.default !== false,
       keyringPem,
@@ -29,8 +29,6 @@ export async function runExtract(ctx: Context, archive: string, o: ExtractComman
       compatible: ctx.config.compatible,
       dryRun: o.dryRun,
       allowDowngrade: o.allowDowngrade,
-      snapper: ctx.config.snapper,
-      bootloader: ctx.config.bootloader,
       onProgress: progress.update,
     });
   } finally {

@@ -7,6 +7,7 @@ import { createInterface } from 'node:readline/promises';
 import type { Context } from '../context.ts';
 import { TiuError } from '../errors.ts';
 import { factoryReset } from '../device/factory-reset.ts';
+import { openDevice } from '../device/open.ts';
 
 export interface FactoryResetCommandOptions {
   root: string;
@@ -32,12 +33,10 @@ async function confirm(ctx: Context, root: string): Promise<void> {
 export async function run(ctx: Context, o: FactoryResetCommandOptions): Promise<number> {
   if (!o.yes) await confirm(ctx, o.root);
   // Test hook for the crash tests: SIGKILL ourselves when this stage starts.
-  const stopAt = process.env.TIU_TEST_RESET_KILL_AT;
-  const r = await factoryReset(ctx.sys, {
-    root: o.root,
+  const stopAt = ctx.env.testResetKillAt;
+  await using dev = await openDevice(ctx.sys, o.root, { lock: true, snapper: ctx.config.snapper, bootloader: ctx.config.bootloader });
+  const r = await factoryReset(dev, {
     keepSnapshots: !!o.keepSnapshots,
-    snapper: ctx.config.snapper,
-    bootloader: ctx.config.bootloader,
     onStage: stopAt ? (s) => s === stopAt && process.kill(process.pid, 'SIGKILL') : undefined,
   });
   if (o.json) {

@@ -11,8 +11,7 @@ import { rebootAllowedByCmdline } from '../boot/health.ts';
 import { runHealthCheck } from '../boot/health-run.ts';
 import { syncBoot } from '../boot/sync.ts';
 import { finishFactoryReset } from '../device/factory-reset.ts';
-import { acquireLock } from '../../snapshot/lock.ts';
-import { assertBtrfs } from '../../snapshot/btrfs.ts';
+import { openDevice } from '../device/open.ts';
 
 export interface HealthCheckOptions {
   root: string;
@@ -24,10 +23,9 @@ export interface HealthCheckOptions {
 }
 
 export async function run(ctx: Context, o: HealthCheckOptions): Promise<number> {
-  await assertBtrfs(ctx.sys, o.root);
+  await using dev = await openDevice(ctx.sys, o.root, { lock: true, snapper: ctx.config.snapper, bootloader: ctx.config.bootloader });
   if (o.syncOnly) {
-    await using _lock = await acquireLock(ctx.sys, o.root);
-    const r = await syncBoot(ctx.sys, { root: o.root, bootloader: ctx.config.bootloader, snapper: ctx.config.snapper });
+    const r = await syncBoot(dev);
     const p = r.plan;
     if (o.json) {
       ctx.out(JSON.stringify({ root: o.root, syncOnly: true, bootloader: r.kind, location: r.location ?? null, added: p.add.length, removed: p.remove.length, default: p.setDefault ?? null }, null, 2));
@@ -43,26 +41,20 @@ export async function run(ctx: Context, o: HealthCheckOptions): Promise<number> 
   const timeout = Number(o.pluginTimeout ?? '120');
   if (!Number.isFinite(timeout) || timeout <= 0) throw new TiuError('USAGE', `--plugin-timeout must be a positive number of seconds, got '${o.pluginTimeout}'`);
   // Tests and containers have no meaningful /proc/cmdline: TIU_KERNEL_CMDLINE stands in for it.
-  const cmdline = process.env.TIU_KERNEL_CMDLINE ?? (await readFile('/proc/cmdline', 'utf8').catch(() => ''));
-  const r = await runHealthCheck(ctx.sys, {
-    root: o.root,
-    dryRun: !!o.dryRun || process.env.TIU_HEALTH_DRY === '1',
+  const cmdline = ctx.env.kernelCmdline ?? (await readFile('/proc/cmdline', 'utf8').catch(() => ''));
+  const r = await runHealthCheck(dev, {
+    dryRun: !!o.dryRun || ctx.env.healthDry,
     rebootAllowed: o.reboot !== false && rebootAllowedByCmdline(cmdline),
     pluginTimeoutMs: timeout * 1000,
-    bootloader: ctx.config.bootloader,
-    snapper: ctx.config.snapper,
     // Under --json the progress lines go to the log (stderr, the journal), the result to stdout.
     say: (line) => (o.json ? ctx.log.info(line) : ctx.out(line)),
   });
   if (r.decision.verdict === 'healthy') {
     // A factory reset's old data goes only after the reset snapshot booted healthy.
-    const f = await finishFactoryReset(ctx.sys, { root: o.root, snapper: ctx.config.snapper });
+    const f = await finishFactoryReset(dev);
     if (f.finished !== undefined) {
       // Deleted snapshots must lose their boot entries too.
-      if (f.deletedSnapshots.length) {
-        await using _lock = await acquireLock(ctx.sys, o.root);
-        await syncBoot(ctx.sys, { root: o.root, bootloader: ctx.config.bootloader, snapper: ctx.config.snapper });
-      }
+      if (f.deletedSnapshots.length) await syncBoot(dev);
       (o.json ? (l: string) => ctx.log.info(l) : ctx.out)(`health-check: factory reset of snapshot ${f.finished} finished: ${f.deletedSubvolumes.length} old data subvolumes deleted${f.deletedSnapshots.length ? `, snapshots ${f.deletedSnapshots.join(', ')} deleted` : ''}${f.remapped.length ? `, snapshots ${f.remapped.join(', ')} kept (now mounting the new data)` : ''}`);
     }
   }

@@ -12,6 +12,6 @@ export async function run(ctx: Context, archive: string, o: { root: string; keyr
     compatible: o.compatible ?? ctx.config.compatible,
     bootloader: ctx.config.bootloader,
   });
-  ctx.out(`installed ${r.version} as snapshot 1 (${r.filesWritten} files, ${r.bytesWritten} bytes) on btrfs ${r.uuid}; it is the default subvolume`);
+  ctx.out(`installed ${r.version} as snapshot ${r.number} (${r.filesWritten} files, ${r.bytesWritten} bytes) on btrfs ${r.uuid}; it is the default subvolume`);
   return 0;
 }

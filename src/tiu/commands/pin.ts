@@ -2,7 +2,6 @@
 import type { Context } from '../context.ts';
 import { openDevice, parseSnapshotNumber } from '../device/open.ts';
 import { UD } from '../device/paths.ts';
-import { acquireLock } from '../../snapshot/lock.ts';
 import { TiuError } from '../errors.ts';
 
 export function run(ctx: Context, n: string, o: { root: string; json?: boolean }): Promise<number> {
@@ -12,8 +11,8 @@ export function run(ctx: Context, n: string, o: { root: string; json?: boolean }
 /** Sets or clears the pin (userdata tiu-pinned and snapper's important). */
 export async function setPinned(ctx: Context, n: string, o: { root: string; json?: boolean }, pinned: boolean): Promise<number> {
   const num = parseSnapshotNumber(n);
-  const store = await openDevice(ctx.sys, o.root, ctx.config.snapper);
-  await using _lock = await acquireLock(ctx.sys, o.root);
+  await using dev = await openDevice(ctx.sys, o.root, { lock: true, snapper: ctx.config.snapper });
+  const { store } = dev;
   if (!(await store.list()).some((s) => s.num === num)) throw new TiuError('SNAPSHOT_NOT_FOUND', `snapshot ${num} does not exist`, { hint: 'see tiu status for the numbers' });
   await store.setUserdata(num, pinned ? { [UD.pinned]: 'yes', [UD.important]: 'yes' } : { [UD.pinned]: null, [UD.important]: null });
   if (o.json) ctx.out(JSON.stringify({ root: o.root, number: num, pinned }, null, 2));

@@ -1,14 +1,12 @@
 /** `tiu rollback [N]`: make N (default: the previous good snapshot) the default. */
 import type { Context } from '../context.ts';
-import { openDevice, facts, parseSnapshotNumber } from '../device/open.ts';
+import { openDevice, parseSnapshotNumber } from '../device/open.ts';
 import { rollbackTarget } from '../device/policy.ts';
-import { acquireLock } from '../../snapshot/lock.ts';
 import { activateBoot } from '../device/boot.ts';
 
 export async function run(ctx: Context, n: string | undefined, o: { root: string; force?: boolean; json?: boolean }): Promise<number> {
-  const store = await openDevice(ctx.sys, o.root, ctx.config.snapper);
-  await using _lock = await acquireLock(ctx.sys, o.root);
-  const list = await facts(store);
+  await using dev = await openDevice(ctx.sys, o.root, { lock: true, snapper: ctx.config.snapper, bootloader: ctx.config.bootloader });
+  const list = await dev.facts();
   const target = rollbackTarget(list, n === undefined ? undefined : parseSnapshotNumber(n), !!o.force);
   const current = list.find((s) => s.isDefault)?.num;
   const result = { root: o.root, default: target, previous: current ?? null, changed: target !== current };
@@ -16,9 +14,9 @@ export async function run(ctx: Context, n: string | undefined, o: { root: string
     ctx.out(o.json ? JSON.stringify(result, null, 2) : `snapshot ${target} is already the default`);
     return 0;
   }
-  await store.setDefault(target);
+  await dev.store.setDefault(target);
   // The bootloader follows: entries, default, and no boot trial for an older, known snapshot.
-  await activateBoot(ctx.sys, { root: o.root, bootloader: ctx.config.bootloader, snapper: ctx.config.snapper });
+  await activateBoot(dev);
   ctx.out(o.json ? JSON.stringify(result, null, 2) : `snapshot ${target} is now the default (was ${current ?? 'none'}); reboot to boot it`);
   return 0;
 }

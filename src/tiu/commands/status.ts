@@ -1,12 +1,13 @@
 /** `tiu status`: the snapshots with version, booted, default, in progress, health, pinned. */
 import { readBounded } from '../boundedread.ts';
 import type { Context } from '../context.ts';
-import { openDevice, facts } from '../device/open.ts';
+import { openDevice } from '../device/open.ts';
 import { statusRows } from '../device/policy.ts';
 
 export async function run(ctx: Context, o: { root: string; json?: boolean }): Promise<number> {
-  const store = await openDevice(ctx.sys, o.root, ctx.config.snapper);
-  const rows = statusRows(await facts(store));
+  await using dev = await openDevice(ctx.sys, o.root, { snapper: ctx.config.snapper });
+  const { store } = dev;
+  const rows = statusRows(await dev.facts());
   // Say why a snapshot shows no metadata (a FIFO, huge or damaged info.xml), on stderr.
   for (const e of await store.list()) if (e.missingInfo) ctx.log.warn(`snapshot ${e.num}: ${e.infoError ?? 'no info.xml'}`);
   if (o.json) {

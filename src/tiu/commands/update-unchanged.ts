@@ -7,16 +7,16 @@ import type { Context } from '../context.ts';
 import { openArchive } from '../archive/open.ts';
 import { loadKeyring } from '../archive/trust.ts';
 import { installedState, isUpToDate } from '../device/uptodate.ts';
-import { assertBtrfs } from '../../snapshot/btrfs.ts';
+import { openDevice } from '../device/open.ts';
 
 /** The exit code of an update that found nothing to do, when asked for a distinct one. */
 export const UNCHANGED_EXIT = 77;
 
 /** Returns the exit code if the update is a no-op (and reports it), else undefined. */
 export async function sameAsInstalled(ctx: Context, file: string, o: { root: string; keyring?: string; json?: boolean; unchangedExit77?: boolean }): Promise<number | undefined> {
-  await assertBtrfs(ctx.sys, o.root);
+  await using dev = await openDevice(ctx.sys, o.root, { snapper: ctx.config.snapper });
   const keyringPem = await loadKeyring(ctx.config, o.keyring);
-  const installed = await installedState(ctx.sys, o.root, ctx.config.snapper);
+  const installed = await installedState(dev);
   // Only the signature is checked here: the digest compared is the signed one.
   await using a = await openArchive(file, { keyringPem, allowedSigners: ctx.config.allowedSigners, compatible: ctx.config.compatible });
   if (!installed || !isUpToDate(installed, a.manifest)) return undefined;
@@ -38,8 +38,8 @@ export async function sameAsInstalled(ctx: Context, file: string, o: { root: str
  */
 export async function appliedImageGone(ctx: Context, root: string, appliedIndexSha256: string | undefined): Promise<string | undefined> {
   if (!appliedIndexSha256) return 'the cache does not record which image it was';
-  await assertBtrfs(ctx.sys, root);
-  const installed = await installedState(ctx.sys, root, ctx.config.snapper);
+  await using dev = await openDevice(ctx.sys, root, { snapper: ctx.config.snapper });
+  const installed = await installedState(dev);
   if (installed && isUpToDate(installed, { index: { sha256: appliedIndexSha256 } })) return undefined;
   if (!installed) return `${root} has no default snapshot`;
   return installed.indexSha256 === appliedIndexSha256 ? `snapshot ${installed.number} (the default) changed since it was sealed` : `snapshot ${installed.number} (the default) holds another image (a rollback?)`;

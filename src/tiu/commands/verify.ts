@@ -10,7 +10,7 @@ import { TiuError } from '../errors.ts';
 import { openArchive } from '../archive/open.ts';
 import { loadKeyring } from '../archive/trust.ts';
 import { createProgress } from '../progress.ts';
-import { parseSnapshotNumber } from '../device/open.ts';
+import { openDevice, parseSnapshotNumber } from '../device/open.ts';
 import { verifySystem } from '../device/verify-system.ts';
 import { formatDifference } from '../device/verify-scope.ts';
 import { displayPath } from '../fileindex/types.ts';
@@ -47,12 +47,11 @@ export async function run(ctx: Context, file: string | undefined, o: VerifyComma
 
 async function runSystem(ctx: Context, o: VerifyCommandOptions): Promise<number> {
   const keyringPem = await loadKeyring(ctx.config, o.keyring);
-  const r = await verifySystem(ctx.sys, {
-    root: o.root ?? '/',
+  await using dev = await openDevice(ctx.sys, o.root ?? '/', { snapper: ctx.config.snapper });
+  const r = await verifySystem(dev, {
     snapshot: o.snapshot === undefined ? undefined : parseSnapshotNumber(o.snapshot),
     keyringPem,
     allowedSigners: ctx.config.allowedSigners,
-    snapper: ctx.config.snapper,
     onDifference: o.json ? undefined : (d) => ctx.out(formatDifference(d, displayPath)),
   });
   if (o.json) {

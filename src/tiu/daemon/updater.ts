@@ -11,6 +11,9 @@ import { TiuError } from '../errors.ts';
 import type { System } from '../system.ts';
 import { cacheName, download } from '../device/download.ts';
 import { extract } from '../device/extract.ts';
+import { openDevice } from '../device/open.ts';
+import type { BootloaderSetting } from '../boot/detect.ts';
+import type { SnapperMode } from '../../snapshot/store.ts';
 
 export type UpdaterState = 'idle' | 'available' | 'downloading' | 'paused' | 'downloaded' | 'applying' | 'applied' | 'failed';
 
@@ -23,8 +26,8 @@ export interface UpdaterOptions {
   keyringPem: () => Promise<string>;
   allowedSigners?: string[];
   compatible?: string;
-  bootloader?: string;
-  snapper?: 'auto' | 'yes' | 'no';
+  bootloader?: BootloaderSetting;
+  snapper?: SnapperMode;
   /** Bytes per second ([daemon] bandwidth_limit). */
   rateLimit?: number;
   /** Whether downloading is allowed now (e.g. not on a metered connection). */
@@ -167,15 +170,13 @@ export class Updater {
     if (this.s.state !== 'downloaded' || !this.file) throw new TiuError('USAGE', `nothing to apply (state ${this.s.state})`, { hint: 'call Download first and wait for state downloaded' });
     this.set({ state: 'applying' });
     try {
-      const r = await extract(this.o.sys, {
+      await using dev = await openDevice(this.o.sys, this.o.root, { lock: true, snapper: this.o.snapper, bootloader: this.o.bootloader });
+      const r = await extract(dev, {
         archive: this.file,
-        root: this.o.root,
         makeDefault: true,
         keyringPem: await this.o.keyringPem(),
         allowedSigners: this.o.allowedSigners,
         compatible: this.o.compatible,
-        snapper: this.o.snapper,
-        bootloader: this.o.bootloader,
       });
       await rm(this.file, { force: true });
       await this.forgetDownload();

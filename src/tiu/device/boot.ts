@@ -7,43 +7,27 @@
  * - {@link activateBoot}, after the btrfs default was switched to it: the bootloader follows
  *   (entries, default, boot trial with fallback to the booted snapshot). See docs/boot.md.
  */
-import type { System } from '../system.ts';
+import type { Device } from './open.ts';
 import { TiuError } from '../errors.ts';
 import type { Manifest } from '../archive/manifest.ts';
 import { regenerateInitrds } from '../boot/initrd.ts';
-import { detectBoot, type BootloaderSetting } from '../boot/detect.ts';
 import { generateSnapshotGrubCfg } from '../boot/grub2.ts';
 import { syncBoot, type SyncResult } from '../boot/sync.ts';
 import { trySubvolumeInfo } from '../../snapshot/btrfs.ts';
-import { findKernels } from '../boot/kernels.ts';
 import { SafeRoot } from '../safepath.ts';
 
 export interface PrepareBootOptions {
-  /** The root R (running system, or `<top>/@` at install time). */
-  root: string;
   snapshotDir: string;
   num: number;
   manifest: Manifest;
-  bootloader?: string;
-}
-
-function setting(v: string | undefined): BootloaderSetting {
-  const s = v ?? 'auto';
-  if (s === 'auto' || s === 'grub2' || s === 'systemd-boot' || s === 'none') return s;
-  throw new TiuError('CONFIG_INVALID', `unknown bootloader '${s}'`, { hint: 'set [device] bootloader = auto, grub2, systemd-boot or none' });
-}
-
-/** Kernel versions present in a snapshot (kept for callers of the earlier stub). */
-export async function kernelsIn(snapshotDir: string): Promise<string[]> {
-  return (await findKernels(snapshotDir)).map((k) => k.kver);
 }
 
 /**
  * Prepares the still writable snapshot to boot: initrds, then (GRUB) its grub.cfg. Throws
  * BOOT_FAILED if dracut or grub-mkconfig fails, so a snapshot that could not boot is discarded.
  */
-export async function prepareBoot(sys: System, o: PrepareBootOptions): Promise<void> {
-  const kind = setting(o.bootloader);
+export async function prepareBoot(dev: Pick<Device, 'sys' | 'bootLocation'>, o: PrepareBootOptions): Promise<void> {
+  const { sys } = dev;
   // Initrds, grub.cfg and kernels are written and read below these from outside the chroot: a
   // symlink there (an image's /boot -> host path) must not redirect them.
   {
@@ -51,8 +35,7 @@ export async function prepareBoot(sys: System, o: PrepareBootOptions): Promise<v
     await root.assertDirs(['boot', 'boot/grub2', 'boot/grub', 'boot/efi', 'boot/loader', 'usr/lib/modules']);
   }
   await regenerateInitrds(sys, { snapshotDir: o.snapshotDir, initrd: o.manifest.initrd });
-  if (kind === 'none') return;
-  const loc = await detectBoot(o.root, kind).catch(() => ({ kind: 'none' as const }));
+  const loc = await dev.bootLocation();
   if (loc.kind !== 'grub2') return;
   const info = await trySubvolumeInfo(sys, o.snapshotDir);
   if (!info) throw new TiuError('INTERNAL', `${o.snapshotDir} is not a subvolume`);
@@ -69,9 +52,9 @@ export async function prepareBoot(sys: System, o: PrepareBootOptions): Promise<v
  * entry and arms the boot trial. The default is already switched when this runs, so a failure
  * says how to finish by hand instead of undoing the update.
  */
-export async function activateBoot(sys: System, o: { root: string; bootloader?: string; snapper?: 'auto' | 'yes' | 'no' }): Promise<SyncResult> {
+export async function activateBoot(dev: Device): Promise<SyncResult> {
   try {
-    return await syncBoot(sys, { root: o.root, bootloader: setting(o.bootloader), snapper: o.snapper });
+    return await syncBoot(dev);
   } catch (e) {
     throw new TiuError('BOOT_FAILED', `the new snapshot is the btrfs default, but the boot loader could not be updated: ${(e as Error).message}`, {
       hint: 'fix the cause, then run tiu health-check --sync-only (or tiu rollback to undo the update)',

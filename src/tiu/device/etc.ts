@@ -10,17 +10,21 @@
  * shutdown by tiu-etc-sync.service, and again early at the next boot) merges those edits:
  * base = the syncpoint, local = the base snapshot's /etc now, new = the new snapshot's /etc.
  */
-import { lstat, mkdir, rm, writeFile, rename, readFile } from 'node:fs/promises';
+import { lstat, mkdir, rm, rename, readFile } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import type { System } from '../system.ts';
-import { mergeEtc } from '../../etc-merge/apply.ts';
-import { formatPlan } from '../../etc-merge/report.ts';
+import { applyEtcPlan, mergeEtc, verifyEtcResult } from '../../etc-merge/apply.ts';
+import { planResult } from '../../etc-merge/report.ts';
 import { treeDigests } from '../../etc-merge/compare.ts';
-import { scanEtc } from '../../etc-merge/scan.ts';
-import type { EtcMergeReport } from '../../etc-merge/types.ts';
+import { planEtcMerge } from '../../etc-merge/plan.ts';
+import { dirContents, scanEtc } from '../../etc-merge/scan.ts';
+import type { EtcMergeReport, EtcPlan, EtcTree } from '../../etc-merge/types.ts';
+import type { IndexEntry } from '../fileindex/types.ts';
+import { TiuError } from '../errors.ts';
 import { isSubvolumeRoot, snapshotSubvolume } from '../../snapshot/btrfs.ts';
 import { VENDOR_ETC_DIR } from './paths.ts';
 import { SafeRoot } from '../safepath.ts';
+import { writeFileAtomic } from '../atomic.ts';
 
 /**
  * The read-only snapshot of the local /etc a merge started from: /.snapshots/N/etc-syncpoint,
@@ -69,8 +73,7 @@ async function freeze(sys: System, etcDir: string, dst: string): Promise<void> {
 }
 
 async function writeReport(file: string, data: unknown): Promise<void> {
-  await writeFile(`${file}.tmp`, JSON.stringify(data, null, 2) + '\n', { mode: 0o644 });
-  await rename(`${file}.tmp`, file);
+  await writeFileAtomic(file, JSON.stringify(data, null, 2) + '\n', { mkdir: false });
 }
 
 /** Where the merge report of snapshot N is kept (beside info.xml). */
@@ -78,15 +81,41 @@ export function reportPath(snapshotDir: string): string {
   return `${dirname(snapshotDir)}/tiu-etc-merge.json`;
 }
 
-/** The update's /etc merge (see the module comment). Stores the report beside info.xml. */
-export async function mergeEtcInto(sys: System, o: { baseDir: string; newDir: string; signal?: AbortSignal; vendorEtcUnchanged?: boolean }): Promise<EtcStepResult> {
-  await using nw = await SafeRoot.open(o.newDir, { what: 'the new snapshot' });
-  const hasVendor = await nw.at(VENDOR_ETC_DIR, (p) => lstat(p)).then(() => true, (e) => {
-    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return false;
-    throw e;
-  });
-  if (!o.vendorEtcUnchanged || !hasVendor) await snapshotVendorEtc(sys, o.newDir);
-  // The base snapshot's directories are checked too: its vendor copy and /etc are read.
+/**
+ * The /etc part of an update plan: the three-way merge decided before anything is written.
+ * `next` is the new vendor /etc as the signed index lists it (so the plan needs no written
+ * snapshot, and ACLs the image format cannot carry are seen as the apply step will write them).
+ */
+export interface EtcStepPlan {
+  plan: EtcPlan;
+  /** The new vendor /etc (index entries re-rooted at etc). */
+  next: EtcTree;
+  /** The base snapshot has a vendor /etc copy (else every difference counts as local). */
+  hasBase: boolean;
+}
+
+/** The entries of `index` below etc/, re-rooted (`etc` → `.`), hardlinks resolved to plain files. */
+export function etcTreeOfIndex(index: readonly IndexEntry[]): Map<string, IndexEntry> {
+  const byPath = new Map(index.map((e) => [e.path, e]));
+  const out = new Map<string, IndexEntry>();
+  for (const e of index) {
+    if (e.path !== 'etc' && !e.path.startsWith('etc/')) continue;
+    const first = e.hardlink !== undefined ? byPath.get(e.hardlink) : undefined;
+    const { hardlink: _h, sparse: _s, ...rest } = e;
+    out.set(e.path === 'etc' ? '.' : e.path.slice(4), { ...rest, size: rest.size ?? first?.size, sha256: rest.sha256 ?? first?.sha256, path: e.path === 'etc' ? '.' : e.path.slice(4) });
+  }
+  return out;
+}
+
+/**
+ * Plans the update's /etc merge: base = the base snapshot's vendor copy, local = `localDir` (the
+ * live /etc for a dry run, its frozen syncpoint for the real run: the same content), new = the
+ * target index's /etc, whose file contents (for line merges) are read from the etc directory of
+ * `newContentRoot` (the mounted image, or for a delta the new snapshot once written), resolved
+ * beneath it. Reads only.
+ */
+export async function planEtcStep(sys: System, o: { baseDir: string; localDir: string; target: readonly IndexEntry[]; newContentRoot: string }): Promise<EtcStepPlan> {
+  // The base snapshot's directories are checked: its vendor copy and /etc are read through them.
   await using base = await SafeRoot.open(o.baseDir, { what: 'the base snapshot' });
   const hasBase = await base.dir(VENDOR_ETC_DIR, async () => true).catch((e) => {
     if ((e as NodeJS.ErrnoException).code === 'ENOENT') return false;
@@ -94,21 +123,56 @@ export async function mergeEtcInto(sys: System, o: { baseDir: string; newDir: st
   });
   if (!hasBase) sys.log.warn('the base snapshot has no vendor /etc copy (not made by tiu): local /etc changes are kept, differing vendor files are written as .tiunew');
   await base.dir('etc', async () => {});
-  const syncpoint = syncpointPath(o.newDir);
+  const next = etcTreeOfIndex(o.target);
+  await using content = await SafeRoot.open(o.newContentRoot, { what: 'the new image' });
+  return await content.dir('etc', (newEtc) =>
+    base.dir(hasBase ? VENDOR_ETC_DIR : '.', async (baseVendor) => {
+      const baseDir = hasBase ? baseVendor.toString() : undefined;
+      const [baseTree, local] = await Promise.all([baseDir ? scanEtc(baseDir, { sys }) : new Map<string, IndexEntry>(), scanEtc(o.localDir, { sys })]);
+      const plan = await planEtcMerge(baseTree, local, next, dirContents({ base: baseDir ?? '/nonexistent', local: o.localDir, new: newEtc.toString() }));
+      return { plan, next, hasBase };
+    }, { child: true }),
+  { child: true });
+}
+
+/**
+ * Freezes the base snapshot's /etc as the new snapshot's syncpoint (the local side of the
+ * merge, and the start of `tiu etc sync`). Returns its path.
+ */
+export async function freezeSyncpoint(sys: System, baseDir: string, newDir: string): Promise<string> {
+  await using base = await SafeRoot.open(baseDir, { what: 'the base snapshot' });
+  await base.dir('etc', async () => {});
+  const syncpoint = syncpointPath(newDir);
   await rm(syncpoint, { recursive: true, force: true });
-  await freeze(sys, `${o.baseDir}/etc`, syncpoint);
+  await freeze(sys, `${baseDir}/etc`, syncpoint);
+  return syncpoint;
+}
+
+/**
+ * Carries out the /etc part of the update plan in the new snapshot (its /etc holds the new
+ * vendor /etc by now): keeps the vendor copy, applies the planned merge with the syncpoint as
+ * the local side, checks the result equals the plan's outcome, stores the report beside info.xml.
+ */
+export async function applyEtcStep(sys: System, step: EtcStepPlan, o: { newDir: string; syncpoint: string; signal?: AbortSignal; vendorEtcUnchanged?: boolean }): Promise<EtcStepResult> {
+  await using nw = await SafeRoot.open(o.newDir, { what: 'the new snapshot' });
+  const hasVendor = await nw.at(VENDOR_ETC_DIR, (p) => lstat(p)).then(() => true, (e) => {
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return false;
+    throw e;
+  });
+  if (!o.vendorEtcUnchanged || !hasVendor) await snapshotVendorEtc(sys, o.newDir);
   if (o.signal?.aborted) throw o.signal.reason;
   // The merge works on /proc/<pid>/fd paths of directories checked to be real ones in the new
   // snapshot, held open for its duration: no symlinked etc or usr/lib can redirect it.
-  const r = await nw.dir('etc', (resultDir) =>
-    nw.dir(VENDOR_ETC_DIR, (newDir) =>
-      base.dir(hasBase ? VENDOR_ETC_DIR : '.', (baseVendor) =>
-        mergeEtc(sys, { baseDir: hasBase ? baseVendor.toString() : undefined, localDir: syncpoint, newDir: newDir.toString(), resultDir: resultDir.toString(), verify: true }),
-      { child: true }),
-    { child: true }),
+  const report = await nw.dir('etc', (resultDir) =>
+    nw.dir(VENDOR_ETC_DIR, async (newDir) => {
+      const r = await applyEtcPlan(sys, step.plan, { local: o.syncpoint, next: newDir.toString(), result: resultDir.toString() });
+      const bad = verifyEtcResult(planResult(step.plan, step.next), await scanEtc(resultDir.toString(), { sys }));
+      if (bad.length) throw new TiuError('ETC_MERGE', `the merged /etc differs from the plan at ${bad.length} path(s): ${bad.slice(0, 5).join(', ')}`, { details: { paths: bad } });
+      return r;
+    }, { child: true }),
   { child: true });
-  await writeReport(reportPath(o.newDir), { ...r.report, localDigests: undefined });
-  return { report: r.report };
+  await writeReport(reportPath(o.newDir), report);
+  return { report };
 }
 
 export interface EtcSyncResult {
@@ -149,17 +213,4 @@ export async function removeSyncpoint(sys: System, snapshotDir: string): Promise
   const p = syncpointPath(snapshotDir);
   if (await isSubvolumeRoot(p)) await sys.run('btrfs', ['subvolume', 'delete', p]);
   else await rm(p, { recursive: true, force: true });
-}
-
-/** The /etc merge plan an update would carry out (for --dry-run): nothing is written. */
-export async function dryRunEtc(sys: System, baseDir: string, newVendorEtc: string): Promise<string[]> {
-  const baseVendor = `${baseDir}/${VENDOR_ETC_DIR}`;
-  const r = await mergeEtc(sys, {
-    baseDir: (await exists(baseVendor)) ? baseVendor : undefined,
-    localDir: `${baseDir}/etc`,
-    newDir: newVendorEtc,
-    resultDir: newVendorEtc,
-    dryRun: true,
-  });
-  return formatPlan(r.plan);
 }

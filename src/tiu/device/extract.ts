@@ -10,29 +10,25 @@ import { MAX_MANIFEST_SIZE } from '../archive/manifest.ts';
 import { loadIndex } from '../fileindex/io.ts';
 import { serializeEntry } from '../fileindex/format.ts';
 import { TiuError } from '../errors.ts';
-import type { System } from '../system.ts';
-import { planApply, type PlanStats } from '../apply/plan.ts';
-import { planLines } from './plan-lines.ts';
+import type { PlanStats } from '../apply/plan.ts';
 import { openUpdateSource } from './source.ts';
 import { executePlan } from '../apply/execute.ts';
-import { displayPath, type IndexEntry } from '../fileindex/types.ts';
-import { openSnapshotStore } from '../../snapshot/store.ts';
-import { acquireLock } from '../../snapshot/lock.ts';
-import { assertBtrfs } from '../../snapshot/btrfs.ts';
+import type { IndexEntry } from '../fileindex/types.ts';
 import { createMountpoints } from '../../snapshot/layout.ts';
 import { Transaction, cleanupInterrupted } from './transaction.ts';
-import { readImageIndex, readRecordedImage, fillDigests, scanActual, isBaseTrusted, restoreDirTimes, type RecordedImage } from './state.ts';
-import { excludedMatcher, protectedMatcher, snapshotDir, INDEX_PATH, MANIFEST_COPY_PATH, SIGNATURE_COPY_PATH, TIU_STATE_DIR, UD } from './paths.ts';
+import { readRecordedImage, isBaseTrusted, restoreDirTimes, type RecordedImage } from './state.ts';
+import type { Device } from './open.ts';
+import { INDEX_PATH, MANIFEST_COPY_PATH, SIGNATURE_COPY_PATH, TIU_STATE_DIR, UD } from './paths.ts';
 import type { OpenedArchive } from '../archive/open.ts';
-import { dryRunEtc, mergeEtcInto, type EtcStepResult } from './etc.ts';
+import { applyEtcStep, freezeSyncpoint, planEtcStep, type EtcStepResult } from './etc.ts';
+import { etcPlanLines, planUpdate, updatePlanLines } from './update-plan.ts';
+import { formatPlan } from '../../etc-merge/report.ts';
 import { prepareBoot, activateBoot } from './boot.ts';
-import { TIU_VERSION } from '../version.ts';
 import { checkDowngrade } from './downgrade.ts';
-import { trustedActual, type ProbeCounts } from './trusted.ts';
+import type { ProbeCounts } from './trusted.ts';
 
 export interface ExtractOptions {
   archive: string;
-  root: string;
   base?: number;
   makeDefault: boolean;
   keyringPem: string;
@@ -42,8 +38,6 @@ export interface ExtractOptions {
   dryRun?: boolean;
   /** Install an image whose version is lower than the base snapshot's. */
   allowDowngrade?: boolean;
-  snapper?: 'auto' | 'yes' | 'no';
-  bootloader?: string;
   onProgress?: (phase: string, fraction: number) => void;
 }
 
@@ -58,25 +52,27 @@ export interface ExtractResult {
   /** How the base's state was read: from its trusted index (only differing paths lstat'ed), or a full scan. */
   probe: ProbeCounts;
   etc?: EtcStepResult['report'];
+  /** The dry run's listing (tree step, then /etc). */
   planLines?: string[];
+  /** The /etc merge plan, one line per action and a summary: the same in the dry run and the real run. */
+  etcPlan?: string[];
   madeDefault: boolean;
 }
 
-export async function extract(sys: System, o: ExtractOptions): Promise<ExtractResult> {
-  await assertBtrfs(sys, o.root);
-  await using _lock = await acquireLock(sys, o.root);
-  const store = await openSnapshotStore(sys, o.root, { snapper: o.snapper ?? 'auto' });
-  await cleanupInterrupted(sys, store, o.root);
+/** Runs the update on `dev` (opened with its lock held). */
+export async function extract(dev: Device, o: ExtractOptions): Promise<ExtractResult> {
+  const { sys, store } = dev;
+  await cleanupInterrupted(dev);
 
   const base = o.base ?? (await store.getDefault());
   if (base === undefined) {
-    throw new TiuError('ROOT_LAYOUT', `${o.root} has no default snapshot to update from`, { hint: 'install a system first (tiu install) or pass --base N' });
+    throw new TiuError('ROOT_LAYOUT', `${dev.root} has no default snapshot to update from`, { hint: 'install a system first (tiu install) or pass --base N' });
   }
   const snapshots = await store.list();
   const baseInfo = snapshots.find((s) => s.num === base);
   if (!baseInfo) throw new TiuError('SNAPSHOT_NOT_FOUND', `snapshot ${base} does not exist`, { hint: 'see tiu status for the snapshots' });
   if (baseInfo.userdata[UD.inProgress] === 'yes') throw new TiuError('SNAPSHOT_REFUSED', `snapshot ${base} is unfinished and cannot be a base`, { hint: 'pick a finished snapshot with --base' });
-  const baseDir = snapshotDir(o.root, base);
+  const baseDir = dev.snapshotDir(base);
   const recorded: RecordedImage | undefined = await readRecordedImage(baseDir);
 
   // 1. Authenticate, check compatibility, verify every block (archive) or the whole delta and
@@ -87,20 +83,17 @@ export async function extract(sys: System, o: ExtractOptions): Promise<ExtractRe
   const target = image.target;
   checkDowngrade(m.version, baseInfo.userdata[UD.version] ?? recorded?.manifest.version, base, o.allowDowngrade === true);
 
-  const isExcluded = excludedMatcher(m.excluded);
   const trusted = recorded !== undefined && (await isBaseTrusted(sys, baseDir, baseInfo.userdata[UD.generation]));
-
   const oldIndex = trusted && recorded ? await loadIndex(recorded.indexPath, { canonical: false }) : undefined;
+  const planInputs = { oldIndex, target, excluded: m.excluded };
   if (o.dryRun) {
-    const { actual, counts } = await actualState(sys, baseDir, oldIndex, target, m.excluded);
-    await fillDigests(baseDir, actual, target, oldIndex);
-    const plan = planApply(target, actual, { isExcluded, isProtected: protectedMatcher(m.excluded) });
-    const etcLines = image.etcDir ? await dryRunEtc(sys, baseDir, image.etcDir) : ['(not shown for a delta: its image is never mounted)'];
-    return { number: undefined, base, version: m.version, stats: plan.stats, bytesWritten: 0, verification: image.verification, trustedBaseIndex: trusted, probe: counts, planLines: [...planLines(plan, displayPath), '', '/etc merge:', ...etcLines], madeDefault: false };
+    // The same plan the real run carries out, measured on the base (the new snapshot starts as its copy).
+    const plan = await planUpdate(sys, { ...planInputs, treeDir: baseDir, etc: image.etcDir ? { baseDir, localDir: `${baseDir}/etc`, newContentRoot: image.imageRoot } : undefined });
+    return { number: undefined, base, version: m.version, stats: plan.apply.stats, bytesWritten: 0, verification: image.verification, trustedBaseIndex: trusted, probe: plan.probe, planLines: updatePlanLines(plan), etcPlan: plan.etc ? etcPlanLines(plan) : undefined, madeDefault: false };
   }
 
-  // 2. The new snapshot.
-  await using tx = new Transaction(sys, store, o.root);
+  // 2. The new snapshot, and its syncpoint: the base's /etc frozen (the merge's local side).
+  await using tx = new Transaction(dev);
   const num = await tx.begin({
     from: base,
     description: `tiu: ${m.compatible} ${m.version}`,
@@ -108,17 +101,18 @@ export async function extract(sys: System, o: ExtractOptions): Promise<ExtractRe
   });
   sys.log.debug(`new snapshot ${num} from ${base}`);
   const dir = tx.dir;
-
-  // 3. Make it equal to the image (only what differs is written).
-  o.onProgress?.('scanning', 0);
-  const { actual, counts } = await actualState(sys, dir, oldIndex, target, m.excluded);
+  const syncpoint = await freezeSyncpoint(sys, baseDir, dir);
   tx.throwIfAborted();
-  await fillDigests(dir, actual, target, oldIndex);
-  const plan = planApply(target, actual, { isExcluded, isProtected: protectedMatcher(m.excluded) });
-  const total = plan.stats.writtenBytes || 1;
+
+  // 3. The plan (as --dry-run prints it), then make the snapshot equal to the image (only what
+  // differs is written).
+  o.onProgress?.('scanning', 0);
+  const plan = await planUpdate(sys, { ...planInputs, treeDir: dir, etc: image.etcDir ? { baseDir, localDir: syncpoint, newContentRoot: image.imageRoot } : undefined });
+  tx.throwIfAborted();
+  const total = plan.apply.stats.writtenBytes || 1;
   // A delta builds on the base's files: check them all before writing any.
-  await image.content?.precheck(plan);
-  const exec = await executePlan(plan, {
+  await image.content?.precheck(plan.apply);
+  const exec = await executePlan(plan.apply, {
     sys,
     imageRoot: image.imageRoot,
     content: image.content,
@@ -134,41 +128,34 @@ export async function extract(sys: System, o: ExtractOptions): Promise<ExtractRe
   await recordImage(dir, image.imageRoot, image.manifestBytes, recorded?.manifest.index.sha256 === m.index.sha256 && trusted, image.signatureDer);
 
   // 5. /etc: the new vendor defaults with this device's changes carried over. The vendor copy
-  // the snapshot inherited stays when the image's /etc did not change (nothing rewritten).
+  // the snapshot inherited stays when the image's /etc did not change (nothing rewritten). A
+  // delta's /etc is planned now that its contents are written (and checked against the index).
+  const etcStep = plan.etc ?? (await planEtcStep(sys, { baseDir, localDir: syncpoint, target, newContentRoot: dir }));
   const vendorEtcUnchanged = oldIndex !== undefined && sameEtc(oldIndex, target);
-  const etc = await mergeEtcInto(sys, { baseDir, newDir: dir, signal: tx.signal, vendorEtcUnchanged });
+  const etc = await applyEtcStep(sys, etcStep, { newDir: dir, syncpoint, signal: tx.signal, vendorEtcUnchanged });
   tx.throwIfAborted();
 
   // 6. Booting: initrd and bootloader entries (per configuration).
-  await prepareBoot(sys, { root: o.root, snapshotDir: dir, num, manifest: m, bootloader: o.bootloader });
+  await prepareBoot(dev, { snapshotDir: dir, num, manifest: m });
 
   await restoreDirTimes(dir, target);
 
   // 7. Seal and switch; then the bootloader follows the new default.
   await tx.finalize({ makeDefault: o.makeDefault });
-  if (o.makeDefault) await activateBoot(sys, { root: o.root, bootloader: o.bootloader, snapper: o.snapper });
+  if (o.makeDefault) await activateBoot(dev);
   return {
     number: num,
     base,
     version: m.version,
-    stats: plan.stats,
+    stats: plan.apply.stats,
     bytesWritten: exec.bytesWritten,
     verification: image.verification,
     trustedBaseIndex: trusted,
-    probe: counts,
-    etc: etc?.report,
+    probe: plan.probe,
+    etc: etc.report,
+    etcPlan: formatPlan(etcStep.plan),
     madeDefault: o.makeDefault,
   };
-}
-
-/**
- * The snapshot's actual state for the planner: from the base's trusted index (volatile places and
- * differing paths read for real), or, without one, a full scan.
- */
-async function actualState(sys: System, dir: string, oldIndex: IndexEntry[] | undefined, target: IndexEntry[], excluded: readonly string[]): Promise<{ actual: Map<string, IndexEntry>; counts: ProbeCounts }> {
-  if (oldIndex) return trustedActual(sys, dir, oldIndex, target, { exclude: excluded });
-  const actual = await scanActual(sys, dir, { exclude: excluded });
-  return { actual, counts: { mode: 'full-scan', pathsRead: actual.size } };
 }
 
 /** Whether two indexes list the same /etc (every entry and attribute). */

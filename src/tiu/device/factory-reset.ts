@@ -6,27 +6,26 @@
  * switched yet, or the reset boot failed and the health check rolled back to the old snapshot,
  * whose fstab still mounts the old data) or the reset one. See docs/factory-reset.md.
  */
-import { chmod, chown, mkdir, mkdtemp, open, readdir, readFile, realpath, rename, rmdir, stat, writeFile } from 'node:fs/promises';
+import { chmod, chown, mkdir, mkdtemp, readdir, readFile, realpath, rmdir, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { TiuError } from '../errors.ts';
 import { processAlive, type System } from '../system.ts';
 import { guardDisposable } from '../guard.ts';
-import { openSnapshotStore, type SnapshotStore } from '../../snapshot/store.ts';
-import { acquireLock } from '../../snapshot/lock.ts';
-import { assertBtrfs, createSubvolume, deleteSubvolume, isSubvolumeRoot, listSubvolumes } from '../../snapshot/btrfs.ts';
+import type { SnapshotStore } from '../../snapshot/store.ts';
+import { createSubvolume, deleteSubvolume, isSubvolumeRoot, listSubvolumes } from '../../snapshot/btrfs.ts';
 import { mountAt, parseMountinfo } from '../../snapshot/mountinfo.ts';
 import { Transaction, cleanupInterrupted, deleteSnapshot } from './transaction.ts';
 import { readRecordedImage, restoreDirTimes } from './state.ts';
 import { loadIndex } from '../fileindex/io.ts';
 import { snapshotDir, UD, VENDOR_ETC_DIR } from './paths.ts';
 import { prepareBoot, activateBoot } from './boot.ts';
+import type { Device } from './open.ts';
 import { dataSetDir, decideFinish, fstabSubvolumes, MARKER_NAME, parseMarker, planReset, remapFstab, RESET_MOUNTPOINTS, UD_RESET, type ResetMarker } from './reset-plan.ts';
+import { readTiuEnv } from '../env.ts';
+import { writeFileAtomic } from '../atomic.ts';
 
 export interface FactoryResetOptions {
-  root: string;
   keepSnapshots: boolean;
-  snapper?: 'auto' | 'yes' | 'no';
-  bootloader?: string;
   /** Test hook: called with the name of each stage as it starts (the kill tests stop there). */
   onStage?: (stage: string) => void;
 }
@@ -44,12 +43,8 @@ function markerPath(root: string, num: number): string {
   return `${root.replace(/\/+$/, '')}/.snapshots/${num}/${MARKER_NAME}`;
 }
 
-async function writeAtomic(path: string, text: string, mode = 0o644): Promise<void> {
-  await writeFile(`${path}.tmp`, text, { mode });
-  const fh = await open(`${path}.tmp`, 'r');
-  await fh.sync();
-  await fh.close();
-  await rename(`${path}.tmp`, path);
+async function writeAtomic(path: string, text: string): Promise<void> {
+  await writeFileAtomic(path, text, { mkdir: false });
 }
 
 /**
@@ -61,7 +56,7 @@ export async function mountTopLevel(sys: System, root: string): Promise<{ dir: s
   const mounts = parseMountinfo(await readFile('/proc/self/mountinfo', 'utf8'));
   const m = mountAt(mounts, join(real, '.snapshots')) ?? mountAt(mounts, real);
   if (!m || m.fsType !== 'btrfs') throw new TiuError('ROOT_LAYOUT', `cannot find the btrfs device behind ${root}`, { hint: 'R/.snapshots must be mounted (docs/snapshots.md)' });
-  const base = process.env.TIU_RUN_DIR ?? '/run/tiu';
+  const base = readTiuEnv().runDir;
   await mkdir(base, { recursive: true, mode: 0o700 });
   await cleanupStaleTopMounts(sys, base, mounts);
   const dir = await mkdtemp(join(base, `top-${process.pid}-`));
@@ -138,14 +133,12 @@ async function copyRootAttrs(from: string, to: string, fallbackMode: number): Pr
  * Prepares the reset and switches the default to it (the last step). Holds the lock for the
  * whole run (BUSY while an update runs). Throws RESET_REFUSED when a reset is already pending.
  */
-export async function factoryReset(sys: System, o: FactoryResetOptions): Promise<FactoryResetResult> {
+export async function factoryReset(dev: Device, o: FactoryResetOptions): Promise<FactoryResetResult> {
   const stage = o.onStage ?? (() => {});
-  await assertBtrfs(sys, o.root);
-  await using _lock = await acquireLock(sys, o.root);
-  const store = await openSnapshotStore(sys, o.root, { snapper: o.snapper ?? 'auto' });
-  await cleanupInterrupted(sys, store, o.root);
-  await using top = await mountTopLevel(sys, o.root);
-  const removedDataSets = await removeStaleDataSets(sys, o.root, store, top.dir);
+  const { sys, store, root } = dev;
+  await cleanupInterrupted(dev);
+  await using top = await mountTopLevel(sys, root);
+  const removedDataSets = await removeStaleDataSets(sys, root, store, top.dir);
 
   const list = await store.list();
   const pending = list.find((s) => s.userdata[UD_RESET] === 'pending');
@@ -155,9 +148,9 @@ export async function factoryReset(sys: System, o: FactoryResetOptions): Promise
     });
   }
   const baseInfo = list.find((s) => s.isMounted) ?? list.find((s) => s.isDefault);
-  if (!baseInfo) throw new TiuError('ROOT_LAYOUT', `${o.root} has no booted or default snapshot to reset to`);
+  if (!baseInfo) throw new TiuError('ROOT_LAYOUT', `${root} has no booted or default snapshot to reset to`);
   const base = baseInfo.num;
-  const baseDir = snapshotDir(o.root, base);
+  const baseDir = snapshotDir(root, base);
   const recorded = await readRecordedImage(baseDir);
   if (!recorded) throw new TiuError('RESET_FAILED', `snapshot ${base} was not made by tiu (no recorded image)`, { hint: 'update to an image first (tiu update)' });
   const baseFstab = await readFile(`${baseDir}/etc/fstab`, 'utf8').catch(() => {
@@ -168,7 +161,7 @@ export async function factoryReset(sys: System, o: FactoryResetOptions): Promise
 
   // 1. The new snapshot: the same image (a snapshot of the base), marked in progress.
   stage('snapshot');
-  await using tx = new Transaction(sys, store, o.root);
+  await using tx = new Transaction(dev);
   const keep = (k: string) => (baseInfo.userdata[k] === undefined ? {} : { [k]: baseInfo.userdata[k]! });
   const num = await tx.begin({
     from: base,
@@ -200,11 +193,11 @@ export async function factoryReset(sys: System, o: FactoryResetOptions): Promise
     // 4. The new snapshot's fstab mounts them; the marker tells the boot step what to delete.
     stage('fstab');
     await writeAtomic(`${dir}/etc/fstab`, remapFstab(baseFstab, marker.new));
-    await writeAtomic(markerPath(o.root, num), JSON.stringify(marker, null, 2) + '\n');
+    await writeAtomic(markerPath(root, num), JSON.stringify(marker, null, 2) + '\n');
 
     // 5. Boot files (the initrd carries fstab's x-initrd.mount for /var).
     stage('boot');
-    await prepareBoot(sys, { root: o.root, snapshotDir: dir, num, manifest: recorded.manifest, bootloader: o.bootloader });
+    await prepareBoot(dev, { snapshotDir: dir, num, manifest: recorded.manifest });
     // Replacing /etc changed the root directory's mtime: put the image's back (verify --system).
     await restoreDirTimes(dir, await loadIndex(recorded.indexPath, { sha256: recorded.manifest.index.sha256 }));
     tx.throwIfAborted();
@@ -221,7 +214,7 @@ export async function factoryReset(sys: System, o: FactoryResetOptions): Promise
     }
   }
   stage('activate');
-  await activateBoot(sys, { root: o.root, bootloader: o.bootloader, snapper: o.snapper });
+  await activateBoot(dev);
   return { snapshot: num, base, version: recorded.manifest.version, marker, removedDataSets };
 }
 
@@ -240,19 +233,18 @@ export interface FinishResult {
  * snapshots, then mark the reset done. Idempotent: a crash half-way is finished at the next boot.
  * Refuses to delete anything while the old data is still mounted.
  */
-export async function finishFactoryReset(sys: System, o: { root: string; snapper?: 'auto' | 'yes' | 'no' }): Promise<FinishResult> {
+export async function finishFactoryReset(dev: Device): Promise<FinishResult> {
   const out: FinishResult = { deletedSnapshots: [], deletedSubvolumes: [], remapped: [] };
-  await using _lock = await acquireLock(sys, o.root);
-  const store = await openSnapshotStore(sys, o.root, { snapper: o.snapper ?? 'auto' });
+  const { sys, store, root } = dev;
   const list = await store.list();
   const booted = list.find((s) => s.isMounted);
   if (!booted || booted.userdata[UD_RESET] !== 'pending') return out;
-  const marker = parseMarker(await readFile(markerPath(o.root, booted.num), 'utf8'));
+  const marker = parseMarker(await readFile(markerPath(root, booted.num), 'utf8'));
   if (marker.snapshot !== booted.num) throw new TiuError('RESET_FAILED', `the factory-reset marker of snapshot ${booted.num} names snapshot ${marker.snapshot}`);
   if (decideFinish({ booted: booted.num, marker, health: booted.userdata[UD.health], status: booted.userdata[UD_RESET] }) !== 'finish') return out;
 
   // The new data must be what is mounted now; never delete data in use.
-  const real = await realpath(o.root);
+  const real = await realpath(root);
   const mounts = parseMountinfo(await readFile('/proc/self/mountinfo', 'utf8'));
   for (const mp of RESET_MOUNTPOINTS) {
     const m = mountAt(mounts, join(real, mp));
@@ -264,7 +256,7 @@ export async function finishFactoryReset(sys: System, o: { root: string; snapper
   for (const s of list) {
     if (s.num === booted.num || s.isDefault) continue;
     if (marker.keepSnapshots) {
-      const f = `${snapshotDir(o.root, s.num)}/etc/fstab`;
+      const f = `${snapshotDir(root, s.num)}/etc/fstab`;
       const text = await readFile(f, 'utf8').catch(() => undefined);
       if (text === undefined) continue;
       const now = fstabSubvolumes(text);
@@ -272,13 +264,13 @@ export async function finishFactoryReset(sys: System, o: { root: string; snapper
       await writeAtomic(f, remapFstab(text, marker.new));
       out.remapped.push(s.num);
     } else {
-      await deleteSnapshot(sys, store, o.root, s.num);
+      await deleteSnapshot(dev, s.num);
       out.deletedSnapshots.push(s.num);
     }
   }
 
-  await using top = await mountTopLevel(sys, o.root);
-  const used = await referencedSubvolumes(o.root, store);
+  await using top = await mountTopLevel(sys, root);
+  const used = await referencedSubvolumes(root, store);
   for (const mp of [...RESET_MOUNTPOINTS].sort((a, b) => b.length - a.length)) {
     const p = marker.old[mp]!;
     if (used.has(p)) {
@@ -287,7 +279,7 @@ export async function finishFactoryReset(sys: System, o: { root: string; snapper
     }
     if (await deleteTree(sys, top.dir, p)) out.deletedSubvolumes.push(p);
   }
-  await removeStaleDataSets(sys, o.root, store, top.dir);
+  await removeStaleDataSets(sys, root, store, top.dir);
   await store.setUserdata(booted.num, { [UD_RESET]: 'done' });
   out.finished = booted.num;
   return out;

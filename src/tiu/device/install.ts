@@ -1,25 +1,28 @@
 /**
  * `tiu install`: the factory flash. On an empty btrfs (mounted at its top level) create the
- * MicroOS subvolume layout, make snapshot 1 from a verified archive, write fstab, and set it as
- * the default. A failure removes snapshot 1 again; the layout subvolumes stay (they are empty).
+ * MicroOS subvolume layout, make snapshot 1 from a verified archive (through a {@link Transaction},
+ * as every new snapshot), write fstab, and set it as the default. A failure removes snapshot 1
+ * again; the layout subvolumes stay (they are empty).
  */
-import { readdir, mkdir } from 'node:fs/promises';
+import { readdir } from 'node:fs/promises';
 import { TiuError } from '../errors.ts';
 import type { System } from '../system.ts';
 import { openArchive } from '../archive/open.ts';
 import { mountImage } from '../archive/mount.ts';
 import { planApply } from '../apply/plan.ts';
 import { executePlan } from '../apply/execute.ts';
-import { assertBtrfs, filesystemUuid, createSubvolume, setReadonly, subvolumeInfo, setDefaultSubvolume, deleteSubvolume } from '../../snapshot/btrfs.ts';
+import { assertBtrfs, filesystemUuid } from '../../snapshot/btrfs.ts';
 import { createLayout, createMountpoints, renderFstab } from '../../snapshot/layout.ts';
-import { writeInfoXmlAtomic } from '../../snapshot/infoxml.ts';
 import { acquireLock } from '../../snapshot/lock.ts';
 import { readImageIndex, restoreDirTimes, scanActual } from './state.ts';
 import { excludedMatcher, protectedMatcher, INDEX_PATH, UD } from './paths.ts';
 import { readSignature, recordImage } from './extract.ts';
 import { snapshotVendorEtc } from './etc.ts';
 import { prepareBoot } from './boot.ts';
+import { openDevice } from './open.ts';
+import { Transaction } from './transaction.ts';
 import { SafeRoot } from '../safepath.ts';
+import type { BootloaderSetting } from '../boot/detect.ts';
 
 export interface InstallOptions {
   archive: string;
@@ -28,11 +31,12 @@ export interface InstallOptions {
   keyringPem: string;
   allowedSigners?: string[];
   compatible?: string;
-  bootloader?: string;
+  bootloader?: BootloaderSetting;
 }
 
 export interface InstallResult {
-  number: 1;
+  /** The installed snapshot (1 on a fresh filesystem). */
+  number: number;
   version: string;
   filesWritten: number;
   bytesWritten: number;
@@ -55,47 +59,35 @@ export async function install(sys: System, o: InstallOptions): Promise<InstallRe
   const target = await readImageIndex(`${image.dir}/${INDEX_PATH}`, m.index.sha256);
 
   await createLayout(sys, o.top);
-  const snapDir = `${o.top}/@/.snapshots/1`;
-  const dir = `${snapDir}/snapshot`;
-  await mkdir(snapDir, { mode: 0o755 });
-  await createSubvolume(sys, dir);
-  let done = false;
-  try {
-    await createSubvolume(sys, `${dir}/etc`);
-    const isExcluded = excludedMatcher(m.excluded);
-    const actual = await scanActual(sys, dir, { exclude: m.excluded });
-    const plan = planApply(target, actual, { isExcluded, isProtected: protectedMatcher(m.excluded) });
-    const exec = await executePlan(plan, { sys, imageRoot: image.dir, targetRoot: dir });
-    await createMountpoints(dir);
-    await recordImage(dir, image.dir, archive.manifestBytes, false, await readSignature(archive));
-    await snapshotVendorEtc(sys, dir);
-    const uuid = await filesystemUuid(sys, o.top);
-    {
-      // Through checked directories: an image whose /etc is a symlink cannot make this write outside.
-      await using snap = await SafeRoot.open(dir, { what: 'the new snapshot' });
-      await snap.writeAtomic('etc/fstab', renderFstab(uuid), { mode: 0o644 });
-    }
-    await prepareBoot(sys, { root: `${o.top}/@`, snapshotDir: dir, num: 1, manifest: m, bootloader: o.bootloader });
-    await restoreDirTimes(dir, target);
-    await sys.run('sync', ['-f', dir]);
-    await setReadonly(sys, dir, true);
-    const info = await subvolumeInfo(sys, dir);
-    await writeInfoXmlAtomic(snapDir, {
-      type: 'single',
-      num: 1,
-      date: new Date(),
-      description: `tiu install: ${m.compatible} ${m.version}`,
-      cleanup: '',
-      userdata: { [UD.version]: m.version, [UD.compatible]: m.compatible, [UD.rootHash]: m.verity.rootHash, [UD.important]: 'yes', [UD.generation]: String(info.generation) },
-    });
-    await setDefaultSubvolume(sys, o.top, info.id);
-    done = true;
-    return { number: 1, version: m.version, filesWritten: exec.filesWritten, bytesWritten: exec.bytesWritten, uuid };
-  } finally {
-    if (!done) {
-      await setReadonly(sys, dir, false).catch(() => {});
-      await deleteSubvolume(sys, `${dir}/etc`).catch(() => {});
-      await deleteSubvolume(sys, dir).catch(() => {});
-    }
+  // The new root R = <top>/@ (its .snapshots exists now); the top level's lock covers it. Plain
+  // btrfs metadata: snapper has no config on a fresh filesystem.
+  await using dev = await openDevice(sys, `${o.top}/@`, { snapper: 'no', bootloader: o.bootloader });
+  // Snapshot 1 is an empty subvolume (with an empty /etc subvolume) marked in progress; any
+  // failure below deletes it again (the layout subvolumes stay: they are empty).
+  await using tx = new Transaction(dev);
+  const num = await tx.begin({
+    from: undefined,
+    description: `tiu install: ${m.compatible} ${m.version}`,
+    userdata: { [UD.version]: m.version, [UD.compatible]: m.compatible, [UD.rootHash]: m.verity.rootHash, [UD.important]: 'yes' },
+    cleanup: '',
+  });
+  const dir = tx.dir;
+  const isExcluded = excludedMatcher(m.excluded);
+  const actual = await scanActual(sys, dir, { exclude: m.excluded });
+  const plan = planApply(target, actual, { isExcluded, isProtected: protectedMatcher(m.excluded) });
+  const exec = await executePlan(plan, { sys, imageRoot: image.dir, targetRoot: dir, signal: tx.signal });
+  tx.throwIfAborted();
+  await createMountpoints(dir);
+  await recordImage(dir, image.dir, archive.manifestBytes, false, await readSignature(archive));
+  await snapshotVendorEtc(sys, dir);
+  const uuid = await filesystemUuid(sys, o.top);
+  {
+    // Through checked directories: an image whose /etc is a symlink cannot make this write outside.
+    await using snap = await SafeRoot.open(dir, { what: 'the new snapshot' });
+    await snap.writeAtomic('etc/fstab', renderFstab(uuid), { mode: 0o644 });
   }
+  await prepareBoot(dev, { snapshotDir: dir, num, manifest: m });
+  await restoreDirTimes(dir, target);
+  await tx.finalize({ makeDefault: true });
+  return { number: num, version: m.version, filesWritten: exec.filesWritten, bytesWritten: exec.bytesWritten, uuid };
 }

@@ -14,7 +14,6 @@ import { scanTreeToArray } from '../fileindex/scan.ts';
 import type { IndexEntry } from '../fileindex/types.ts';
 import { subvolumeInfo } from '../../snapshot/btrfs.ts';
 import { dirsTouchedByTiu, INDEX_PATH, MANIFEST_COPY_PATH, VENDOR_ETC_DIR } from './paths.ts';
-import { under } from '../apply/execute.ts';
 
 export interface RecordedImage {
   manifest: Manifest;

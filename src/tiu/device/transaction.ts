@@ -5,12 +5,10 @@
  * the snapshot. SIGINT/SIGTERM abort the work (the snapshot is deleted); after SIGKILL or a
  * power cut the in-progress mark lets the next tiu command find and delete it.
  */
-import { lstat, readdir, rmdir, stat } from 'node:fs/promises';
 import { TiuError } from '../errors.ts';
 import type { System } from '../system.ts';
-import type { SnapshotStore } from '../../snapshot/store.ts';
-import { isSubvolumeRoot, snapshotSubvolume, subvolumeInfo, setReadonly } from '../../snapshot/btrfs.ts';
-import { snapshotDir, UD } from './paths.ts';
+import { UD } from './paths.ts';
+import type { Device } from './open.ts';
 import { cleanupStaleMounts } from '../archive/mount.ts';
 import { removeSyncpoint } from './etc.ts';
 import { onInterrupt, registerCleanup, testHook } from '../guard.ts';
@@ -20,13 +18,14 @@ export const NESTED_SUBVOLUMES = ['etc'] as const;
 
 
 /** Deletes a snapshot including its nested subvolumes (/etc). */
-export async function deleteSnapshot(sys: System, store: SnapshotStore, root: string, num: number): Promise<void> {
-  await removeSyncpoint(sys, snapshotDir(root, num));
-  await store.delete(num);
+export async function deleteSnapshot(dev: Device, num: number): Promise<void> {
+  await removeSyncpoint(dev.sys, dev.snapshotDir(num));
+  await dev.store.delete(num);
 }
 
 /** Deletes snapshots left in progress by an interrupted run (never the default or the mounted one). */
-export async function cleanupInterrupted(sys: System, store: SnapshotStore, root: string): Promise<number[]> {
+export async function cleanupInterrupted(dev: Device): Promise<number[]> {
+  const { sys, store } = dev;
   await cleanupStaleMounts(sys);
   const removed: number[] = [];
   const def = await store.getDefault();
@@ -34,22 +33,24 @@ export async function cleanupInterrupted(sys: System, store: SnapshotStore, root
   for (const s of await store.list()) {
     if (s.userdata[UD.inProgress] !== 'yes' || s.num === def || s.num === mounted) continue;
     sys.log.info(`removing snapshot ${s.num} left over by an interrupted tiu run`);
-    await deleteSnapshot(sys, store, root, s.num);
+    await deleteSnapshot(dev, s.num);
     removed.push(s.num);
   }
   return removed;
 }
 
 export interface BeginOptions {
-  from: number;
+  /** The snapshot to start from; undefined starts from an empty subvolume (tiu install). */
+  from: number | undefined;
   description: string;
   userdata: Record<string, string>;
+  /** snapper's cleanup algorithm (default 'number'; '' for none, as the installed snapshot 1). */
+  cleanup?: 'number' | '';
 }
 
 export class Transaction implements AsyncDisposable {
+  readonly dev: Device;
   readonly sys: System;
-  readonly store: SnapshotStore;
-  readonly root: string;
   num: number | undefined;
   private finalized = false;
   private readonly abort = new AbortController();
@@ -62,10 +63,9 @@ export class Transaction implements AsyncDisposable {
     this.abort.abort(new TiuError('INTERRUPTED', `interrupted by ${sig}; the new snapshot was discarded, the default is unchanged`));
   };
 
-  constructor(sys: System, store: SnapshotStore, root: string) {
-    this.sys = sys;
-    this.store = store;
-    this.root = root;
+  constructor(dev: Device) {
+    this.dev = dev;
+    this.sys = dev.sys;
   }
 
   get signal(): AbortSignal {
@@ -74,31 +74,23 @@ export class Transaction implements AsyncDisposable {
 
   get dir(): string {
     if (this.num === undefined) throw new TiuError('INTERNAL', 'transaction not begun');
-    return snapshotDir(this.root, this.num);
+    return this.dev.snapshotDir(this.num);
   }
 
   /** Creates the writable snapshot (marked in progress) of `from`, with its nested /etc. */
   async begin(o: BeginOptions): Promise<number> {
     this.unsignal = onInterrupt(this.onSignal);
-    this.num = await this.store.create({
+    this.num = await this.dev.store.create({
       from: o.from,
       description: o.description,
       userdata: { ...o.userdata, [UD.inProgress]: 'yes' },
-      cleanup: 'number',
+      cleanup: o.cleanup ?? 'number',
       readWrite: true,
+      nested: NESTED_SUBVOLUMES,
     });
     // If tiu dies of an internal error, the guard deletes this unfinished snapshot first.
     this.unguard = registerCleanup(() => this[Symbol.asyncDispose]());
     await testHook('transaction');
-    const base = snapshotDir(this.root, o.from);
-    for (const n of NESTED_SUBVOLUMES) {
-      const src = `${base}/${n}`;
-      const dst = `${this.dir}/${n}`;
-      if (!(await isSubvolumeRoot(src))) continue;
-      // A snapshot does not include nested subvolumes: it has an empty directory there.
-      if (await isDirEmpty(dst)) await rmdir(dst);
-      await snapshotSubvolume(this.sys, src, dst, { readonly: false });
-    }
     return this.num;
   }
 
@@ -114,13 +106,13 @@ export class Transaction implements AsyncDisposable {
     this.throwIfAborted();
     const num = this.num!;
     await this.sys.run('sync', ['-f', this.dir]);
-    await setReadonly(this.sys, this.dir, true);
-    const info = await subvolumeInfo(this.sys, this.dir);
+    await this.dev.store.setReadonly(num, true);
+    const generation = await this.dev.store.generation(num);
     this.throwIfAborted();
-    await this.store.setUserdata(num, { ...o.userdata, [UD.generation]: String(info.generation), [UD.inProgress]: null });
+    await this.dev.store.setUserdata(num, { ...o.userdata, [UD.generation]: String(generation), [UD.inProgress]: null });
     this.finalized = true;
     this.detach();
-    if (o.makeDefault) await this.store.setDefault(num);
+    if (o.makeDefault) await this.dev.store.setDefault(num);
   }
 
   private detach(): void {
@@ -134,19 +126,10 @@ export class Transaction implements AsyncDisposable {
     this.detach();
     if (this.finalized || this.num === undefined) return;
     try {
-      await deleteSnapshot(this.sys, this.store, this.root, this.num);
+      await deleteSnapshot(this.dev, this.num);
       this.sys.log.info(`discarded snapshot ${this.num}; the default is unchanged`);
     } catch (e) {
       this.sys.log.error(`could not delete the unfinished snapshot ${this.num}: ${(e as Error).message}; the next tiu command removes it`);
     }
-  }
-}
-
-async function isDirEmpty(p: string): Promise<boolean> {
-  try {
-    if (!(await stat(p)).isDirectory()) return false;
-    return (await readdir(p)).length === 0;
-  } catch {
-    return false;
   }
 }

@@ -7,11 +7,10 @@
  * the snapshot at extract time), in a default snapshot that is finished and unchanged since it
  * was sealed (read-only, same btrfs generation), so a snapshot changed by hand is updated again.
  */
-import type { System } from '../system.ts';
 import type { Manifest } from '../archive/manifest.ts';
-import { openSnapshotStore } from '../../snapshot/store.ts';
+import type { Device } from './open.ts';
 import { readRecordedImage, isBaseTrusted } from './state.ts';
-import { snapshotDir, UD } from './paths.ts';
+import { UD } from './paths.ts';
 
 export interface InstalledState {
   /** The default snapshot (the one that boots next). */
@@ -31,13 +30,13 @@ export function isUpToDate(installed: InstalledState | undefined, manifest: { in
 }
 
 /** Reads what {@link isUpToDate} needs about the default snapshot of `root`. Changes nothing. */
-export async function installedState(sys: System, root: string, snapper: 'auto' | 'yes' | 'no' = 'auto'): Promise<InstalledState | undefined> {
-  const store = await openSnapshotStore(sys, root, { snapper });
+export async function installedState(dev: Device): Promise<InstalledState | undefined> {
+  const { sys, store } = dev;
   const num = await store.getDefault();
   if (num === undefined) return undefined;
   const info = (await store.list()).find((s) => s.num === num);
   if (!info) return undefined;
-  const dir = snapshotDir(root, num);
+  const dir = dev.snapshotDir(num);
   const recorded = await readRecordedImage(dir);
   const sealed = recorded !== undefined && (await isBaseTrusted(sys, dir, info.userdata[UD.generation]));
   return { number: num, booted: info.isMounted, finished: info.userdata[UD.inProgress] !== 'yes', indexSha256: recorded?.manifest.index.sha256, sealed };

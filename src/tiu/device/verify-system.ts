@@ -11,23 +11,19 @@ import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { TiuError } from '../errors.ts';
-import type { System } from '../system.ts';
 import { parseManifest, type Manifest } from '../archive/manifest.ts';
 import { verifySignedData, type SignerSummary } from '../sign/verify.ts';
 import { readIndex } from '../fileindex/io.ts';
 import { scanTree } from '../fileindex/scan.ts';
-import { openSnapshotStore } from '../../snapshot/store.ts';
-import { assertBtrfs } from '../../snapshot/btrfs.ts';
-import { INDEX_PATH, MANIFEST_COPY_PATH, SIGNATURE_COPY_PATH, VENDOR_ETC_DIR, snapshotDir } from './paths.ts';
+import type { Device } from './open.ts';
+import { INDEX_PATH, MANIFEST_COPY_PATH, SIGNATURE_COPY_PATH, VENDOR_ETC_DIR } from './paths.ts';
 import { systemDifferences, type DifferenceKind, type SystemDifference } from './verify-scope.ts';
 
 export interface VerifySystemOptions {
-  root: string;
   /** Snapshot to check (default: the booted one, else the default). */
   snapshot?: number;
   keyringPem: string;
   allowedSigners?: string[];
-  snapper?: 'auto' | 'yes' | 'no';
   /** How many differences are kept in the result (the counts are always complete). Default 1000. */
   maxReported?: number;
   /** Called for each difference as it is found. */
@@ -68,15 +64,14 @@ async function fileSha256(path: string): Promise<string> {
 }
 
 /** Which snapshot `--system` checks by default: the booted one, else the default. */
-async function pickSnapshot(sys: System, root: string, snapper: VerifySystemOptions['snapper'], wanted: number | undefined): Promise<number> {
-  const store = await openSnapshotStore(sys, root, { snapper: snapper ?? 'auto' });
-  const list = await store.list();
+async function pickSnapshot(dev: Device, wanted: number | undefined): Promise<number> {
+  const list = await dev.store.list();
   if (wanted !== undefined) {
     if (!list.some((s) => s.num === wanted)) throw new TiuError('SNAPSHOT_NOT_FOUND', `snapshot ${wanted} does not exist`, { hint: 'see tiu status for the snapshots' });
     return wanted;
   }
   const pick = list.find((s) => s.isMounted) ?? list.find((s) => s.isDefault);
-  if (!pick) throw new TiuError('SNAPSHOT_NOT_FOUND', `${root} has neither a booted nor a default snapshot`, { hint: 'pass --snapshot N' });
+  if (!pick) throw new TiuError('SNAPSHOT_NOT_FOUND', `${dev.root} has neither a booted nor a default snapshot`, { hint: 'pass --snapshot N' });
   return pick.num;
 }
 
@@ -85,10 +80,10 @@ async function pickSnapshot(sys: System, root: string, snapper: VerifySystemOpti
  * itself fails (signature: ARCHIVE_*; recorded files missing: SYSTEM_UNVERIFIABLE; index digest:
  * ARCHIVE_INDEX); otherwise returns the differences (`ok` false when there are any).
  */
-export async function verifySystem(sys: System, o: VerifySystemOptions): Promise<VerifySystemResult> {
-  await assertBtrfs(sys, o.root);
-  const num = await pickSnapshot(sys, o.root, o.snapper, o.snapshot);
-  const dir = snapshotDir(o.root, num);
+export async function verifySystem(dev: Device, o: VerifySystemOptions): Promise<VerifySystemResult> {
+  const { sys } = dev;
+  const num = await pickSnapshot(dev, o.snapshot);
+  const dir = dev.snapshotDir(num);
 
   // 1. The signature, then the manifest copy must be exactly the signed content.
   const der = await readRecorded(`${dir}/${SIGNATURE_COPY_PATH}`, 'manifest signature', num);
@@ -135,7 +130,7 @@ export async function verifySystem(sys: System, o: VerifySystemOptions): Promise
 
   const total = counts.modified + counts.missing + counts.extra;
   return {
-    root: o.root,
+    root: dev.root,
     snapshot: num,
     version: manifest.version,
     compatible: manifest.compatible,

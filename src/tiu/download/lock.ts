@@ -17,6 +17,7 @@ import { createRequire } from 'node:module';
 import { TiuError } from '../errors.ts';
 import type { System } from '../system.ts';
 import { tryFlock } from '../../snapshot/lock.ts';
+import { readTiuEnv } from '../env.ts';
 
 interface FdLocks {
   tryLock(fd: number, offset?: number, length?: number, opts?: { shared?: boolean }): boolean;
@@ -28,7 +29,7 @@ const heldHandles = new Set<import('node:fs/promises').FileHandle>();
 /** The binding, or null when it cannot be loaded here (then the flock helper is used). */
 function loadFdLocks(): FdLocks | null {
   if (fdLocks !== undefined) return fdLocks;
-  if (process.env.TIU_NO_FD_LOCK === '1') return (fdLocks = null);
+  if (readTiuEnv().noFdLock) return (fdLocks = null);
   const req = createRequire(import.meta.url);
   try {
     // The prebuilt library itself: the package's own entry resolves it through require-addon,

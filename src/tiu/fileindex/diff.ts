@@ -5,6 +5,7 @@
  */
 import { TiuError } from '../errors.ts';
 import { comparePaths, displayPath, type IndexEntry } from './types.ts';
+import { sameXattrs } from './compare.ts';
 
 /**
  * - `added` / `removed`: the path is only in the new / old index.
@@ -44,12 +45,6 @@ export interface IndexChange {
 export interface DiffOptions {
   /** Emit `same` changes too (default true). */
   includeSame?: boolean;
-}
-
-function sameXattrs(a: IndexEntry['xattrs'], b: IndexEntry['xattrs']): boolean {
-  const ka = Object.keys(a ?? {});
-  if (ka.length !== Object.keys(b ?? {}).length) return false;
-  return ka.every((k) => Object.hasOwn(b!, k) && a![k] === b![k]);
 }
 
 /** The differing fields of two entries for the same path, content reasons first. Pure. */

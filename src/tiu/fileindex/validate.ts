@@ -8,6 +8,7 @@
 import { TiuError } from '../errors.ts';
 import { comparePaths, displayPath, type IndexEntry } from './types.ts';
 import { MAX_ENTRIES, entryProblem } from './format.ts';
+import { sameXattrs } from './compare.ts';
 
 export interface IndexValidator {
   /** Checks the next entry (and the entry alone); throws ARCHIVE_INDEX naming `lineNo` if given. */
@@ -25,12 +26,6 @@ function parentOf(p: string): string {
 function show(p: string): string {
   const d = JSON.stringify(displayPath(p));
   return d.length > 120 ? `${d.slice(0, 117)}..."` : d;
-}
-
-function sameXattrs(a: IndexEntry['xattrs'], b: IndexEntry['xattrs']): boolean {
-  const ka = Object.keys(a ?? {});
-  if (ka.length !== Object.keys(b ?? {}).length) return false;
-  return ka.every((k) => Object.hasOwn(b!, k) && a![k] === b![k]);
 }
 
 /** Whether a hardlink follower carries exactly its group leader's attributes (one inode). */

@@ -16,6 +16,7 @@ import { TiuError, fromErrno } from '../errors.ts';
 import type { System } from '../system.ts';
 import { displayPath } from './types.ts';
 import { compareBytes } from './text.ts';
+import { readTiuEnv } from '../env.ts';
 
 /** xattr name (byte string) -> value (base64). */
 export type Xattrs = Record<string, string>;
@@ -55,7 +56,8 @@ export function parseGetfattrDump(out: string): Map<string, Xattrs> {
       if (!current) badOutput(`attribute outside a file block: ${JSON.stringify(line.slice(0, 80))}`);
       const eq = line.indexOf('=');
       const name = unquote(eq < 0 ? line : line.slice(0, eq));
-      const value = eq < 0 ? '' : line.slice(eq + 1);
+      // An empty value may be printed as "" (the only quoted form accepted).
+      const value = eq < 0 || line.slice(eq + 1) === '""' ? '' : line.slice(eq + 1);
       if (value !== '' && !/^0s[A-Za-z0-9+/]*={0,2}$/.test(value)) badOutput(`value is not base64: ${JSON.stringify(line.slice(0, 80))}`);
       current.push([name, Buffer.from(value.slice(2), 'base64').toString('base64')]);
     }
@@ -79,7 +81,7 @@ let bindingPromise: Promise<XattrBinding | undefined> | undefined;
  * getfattr/setfattr path). Loaded once, on first use.
  */
 export function xattrBinding(): Promise<XattrBinding | undefined> {
-  bindingPromise ??= process.env.TIU_XATTR === 'tools'
+  bindingPromise ??= readTiuEnv().xattrTools
     ? Promise.resolve(undefined)
     : import('@napi-rs/xattr').then((m) => (m.default ?? m) as XattrBinding, () => undefined);
   return bindingPromise;

@@ -13,7 +13,6 @@ import type { Config } from '../config.ts';
 import { TiuError } from '../errors.ts';
 import { openDevice } from '../device/open.ts';
 import { readRecordedImage } from '../device/state.ts';
-import { snapshotDir } from '../device/paths.ts';
 import { writeAtomic } from './files.ts';
 import { refreshRepository, repoCacheDir, targetUrl, type Refreshed } from './client.ts';
 import { imagesFor, CHANNEL_RE, type RepoImage } from './model.ts';
@@ -77,10 +76,10 @@ export interface InstalledImage extends Installed {
 
 /** The image the default snapshot was made from (what an update starts from). */
 export async function installedImage(ctx: Context, root: string): Promise<InstalledImage | undefined> {
-  const store = await openDevice(ctx.sys, root, ctx.config.snapper);
-  const n = await store.getDefault();
+  await using dev = await openDevice(ctx.sys, root, { snapper: ctx.config.snapper });
+  const n = await dev.store.getDefault();
   if (n === undefined) return undefined;
-  const rec = await readRecordedImage(snapshotDir(root, n));
+  const rec = await readRecordedImage(dev.snapshotDir(n));
   if (!rec) return undefined;
   return { version: rec.manifest.version, index: rec.manifest.index.sha256, compatible: rec.manifest.compatible, snapshot: n };
 }

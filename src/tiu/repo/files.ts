@@ -1,33 +1,14 @@
 /** Crash-safe file writes for the repository and the device's metadata cache. */
 import { closeSync, fsyncSync, openSync, renameSync, unlinkSync, writeSync } from 'node:fs';
-import { open, rename, mkdir, unlink } from 'node:fs/promises';
 import { dirname, basename, join } from 'node:path';
+import { writeFileAtomic } from '../atomic.ts';
 
 /**
  * Writes `data` to `path` atomically: a temp file in the same directory, fsync, rename, fsync of
  * the directory. Readers (a web server, a crashed run) see the old file or the new one, never half.
  */
 export async function writeAtomic(path: string, data: string | Uint8Array, mode = 0o644): Promise<void> {
-  const dir = dirname(path);
-  await mkdir(dir, { recursive: true });
-  const tmp = join(dir, `.${basename(path)}.${process.pid}.tmp`);
-  const fh = await open(tmp, 'w', mode);
-  try {
-    await fh.writeFile(data);
-    await fh.sync();
-  } catch (e) {
-    await fh.close();
-    await unlink(tmp).catch(() => {});
-    throw e;
-  }
-  await fh.close();
-  await rename(tmp, path);
-  const d = await open(dir, 'r');
-  try {
-    await d.sync();
-  } finally {
-    await d.close();
-  }
+  await writeFileAtomic(path, data, { mode });
 }
 
 /**
