@@ -10,8 +10,8 @@
  */
 import { mkdir, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { createSystem } from '../src/tiu/system.ts';
-import { createLogger } from '../src/tiu/log.ts';
+import { createSystem } from '../src/core/system.ts';
+import { createLogger } from '../src/core/log.ts';
 import { benchDelta } from './phases/delta.ts';
 
 const sys = createSystem(createLogger('warn'));

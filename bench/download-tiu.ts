@@ -5,7 +5,7 @@
  * without Node's start and module loading (which `tiu update` pays once, not per byte).
  */
 import { download } from '../src/tiu/device/download.ts';
-import { createLogger } from '../src/tiu/log.ts';
+import { createLogger } from '../src/core/log.ts';
 
 const [url, cacheDir] = process.argv.slice(2);
 if (!url || !cacheDir) {

@@ -13,8 +13,8 @@ import { existsSync } from 'node:fs';
 import { mkdtemp, open, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { createSystem } from '../src/tiu/system.ts';
-import { createLogger } from '../src/tiu/log.ts';
+import { createSystem } from '../src/core/system.ts';
+import { createLogger } from '../src/core/log.ts';
 import { computeHashTree, verifyHashTree } from '../src/tiu/verity.ts';
 import { createBlockHasher } from '../src/tiu/verity/hash.ts';
 

@@ -29,7 +29,7 @@ await build({
   input: `${repo}/bin/tiu.js`,
   platform: 'node',
   // A native addon cannot be bundled: the bundle imports it from node_modules beside it at run
-  // time, and falls back to getfattr/setfattr where it is not there (src/tiu/fileindex/xattrs.ts).
+  // time, and falls back to getfattr/setfattr where it is not there (src/core/fileindex/xattrs.ts).
   // The same for the download lock's binding (loaded with require; src/tiu/download/lock.ts).
   external: ['@napi-rs/xattr', 'fs-native-extensions'],
   logLevel: 'warn',

@@ -1,7 +1,7 @@
 import { describe, it, expect } from 'vitest';
 import fc from 'fast-check';
 import { planApply, type ApplyPlan } from '../src/tiu/apply/plan.ts';
-import { comparePaths, type IndexEntry } from '../src/tiu/fileindex/types.ts';
+import { comparePaths, type IndexEntry } from '../src/core/fileindex/types.ts';
 import { excludedMatcher, isTiuManaged } from '../src/tiu/device/paths.ts';
 
 const opts = { isExcluded: excludedMatcher(['/var', '/home']), isProtected: isTiuManaged };

@@ -8,8 +8,8 @@
 import { describe, it, expect, beforeAll, afterAll } from 'vitest';
 import { mkdir, symlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { INDEX_PATH, type IndexEntry } from '../src/tiu/fileindex/types.ts';
-import { loadIndex } from '../src/tiu/fileindex/io.ts';
+import { INDEX_PATH, type IndexEntry } from '../src/core/fileindex/types.ts';
+import { loadIndex } from '../src/core/fileindex/io.ts';
 import {
   debianTree, archiveParts, buildTypesTree, createArchive, describeTree, excludedRel, hardlinkGroups, makeKeys, mountSquashfs, xattrsOfTree, ODD,
   type ArchiveParts, type Node,

@@ -10,7 +10,7 @@ import { readFile, writeFile, mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { execa } from 'execa';
 import forge from 'node-forge';
-import { ERROR_CODES, type ErrorCode } from '../src/tiu/errors.ts';
+import { ERROR_CODES, type ErrorCode } from '../src/core/errors.ts';
 import { encodeTrailer } from '../src/tiu/archive/layout.ts';
 import { issueCertificate, certificateToPem, rsaKeyPair } from '../src/tiu/sign/certs.ts';
 import { OID } from '../src/tiu/sign/certinfo.ts';

@@ -10,7 +10,7 @@ import { execa } from 'execa';
 import { tempDir, testSystem } from './helpers/env.ts';
 import { chrootArgv, runInSnapshot } from '../src/tiu/boot/chroot.ts';
 import { regenerateInitrds } from '../src/tiu/boot/initrd.ts';
-import { TiuError } from '../src/tiu/errors.ts';
+import { TiuError } from '../src/core/errors.ts';
 import { FAKE_DRACUT, makeMiniRoot } from './helpers/boot.ts';
 
 const sys = testSystem();

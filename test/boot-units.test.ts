@@ -12,7 +12,7 @@ import { chrootArgv, CHROOT_SCRIPT } from '../src/tiu/boot/chroot.ts';
 import { blsOptions } from '../src/tiu/boot/systemd-boot.ts';
 import { grubEntryOf } from '../src/tiu/boot/grub2.ts';
 import type { SnapshotFacts } from '../src/tiu/device/policy.ts';
-import { TiuError } from '../src/tiu/errors.ts';
+import { TiuError } from '../src/core/errors.ts';
 
 describe('kernel versions', () => {
   it('orders like strverscmp: numbers numerically, ~ first', () => {

@@ -5,12 +5,12 @@
  */
 import { describe, it, expect } from 'vitest';
 import { cli } from './helpers/device.ts';
-import { parseSize } from '../src/tiu/size.ts';
+import { parseSize } from '../src/core/size.ts';
 import { parseSource } from '../src/tiu/source.ts';
 import { planApply } from '../src/tiu/apply/plan.ts';
 import { planLines } from '../src/tiu/device/plan-lines.ts';
-import { ERROR_CODES } from '../src/tiu/errors.ts';
-import { comparePaths, type IndexEntry } from '../src/tiu/fileindex/types.ts';
+import { ERROR_CODES } from '../src/core/errors.ts';
+import { comparePaths, type IndexEntry } from '../src/core/fileindex/types.ts';
 
 const LINE = /^tiu: error: .+ \[[A-Z_]+\]$/;
 

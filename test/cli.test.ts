@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import { cli } from './helpers/device.ts';
 import { applyIni, loadConfig, DEFAULT_CONFIG } from '../src/tiu/config.ts';
 import { splitGlobals } from '../src/tiu/cli.ts';
-import { ERROR_CODES } from '../src/tiu/errors.ts';
+import { ERROR_CODES } from '../src/core/errors.ts';
 import { parse } from 'ini';
 
 describe('tiu CLI', () => {

@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { execa } from 'execa';
 import { bspatchStream, splitBsdiff40, offtin } from '../src/tiu/delta/bsdiff.ts';
-import { TiuError } from '../src/tiu/errors.ts';
+import { TiuError } from '../src/core/errors.ts';
 
 let work: string;
 beforeAll(async () => {

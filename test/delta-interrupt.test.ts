@@ -10,7 +10,7 @@ import { randomBytes } from 'node:crypto';
 import { execa } from 'execa';
 import { testSystem } from './helpers/env.ts';
 import { makeArchives, TIU, type ArchiveSet } from './helpers/device.ts';
-import { ERROR_CODES } from '../src/tiu/errors.ts';
+import { ERROR_CODES } from '../src/core/errors.ts';
 
 const sys = testSystem();
 let work: string;

@@ -7,8 +7,8 @@ import { planDelta, oldSources, sourceLocation, PATCH_MAX_BYTES } from '../src/t
 import {
   parseEnvelope, parseHeader, serializeHeader, inflateHeader, encodePreamble, decodePreamble, locateDeltaSignature, PREAMBLE_SIZE, type Header, type DeltaContent,
 } from '../src/tiu/delta/format.ts';
-import { TiuError } from '../src/tiu/errors.ts';
-import type { IndexEntry } from '../src/tiu/fileindex/types.ts';
+import { TiuError } from '../src/core/errors.ts';
+import type { IndexEntry } from '../src/core/fileindex/types.ts';
 
 const d = (c: string) => c.repeat(64).slice(0, 64);
 const file = (path: string, sha: string, size = 100): IndexEntry => ({ path, type: 'file', mode: 0o644, uid: 0, gid: 0, mtime: 1, size, sha256: d(sha) });

@@ -3,7 +3,7 @@
  * After each kill the default is the old snapshot or the complete new one, and the next tiu
  * command leaves no unfinished snapshot and no stale mount behind.
  */
-import { ERROR_CODES } from '../src/tiu/errors.ts';
+import { ERROR_CODES } from '../src/core/errors.ts';
 import { describe, it, expect, beforeAll, afterAll } from 'vitest';
 import { join } from 'node:path';
 import { mkdtemp, readdir, readFile, rm } from 'node:fs/promises';

@@ -9,8 +9,8 @@ import { tmpdir } from 'node:os';
 import { testSystem } from './helpers/env.ts';
 import { makeArchives, installedDevice, cli, expectSnapshotEquals, type ArchiveSet } from './helpers/device.ts';
 import { addSnapperConfig, makeLoopBtrfs } from './helpers/btrfs.ts';
-import { scanTreeToArray } from '../src/tiu/fileindex/scan.ts';
-import { loadIndex } from '../src/tiu/fileindex/io.ts';
+import { scanTreeToArray } from '../src/core/fileindex/scan.ts';
+import { loadIndex } from '../src/core/fileindex/io.ts';
 import { DEFAULT_EXCLUDES } from '../src/tiu/config.ts';
 import { INDEX_PATH } from '../src/tiu/device/paths.ts';
 import { pathsToProbe } from '../src/tiu/device/trusted.ts';
@@ -159,7 +159,7 @@ describe('tiu install + extract on loop btrfs', () => {
     // The full comparison: every path scanned, and the same-size file hashed (opened).
     expect(res.probe.mode).toBe('full-scan');
     expect(res.probe.pathsRead).toBeGreaterThanOrEqual(entries - 5);
-    // (Content is opened beneath its root, through /proc/self/fd/N/<name> (src/tiu/safepath.ts).)
+    // (Content is opened beneath its root, through /proc/self/fd/N/<name> (src/core/safepath.ts).)
     expect(calls.some((l) => /openat\(.*(\.snapshots\/2\/snapshot\/usr\/share\/t\/|\/proc\/self\/fd\/\d+\/)unchanged\.bin/.test(l))).toBe(true);
     await expectSnapshotEqualsImage(join(dev.root, '.snapshots/2/snapshot'));
   });

@@ -10,8 +10,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { execa } from 'execa';
 import { download, fetchBytes } from '../src/tiu/device/download.ts';
-import { createLogger } from '../src/tiu/log.ts';
-import { TiuError } from '../src/tiu/errors.ts';
+import { createLogger } from '../src/core/log.ts';
+import { TiuError } from '../src/core/errors.ts';
 import { parseRate } from '../src/tiu/commands/update.ts';
 import { classifyCurlExit, curlArgs, parseHead, retryAfterSeconds } from '../src/tiu/download/curl.ts';
 import { cli } from './helpers/device.ts';
@@ -117,7 +117,7 @@ describe('download bounds', () => {
     for (const r of ok) expect(createHash('sha256').update(await readFile(r.value)).digest('hex')).toBe(file.sha256);
     // Also across processes: a second tiu process on the same cache file.
     const script = `import { download } from ${JSON.stringify(new URL('../src/tiu/device/download.ts', import.meta.url).pathname)};
-import { createLogger } from ${JSON.stringify(new URL('../src/tiu/log.ts', import.meta.url).pathname)};
+import { createLogger } from ${JSON.stringify(new URL('../src/core/log.ts', import.meta.url).pathname)};
 try { const p = await download({ url: process.argv[1], cacheDir: process.argv[2], log: createLogger('warn'), rateLimit: 40 * 1024 * 1024, conditional: false }); console.log('ok ' + p); } catch (e) { console.log('err ' + e.code); }`;
     const runs = await Promise.all([0, 1].map(() => execa(process.execPath, ['--input-type=module', '-e', script, url, cacheDir], { reject: false })));
     const outs = runs.map((r) => String(r.stdout).trim());
@@ -129,7 +129,7 @@ try { const p = await download({ url: process.argv[1], cacheDir: process.argv[2]
 
   it('the download lock (in-process fd lock, and the flock helper fallback): BUSY while held, free once the holder is SIGKILLed', async () => {
     const lockTs = new URL('../src/tiu/download/lock.ts', import.meta.url).pathname;
-    const sysTs = new URL('../src/tiu/system.ts', import.meta.url).pathname;
+    const sysTs = new URL('../src/core/system.ts', import.meta.url).pathname;
     const script = `import { lockDownload } from ${JSON.stringify(lockTs)};
 import { createSystem } from ${JSON.stringify(sysTs)};
 try { await lockDownload(createSystem(), process.argv[1], 'x'); console.log('held'); if (process.argv[2] === 'hold') await new Promise(() => setInterval(() => {}, 1000)); }

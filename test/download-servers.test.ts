@@ -11,7 +11,7 @@ import { createHash } from 'node:crypto';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { download } from '../src/tiu/device/download.ts';
-import { createLogger } from '../src/tiu/log.ts';
+import { createLogger } from '../src/core/log.ts';
 import { bigFile, startMisbehaving, startNginx, startPython } from './helpers/http-servers.ts';
 
 const SIZE = 20 * 1024 * 1024;

@@ -5,7 +5,7 @@ import { mergeAccounts, parseAccounts, type AccountFile, type AccountInput } fro
 import { planEtcMerge } from '../src/etc-merge/plan.ts';
 import { planReport, planResult } from '../src/etc-merge/report.ts';
 import type { EtcEntry, EtcSide } from '../src/etc-merge/types.ts';
-import { TiuError } from '../src/tiu/errors.ts';
+import { TiuError } from '../src/core/errors.ts';
 
 const lines = (...l: string[]) => Buffer.from(l.map((x) => x + '\n').join(''), 'latin1');
 const text = (b: Buffer | undefined) => b?.toString('latin1');

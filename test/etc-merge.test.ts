@@ -2,7 +2,7 @@ import { describe, it, expect, beforeAll, afterAll } from 'vitest';
 import fc from 'fast-check';
 import { createHash } from 'node:crypto';
 import { chmod, lchown, mkdir, readFile, rename, symlink, writeFile } from 'node:fs/promises';
-import { comparePaths, pathBytes } from '../src/tiu/fileindex/types.ts';
+import { comparePaths, pathBytes } from '../src/core/fileindex/types.ts';
 import { planEtcMerge } from '../src/etc-merge/plan.ts';
 import { applyEtcPlan, etcDiff, mergeEtc, verifyEtcResult } from '../src/etc-merge/apply.ts';
 import { scanEtc, absPath, dirContents, parseGetfattr } from '../src/etc-merge/scan.ts';
@@ -10,7 +10,7 @@ import { contentEqual, isBelow, metaDiff, parentOf, sameEntry } from '../src/etc
 import { formatPlan, planReport, planResult } from '../src/etc-merge/report.ts';
 import { isText, mergeText } from '../src/etc-merge/textmerge.ts';
 import type { EtcAction, EtcEntry, EtcPlan, EtcSide } from '../src/etc-merge/types.ts';
-import { TiuError } from '../src/tiu/errors.ts';
+import { TiuError } from '../src/core/errors.ts';
 import { testSystem, tempDir } from './helpers/env.ts';
 import { makeLoopBtrfs, type LoopBtrfs } from './helpers/btrfs.ts';
 

@@ -9,13 +9,13 @@ import { createServer, type Server } from 'node:net';
 import { appendFileSync, existsSync, rmSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import { tempDir, testSystem } from './helpers/env.ts';
-import type { System } from '../src/tiu/system.ts';
-import { TiuError } from '../src/tiu/errors.ts';
-import { comparePaths, displayPath, pathBytes, type IndexEntry } from '../src/tiu/fileindex/types.ts';
-import { scanTree, scanTreeToArray } from '../src/tiu/fileindex/scan.ts';
-import { indexDigest, loadIndex, writeIndex } from '../src/tiu/fileindex/io.ts';
-import { listXattrs, listXattrsWithTools, xattrBinding } from '../src/tiu/fileindex/xattrs.ts';
-import { utf8Bytes } from '../src/tiu/fileindex/text.ts';
+import type { System } from '../src/core/system.ts';
+import { TiuError } from '../src/core/errors.ts';
+import { comparePaths, displayPath, pathBytes, type IndexEntry } from '../src/core/fileindex/types.ts';
+import { scanTree, scanTreeToArray } from '../src/core/fileindex/scan.ts';
+import { indexDigest, loadIndex, writeIndex } from '../src/core/fileindex/io.ts';
+import { listXattrs, listXattrsWithTools, xattrBinding } from '../src/core/fileindex/xattrs.ts';
+import { utf8Bytes } from '../src/core/fileindex/text.ts';
 
 const sys = testSystem();
 

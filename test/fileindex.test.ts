@@ -5,13 +5,13 @@
 import { createHash } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
 import fc from 'fast-check';
-import { TiuError } from '../src/tiu/errors.ts';
-import { comparePaths, type EntryType, type IndexEntry } from '../src/tiu/fileindex/types.ts';
-import { INDEX_HEADER, MAX_ENTRIES, MAX_LINE_BYTES, parseIndexLine, serializeEntry } from '../src/tiu/fileindex/format.ts';
-import { indexDigest, loadIndex, serializeIndex } from '../src/tiu/fileindex/io.ts';
-import { diffIndexStreams, diffIndexes, summarizeChanges, type IndexChange } from '../src/tiu/fileindex/diff.ts';
-import { utf8Bytes } from '../src/tiu/fileindex/text.ts';
-import { parseGetfattrDump } from '../src/tiu/fileindex/xattrs.ts';
+import { TiuError } from '../src/core/errors.ts';
+import { comparePaths, type EntryType, type IndexEntry } from '../src/core/fileindex/types.ts';
+import { INDEX_HEADER, MAX_ENTRIES, MAX_LINE_BYTES, parseIndexLine, serializeEntry } from '../src/core/fileindex/format.ts';
+import { indexDigest, loadIndex, serializeIndex } from '../src/core/fileindex/io.ts';
+import { diffIndexStreams, diffIndexes, summarizeChanges, type IndexChange } from '../src/core/fileindex/diff.ts';
+import { utf8Bytes } from '../src/core/fileindex/text.ts';
+import { parseGetfattrDump } from '../src/core/fileindex/xattrs.ts';
 
 // ---------- generators ----------
 

@@ -11,7 +11,7 @@ import { once } from 'node:events';
 import { join } from 'node:path';
 import { TIU } from './helpers/device.ts';
 import { tempDir } from './helpers/env.ts';
-import { createLogger, isJournalStream, withPriority } from '../src/tiu/log.ts';
+import { createLogger, isJournalStream, withPriority } from '../src/core/log.ts';
 
 async function runWithStderrFile(file: string, args: string[], journalStream: (st: { dev: number; ino: number }) => string) {
   const fh = await open(file, 'w');

@@ -5,7 +5,7 @@
 import { describe, it, expect } from 'vitest';
 import { planCleanup, rollbackTarget, type SnapshotFacts } from '../src/tiu/device/policy.ts';
 import { UD } from '../src/tiu/device/paths.ts';
-import { TiuError } from '../src/tiu/errors.ts';
+import { TiuError } from '../src/core/errors.ts';
 
 /** A finished tiu snapshot with cleanup "number"; `o` overrides. */
 function snap(num: number, o: Partial<SnapshotFacts> & { health?: 'good' | 'bad'; inProgress?: boolean; pinned?: boolean } = {}): SnapshotFacts {

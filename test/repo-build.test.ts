@@ -14,7 +14,7 @@ import { loadRoleKey, signer } from '../src/tiu/repo/keys.ts';
 import { writeRoot } from '../src/tiu/repo/repository.ts';
 import { rename } from 'node:fs/promises';
 import { Updater } from 'tuf-js';
-import { createLogger } from '../src/tiu/log.ts';
+import { createLogger } from '../src/core/log.ts';
 import type { Manifest } from '../src/tiu/archive/manifest.ts';
 
 const log = createLogger('warn');

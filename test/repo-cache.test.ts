@@ -11,7 +11,7 @@ import { join } from 'node:path';
 import { init, publish, refresh } from '../src/tiu/repo/ops.ts';
 import { refreshRepository } from '../src/tiu/repo/client.ts';
 import { tryFlock } from '../src/snapshot/lock.ts';
-import { createLogger } from '../src/tiu/log.ts';
+import { createLogger } from '../src/core/log.ts';
 import type { Manifest } from '../src/tiu/archive/manifest.ts';
 import { testSystem } from './helpers/env.ts';
 

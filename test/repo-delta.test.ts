@@ -16,8 +16,8 @@ import { installedDevice, makeTree, cli, expectSnapshotEquals } from './helpers/
 import { createArchive } from '../src/tiu/archive/create.ts';
 import { generateDevKeys, type DevKeys } from '../src/tiu/sign/keygen.ts';
 import { DEFAULT_EXCLUDES } from '../src/tiu/config.ts';
-import { loadIndex } from '../src/tiu/fileindex/io.ts';
-import { INDEX_PATH } from '../src/tiu/fileindex/types.ts';
+import { loadIndex } from '../src/core/fileindex/io.ts';
+import { INDEX_PATH } from '../src/core/fileindex/types.ts';
 
 const sys = testSystem();
 let work: string;

@@ -15,7 +15,7 @@ import { installedDevice, makeTree, cli, type InstalledDevice } from './helpers/
 import { createArchive } from '../src/tiu/archive/create.ts';
 import { generateDevKeys, type DevKeys } from '../src/tiu/sign/keygen.ts';
 import { DEFAULT_EXCLUDES } from '../src/tiu/config.ts';
-import { ERROR_CODES, type ErrorCode } from '../src/tiu/errors.ts';
+import { ERROR_CODES, type ErrorCode } from '../src/core/errors.ts';
 
 const sys = testSystem();
 let work: string;

@@ -5,7 +5,7 @@
  */
 import { describe, it, expect, beforeAll } from 'vitest';
 import fc from 'fast-check';
-import { TiuError } from '../src/tiu/errors.ts';
+import { TiuError } from '../src/core/errors.ts';
 import { signManifest } from '../src/tiu/sign/sign.ts';
 import { verifySignedData } from '../src/tiu/sign/verify.ts';
 import { certificateToPem, issueCertificate, rsaKeyPair } from '../src/tiu/sign/certs.ts';

@@ -6,7 +6,7 @@
 import { describe, it, expect, beforeAll, afterAll } from 'vitest';
 import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { TiuError } from '../src/tiu/errors.ts';
+import { TiuError } from '../src/core/errors.ts';
 import { signManifest } from '../src/tiu/sign/sign.ts';
 import { verifySignedData } from '../src/tiu/sign/verify.ts';
 import { tempDir, testSystem } from './helpers/env.ts';

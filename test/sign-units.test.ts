@@ -8,7 +8,7 @@ import { buildChain, MAX_CHAIN } from '../src/tiu/sign/chain.ts';
 import { parseCertificate, OID, type CertInfo } from '../src/tiu/sign/certinfo.ts';
 import { checkChainPolicy, checkValidity, signerUsageProblem } from '../src/tiu/sign/policy.ts';
 import { certificateToPem, issueCertificate, rsaKeyPair } from '../src/tiu/sign/certs.ts';
-import { TiuError } from '../src/tiu/errors.ts';
+import { TiuError } from '../src/core/errors.ts';
 import forge from 'node-forge';
 
 describe('parsePem', () => {

@@ -5,7 +5,7 @@
 import { describe, it, expect, beforeAll } from 'vitest';
 import { readFile, stat } from 'node:fs/promises';
 import { join } from 'node:path';
-import { TiuError } from '../src/tiu/errors.ts';
+import { TiuError } from '../src/core/errors.ts';
 import { signManifest } from '../src/tiu/sign/sign.ts';
 import { verifySignedData, type VerifiedSignature } from '../src/tiu/sign/verify.ts';
 import { generateDevKeys } from '../src/tiu/sign/keygen.ts';

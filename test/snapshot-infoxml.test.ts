@@ -3,7 +3,7 @@ import fc from 'fast-check';
 import { mkdir, readdir, readFile, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { parseInfoXml, renderInfoXml, writeInfoXmlAtomic, parseSnapperDate, formatSnapperDate, MAX_INFO_XML_BYTES, type SnapshotInfo } from '../src/snapshot/infoxml.ts';
-import { TiuError } from '../src/tiu/errors.ts';
+import { TiuError } from '../src/core/errors.ts';
 import { tempDir } from './helpers/env.ts';
 
 /** Written by snapper 0.10.4 (Debian bookworm, libxml2 2.9) for

@@ -11,7 +11,7 @@ import { parseSubvolumeShow, parseGetDefault, parseDuExclusive, parseSubvolumeLi
 import { createLayout, createInitialSnapshot, mountSystem, renderFstab, SEPARATE_SUBVOLUMES } from '../src/snapshot/layout.ts';
 import { mountAt, mountsBelow, parseMountinfo, snapshotNumberOf } from '../src/snapshot/mountinfo.ts';
 import { parseInfoXml } from '../src/snapshot/infoxml.ts';
-import { TiuError } from '../src/tiu/errors.ts';
+import { TiuError } from '../src/core/errors.ts';
 import { makeDevice, makeLoopBtrfs } from './helpers/btrfs.ts';
 import { tempDir, testSystem } from './helpers/env.ts';
 

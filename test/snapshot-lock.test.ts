@@ -6,12 +6,12 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { acquireLock, lockFileFor } from '../src/snapshot/lock.ts';
-import { TiuError } from '../src/tiu/errors.ts';
+import { TiuError } from '../src/core/errors.ts';
 import { tempDir, testSystem } from './helpers/env.ts';
 
 const LOCK_MODULE = new URL('../src/snapshot/lock.ts', import.meta.url).pathname;
-const SYSTEM_MODULE = new URL('../src/tiu/system.ts', import.meta.url).pathname;
-const LOG_MODULE = new URL('../src/tiu/log.ts', import.meta.url).pathname;
+const SYSTEM_MODULE = new URL('../src/core/system.ts', import.meta.url).pathname;
+const LOG_MODULE = new URL('../src/core/log.ts', import.meta.url).pathname;
 
 let runDir: string;
 const previous = process.env.TIU_RUN_DIR;

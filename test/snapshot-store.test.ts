@@ -7,7 +7,7 @@ import { createSubvolume, isReadonly, listSubvolumes, setReadonly, subvolumeInfo
 import { parseInfoXml, renderInfoXml } from '../src/snapshot/infoxml.ts';
 import { HIGH_WATER_FILE } from '../src/snapshot/numbering.ts';
 import { parseSnapperHelp } from '../src/snapshot/snapper.ts';
-import { TiuError } from '../src/tiu/errors.ts';
+import { TiuError } from '../src/core/errors.ts';
 import { makeDevice, makeLoopBtrfs } from './helpers/btrfs.ts';
 import { tempDir, testSystem } from './helpers/env.ts';
 

@@ -7,8 +7,8 @@ import { chmod, lstat, mkdir, readdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { mksquashfs, unsquashfsList } from '../src/squashfs/index.ts';
-import { TiuError } from '../src/tiu/errors.ts';
-import type { System } from '../src/tiu/system.ts';
+import { TiuError } from '../src/core/errors.ts';
+import type { System } from '../src/core/system.ts';
 import { tempDir, testSystem } from './helpers/env.ts';
 
 const sys = testSystem();

@@ -11,7 +11,7 @@ import { buildMksquashfsArgs } from '../src/squashfs/options.ts';
 import { monotonicProgress, parseProgressLine } from '../src/squashfs/progress.ts';
 import { renderPseudoFile, type PseudoDefinition } from '../src/squashfs/pseudo.ts';
 import { atLeast, parseSquashfsVersion } from '../src/squashfs/version.ts';
-import { TiuError } from '../src/tiu/errors.ts';
+import { TiuError } from '../src/core/errors.ts';
 
 const V451 = parseSquashfsVersion('mksquashfs version 4.5.1 (2022/03/17)\ncopyright (C) 2022 Phillip Lougher')!;
 const V461 = parseSquashfsVersion('mksquashfs version 4.6.1 (2023/03/25)')!;

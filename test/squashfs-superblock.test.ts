@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { readSuperblock, SUPERBLOCK_FLAGS, SUPERBLOCK_SIZE, type SquashfsSuperblock } from '../src/squashfs/superblock.ts';
-import { TiuError } from '../src/tiu/errors.ts';
+import { TiuError } from '../src/core/errors.ts';
 import { tempDir, testSystem } from './helpers/env.ts';
 
 const sys = testSystem();

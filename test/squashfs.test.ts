@@ -11,8 +11,8 @@ import { describe, expect, it } from 'vitest';
 import { mksquashfs, readImageInfo, squashfsToolsVersion, unsquashfsExtract, unsquashfsList, requireSquashfsTools, parseSquashfsVersion } from '../src/squashfs/index.ts';
 import type { SquashfsListEntry } from '../src/squashfs/listing.ts';
 import { parseProgressLine } from '../src/squashfs/progress.ts';
-import { TiuError } from '../src/tiu/errors.ts';
-import type { System } from '../src/tiu/system.ts';
+import { TiuError } from '../src/core/errors.ts';
+import type { System } from '../src/core/system.ts';
 import { tempDir, testSystem } from './helpers/env.ts';
 
 const sys = testSystem();

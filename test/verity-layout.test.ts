@@ -2,7 +2,7 @@
 import { describe, expect, it } from 'vitest';
 import fc from 'fast-check';
 import { verityLayout } from '../src/tiu/verity.ts';
-import { TiuError } from '../src/tiu/errors.ts';
+import { TiuError } from '../src/core/errors.ts';
 
 describe('verityLayout', () => {
   it('has no tree for a single data block', () => {

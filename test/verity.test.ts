@@ -7,7 +7,7 @@ import { randomBytes, randomInt } from 'node:crypto';
 import { copyFile, open, readFile, stat, truncate, writeFile, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import { computeHashTree, verifyHashTree, verityLayout } from '../src/tiu/verity.ts';
-import { TiuError } from '../src/tiu/errors.ts';
+import { TiuError } from '../src/core/errors.ts';
 import { tempDir, testSystem } from './helpers/env.ts';
 
 const sys = testSystem();

@@ -4,8 +4,8 @@
  */
 import { execFileSync } from 'node:child_process';
 import type { TestProject } from 'vitest/node';
-import { createSystem } from '../src/tiu/system.ts';
-import { createLogger } from '../src/tiu/log.ts';
+import { createSystem } from '../src/core/system.ts';
+import { createLogger } from '../src/core/log.ts';
 import { ensureArtifacts, type Artifacts } from './lib/image.ts';
 import { bootMode, type BootMode } from './lib/bootmode.ts';
 import { NODE, REPO, RUN_DIR } from './lib/paths.ts';

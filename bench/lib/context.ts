@@ -1,6 +1,6 @@
 /** What every benchmark phase receives, and small helpers to record rows. */
 import { join } from 'node:path';
-import type { System } from '../../src/tiu/system.ts';
+import type { System } from '../../src/core/system.ts';
 import { medians, type Sample } from './stats.ts';
 import type { BenchReport, Row } from './types.ts';
 

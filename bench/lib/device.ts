@@ -8,7 +8,7 @@
  */
 import { mkdir, readFile, rm, statfs } from 'node:fs/promises';
 import { basename, join } from 'node:path';
-import type { System } from '../../src/tiu/system.ts';
+import type { System } from '../../src/core/system.ts';
 
 export interface Device extends AsyncDisposable {
   /** /dev/loopN */

@@ -3,7 +3,7 @@
  * independently of tiu's own reader) and a read-only loop mount of it.
  */
 import { mkdir, open } from 'node:fs/promises';
-import type { System } from '../../src/tiu/system.ts';
+import type { System } from '../../src/core/system.ts';
 
 /** Squashfs `bytes_used` (u64 LE at offset 40) rounded up to 4096 = tiu's verity data size. Pure. */
 export function dataSizeFromSuperblock(sb: Buffer): number {

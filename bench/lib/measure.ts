@@ -3,7 +3,7 @@
  * Side effects: runs the commands; writes GNU time's report to `reportFile`.
  */
 import { readFile } from 'node:fs/promises';
-import type { System } from '../../src/tiu/system.ts';
+import type { System } from '../../src/core/system.ts';
 import { parseTimeReport } from './timev.ts';
 import type { Sample } from './stats.ts';
 

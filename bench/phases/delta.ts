@@ -9,7 +9,7 @@
 import { mkdir, readdir, readFile, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { execa } from 'execa';
-import type { System } from '../../src/tiu/system.ts';
+import type { System } from '../../src/core/system.ts';
 import { generateDevKeys } from '../../src/tiu/sign/keygen.ts';
 import { installedDevice } from '../../test/helpers/device.ts';
 import { debianTree } from '../../test/helpers/archive.ts';

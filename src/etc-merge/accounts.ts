@@ -19,8 +19,8 @@
  * Files are handled as latin1 byte strings, so non-UTF-8 bytes (e.g. in GECOS) survive.
  * Malformed lines are rejected with an ETC_MERGE error naming the file and line.
  */
-import { TiuError } from '../tiu/errors.ts';
-import { displayPath } from '../tiu/fileindex/types.ts';
+import { TiuError } from '../core/errors.ts';
+import { displayPath } from '../core/fileindex/types.ts';
 
 export const ACCOUNT_FILES = ['group', 'gshadow', 'passwd', 'shadow', 'subgid', 'subuid'] as const;
 export type AccountFile = (typeof ACCOUNT_FILES)[number];

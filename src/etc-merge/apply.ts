@@ -11,16 +11,16 @@
 import { createHash } from 'node:crypto';
 import { createReadStream, constants } from 'node:fs';
 import { chmod, copyFile, lchown, lstat, mkdir, mkdtemp, open, rename, rm, symlink, writeFile } from 'node:fs/promises';
-import { TiuError, fromErrno } from '../tiu/errors.ts';
-import { SafeRoot } from '../tiu/safepath.ts';
+import { TiuError, fromErrno } from '../core/errors.ts';
+import { SafeRoot } from '../core/safepath.ts';
 import { explainEperm } from '../tiu/fsadvice.ts';
-import type { System } from '../tiu/system.ts';
-import { displayPath, pathBytes } from '../tiu/fileindex/types.ts';
+import type { System } from '../core/system.ts';
+import { displayPath, pathBytes } from '../core/fileindex/types.ts';
 import { parentOf, sameEntry, treeDigests } from './compare.ts';
 import { planEtcMerge } from './plan.ts';
 import { diffTrees, planReport, planResult } from './report.ts';
 import { absPath, dirContents, scanEtc } from './scan.ts';
-import { setXattrsInProcess, xattrBinding } from '../tiu/fileindex/xattrs.ts';
+import { setXattrsInProcess, xattrBinding } from '../core/fileindex/xattrs.ts';
 import type { EtcChange, EtcEntry, EtcMergeReport, EtcPlan, EtcTree } from './types.ts';
 
 export interface ApplyDirs {

@@ -7,8 +7,8 @@
  */
 import { createHash } from 'node:crypto';
 import type { EtcEntry, EtcChange, MetaField, EtcTree } from './types.ts';
-import { comparePaths } from '../tiu/fileindex/types.ts';
-import { metaDiff as indexMetaDiff, sameContent } from '../tiu/fileindex/compare.ts';
+import { comparePaths } from '../core/fileindex/types.ts';
+import { metaDiff as indexMetaDiff, sameContent } from '../core/fileindex/compare.ts';
 
 /** Same type and same content (metadata aside). Both undefined counts as equal. */
 export function contentEqual(a: EtcEntry | undefined, b: EtcEntry | undefined): boolean {

@@ -18,8 +18,8 @@
  * Nothing the device changed is dropped without a conflict record.
  */
 import { createHash } from 'node:crypto';
-import { TiuError } from '../tiu/errors.ts';
-import { comparePaths, displayPath } from '../tiu/fileindex/types.ts';
+import { TiuError } from '../core/errors.ts';
+import { comparePaths, displayPath } from '../core/fileindex/types.ts';
 import { contentEqual, metaDiff, parentOf, sameEntry } from './compare.ts';
 import { isText, mergeText } from './textmerge.ts';
 import { ACCOUNT_FILES, mergeAccounts, type AccountFile, type AccountInput } from './accounts.ts';

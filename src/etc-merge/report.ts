@@ -2,7 +2,7 @@
  * Views of a plan, all pure: the report (what happened, JSON), the `--dry-run` text, the tree the
  * plan produces (for verification), and the local changes of an /etc (`tiu etc diff`).
  */
-import { comparePaths, displayPath } from '../tiu/fileindex/types.ts';
+import { comparePaths, displayPath } from '../core/fileindex/types.ts';
 import { entryDiff, isBelow, sameEntry } from './compare.ts';
 import type { EtcAction, EtcChange, EtcEntry, EtcMergeReport, EtcPlan, EtcTree } from './types.ts';
 

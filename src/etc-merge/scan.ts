@@ -1,6 +1,6 @@
 /**
  * A small scanner for etc trees: it produces the same {@link IndexEntry}s as the image scanner
- * (src/tiu/fileindex), minus hardlink detection, and reads xattrs only when given `sys`.
+ * (src/core/fileindex), minus hardlink detection, and reads xattrs only when given `sys`.
  *
  * Reads names as bytes (`readdir` with `encoding: 'buffer'`), so any file name survives.
  * Hashes file contents streaming (bounded memory). Does not follow symlinks, does not detect
@@ -8,12 +8,12 @@
  * `getfattr -R` where the binding cannot load. Side effects: reads the tree; may run getfattr.
  */
 import { lstat, readdir, readFile, readlink } from 'node:fs/promises';
-import { TiuError, fromErrno } from '../tiu/errors.ts';
-import type { System } from '../tiu/system.ts';
-import { bytesToPath, comparePaths, pathBytes } from '../tiu/fileindex/types.ts';
-import { deviceNumbers, entryType } from '../tiu/fileindex/scan.ts';
-import { hashPath } from '../tiu/fileindex/hash.ts';
-import { listXattrs, parseGetfattrDump, xattrBinding } from '../tiu/fileindex/xattrs.ts';
+import { TiuError, fromErrno } from '../core/errors.ts';
+import type { System } from '../core/system.ts';
+import { bytesToPath, comparePaths, pathBytes } from '../core/fileindex/types.ts';
+import { deviceNumbers, entryType } from '../core/fileindex/scan.ts';
+import { hashPath } from '../core/fileindex/hash.ts';
+import { listXattrs, parseGetfattrDump, xattrBinding } from '../core/fileindex/xattrs.ts';
 import type { ContentSource, EtcEntry, EtcSide } from './types.ts';
 
 /** Absolute Buffer path of a byte-string path below `root` (`.` is the root itself). */

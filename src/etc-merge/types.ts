@@ -2,10 +2,10 @@
  * Data types of the /etc three-way merge: the scanned entries, the plan (what to do per path)
  * and the report (what was done, JSON-serializable).
  *
- * Paths are byte strings relative to the etc directory (see `src/tiu/fileindex/types.ts`):
+ * Paths are byte strings relative to the etc directory (see `src/core/fileindex/types.ts`):
  * raw name bytes decoded as latin1, no leading slash, `.` for the etc directory itself.
  */
-import type { IndexEntry } from '../tiu/fileindex/types.ts';
+import type { IndexEntry } from '../core/fileindex/types.ts';
 
 /**
  * One path of an etc tree. The shared index entry type: `mtime` is filled by the scanner but

@@ -3,9 +3,9 @@
  * in snapper's info.xml format (so `snapper list` shows them if snapper is installed later).
  */
 import { mkdir } from 'node:fs/promises';
-import { readBounded } from '../tiu/boundedread.ts';
+import { readBounded } from '../core/boundedread.ts';
 import { join } from 'node:path';
-import { TiuError } from '../tiu/errors.ts';
+import { TiuError } from '../core/errors.ts';
 import { createSubvolume, deleteSubvolume, setReadonly, snapshotSubvolume, trySubvolumeInfo } from './btrfs.ts';
 import { mergeUserdata, parseInfoXml, writeInfoXmlAtomic, MAX_INFO_XML_BYTES, type SnapshotInfo } from './infoxml.ts';
 import { removeSnapshotDir, snapshotDirOf, type CreateRequest, type MetadataBackend, type StoreContext } from './backend.ts';

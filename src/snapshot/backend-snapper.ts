@@ -6,7 +6,7 @@
  * tiu wants; snapper skips existing directories.
  */
 import { mkdir, rmdir } from 'node:fs/promises';
-import { TiuError } from '../tiu/errors.ts';
+import { TiuError } from '../core/errors.ts';
 import { btrfsBackend } from './backend-btrfs.ts';
 import { removeSnapshotDir, snapshotDirOf, type MetadataBackend } from './backend.ts';
 import type { SnapshotInfo } from './infoxml.ts';

@@ -5,8 +5,8 @@
  */
 import { readdir, rmdir, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
-import { TiuError } from '../tiu/errors.ts';
-import type { System } from '../tiu/system.ts';
+import { TiuError } from '../core/errors.ts';
+import type { System } from '../core/system.ts';
 import type { SnapshotInfo } from './infoxml.ts';
 
 /** What a backend needs to know about the root it works on. */

@@ -5,7 +5,7 @@
  * so a newer btrfs-progs that adds fields still parses. Every parser throws a TOOL_FAILED
  * {@link TiuError} naming the command when the output does not have the expected shape.
  */
-import { TiuError } from '../tiu/errors.ts';
+import { TiuError } from '../core/errors.ts';
 
 /** A subvolume as `btrfs subvolume show` describes it. */
 export interface SubvolumeInfo {

@@ -5,8 +5,8 @@
  * strict parsers of `btrfs-parse.ts`. Paths are host paths on a mounted btrfs.
  */
 import { lstat, readFile, statfs } from 'node:fs/promises';
-import { TiuError } from '../tiu/errors.ts';
-import type { System } from '../tiu/system.ts';
+import { TiuError } from '../core/errors.ts';
+import type { System } from '../core/system.ts';
 import {
   parseDuExclusive,
   parseFilesystemUuid,

@@ -11,8 +11,8 @@
  */
 import { XMLParser, XMLValidator } from 'fast-xml-parser';
 import { join } from 'node:path';
-import { TiuError } from '../tiu/errors.ts';
-import { writeFileAtomic } from '../tiu/atomic.ts';
+import { TiuError } from '../core/errors.ts';
+import { writeFileAtomic } from '../core/atomic.ts';
 
 export type SnapshotType = 'single' | 'pre' | 'post';
 

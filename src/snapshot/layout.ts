@@ -7,8 +7,8 @@
  */
 import { mkdir, readdir, stat } from 'node:fs/promises';
 import { join } from 'node:path';
-import { TiuError } from '../tiu/errors.ts';
-import type { System } from '../tiu/system.ts';
+import { TiuError } from '../core/errors.ts';
+import type { System } from '../core/system.ts';
 import { assertBtrfs, createSubvolume, listSubvolumes, setDefaultSubvolume, subvolumeInfo } from './btrfs.ts';
 import { writeInfoXmlAtomic } from './infoxml.ts';
 import { raiseHighWater } from './numbering.ts';

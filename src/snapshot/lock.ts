@@ -14,11 +14,11 @@ import { createHash } from 'node:crypto';
 import { constants as C } from 'node:fs';
 import { lstat, open, realpath, rm } from 'node:fs/promises';
 import { join } from 'node:path';
-import { TiuError, fromErrno } from '../tiu/errors.ts';
-import { processAlive, type System } from '../tiu/system.ts';
-import { readBounded } from '../tiu/boundedread.ts';
+import { TiuError, fromErrno } from '../core/errors.ts';
+import { processAlive, type System } from '../core/system.ts';
+import { readBounded } from '../core/boundedread.ts';
 import { ensurePrivateDir } from '../tiu/rundir.ts';
-import { readTiuEnv } from '../tiu/env.ts';
+import { readTiuEnv } from '../core/env.ts';
 
 /** Largest lock info file read (it holds one short JSON line). */
 const MAX_INFO_BYTES = 16 * 1024;

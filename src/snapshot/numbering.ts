@@ -5,9 +5,9 @@
  * make a bootloader entry, a health-check state or a log line point at a different system.
  */
 import { join } from 'node:path';
-import { readBounded } from '../tiu/boundedread.ts';
-import { TiuError } from '../tiu/errors.ts';
-import { writeFileAtomic } from '../tiu/atomic.ts';
+import { readBounded } from '../core/boundedread.ts';
+import { TiuError } from '../core/errors.ts';
+import { writeFileAtomic } from '../core/atomic.ts';
 
 /** Name of the high-water mark file inside the snapshots directory (snapper ignores non-numeric names). */
 export const HIGH_WATER_FILE = '.tiu-last-number';

@@ -4,8 +4,8 @@
  * {@link snapperCapabilities} and {@link runSnapper}.
  */
 import { z } from 'zod';
-import { TiuError } from '../tiu/errors.ts';
-import type { RunResult, System } from '../tiu/system.ts';
+import { TiuError } from '../core/errors.ts';
+import type { RunResult, System } from '../core/system.ts';
 import { parseSnapperDate, type SnapshotInfo } from './infoxml.ts';
 import { changing } from './btrfs.ts';
 

@@ -11,8 +11,8 @@
  */
 import { access, readdir, readFile, realpath, rmdir, stat } from 'node:fs/promises';
 import { join } from 'node:path';
-import { TiuError, fromErrno } from '../tiu/errors.ts';
-import { missingToolError, type System } from '../tiu/system.ts';
+import { TiuError, fromErrno } from '../core/errors.ts';
+import { missingToolError, type System } from '../core/system.ts';
 import { assertBtrfs, createSubvolume, deleteSubvolume, isSubvolumeRoot, snapshotSubvolume, subvolumeInfo, getDefaultSubvolume, listSubvolumes, setDefaultSubvolume, setReadonly, subvolumeChanges, trySubvolumeInfo, type Subvolume } from './btrfs.ts';
 import { assertXmlText, validateUserdata, type SnapshotInfo } from './infoxml.ts';
 import { mountAt, parseMountinfo, snapshotNumberOf } from './mountinfo.ts';

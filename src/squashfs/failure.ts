@@ -13,7 +13,7 @@
  *   Unrecognised xattr prefix system.posix_acl_access     (ACLs are dropped, exit 0)
  * With -exit-on-error (always passed) the first three pseudo messages end the run with exit 1.
  */
-import { TiuError } from '../tiu/errors.ts';
+import { TiuError } from '../core/errors.ts';
 
 export interface FailureContext {
   source: string;

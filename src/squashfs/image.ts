@@ -1,6 +1,6 @@
 /** Reading the superblock of an image file: a bounded 96-byte read, then the strict parser. */
 import { open } from 'node:fs/promises';
-import { fromErrno } from '../tiu/errors.ts';
+import { fromErrno } from '../core/errors.ts';
 import { readSuperblock, SUPERBLOCK_SIZE, type SquashfsSuperblock } from './superblock.ts';
 
 /**

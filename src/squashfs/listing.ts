@@ -12,8 +12,8 @@
  * Times: 4.5.1 prints `YYYY-MM-DD HH:MM` (minute precision, local time: the runner sets TZ=UTC);
  * 4.6 with `-full-precision` adds `:SS`.
  */
-import { TiuError } from '../tiu/errors.ts';
-import type { EntryType } from '../tiu/fileindex/types.ts';
+import { TiuError } from '../core/errors.ts';
+import type { EntryType } from '../core/fileindex/types.ts';
 
 export interface SquashfsListEntry {
   /** Byte-string path (latin1) relative to the image root; the root is `.`. */

@@ -12,8 +12,8 @@
 import { lstat, mkdtemp, rm, stat, unlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
-import { fromErrno, TiuError } from '../tiu/errors.ts';
-import type { System } from '../tiu/system.ts';
+import { fromErrno, TiuError } from '../core/errors.ts';
+import type { System } from '../core/system.ts';
 import { classifyMksquashfsFailure, droppedXattrPrefixes, ignoredPseudoWarnings } from './failure.ts';
 import { buildMksquashfsArgs, validateMksquashfsOptions, type MksquashfsOptions } from './options.ts';
 import { monotonicProgress, parseProgressLine } from './progress.ts';

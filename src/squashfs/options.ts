@@ -2,7 +2,7 @@
  * mksquashfs options: validation and argv building. Pure (no I/O), so every flag decision is
  * unit-tested; the runner in mksquashfs.ts only adds the temp pseudo-file path.
  */
-import { TiuError } from '../tiu/errors.ts';
+import { TiuError } from '../core/errors.ts';
 import type { PseudoDefinition } from './pseudo.ts';
 import type { SquashfsCompression } from './superblock.ts';
 import { atLeast, type SquashfsToolsVersion } from './version.ts';

@@ -20,7 +20,7 @@
  * a second definition for one path, and a modify of a missing path. We reject duplicates here;
  * the runner also checks the source tree and treats such warnings as errors.
  */
-import { TiuError } from '../tiu/errors.ts';
+import { TiuError } from '../core/errors.ts';
 
 interface Owned {
   /** Path inside the image as a byte string (latin1, one char per byte), relative to the root. */

@@ -11,7 +11,7 @@
  *   56 xattr_id_table_start u64 · 64 inode_table_start u64 · 72 directory_table_start u64 ·
  *   80 fragment_table_start u64 · 88 lookup_table_start (export) u64
  */
-import { TiuError } from '../tiu/errors.ts';
+import { TiuError } from '../core/errors.ts';
 
 export const SUPERBLOCK_SIZE = 96;
 /** 'hsqs' read as a little-endian u32. */

@@ -2,8 +2,8 @@
  * Detecting the installed squashfs-tools version, because flags differ between releases
  * (4.5.1 in Debian bookworm; 4.6 adds `-percentage` and unsquashfs `-full-precision`).
  */
-import { TiuError } from '../tiu/errors.ts';
-import type { System } from '../tiu/system.ts';
+import { TiuError } from '../core/errors.ts';
+import type { System } from '../core/system.ts';
 
 export interface SquashfsToolsVersion {
   major: number;

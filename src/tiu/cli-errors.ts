@@ -4,7 +4,7 @@
  * whether the command worked or not (docs/errors.md, docs/json.md). Pure formatting.
  */
 import { CommanderError } from 'commander';
-import { TiuError, ERROR_CODES, type ErrorCode } from './errors.ts';
+import { TiuError, ERROR_CODES, type ErrorCode } from '../core/errors.ts';
 
 /** The JSON shape of an error (docs/json.md). */
 export interface JsonError {

@@ -3,15 +3,15 @@
  * loaded lazily from src/tiu/commands/. All errors are mapped to exit codes here, in one place.
  */
 import { Command, CommanderError, Option } from 'commander';
-import { TiuError, toTiuError } from './errors.ts';
+import { TiuError, toTiuError } from '../core/errors.ts';
 import { errorJson, errorLine, fromCommanderError } from './cli-errors.ts';
-import { createLogger, writeStderr, type LogLevel } from './log.ts';
-import { createSystem } from './system.ts';
+import { createLogger, writeStderr, type LogLevel } from '../core/log.ts';
+import { createSystem } from '../core/system.ts';
 import { loadConfig } from './config.ts';
 import type { Context } from './context.ts';
 import { TIU_VERSION } from './version.ts';
 import { installGuard, internalErrorLine, testHook } from './guard.ts';
-import { readTiuEnv } from './env.ts';
+import { readTiuEnv } from '../core/env.ts';
 
 interface GlobalOptions {
   debug?: boolean;

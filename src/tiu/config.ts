@@ -7,11 +7,11 @@
 import { readFile, readdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { parse } from 'ini';
-import { parseSize } from './size.ts';
-import { TiuError } from './errors.ts';
+import { parseSize } from '../core/size.ts';
+import { TiuError } from '../core/errors.ts';
 import { BOOTLOADER_SETTINGS, type BootloaderSetting } from './boot/detect.ts';
 import { SNAPPER_MODES, type SnapperMode } from '../snapshot/store.ts';
-import { readTiuEnv } from './env.ts';
+import { readTiuEnv } from '../core/env.ts';
 
 export interface Config {
   /** PEM file with the trusted CA certificates. */

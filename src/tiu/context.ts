@@ -1,8 +1,8 @@
 /** What every command receives: the system seam, the logger, the configuration, output. */
 import type { Config } from './config.ts';
-import type { Logger } from './log.ts';
-import type { System } from './system.ts';
-import type { TiuEnv } from './env.ts';
+import type { Logger } from '../core/log.ts';
+import type { System } from '../core/system.ts';
+import type { TiuEnv } from '../core/env.ts';
 
 export interface Context {
   sys: System;

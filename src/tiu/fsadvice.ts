@@ -4,9 +4,9 @@
  * filesystem with free space means btrfs cannot store an attribute that large.
  */
 import { statfs } from 'node:fs/promises';
-import { TiuError } from './errors.ts';
-import type { System } from './system.ts';
-import { displayPath } from './fileindex/types.ts';
+import { TiuError } from '../core/errors.ts';
+import type { System } from '../core/system.ts';
+import { displayPath } from '../core/fileindex/types.ts';
 
 /** The `lsattr -d` flags of a path, or undefined (no lsattr, not supported). */
 async function lsattrFlags(sys: System, path: string): Promise<string | undefined> {

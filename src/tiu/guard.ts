@@ -11,8 +11,8 @@
  * they run the cleanups too and end tiu with INTERRUPTED: a Ctrl-C while an archive is mounted
  * leaves no mount and no loop device.
  */
-import { TiuError, toTiuError } from './errors.ts';
-import { readTiuEnv } from './env.ts';
+import { TiuError, toTiuError } from '../core/errors.ts';
+import { readTiuEnv } from '../core/env.ts';
 
 type Cleanup = () => Promise<void>;
 const cleanups = new Set<Cleanup>();

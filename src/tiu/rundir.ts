@@ -4,7 +4,7 @@
  * a symlink in them that tiu would then write through.
  */
 import { lstat, mkdir } from 'node:fs/promises';
-import { TiuError, fromErrno } from './errors.ts';
+import { TiuError, fromErrno } from '../core/errors.ts';
 
 /** Makes `dir` (and missing parents) with `mode`, then checks it (see the module comment). */
 export async function ensurePrivateDir(dir: string, mode = 0o755): Promise<void> {

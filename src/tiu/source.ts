@@ -3,7 +3,7 @@
  * local archive file. Pure; rejects other URL schemes before anything is fetched or opened, so
  * `ftp://…` is not reported as a missing file.
  */
-import { TiuError } from './errors.ts';
+import { TiuError } from '../core/errors.ts';
 
 export type Source = { kind: 'url'; url: string } | { kind: 'file'; path: string };
 

@@ -4,7 +4,7 @@
  * build a small tree holding every file type, take an archive apart and put it back together,
  * and describe a tree (walk + getfattr) so that a source tree and a mounted image can be compared.
  *
- * Paths of trees are byte strings (latin1, one char per byte) as in src/tiu/fileindex/types.ts,
+ * Paths of trees are byte strings (latin1, one char per byte) as in src/core/fileindex/types.ts,
  * so names that are not UTF-8 survive; fs calls get `Buffer.from(p, 'latin1')`.
  */
 import { execFileSync } from 'node:child_process';
@@ -15,7 +15,7 @@ import { join } from 'node:path';
 import { tmpdir } from 'node:os';
 import { execa } from 'execa';
 import { expect } from 'vitest';
-import { ERROR_CODES, type ErrorCode } from '../../src/tiu/errors.ts';
+import { ERROR_CODES, type ErrorCode } from '../../src/core/errors.ts';
 import { encodeTrailer, locateSignature, TRAILER_SIZE } from '../../src/tiu/archive/layout.ts';
 import { parseManifest, type Manifest } from '../../src/tiu/archive/manifest.ts';
 

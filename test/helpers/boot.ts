@@ -5,7 +5,7 @@
 import { chmod, copyFile, mkdir, symlink, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { execa } from 'execa';
-import type { System } from '../../src/tiu/system.ts';
+import type { System } from '../../src/core/system.ts';
 import { makeArchives, type ArchiveSet } from './device.ts';
 
 /** A root tree with /bin/sh (the host's dash and its libraries) and usrmerge symlinks. */

@@ -13,7 +13,7 @@ import { mkdtemp, open, readFile, rm, mkdir, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import type { System } from '../../src/tiu/system.ts';
+import type { System } from '../../src/core/system.ts';
 import { filesystemUuid } from '../../src/snapshot/btrfs.ts';
 import { createInitialSnapshot, createLayout, mountSystem } from '../../src/snapshot/layout.ts';
 import { mountAt, mountsBelow, parseMountinfo } from '../../src/snapshot/mountinfo.ts';

@@ -6,7 +6,7 @@
 import { chmod, chown, link, mkdir, rm, symlink, utimes, writeFile, lutimes, lchown } from 'node:fs/promises';
 import { join } from 'node:path';
 import { execa } from 'execa';
-import type { System } from '../../src/tiu/system.ts';
+import type { System } from '../../src/core/system.ts';
 import { createArchive } from '../../src/tiu/archive/create.ts';
 import { generateDevKeys, type DevKeys } from '../../src/tiu/sign/keygen.ts';
 import { install } from '../../src/tiu/device/install.ts';
@@ -15,8 +15,8 @@ import { makeLoopBtrfs, type LoopBtrfs } from './btrfs.ts';
 import { readFile } from 'node:fs/promises';
 import { DEFAULT_EXCLUDES } from '../../src/tiu/config.ts';
 import { expect } from 'vitest';
-import { scanTreeToArray } from '../../src/tiu/fileindex/scan.ts';
-import { displayPath, type IndexEntry } from '../../src/tiu/fileindex/types.ts';
+import { scanTreeToArray } from '../../src/core/fileindex/scan.ts';
+import { displayPath, type IndexEntry } from '../../src/core/fileindex/types.ts';
 import { protectedMatcher } from '../../src/tiu/device/paths.ts';
 
 export const TIU = join(import.meta.dirname, '../../bin/tiu.js');

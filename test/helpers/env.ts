@@ -2,8 +2,8 @@
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { createSystem, type System } from '../../src/tiu/system.ts';
-import { createLogger } from '../../src/tiu/log.ts';
+import { createSystem, type System } from '../../src/core/system.ts';
+import { createLogger } from '../../src/core/log.ts';
 
 export function testSystem(): System {
   return createSystem(createLogger(process.env.TIU_TEST_DEBUG ? 'debug' : 'warn'));

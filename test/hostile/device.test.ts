@@ -16,7 +16,7 @@ import { cli, installedDevice, type InstalledDevice } from '../helpers/device.ts
 import { createArchive } from '../../src/tiu/archive/create.ts';
 import { generateDevKeys, type DevKeys } from '../../src/tiu/sign/keygen.ts';
 import { DEFAULT_EXCLUDES } from '../../src/tiu/config.ts';
-import { ERROR_CODES, type ErrorCode } from '../../src/tiu/errors.ts';
+import { ERROR_CODES, type ErrorCode } from '../../src/core/errors.ts';
 import { getDefaultSubvolume } from '../../src/snapshot/btrfs.ts';
 import { lockFileFor } from '../../src/snapshot/lock.ts';
 import { MANIFEST_COPY_PATH } from '../../src/tiu/device/paths.ts';

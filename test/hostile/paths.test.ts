@@ -11,12 +11,12 @@ import { mkdir, mkdtemp, readFile, rm, symlink, writeFile, truncate } from 'node
 import { tmpdir } from 'node:os';
 import { testSystem } from '../helpers/env.ts';
 import { describeTree } from '../helpers/archive.ts';
-import { SafeRoot, pathComponents } from '../../src/tiu/safepath.ts';
-import { readBounded } from '../../src/tiu/boundedread.ts';
+import { SafeRoot, pathComponents } from '../../src/core/safepath.ts';
+import { readBounded } from '../../src/core/boundedread.ts';
 import { executePlan } from '../../src/tiu/apply/execute.ts';
 import type { ApplyPlan } from '../../src/tiu/apply/plan.ts';
-import type { IndexEntry } from '../../src/tiu/fileindex/types.ts';
-import { TiuError } from '../../src/tiu/errors.ts';
+import type { IndexEntry } from '../../src/core/fileindex/types.ts';
+import { TiuError } from '../../src/core/errors.ts';
 import { checkDowngrade } from '../../src/tiu/device/downgrade.ts';
 import { ensurePrivateDir } from '../../src/tiu/rundir.ts';
 import { readInfoFile } from '../../src/snapshot/backend-btrfs.ts';
@@ -24,7 +24,7 @@ import { recordImage } from '../../src/tiu/device/extract.ts';
 import { snapshotVendorEtc } from '../../src/tiu/device/etc.ts';
 import { prepareBoot } from '../../src/tiu/device/boot.ts';
 import type { Manifest } from '../../src/tiu/archive/manifest.ts';
-import { parseIndexLine } from '../../src/tiu/fileindex/format.ts';
+import { parseIndexLine } from '../../src/core/fileindex/format.ts';
 
 const sys = testSystem();
 let work: string;

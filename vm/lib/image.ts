@@ -15,7 +15,7 @@ import { createHash } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { mkdir, readdir, readFile, rename, rm, stat, symlink, writeFile, open } from 'node:fs/promises';
 import { join, relative } from 'node:path';
-import type { System } from '../../src/tiu/system.ts';
+import type { System } from '../../src/core/system.ts';
 import { CACHE_DIR, COMPATIBLE, IMAGE_DIR, NODE, REPO, RUN_DIR } from './paths.ts';
 import type { BootMode } from './bootmode.ts';
 import { createVm } from './qemu.ts';

@@ -7,7 +7,7 @@
 import { appendFileSync, copyFileSync, mkdirSync, writeFileSync } from 'node:fs';
 import { StringDecoder } from 'node:string_decoder';
 import { setTimeout as sleep } from 'node:timers/promises';
-import type { System } from '../../src/tiu/system.ts';
+import type { System } from '../../src/core/system.ts';
 import { findResult, probeAnswered, probeCommand, wrapCommand } from './console.ts';
 import { LOG_DIR, OVMF_CODE, OVMF_VARS } from './paths.ts';
 

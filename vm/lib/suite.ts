@@ -6,8 +6,8 @@
  * vm/logs/<variant>-<scenario>.log.
  */
 import { afterAll, beforeAll, describe, expect, inject, it, onTestFailed } from 'vitest';
-import { createSystem } from '../../src/tiu/system.ts';
-import { createLogger } from '../../src/tiu/log.ts';
+import { createSystem } from '../../src/core/system.ts';
+import { createLogger } from '../../src/core/log.ts';
 import { countBoots, createVm, type Vm } from './qemu.ts';
 import { RUN_DIR, REPO } from './paths.ts';
 import { ARCHIVES, RELEASES, type Variant } from './image.ts';

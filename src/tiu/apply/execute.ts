@@ -13,13 +13,13 @@ import { chmod, lchown, lutimes, link, lstat, mkdir, open, readdir, rename, rmdi
 import { createHash } from 'node:crypto';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { TiuError, fromErrno } from '../errors.ts';
-import { SafeRoot, pathComponents } from '../safepath.ts';
+import { TiuError, fromErrno } from '../../core/errors.ts';
+import { SafeRoot, pathComponents } from '../../core/safepath.ts';
 import { explainEperm, explainXattrNoSpace } from '../fsadvice.ts';
-import type { System } from '../system.ts';
-import { displayPath, pathBytes, type IndexEntry } from '../fileindex/types.ts';
+import type { System } from '../../core/system.ts';
+import { displayPath, pathBytes, type IndexEntry } from '../../core/fileindex/types.ts';
 import type { ApplyPlan } from './plan.ts';
-import { setXattrsInProcess } from '../fileindex/xattrs.ts';
+import { setXattrsInProcess } from '../../core/fileindex/xattrs.ts';
 
 /**
  * Where file content comes from (the seam a delta plugs into): chunks of a file's new content.
@@ -414,6 +414,6 @@ function largestXattr(entries: readonly IndexEntry[]): { path: string; name: str
 
 /** Reads xattrs of the given paths (names -> base64 values). */
 export async function readXattrs(sys: System, root: string, paths: string[]): Promise<Map<string, Record<string, string>>> {
-  const { listXattrs } = await import('../fileindex/xattrs.ts');
+  const { listXattrs } = await import('../../core/fileindex/xattrs.ts');
   return listXattrs(sys, root, paths);
 }

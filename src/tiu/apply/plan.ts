@@ -9,8 +9,8 @@
  * metadata-only differences produce `meta` actions (no content rewritten); removed paths are
  * removed; everything else is written fresh from the image.
  */
-import { comparePaths, type IndexEntry } from '../fileindex/types.ts';
-import { metaDiff as indexMetaDiff, sameContent, type MetaField } from '../fileindex/compare.ts';
+import { comparePaths, type IndexEntry } from '../../core/fileindex/types.ts';
+import { metaDiff as indexMetaDiff, sameContent, type MetaField } from '../../core/fileindex/compare.ts';
 
 export type { MetaField };
 

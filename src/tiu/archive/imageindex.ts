@@ -5,11 +5,11 @@
  */
 import { lstat, utimes, chown, chmod } from 'node:fs/promises';
 import { join } from 'node:path';
-import { TiuError } from '../errors.ts';
-import type { System } from '../system.ts';
-import { comparePaths, INDEX_PATH, type IndexEntry } from '../fileindex/types.ts';
-import { scanTree } from '../fileindex/scan.ts';
-import { writeIndex } from '../fileindex/io.ts';
+import { TiuError } from '../../core/errors.ts';
+import type { System } from '../../core/system.ts';
+import { comparePaths, INDEX_PATH, type IndexEntry } from '../../core/fileindex/types.ts';
+import { scanTree } from '../../core/fileindex/scan.ts';
+import { writeIndex } from '../../core/fileindex/io.ts';
 import type { PseudoDefinition } from '../../squashfs/pseudo.ts';
 import { TIU_STATE_DIR, VENDOR_ETC_DIR } from '../device/paths.ts';
 

@@ -6,7 +6,7 @@
  *   [sigOffset, sigOffset+sigSize)   CMS SignedData (DER) with the manifest embedded
  *   [fileSize-8, fileSize)           sigSize as unsigned 64-bit big-endian
  */
-import { TiuError } from '../errors.ts';
+import { TiuError } from '../../core/errors.ts';
 import { readSuperblock, SUPERBLOCK_SIZE } from '../../squashfs/superblock.ts';
 import { verityLayout } from '../verity/layout.ts';
 

@@ -4,7 +4,7 @@
  * parsed strictly (bounded sizes, no unknown keys) so a signing mistake cannot confuse a reader.
  */
 import { z } from 'zod';
-import { TiuError } from '../errors.ts';
+import { TiuError } from '../../core/errors.ts';
 
 export const MANIFEST_FORMAT = 'tiu-archive';
 export const MANIFEST_VERSION = 1;

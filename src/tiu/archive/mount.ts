@@ -13,11 +13,11 @@
 import { access, mkdir, readdir, readFile, rm, rmdir } from 'node:fs/promises';
 import { ensurePrivateDir } from '../rundir.ts';
 import { randomBytes } from 'node:crypto';
-import { TiuError } from '../errors.ts';
-import { processAlive, type System } from '../system.ts';
+import { TiuError } from '../../core/errors.ts';
+import { processAlive, type System } from '../../core/system.ts';
 import { guardDisposable, testPause } from '../guard.ts';
 import type { OpenedArchive } from './open.ts';
-import { readTiuEnv } from '../env.ts';
+import { readTiuEnv } from '../../core/env.ts';
 
 export interface MountedImage extends AsyncDisposable {
   /** Where the image's root tree is visible (read-only). */

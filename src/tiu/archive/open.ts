@@ -7,7 +7,7 @@
  */
 import { open, type FileHandle } from 'node:fs/promises';
 import { constants } from 'node:fs';
-import { TiuError, fromErrno } from '../errors.ts';
+import { TiuError, fromErrno } from '../../core/errors.ts';
 import { checkTruncated, locateSignature, TRAILER_SIZE } from './layout.ts';
 import { SUPERBLOCK_SIZE } from '../../squashfs/superblock.ts';
 import { checkCompatible, checkLayout, parseManifest, type Manifest } from './manifest.ts';

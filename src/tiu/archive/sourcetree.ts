@@ -6,9 +6,9 @@ import { lstat, mkdtemp, open, readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { tmpdir } from 'node:os';
 import { parse } from 'ini';
-import { TiuError, fromErrno } from '../errors.ts';
-import { resolveInTree } from '../treepath.ts';
-import type { System } from '../system.ts';
+import { TiuError, fromErrno } from '../../core/errors.ts';
+import { resolveInTree } from '../../core/treepath.ts';
+import type { System } from '../../core/system.ts';
 
 export interface SourceTree extends AsyncDisposable {
   dir: string;

@@ -1,6 +1,6 @@
 /** Loading the keyring a command trusts (--keyring over the configured one). */
 import { readFile } from 'node:fs/promises';
-import { TiuError } from '../errors.ts';
+import { TiuError } from '../../core/errors.ts';
 import type { Config } from '../config.ts';
 
 export async function loadKeyring(config: Config, override?: string): Promise<string> {

@@ -2,8 +2,8 @@
  * Opening the bootloader backend of a root, and describing snapshots for it.
  */
 import { join, relative } from 'node:path';
-import type { System } from '../system.ts';
-import { TiuError } from '../errors.ts';
+import type { System } from '../../core/system.ts';
+import { TiuError } from '../../core/errors.ts';
 import { filesystemUuid, trySubvolumeInfo } from '../../snapshot/btrfs.ts';
 import { snapshotDir } from '../device/paths.ts';
 import type { BootBackend, SnapshotBoot } from './types.ts';

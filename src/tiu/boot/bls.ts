@@ -14,7 +14,7 @@
  * default boots; when its tries run out, the fallback; the snapshot number orders the rest.
  * (Old systemd-boot sorted the other way round and took the last match: the same winner.)
  */
-import { TiuError } from '../errors.ts';
+import { TiuError } from '../../core/errors.ts';
 
 export const ENTRY_PREFIX = 'tiu-';
 /** The loader.conf `default` pattern: every tiu entry; ranks decide (see above). */

@@ -11,8 +11,8 @@
  */
 import { lstat, mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
-import type { RunOptions, RunResult, System } from '../system.ts';
-import { TiuError } from '../errors.ts';
+import type { RunOptions, RunResult, System } from '../../core/system.ts';
+import { TiuError } from '../../core/errors.ts';
 
 /**
  * `sh -c SCRIPT -- <snapshot dir> <command> [args...]`. `set -e`: any failing mount aborts before

@@ -7,7 +7,7 @@
  */
 import { lstat, readdir, readFile, realpath } from 'node:fs/promises';
 import { join } from 'node:path';
-import { TiuError } from '../errors.ts';
+import { TiuError } from '../../core/errors.ts';
 import { mountAt, parseMountinfo } from '../../snapshot/mountinfo.ts';
 import type { BootloaderKind } from './types.ts';
 

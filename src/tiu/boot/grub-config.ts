@@ -20,7 +20,7 @@
  * GRUB can only write grubenv on a filesystem without checksums or COW (FAT, ext4), never on
  * btrfs: with GRUB's directory on btrfs, the selector does not count (tiu_env_writable=0).
  */
-import { TiuError } from '../errors.ts';
+import { TiuError } from '../../core/errors.ts';
 
 export const GRUB_TRIES = 3;
 export const SELECTOR_MARK = '# tiu-selector';

@@ -10,12 +10,12 @@
  */
 import { mkdir, readFile, statfs } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
-import type { System } from '../system.ts';
-import { TiuError, fromErrno } from '../errors.ts';
+import type { System } from '../../core/system.ts';
+import { TiuError, fromErrno } from '../../core/errors.ts';
 import type { BootBackend, BootEntryInfo, BootTry, SnapshotBoot } from './types.ts';
 import { GRUB_TRIES, parseSnapshotsCfg, renderSelector, renderSnapshotsCfg, unpinGrubCfg, type GrubEntry } from './grub-config.ts';
 import { parseGrubenv, serializeGrubenv, updateGrubenv, GRUBENV_SIGNATURE } from './grubenv.ts';
-import { writeFileAtomic } from '../atomic.ts';
+import { writeFileAtomic } from '../../core/atomic.ts';
 import { runInSnapshot } from './chroot.ts';
 import { hasTool } from './initrd.ts';
 

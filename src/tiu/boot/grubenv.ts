@@ -7,7 +7,7 @@
  * value is escaped with a backslash; lines starting with `#` are comments; the rest is padded
  * with `#`. GRUB rewrites the block in place (it cannot grow a file), so the size never changes.
  */
-import { TiuError } from '../errors.ts';
+import { TiuError } from '../../core/errors.ts';
 
 export const GRUBENV_SIZE = 1024;
 export const GRUBENV_SIGNATURE = '# GRUB Environment Block\n';

@@ -7,14 +7,14 @@
  */
 import { access, constants, lstat, mkdir, readdir, readFile, realpath, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
-import type { System } from '../system.ts';
+import type { System } from '../../core/system.ts';
 import { isReadonly } from '../../snapshot/btrfs.ts';
 import { mountAt, parseMountinfo } from '../../snapshot/mountinfo.ts';
 import type { Device } from '../device/open.ts';
 import { UD } from '../device/paths.ts';
 import { decideHealth, parseHealthState, renderHealthState, STATE_PATH, type CheckResult, type HealthDecision, type HealthState } from './health.ts';
 import { syncBoot, type SyncResult } from './sync.ts';
-import { writeFileAtomic } from '../atomic.ts';
+import { writeFileAtomic } from '../../core/atomic.ts';
 
 /** Plugin directories, relative to the root; a name in /etc replaces the same name in /usr/lib. */
 export const PLUGIN_DIRS = ['usr/lib/tiu/health.d', 'etc/tiu/health.d'] as const;

@@ -16,7 +16,7 @@
  *    (the default did not even reach the health check), the default is marked bad and the booted
  *    snapshot becomes the default.
  */
-import { TiuError } from '../errors.ts';
+import { TiuError } from '../../core/errors.ts';
 import { rollbackTarget, health, type SnapshotFacts } from '../device/policy.ts';
 import { UD } from '../device/paths.ts';
 import type { BootTry } from './types.ts';

@@ -5,8 +5,8 @@
  */
 import { lstat } from 'node:fs/promises';
 import { join, relative } from 'node:path';
-import type { System } from '../system.ts';
-import { TiuError, withContext } from '../errors.ts';
+import type { System } from '../../core/system.ts';
+import { TiuError, withContext } from '../../core/errors.ts';
 import { findInitrd, findKernels, resolveInside } from './kernels.ts';
 import { runInSnapshot } from './chroot.ts';
 

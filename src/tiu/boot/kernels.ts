@@ -4,7 +4,7 @@
  * wherever dracut or the distribution put it. The version comparison and the choice of files are
  * pure; the directory reads are a thin layer.
  */
-import { resolveInTree } from '../treepath.ts';
+import { resolveInTree } from '../../core/treepath.ts';
 import { lstat, readdir, readFile, stat } from 'node:fs/promises';
 
 export interface KernelFile {

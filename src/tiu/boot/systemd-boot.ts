@@ -9,11 +9,11 @@
  */
 import { readdir, readFile, rm, stat, writeFile, access } from 'node:fs/promises';
 import { join } from 'node:path';
-import type { System } from '../system.ts';
-import { TiuError, fromErrno } from '../errors.ts';
+import type { System } from '../../core/system.ts';
+import { TiuError, fromErrno } from '../../core/errors.ts';
 import type { BootBackend, BootEntryInfo, BootTry, SnapshotBoot } from './types.ts';
 import { DEFAULT_PATTERN, DEFAULT_TRIES, LOADER_GUID, SORT_KEY, encodeEfiString, entryFileName, isBad, parseEntry, parseEntryName, rankOf, rankVersion, renderEntry, setLoaderDefault, withVersion, type Rank } from './bls.ts';
-import { copyFileAtomic, renameDurable, writeFileAtomic } from '../atomic.ts';
+import { copyFileAtomic, renameDurable, writeFileAtomic } from '../../core/atomic.ts';
 
 export interface SystemdBootOptions {
   /** Mount point of the ESP. */

@@ -1,6 +1,6 @@
 /** `tiu channel` (show) and `tiu channel set NAME`: the channel is chosen explicitly and recorded. */
 import type { Context } from '../context.ts';
-import { TiuError } from '../errors.ts';
+import { TiuError } from '../../core/errors.ts';
 import { effectiveChannel, readChannelState, writeChannelState } from '../repo/device.ts';
 
 export async function run(ctx: Context, action: string | undefined, name: string | undefined, o: { root: string; json?: boolean }): Promise<number> {

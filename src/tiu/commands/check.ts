@@ -4,7 +4,7 @@
  * archive is against what is installed.
  */
 import type { Context } from '../context.ts';
-import { TiuError } from '../errors.ts';
+import { TiuError } from '../../core/errors.ts';
 import { compareVersions } from '../archive/version-order.ts';
 import { checkRepository, installedImage } from '../repo/device.ts';
 import { checkJson, checkLines } from '../repo/report.ts';

@@ -1,6 +1,6 @@
 /** `tiu cleanup`: delete old snapshots (number algorithm) and leftovers of interrupted runs. */
 import type { Context } from '../context.ts';
-import { TiuError } from '../errors.ts';
+import { TiuError } from '../../core/errors.ts';
 import { openDevice } from '../device/open.ts';
 import { planCleanup } from '../device/policy.ts';
 import { cleanupInterrupted, deleteSnapshot } from '../device/transaction.ts';

@@ -1,6 +1,6 @@
 /** `tiu create`: see src/tiu/archive/create.ts. */
 import type { Context } from '../context.ts';
-import { TiuError } from '../errors.ts';
+import { TiuError } from '../../core/errors.ts';
 import { createArchive, readPem } from '../archive/create.ts';
 import { createProgress } from '../progress.ts';
 

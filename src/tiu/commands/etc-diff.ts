@@ -1,8 +1,8 @@
 /** `tiu etc diff`: this system's /etc against the vendor /etc of its image. */
 import type { Context } from '../context.ts';
-import { TiuError } from '../errors.ts';
+import { TiuError } from '../../core/errors.ts';
 import { etcDiff } from '../../etc-merge/apply.ts';
-import { displayPath } from '../fileindex/types.ts';
+import { displayPath } from '../../core/fileindex/types.ts';
 import { VENDOR_ETC_DIR } from '../device/paths.ts';
 import { stat } from 'node:fs/promises';
 

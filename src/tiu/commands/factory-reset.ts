@@ -5,7 +5,7 @@
  */
 import { createInterface } from 'node:readline/promises';
 import type { Context } from '../context.ts';
-import { TiuError } from '../errors.ts';
+import { TiuError } from '../../core/errors.ts';
 import { factoryReset } from '../device/factory-reset.ts';
 import { openDevice } from '../device/open.ts';
 

@@ -6,7 +6,7 @@
  */
 import { readFile } from 'node:fs/promises';
 import type { Context } from '../context.ts';
-import { TiuError } from '../errors.ts';
+import { TiuError } from '../../core/errors.ts';
 import { rebootAllowedByCmdline } from '../boot/health.ts';
 import { runHealthCheck } from '../boot/health-run.ts';
 import { syncBoot } from '../boot/sync.ts';

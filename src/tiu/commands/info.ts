@@ -2,7 +2,7 @@
 import type { Context } from '../context.ts';
 import { openArchive } from '../archive/open.ts';
 import { loadKeyring } from '../archive/trust.ts';
-import { TiuError, toTiuError } from '../errors.ts';
+import { TiuError, toTiuError } from '../../core/errors.ts';
 
 export async function run(ctx: Context, file: string, o: { keyring?: string; json?: boolean; verifyData?: boolean }): Promise<number> {
   const keyringPem = await loadKeyring(ctx.config, o.keyring);

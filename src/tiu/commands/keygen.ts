@@ -1,7 +1,7 @@
 /** `tiu keygen`: a development CA and signing certificate, so a new user needs no openssl. */
 import { mkdir } from 'node:fs/promises';
 import type { Context } from '../context.ts';
-import { TiuError } from '../errors.ts';
+import { TiuError } from '../../core/errors.ts';
 import { generateDevKeys } from '../sign/keygen.ts';
 
 export async function run(ctx: Context, o: { out: string; cn: string; days: string; intermediate?: boolean }): Promise<number> {

@@ -2,7 +2,7 @@
 import type { Context } from '../context.ts';
 import { openDevice, parseSnapshotNumber } from '../device/open.ts';
 import { UD } from '../device/paths.ts';
-import { TiuError } from '../errors.ts';
+import { TiuError } from '../../core/errors.ts';
 
 export function run(ctx: Context, n: string, o: { root: string; json?: boolean }): Promise<number> {
   return setPinned(ctx, n, o, true);

@@ -5,7 +5,7 @@ import { loadKeyring } from '../archive/trust.ts';
 import { publish } from '../repo/ops.ts';
 import { publishDeltas, DEFAULT_DELTAS } from '../repo/deltas.ts';
 import { readPem } from '../archive/create.ts';
-import { TiuError } from '../errors.ts';
+import { TiuError } from '../../core/errors.ts';
 import { keysDirOf, percent } from '../repo/cli-util.ts';
 
 export async function run(ctx: Context, archive: string, o: { repo: string; keys?: string; channel: string; phased?: string; keyring?: string; json?: boolean; deltas?: string; key?: string; cert?: string; chain?: string }): Promise<number> {

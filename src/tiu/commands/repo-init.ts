@@ -1,6 +1,6 @@
 /** `tiu repo init <dir>`: keys (in a separate directory) and the first signed metadata. */
 import type { Context } from '../context.ts';
-import { TiuError } from '../errors.ts';
+import { TiuError } from '../../core/errors.ts';
 import { init } from '../repo/ops.ts';
 import { keysDirOf } from '../repo/cli-util.ts';
 

@@ -1,6 +1,6 @@
 /** `tiu repo rotate-key <role>`: new key, new root version signed by the old root key. */
 import type { Context } from '../context.ts';
-import { TiuError } from '../errors.ts';
+import { TiuError } from '../../core/errors.ts';
 import { rotateKey } from '../repo/ops.ts';
 import { ROLES, type Role } from '../repo/keys.ts';
 import { keysDirOf } from '../repo/cli-util.ts';

@@ -1,5 +1,5 @@
 /** `tiu status`: the snapshots with version, booted, default, in progress, health, pinned. */
-import { readBounded } from '../boundedread.ts';
+import { readBounded } from '../../core/boundedread.ts';
 import type { Context } from '../context.ts';
 import { openDevice } from '../device/open.ts';
 import { statusRows } from '../device/policy.ts';

@@ -3,11 +3,11 @@ import { stat, unlink } from 'node:fs/promises';
 import { resolve } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Context } from '../context.ts';
-import { TiuError } from '../errors.ts';
+import { TiuError } from '../../core/errors.ts';
 import { downloadChecked, writeMeta } from '../device/download.ts';
 import { createProgress } from '../progress.ts';
 import { runExtract, report } from './extract.ts';
-import { parseSize } from '../size.ts';
+import { parseSize } from '../../core/size.ts';
 import { parseSource } from '../source.ts';
 import { appliedImageGone, indexDigestOf, sameAsInstalled, UNCHANGED_EXIT } from './update-unchanged.ts';
 

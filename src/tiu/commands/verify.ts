@@ -4,16 +4,16 @@
  * signed index (see src/tiu/device/verify-system.ts); SYSTEM_MODIFIED when anything differs.
  */
 import { errorLine } from '../cli-errors.ts';
-import { writeStderr } from '../log.ts';
+import { writeStderr } from '../../core/log.ts';
 import type { Context } from '../context.ts';
-import { TiuError } from '../errors.ts';
+import { TiuError } from '../../core/errors.ts';
 import { openArchive } from '../archive/open.ts';
 import { loadKeyring } from '../archive/trust.ts';
 import { createProgress } from '../progress.ts';
 import { openDevice, parseSnapshotNumber } from '../device/open.ts';
 import { verifySystem } from '../device/verify-system.ts';
 import { formatDifference } from '../device/verify-scope.ts';
-import { displayPath } from '../fileindex/types.ts';
+import { displayPath } from '../../core/fileindex/types.ts';
 
 export interface VerifyCommandOptions {
   keyring?: string;

@@ -6,7 +6,7 @@
  * service needs no credential checks of its own.
  */
 import dbus from 'dbus-next';
-import { TiuError } from '../errors.ts';
+import { TiuError } from '../../core/errors.ts';
 import type { Updater, UpdaterStatus } from './updater.ts';
 
 export const BUS_NAME = 'org.tiu.Updater1';

@@ -7,8 +7,8 @@
  * `extract()` as `tiu update`, so it holds the root's transaction lock.
  */
 import { rm } from 'node:fs/promises';
-import { TiuError } from '../errors.ts';
-import type { System } from '../system.ts';
+import { TiuError } from '../../core/errors.ts';
+import type { System } from '../../core/system.ts';
 import { cacheName, download } from '../device/download.ts';
 import { extract } from '../device/extract.ts';
 import { openDevice } from '../device/open.ts';

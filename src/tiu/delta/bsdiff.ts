@@ -11,7 +11,7 @@
  * the old file, in bounded memory (1 MiB chunks); the old file is never held whole.
  */
 import type { FileHandle } from 'node:fs/promises';
-import { TiuError } from '../errors.ts';
+import { TiuError } from '../../core/errors.ts';
 
 export const BSDIFF_MAGIC = 'BSDIFF40';
 const CTRL_TRIPLE = 24;

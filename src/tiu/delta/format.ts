@@ -11,7 +11,7 @@
  */
 import { z } from 'zod';
 import { zstdCompressSync, zstdDecompressSync, constants as zc } from 'node:zlib';
-import { TiuError } from '../errors.ts';
+import { TiuError } from '../../core/errors.ts';
 
 export const DELTA_MAGIC = Buffer.from('TIUDELTA', 'ascii');
 export const DELTA_VERSION = 2;

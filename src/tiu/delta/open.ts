@@ -6,7 +6,7 @@
 import { createHash } from 'node:crypto';
 import { constants } from 'node:fs';
 import { open, type FileHandle } from 'node:fs/promises';
-import { TiuError, fromErrno, withContext } from '../errors.ts';
+import { TiuError, fromErrno, withContext } from '../../core/errors.ts';
 import { verifySignedData } from '../sign/verify.ts';
 import { checkCompatible, parseManifest, type Manifest } from '../archive/manifest.ts';
 import { inflateHeader, decodePreamble, locateDeltaSignature, parseEnvelope, parseHeader, PREAMBLE_SIZE, TRAILER_SIZE, type Envelope, type Header } from './format.ts';

@@ -9,7 +9,7 @@
  * (same path, or the same name with other version digits in the same directory) when both are at
  * most {@link PATCH_MAX_BYTES}, else as compressed content.
  */
-import type { IndexEntry } from '../fileindex/types.ts';
+import type { IndexEntry } from '../../core/fileindex/types.ts';
 import { VENDOR_ETC_DIR } from '../device/paths.ts';
 
 /**

@@ -8,13 +8,13 @@
  *   (entries, default, boot trial with fallback to the booted snapshot). See docs/boot.md.
  */
 import type { Device } from './open.ts';
-import { TiuError } from '../errors.ts';
+import { TiuError } from '../../core/errors.ts';
 import type { Manifest } from '../archive/manifest.ts';
 import { regenerateInitrds } from '../boot/initrd.ts';
 import { generateSnapshotGrubCfg } from '../boot/grub2.ts';
 import { syncBoot, type SyncResult } from '../boot/sync.ts';
 import { trySubvolumeInfo } from '../../snapshot/btrfs.ts';
-import { SafeRoot } from '../safepath.ts';
+import { SafeRoot } from '../../core/safepath.ts';
 
 export interface PrepareBootOptions {
   snapshotDir: string;

@@ -2,7 +2,7 @@
  * The downgrade rule of extract/update: an image older than the base snapshot's is refused
  * unless the caller allows it. Pure.
  */
-import { TiuError } from '../errors.ts';
+import { TiuError } from '../../core/errors.ts';
 import { compareVersions, versionProblem } from '../archive/version-order.ts';
 
 /**

@@ -10,9 +10,9 @@
 import { open } from 'node:fs/promises';
 import { constants } from 'node:fs';
 import { fileURLToPath } from 'node:url';
-import { TiuError } from '../errors.ts';
-import type { Logger } from '../log.ts';
-import { createSystem, type System } from '../system.ts';
+import { TiuError } from '../../core/errors.ts';
+import type { Logger } from '../../core/log.ts';
+import { createSystem, type System } from '../../core/system.ts';
 import { runAttempt } from '../download/attempt.ts';
 import { backoffSeconds, classifyCurlExit, retryAfterSeconds, retryableStatus } from '../download/curl.ts';
 import { DOWNLOAD_DEFAULTS, fetchToCache, parseDownloadUrl, type FetchResult, type FetchToCacheOptions } from '../download/fetch.ts';

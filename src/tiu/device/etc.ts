@@ -12,19 +12,19 @@
  */
 import { lstat, mkdir, rm, rename, readFile } from 'node:fs/promises';
 import { dirname } from 'node:path';
-import type { System } from '../system.ts';
+import type { System } from '../../core/system.ts';
 import { applyEtcPlan, mergeEtc, verifyEtcResult } from '../../etc-merge/apply.ts';
 import { planResult } from '../../etc-merge/report.ts';
 import { treeDigests } from '../../etc-merge/compare.ts';
 import { planEtcMerge } from '../../etc-merge/plan.ts';
 import { dirContents, scanEtc } from '../../etc-merge/scan.ts';
 import type { EtcMergeReport, EtcPlan, EtcTree } from '../../etc-merge/types.ts';
-import type { IndexEntry } from '../fileindex/types.ts';
-import { TiuError } from '../errors.ts';
+import type { IndexEntry } from '../../core/fileindex/types.ts';
+import { TiuError } from '../../core/errors.ts';
 import { isSubvolumeRoot, snapshotSubvolume } from '../../snapshot/btrfs.ts';
 import { VENDOR_ETC_DIR } from './paths.ts';
-import { SafeRoot } from '../safepath.ts';
-import { writeFileAtomic } from '../atomic.ts';
+import { SafeRoot } from '../../core/safepath.ts';
+import { writeFileAtomic } from '../../core/atomic.ts';
 
 /**
  * The read-only snapshot of the local /etc a merge started from: /.snapshots/N/etc-syncpoint,

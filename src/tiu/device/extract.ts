@@ -5,15 +5,15 @@
  */
 import { open } from 'node:fs/promises';
 import { constants } from 'node:fs';
-import { SafeRoot } from '../safepath.ts';
+import { SafeRoot } from '../../core/safepath.ts';
 import { MAX_MANIFEST_SIZE } from '../archive/manifest.ts';
-import { loadIndex } from '../fileindex/io.ts';
-import { serializeEntry } from '../fileindex/format.ts';
-import { TiuError } from '../errors.ts';
+import { loadIndex } from '../../core/fileindex/io.ts';
+import { serializeEntry } from '../../core/fileindex/format.ts';
+import { TiuError } from '../../core/errors.ts';
 import type { PlanStats } from '../apply/plan.ts';
 import { openUpdateSource } from './source.ts';
 import { executePlan } from '../apply/execute.ts';
-import type { IndexEntry } from '../fileindex/types.ts';
+import type { IndexEntry } from '../../core/fileindex/types.ts';
 import { createMountpoints } from '../../snapshot/layout.ts';
 import { Transaction, cleanupInterrupted } from './transaction.ts';
 import { readRecordedImage, isBaseTrusted, restoreDirTimes, type RecordedImage } from './state.ts';

@@ -8,21 +8,21 @@
  */
 import { chmod, chown, mkdir, mkdtemp, readdir, readFile, realpath, rmdir, stat } from 'node:fs/promises';
 import { join } from 'node:path';
-import { TiuError } from '../errors.ts';
-import { processAlive, type System } from '../system.ts';
+import { TiuError } from '../../core/errors.ts';
+import { processAlive, type System } from '../../core/system.ts';
 import { guardDisposable } from '../guard.ts';
 import type { SnapshotStore } from '../../snapshot/store.ts';
 import { createSubvolume, deleteSubvolume, isSubvolumeRoot, listSubvolumes } from '../../snapshot/btrfs.ts';
 import { mountAt, parseMountinfo } from '../../snapshot/mountinfo.ts';
 import { Transaction, cleanupInterrupted, deleteSnapshot } from './transaction.ts';
 import { readRecordedImage, restoreDirTimes } from './state.ts';
-import { loadIndex } from '../fileindex/io.ts';
+import { loadIndex } from '../../core/fileindex/io.ts';
 import { snapshotDir, UD, VENDOR_ETC_DIR } from './paths.ts';
 import { prepareBoot, activateBoot } from './boot.ts';
 import type { Device } from './open.ts';
 import { dataSetDir, decideFinish, fstabSubvolumes, MARKER_NAME, parseMarker, planReset, remapFstab, RESET_MOUNTPOINTS, UD_RESET, type ResetMarker } from './reset-plan.ts';
-import { readTiuEnv } from '../env.ts';
-import { writeFileAtomic } from '../atomic.ts';
+import { readTiuEnv } from '../../core/env.ts';
+import { writeFileAtomic } from '../../core/atomic.ts';
 
 export interface FactoryResetOptions {
   keepSnapshots: boolean;

@@ -5,8 +5,8 @@
  * again; the layout subvolumes stay (they are empty).
  */
 import { readdir } from 'node:fs/promises';
-import { TiuError } from '../errors.ts';
-import type { System } from '../system.ts';
+import { TiuError } from '../../core/errors.ts';
+import type { System } from '../../core/system.ts';
 import { openArchive } from '../archive/open.ts';
 import { mountImage } from '../archive/mount.ts';
 import { planApply } from '../apply/plan.ts';
@@ -21,7 +21,7 @@ import { snapshotVendorEtc } from './etc.ts';
 import { prepareBoot } from './boot.ts';
 import { openDevice } from './open.ts';
 import { Transaction } from './transaction.ts';
-import { SafeRoot } from '../safepath.ts';
+import { SafeRoot } from '../../core/safepath.ts';
 import type { BootloaderSetting } from '../boot/detect.ts';
 
 export interface InstallOptions {

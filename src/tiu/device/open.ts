@@ -5,12 +5,12 @@
  * and the pipeline (extract, install, rollback, cleanup, pin, etc sync, boot sync, health check)
  * receive the handle instead of passing root, store, bootloader and snapper through each layer.
  */
-import type { System } from '../system.ts';
+import type { System } from '../../core/system.ts';
 import { assertBtrfs } from '../../snapshot/btrfs.ts';
 import { acquireLock } from '../../snapshot/lock.ts';
 import { openSnapshotStore, type SnapperMode, type SnapshotStore } from '../../snapshot/store.ts';
 import type { SnapshotFacts } from './policy.ts';
-import { TiuError } from '../errors.ts';
+import { TiuError } from '../../core/errors.ts';
 import { snapshotDir } from './paths.ts';
 import { detectBoot, type BootLocation, type BootloaderSetting } from '../boot/detect.ts';
 import { openBootBackend, type OpenedBackend } from '../boot/backend.ts';

@@ -1,7 +1,7 @@
 /**
  * Where tiu keeps its state on a device, and which paths an update never touches. Pure.
  */
-import { INDEX_PATH, MANIFEST_COPY_PATH } from '../fileindex/types.ts';
+import { INDEX_PATH, MANIFEST_COPY_PATH } from '../../core/fileindex/types.ts';
 
 export { INDEX_PATH, MANIFEST_COPY_PATH };
 

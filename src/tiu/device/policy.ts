@@ -2,7 +2,7 @@
  * Pure decisions over the snapshot list: status rows, which snapshot a rollback picks, and
  * which snapshots cleanup deletes. No I/O: tests feed lists, commands feed the store's list.
  */
-import { TiuError } from '../errors.ts';
+import { TiuError } from '../../core/errors.ts';
 import { UD } from './paths.ts';
 
 export interface SnapshotFacts {

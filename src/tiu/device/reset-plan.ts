@@ -3,7 +3,7 @@
  * fstab maps mount points to subvolumes, and the pending-reset marker (parsed strictly: it is
  * read at boot to decide what to delete). See docs/factory-reset.md.
  */
-import { TiuError } from '../errors.ts';
+import { TiuError } from '../../core/errors.ts';
 
 /** Mount points whose subvolumes a factory reset replaces with empty ones (user data). */
 export const RESET_MOUNTPOINTS = ['var', 'home', 'root', 'opt', 'srv', 'usr/local'] as const;

@@ -7,12 +7,12 @@
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import type { System } from '../system.ts';
+import type { System } from '../../core/system.ts';
 import { openArchive } from '../archive/open.ts';
 import { mountImage } from '../archive/mount.ts';
 import { guardDisposable } from '../guard.ts';
 import type { Manifest } from '../archive/manifest.ts';
-import type { IndexEntry } from '../fileindex/types.ts';
+import type { IndexEntry } from '../../core/fileindex/types.ts';
 import { isDeltaFile, openDelta } from '../delta/open.ts';
 import { prepareDeltaSource, type DeltaSource } from '../delta/apply.ts';
 import { readImageIndex, type RecordedImage } from './state.ts';

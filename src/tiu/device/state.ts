@@ -4,14 +4,14 @@
  * recorded index only when the snapshot provably has not changed since it was sealed.
  */
 import { lstat, lutimes } from 'node:fs/promises';
-import { SafeRoot } from '../safepath.ts';
-import { TiuError } from '../errors.ts';
-import { hashPath } from '../fileindex/hash.ts';
-import type { System } from '../system.ts';
+import { SafeRoot } from '../../core/safepath.ts';
+import { TiuError } from '../../core/errors.ts';
+import { hashPath } from '../../core/fileindex/hash.ts';
+import type { System } from '../../core/system.ts';
 import { parseManifest, MAX_MANIFEST_SIZE, type Manifest } from '../archive/manifest.ts';
-import { loadIndex } from '../fileindex/io.ts';
-import { scanTreeToArray } from '../fileindex/scan.ts';
-import type { IndexEntry } from '../fileindex/types.ts';
+import { loadIndex } from '../../core/fileindex/io.ts';
+import { scanTreeToArray } from '../../core/fileindex/scan.ts';
+import type { IndexEntry } from '../../core/fileindex/types.ts';
 import { subvolumeInfo } from '../../snapshot/btrfs.ts';
 import { dirsTouchedByTiu, INDEX_PATH, MANIFEST_COPY_PATH, VENDOR_ETC_DIR } from './paths.ts';
 

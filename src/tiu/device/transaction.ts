@@ -5,8 +5,8 @@
  * the snapshot. SIGINT/SIGTERM abort the work (the snapshot is deleted); after SIGKILL or a
  * power cut the in-progress mark lets the next tiu command find and delete it.
  */
-import { TiuError } from '../errors.ts';
-import type { System } from '../system.ts';
+import { TiuError } from '../../core/errors.ts';
+import type { System } from '../../core/system.ts';
 import { UD } from './paths.ts';
 import type { Device } from './open.ts';
 import { cleanupStaleMounts } from '../archive/mount.ts';

@@ -17,11 +17,11 @@
  */
 import { lstat, readlink } from 'node:fs/promises';
 import type { BigIntStats } from 'node:fs';
-import type { System } from '../system.ts';
-import type { IndexEntry } from '../fileindex/types.ts';
-import { scanTreeToArray, baseEntry } from '../fileindex/scan.ts';
-import { listXattrs } from '../fileindex/xattrs.ts';
-import { cannotRead } from '../fileindex/walk.ts';
+import type { System } from '../../core/system.ts';
+import type { IndexEntry } from '../../core/fileindex/types.ts';
+import { scanTreeToArray, baseEntry } from '../../core/fileindex/scan.ts';
+import { listXattrs } from '../../core/fileindex/xattrs.ts';
+import { cannotRead } from '../../core/fileindex/walk.ts';
 import { under } from '../apply/execute.ts';
 import { TIU_STATE_DIR, VENDOR_ETC_DIR } from './paths.ts';
 

@@ -4,9 +4,9 @@
  * on the same inputs: the target index, the base's state, the base's vendor /etc and its local
  * /etc — live for the dry run, frozen in the syncpoint for the real run).
  */
-import type { System } from '../system.ts';
+import type { System } from '../../core/system.ts';
 import { planApply, type ApplyPlan } from '../apply/plan.ts';
-import { displayPath, type IndexEntry } from '../fileindex/types.ts';
+import { displayPath, type IndexEntry } from '../../core/fileindex/types.ts';
 import { formatPlan } from '../../etc-merge/report.ts';
 import { fillDigests, scanActual } from './state.ts';
 import { excludedMatcher, protectedMatcher } from './paths.ts';

@@ -3,8 +3,8 @@
  * (verify-system.ts) streams the recorded index and a scan of the snapshot through
  * {@link systemDifferences}, which holds one entry of each side at a time.
  */
-import { diffIndexStreams, type ChangeField } from '../fileindex/diff.ts';
-import type { IndexEntry } from '../fileindex/types.ts';
+import { diffIndexStreams, type ChangeField } from '../../core/fileindex/diff.ts';
+import type { IndexEntry } from '../../core/fileindex/types.ts';
 import { dirsTouchedByTiu, excludedMatcher, isTiuManaged, protectedMatcher } from './paths.ts';
 
 export type DifferenceKind = 'modified' | 'missing' | 'extra';

@@ -10,11 +10,11 @@
 import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
 import { readFile } from 'node:fs/promises';
-import { TiuError } from '../errors.ts';
+import { TiuError } from '../../core/errors.ts';
 import { parseManifest, type Manifest } from '../archive/manifest.ts';
 import { verifySignedData, type SignerSummary } from '../sign/verify.ts';
-import { readIndex } from '../fileindex/io.ts';
-import { scanTree } from '../fileindex/scan.ts';
+import { readIndex } from '../../core/fileindex/io.ts';
+import { scanTree } from '../../core/fileindex/scan.ts';
 import type { Device } from './open.ts';
 import { INDEX_PATH, MANIFEST_COPY_PATH, SIGNATURE_COPY_PATH, VENDOR_ETC_DIR } from './paths.ts';
 import { systemDifferences, type DifferenceKind, type SystemDifference } from './verify-scope.ts';

@@ -6,7 +6,7 @@
  */
 import { open, readFile, rm, stat } from 'node:fs/promises';
 import { setTimeout as sleep } from 'node:timers/promises';
-import type { System } from '../system.ts';
+import type { System } from '../../core/system.ts';
 import { curlArgs, isInterim, lastHead, parseHead, type CurlRequest, type ResponseHead } from './curl.ts';
 
 /** Where a body goes. `begin` is called once, when the final response is known to carry data. */

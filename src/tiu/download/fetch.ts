@@ -15,8 +15,8 @@ import { mkdir, readFile, rename, stat, statfs, unlink, writeFile } from 'node:f
 import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { TiuError } from '../errors.ts';
-import type { System } from '../system.ts';
+import { TiuError } from '../../core/errors.ts';
+import type { System } from '../../core/system.ts';
 import { runFileAttempt } from './attempt.ts';
 import { backoffSeconds, classifyCurlExit, contentRangeTotal, retryAfterSeconds, retryableStatus, type CurlRequest, type ResponseHead, stallBytesPerSecond } from './curl.ts';
 import { lockDownload } from './lock.ts';

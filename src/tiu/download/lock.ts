@@ -14,10 +14,10 @@
 import { constants } from 'node:fs';
 import { open } from 'node:fs/promises';
 import { createRequire } from 'node:module';
-import { TiuError } from '../errors.ts';
-import type { System } from '../system.ts';
+import { TiuError } from '../../core/errors.ts';
+import type { System } from '../../core/system.ts';
 import { tryFlock } from '../../snapshot/lock.ts';
-import { readTiuEnv } from '../env.ts';
+import { readTiuEnv } from '../../core/env.ts';
 
 interface FdLocks {
   tryLock(fd: number, offset?: number, length?: number, opts?: { shared?: boolean }): boolean;

@@ -8,7 +8,7 @@
 import { mkdtemp, rm } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import { tmpdir } from 'node:os';
-import type { System } from '../system.ts';
+import type { System } from '../../core/system.ts';
 import type { Manifest } from '../archive/manifest.ts';
 import { createDelta } from '../delta/create.ts';
 import { loadRepo, repoImages, targetsDir } from './repository.ts';

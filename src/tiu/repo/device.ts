@@ -10,7 +10,7 @@ import { fileURLToPath } from 'node:url';
 import { join } from 'node:path';
 import type { Context } from '../context.ts';
 import type { Config } from '../config.ts';
-import { TiuError } from '../errors.ts';
+import { TiuError } from '../../core/errors.ts';
 import { openDevice } from '../device/open.ts';
 import { readRecordedImage } from '../device/state.ts';
 import { writeAtomic } from './files.ts';

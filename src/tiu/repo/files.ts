@@ -1,7 +1,7 @@
 /** Crash-safe file writes for the repository and the device's metadata cache. */
 import { closeSync, fsyncSync, openSync, renameSync, unlinkSync, writeSync } from 'node:fs';
 import { dirname, basename, join } from 'node:path';
-import { writeFileAtomic } from '../atomic.ts';
+import { writeFileAtomic } from '../../core/atomic.ts';
 
 /**
  * Writes `data` to `path` atomically: a temp file in the same directory, fsync, rename, fsync of

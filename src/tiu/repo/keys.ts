@@ -10,7 +10,7 @@ import { readdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { canonicalize } from '@tufjs/canonical-json';
 import { Key, Signature } from '@tufjs/models';
-import { TiuError } from '../errors.ts';
+import { TiuError } from '../../core/errors.ts';
 import { writeAtomic } from './files.ts';
 
 export const ROLES = ['root', 'targets', 'snapshot', 'timestamp'] as const;

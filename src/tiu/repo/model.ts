@@ -10,7 +10,7 @@
  * image to another channel re-signs targets without touching the file.
  */
 import { z } from 'zod';
-import { TiuError } from '../errors.ts';
+import { TiuError } from '../../core/errors.ts';
 
 /** Names safe in paths, URLs and logs (the manifest's token rule). */
 const token = z.string().min(1).max(128).regex(/^[A-Za-z0-9._+:~@-]+$/);

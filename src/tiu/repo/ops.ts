@@ -7,7 +7,7 @@ import { createReadStream } from 'node:fs';
 import { copyFile, constants, mkdir, readdir, rename, stat } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import { Metadata, Root, TargetFile } from '@tufjs/models';
-import { TiuError } from '../errors.ts';
+import { TiuError } from '../../core/errors.ts';
 import { compareVersions, versionProblem } from '../archive/version-order.ts';
 import type { Manifest } from '../archive/manifest.ts';
 import { loadRoleKey, loadRootKeys, newRoleKey, signer, keyFile, ROLES, type Role, type RoleKey } from './keys.ts';

@@ -16,7 +16,7 @@ import { createHash } from 'node:crypto';
 import { readFile, readdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Metadata, MetadataKind, MetaFile, Root, Snapshot, Targets, Timestamp, TargetFile } from '@tufjs/models';
-import { TiuError } from '../errors.ts';
+import { TiuError } from '../../core/errors.ts';
 import { writeAtomic } from './files.ts';
 import { signer, type RoleKey, type Role } from './keys.ts';
 import { parseImage, type RepoImage } from './model.ts';

@@ -4,7 +4,7 @@
  * archive is the image the metadata promised, then extract as for any archive.
  */
 import type { Context } from '../context.ts';
-import { TiuError } from '../errors.ts';
+import { TiuError } from '../../core/errors.ts';
 import { compareVersions } from '../archive/version-order.ts';
 import { openArchive } from '../archive/open.ts';
 import { loadKeyring } from '../archive/trust.ts';

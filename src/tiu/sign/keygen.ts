@@ -8,7 +8,7 @@
  */
 import { access, mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { TiuError, fromErrno } from '../errors.ts';
+import { TiuError, fromErrno } from '../../core/errors.ts';
 import { OID } from './certinfo.ts';
 import { certificateToPem, issueCertificate, rsaKeyPair } from './certs.ts';
 

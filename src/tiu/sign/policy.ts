@@ -10,7 +10,7 @@
  *   with emailProtection or codeSigning;
  * - optionally the signer's CN or subject is in the allow-list.
  */
-import { TiuError } from '../errors.ts';
+import { TiuError } from '../../core/errors.ts';
 import { OID, type CertInfo } from './certinfo.ts';
 import { subjectMatches } from './names.ts';
 

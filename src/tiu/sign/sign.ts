@@ -12,7 +12,7 @@
  */
 import { X509Certificate, constants, createPrivateKey, privateEncrypt, type KeyObject } from 'node:crypto';
 import forge from 'node-forge';
-import { TiuError } from '../errors.ts';
+import { TiuError } from '../../core/errors.ts';
 import { parseCertificate, type CertInfo } from './certinfo.ts';
 import { looksLikeDer, parsePem } from './pem.ts';
 import { signerUsageProblem } from './policy.ts';

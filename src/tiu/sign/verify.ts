@@ -13,7 +13,7 @@
  */
 import { createHash, timingSafeEqual } from 'node:crypto';
 import * as pkijs from 'pkijs';
-import { TiuError } from '../errors.ts';
+import { TiuError } from '../../core/errors.ts';
 import { parseCertificate, type CertInfo } from './certinfo.ts';
 import { buildChain } from './chain.ts';
 import { DIGESTS, parseSignedData, SIGNATURE_ALGORITHMS, type ParsedSignedData } from './cms.ts';

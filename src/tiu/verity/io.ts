@@ -3,7 +3,7 @@
  * reading and writing of digest lists (so a level is never held in memory whole).
  */
 import type { FileHandle } from 'node:fs/promises';
-import { TiuError } from '../errors.ts';
+import { TiuError } from '../../core/errors.ts';
 
 /** Size of the buffers for digest lists: 1 MiB of digests covers 128 MiB of blocks below. */
 export const DIGEST_BUFFER = 1024 * 1024;

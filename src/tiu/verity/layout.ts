@@ -10,7 +10,7 @@
  * - With a single data block there is no tree at all (size 0): the root hash is the digest of
  *   that data block.
  */
-import { TiuError } from '../errors.ts';
+import { TiuError } from '../../core/errors.ts';
 
 export const VERITY_BLOCK_SIZE = 4096;
 export const SHA256_SIZE = 32;

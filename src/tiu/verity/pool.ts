@@ -8,7 +8,7 @@
  * threads, which cannot then read from a reused descriptor number.
  */
 import { Worker } from 'node:worker_threads';
-import { TiuError, fromErrno } from '../errors.ts';
+import { TiuError, fromErrno } from '../../core/errors.ts';
 import { truncatedError } from './io.ts';
 
 interface HashWorkerInit {

@@ -8,7 +8,7 @@
  */
 import { availableParallelism } from 'node:os';
 import type { FileHandle } from 'node:fs/promises';
-import { TiuError, type ErrorCode } from '../errors.ts';
+import { TiuError, type ErrorCode } from '../../core/errors.ts';
 import { createBlockHasher, type BlockHasher } from './hash.ts';
 import { fileDigests, fileDigestSink, memoryDigests, readFully, writeFully, type DigestSource } from './io.ts';
 import { SHA256_SIZE, VERITY_BLOCK_SIZE, verityLayout, type VerityLayout, type VerityLevel } from './layout.ts';
