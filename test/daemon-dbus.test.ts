@@ -29,6 +29,8 @@ let port: number;
 let archiveBytes: Buffer;
 /** Bytes the HTTP server sent, in total. */
 let served = 0;
+/** While set, the throttled server sends nothing more until it resolves (a test holds a download). */
+let hold: Promise<void> | undefined;
 
 const POLICY = join(import.meta.dirname, '../dbus/org.tiu.Updater1.conf');
 
@@ -83,6 +85,7 @@ beforeAll(async () => {
     let closed = false;
     res.on('close', () => (closed = true));
     for (let i = 0; i < body.length && !closed; i += chunk) {
+      if (hold) await hold;
       res.write(body.subarray(i, i + chunk));
       served += Math.min(chunk, body.length - i);
       await sleep(50);
@@ -213,9 +216,22 @@ describe('tiu daemon on a private system bus', () => {
       await u.Download!();
       // tiu update while the daemon downloads for this root: it shows the daemon's progress and
       // waits for it, then carries on (here with a source that does not exist, so it fails then).
-      // The whole download takes ~5 s (the throttled server); tiu starts in well under that.
+      // The server holds the download until tiu says it follows the daemon (however slowly tiu
+      // starts on a loaded machine), then lets it finish.
+      let release!: () => void;
+      hold = new Promise<void>((r) => (release = r));
       expect(await get('State')).toBe('downloading');
-      const follow = await cli(['update', '--source', join(work, 'no-such.tiu'), '--root', dev.root], { env: { ...env, DBUS_SYSTEM_BUS_ADDRESS: busAddress } });
+      const child = execa(process.execPath, [TIU, 'update', '--source', join(work, 'no-such.tiu'), '--root', dev.root], { reject: false, env: { ...env, DBUS_SYSTEM_BUS_ADDRESS: busAddress } });
+      let said = '';
+      child.stderr!.on('data', (d: Buffer) => (said += d.toString()));
+      try {
+        await waitFor('tiu update to follow the daemon', async () => /showing its progress/.test(said) || child.exitCode !== null, 120_000);
+      } finally {
+        hold = undefined;
+        release();
+      }
+      const done = await child;
+      const follow = { exitCode: done.exitCode, stderr: String(done.stderr) };
       expect(follow.stderr).toMatch(/the tiu daemon is downloading http:\/\/127\.0\.0\.1:\d+\/v2\.tiu: showing its progress/);
       expect(follow.stderr).toMatch(/the tiu daemon is done: downloaded/);
       expect(await get('State')).toBe('downloaded');
