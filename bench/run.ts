@@ -205,7 +205,9 @@ async function main(): Promise<number> {
 
     if (phase('delta')) {
       try {
-        report.delta = (await benchDelta(sys, join(work, 'delta'), say)).markdown;
+        const d = await benchDelta(sys, join(work, 'delta'), say);
+        report.delta = d.markdown;
+        report.deltaBytes = { tiu: d.deltaBytes, ostree: d.ostreeBytes };
       } catch (e) {
         report.notMeasured.push({ what: 'delta', reason: errorText(e) });
       }

@@ -129,7 +129,7 @@ export function renderMarkdown(r: BenchReport): string {
   if (r.device.breakdown) out.push(...renderBreakdown('Where tiu extract spends its time (one extra `--debug` run, v1 → v2, untimed)', r.device.breakdown));
 
   out.push('## Deltas', '');
-  out.push('tiu delta updates: **not measured: tiu has no delta format yet**. The numbers to beat (v1 → v2):', '');
+  out.push('Baselines from the corpus phase (v1 → v2); tiu\'s own delta is measured by the delta phase (section below).', '');
   const d = r.deltas;
   out.push(table(['what', 'value'], [
     ['casync: new chunks (compressed chunk files in the v2 store that the v1 store lacks)', d.casyncNewChunkBytes === undefined ? 'not measured' : `${fmtBytes(d.casyncNewChunkBytes)} (${d.casyncNewChunks} chunks)`],

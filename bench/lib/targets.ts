@@ -118,6 +118,9 @@ export function evaluateTargets(r: BenchReport): Target[] {
   t.push(judge(`tiu check, nothing changed: peak memory`, `≤ ${mib(LIMITS.peakRssKiB)} including Node`, un ? un.median.maxRssKiB! <= LIMITS.peakRssKiB : undefined, un ? mib(un.median.maxRssKiB) : unWhy));
   t.push(judge(`tiu check, nothing changed: metadata downloaded`, `≤ ${fmtBytes(LIMITS.repoCheckBytes)}`, un && unBytes !== undefined ? unBytes <= LIMITS.repoCheckBytes : undefined, un && unBytes !== undefined ? fmtBytes(unBytes) : unWhy));
 
-  t.push({ name: 'delta updates', goal: 'smaller than casync new chunks / ostree static delta', measured: 'not measured: tiu has no delta format yet', status: 'not measured' });
+  const db = r.deltaBytes;
+  const dRatio = db?.ostree ? db.tiu / db.ostree : undefined;
+  t.push(judge('delta update download (v1→v2)', '≤ 0.5× ostree static-delta on the same trees', dRatio === undefined ? undefined : dRatio <= 0.5,
+    dRatio === undefined ? (db ? 'not measured: ostree made no static delta' : 'not measured: the delta phase did not run') : `${fmtBytes(db!.tiu)} vs ${fmtBytes(db!.ostree!)} = ${dRatio.toFixed(2)}×`));
   return t;
 }

@@ -98,6 +98,8 @@ export interface BenchReport {
   notMeasured: { what: string; reason: string }[];
   /** The delta phase's section (bench/phases/delta.ts), markdown. */
   delta?: string;
+  /** The delta phase's sizes (v1 → v2): tiu's delta and ostree's static delta on the same trees. */
+  deltaBytes?: { tiu: number; ostree?: number };
 }
 
 export function emptyReport(meta: BenchReport['meta']): BenchReport {

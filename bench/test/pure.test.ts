@@ -210,5 +210,5 @@ test('renderMarkdown shows targets, failures with reasons and the delta row', ()
   const md = renderMarkdown(r);
   assert.match(md, /\| tiu create wall time \| .* \| \*\*met\*\* \|/);
   assert.match(md, /not measured: rsync exploded/);
-  assert.match(md, /not measured: tiu has no delta format yet/);
+  assert.match(md, /\| delta update download \(v1→v2\) \| .* \| not measured: the delta phase did not run \| not measured \|/);
 });
