@@ -14,6 +14,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { execa, type ResultPromise } from 'execa';
 import dbus from 'dbus-next';
 import { testSystem } from './helpers/env.ts';
+import { startPrivateBus } from './helpers/dbus.ts';
 import { makeArchives, installedDevice, cli, TIU, type ArchiveSet } from './helpers/device.ts';
 import { parse } from 'ini';
 import { applyIni, DEFAULT_CONFIG } from '../src/tiu/config.ts';
@@ -32,45 +33,13 @@ let served = 0;
 /** While set, the throttled server sends nothing more until it resolves (a test holds a download). */
 let hold: Promise<void> | undefined;
 
-const POLICY = join(import.meta.dirname, '../dbus/org.tiu.Updater1.conf');
-
-function busConfig(socket: string): string {
-  // The shape of Debian's /usr/share/dbus-1/system.conf, with our policy file included.
-  return `<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN" "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
-<busconfig>
-  <type>system</type>
-  <listen>unix:path=${socket}</listen>
-  <auth>EXTERNAL</auth>
-  <policy context="default">
-    <allow user="*"/>
-    <deny own="*"/>
-    <deny send_type="method_call"/>
-    <allow send_type="signal"/>
-    <allow send_requested_reply="true" send_type="method_return"/>
-    <allow send_requested_reply="true" send_type="error"/>
-    <allow receive_type="method_call"/>
-    <allow receive_type="method_return"/>
-    <allow receive_type="error"/>
-    <allow receive_type="signal"/>
-    <allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus"/>
-    <allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus.Introspectable"/>
-    <allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus.Properties"/>
-  </policy>
-  <include>${POLICY}</include>
-</busconfig>
-`;
-}
 
 beforeAll(async () => {
   work = await mkdtemp(join(tmpdir(), 'tiu-dbus-'));
   await chmod(work, 0o755); // nobody must reach the bus socket
   A = await makeArchives(sys, join(work, 'a'));
   archiveBytes = await readFile(A.v2);
-  const socket = join(work, 'bus');
-  await writeFile(join(work, 'bus.conf'), busConfig(socket));
-  busDaemon = execa('dbus-daemon', [`--config-file=${join(work, 'bus.conf')}`, '--nofork', '--nopidfile'], { reject: false });
-  for (let i = 0; i < 100 && !(await stat(socket).catch(() => undefined)); i++) await sleep(50);
-  busAddress = `unix:path=${socket}`;
+  ({ daemon: busDaemon, address: busAddress } = await startPrivateBus(work));
 
   // Throttled: about 100 chunks at 50 ms each, so a download takes ~5 s. Honours Range.
   const chunk = Math.max(256, Math.ceil(archiveBytes.length / 100));

@@ -8,7 +8,7 @@
  */
 import { describe, it, expect, beforeAll, afterAll } from 'vitest';
 import { join } from 'node:path';
-import { mkdir, mkdtemp, readdir, rm, stat, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
 import { createServer, type Server } from 'node:http';
 import { randomBytes } from 'node:crypto';
 import { tmpdir } from 'node:os';
@@ -16,39 +16,10 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { execa, type ResultPromise } from 'execa';
 import dbus from 'dbus-next';
 import { TIU } from './helpers/device.ts';
+import { startPrivateBus } from './helpers/dbus.ts';
 
-const POLICY = join(import.meta.dirname, '../dbus/org.tiu.Updater1.conf');
 const NM = 'org.freedesktop.NetworkManager';
 
-/** Debian's system.conf shape, tiu's policy, and root may own and call the stand-in NetworkManager. */
-function busConfig(socket: string): string {
-  return `<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN" "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
-<busconfig>
-  <type>system</type>
-  <listen>unix:path=${socket}</listen>
-  <auth>EXTERNAL</auth>
-  <policy context="default">
-    <allow user="*"/>
-    <deny own="*"/>
-    <deny send_type="method_call"/>
-    <allow send_type="signal"/>
-    <allow send_requested_reply="true" send_type="method_return"/>
-    <allow send_requested_reply="true" send_type="error"/>
-    <allow receive_type="method_call"/>
-    <allow receive_type="method_return"/>
-    <allow receive_type="error"/>
-    <allow receive_type="signal"/>
-    <allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus"/>
-    <allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus.Properties"/>
-  </policy>
-  <policy user="root">
-    <allow own="${NM}"/>
-    <allow send_destination="${NM}"/>
-  </policy>
-  <include>${POLICY}</include>
-</busconfig>
-`;
-}
 
 /** The stand-in: NetworkManager's manager object with the one property tiu reads. */
 class FakeNetworkManager extends dbus.interface.Interface {
@@ -75,11 +46,11 @@ let gets = 0;
 
 beforeAll(async () => {
   work = await mkdtemp(join(tmpdir(), 'tiu-metered-'));
-  const socket = join(work, 'bus');
-  await writeFile(join(work, 'bus.conf'), busConfig(socket));
-  busDaemon = execa('dbus-daemon', [`--config-file=${join(work, 'bus.conf')}`, '--nofork', '--nopidfile'], { reject: false });
-  for (let i = 0; i < 100 && !(await stat(socket).catch(() => undefined)); i++) await sleep(50);
-  busAddress = `unix:path=${socket}`;
+  ({ daemon: busDaemon, address: busAddress } = await startPrivateBus(work, `  <policy user="root">
+    <allow own="${NM}"/>
+    <allow send_destination="${NM}"/>
+  </policy>
+`)); // root may own and call the stand-in NetworkManager
   nmBus = dbus.sessionBus({ busAddress });
   nmBus.export('/org/freedesktop/NetworkManager', nm);
   expect(await nmBus.requestName(NM, dbus.NameFlag.DO_NOT_QUEUE)).toBe(dbus.RequestNameReply.PRIMARY_OWNER);

@@ -6,26 +6,20 @@
  * whole image (src/tiu/repo/update.ts).
  */
 import { mkdtemp, rm } from 'node:fs/promises';
-import { basename, dirname, join } from 'node:path';
+import { join } from 'node:path';
 import { tmpdir } from 'node:os';
 import type { System } from '../../core/system.ts';
 import type { Manifest } from '../archive/manifest.ts';
 import { createDelta } from '../delta/create.ts';
-import { loadRepo, repoImages, targetsDir } from './repository.ts';
-import { publish } from './ops.ts';
+import { loadRepo, repoImages } from './repository.ts';
+import { publish, storedTargetFile, type PublishOptions } from './ops.ts';
 import type { RepoImage } from './model.ts';
 
 /** Default number of earlier versions a publication makes deltas from. */
 export const DEFAULT_DELTAS = 2;
 
-export interface PublishDeltasOptions {
-  dir: string;
-  keysDir: string;
-  /** The full archive just published, and its verified manifest. */
-  archive: string;
-  manifest: Manifest;
-  channel: string;
-  phased: number;
+/** publish's options for the full archive just published (and its verified manifest), plus the delta step's. */
+export interface PublishDeltasOptions extends Omit<PublishOptions, 'kind' | 'base'> {
   /** How many earlier full images (newest first) get a delta. */
   count: number;
   keyPem: string;
@@ -33,12 +27,6 @@ export interface PublishDeltasOptions {
   chainPem?: string;
   keyringPem: string;
   allowedSigners?: string[];
-  now?: Date;
-}
-
-/** The stored file of a published target (as publish names it). */
-export function targetFile(dir: string, img: RepoImage): string {
-  return join(targetsDir(dir), dirname(img.path), `${img.sha256}.${basename(img.path)}`);
 }
 
 /** The full images a new publication gets deltas from: same device and channel, older, newest first. */
@@ -57,7 +45,7 @@ export async function publishDeltas(sys: System, o: PublishDeltasOptions): Promi
   try {
     for (const b of bases) {
       const file = join(work, `from-${b.version}.tiud`);
-      await createDelta(sys, { old: targetFile(o.dir, b), new: o.archive, output: file, keyPem: o.keyPem, certPem: o.certPem, chainPem: o.chainPem, keyringPem: o.keyringPem, allowedSigners: o.allowedSigners });
+      await createDelta(sys, { old: storedTargetFile(o.dir, b), new: o.archive, output: file, keyPem: o.keyPem, certPem: o.certPem, chainPem: o.chainPem, keyringPem: o.keyringPem, allowedSigners: o.allowedSigners });
       out.push(await publish({ dir: o.dir, keysDir: o.keysDir, archive: file, manifest: o.manifest, channel: o.channel, phased: o.phased, kind: 'delta', base: b.index, now: o.now }));
       await rm(file, { force: true });
     }

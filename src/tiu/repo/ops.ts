@@ -85,6 +85,11 @@ function targetMap(images: readonly RepoImage[]): Record<string, TargetFile> {
   return Object.fromEntries(images.map((i) => [i.path, targetFileOf(i)]));
 }
 
+/** Where a published target's file is stored in the repository (hash-prefixed name). */
+export function storedTargetFile(dir: string, img: { path: string; sha256: string }): string {
+  return join(targetsDir(dir), dirname(img.path), `${img.sha256}.${basename(img.path)}`);
+}
+
 async function onlineKeys(keysDir: string) {
   return { snapshot: await loadRoleKey(keysDir, 'snapshot'), timestamp: await loadRoleKey(keysDir, 'timestamp') };
 }
@@ -126,7 +131,7 @@ export async function publish(o: PublishOptions): Promise<RepoImage> {
   const sha256 = await sha256File(o.archive);
   const length = (await stat(o.archive)).size;
   const path = targetPath(m.compatible, m.version, basename(o.archive));
-  const file = join(targetsDir(o.dir), dirname(path), `${sha256}.${basename(path)}`);
+  const file = storedTargetFile(o.dir, { path, sha256 });
   await mkdir(dirname(file), { recursive: true });
   await copyFile(o.archive, `${file}.tmp`, constants.COPYFILE_FICLONE);
   await rename(`${file}.tmp`, file);
