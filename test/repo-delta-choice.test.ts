@@ -8,17 +8,9 @@ import { targetChoice } from '../src/tiu/repo/device.ts';
 import { deltaBases } from '../src/tiu/repo/deltas.ts';
 import type { RepoImage } from '../src/tiu/repo/model.ts';
 import type { Manifest } from '../src/tiu/archive/manifest.ts';
+import { MiB, at, idx, repoImage } from './helpers/repo-images.ts';
 
-const MiB = 1024 * 1024;
-const idx = (n: number) => n.toString(16).padStart(64, '0');
-const at = '2026-12-01T00:00:00Z';
-function img(version: string, build: number, o: Partial<RepoImage> = {}): RepoImage {
-  return {
-    compatible: 'dev', version, build, kind: 'full', index: idx(build), update: version, part: 'image',
-    channels: { stable: { phased: 100, since: at } }, created: at,
-    path: `dev/${version}/os.tiu`, length: 50 * MiB, sha256: 'a'.repeat(64), ...o,
-  };
-}
+const img = (version: string, build: number, o: Partial<RepoImage> = {}) => repoImage(version, build, 50 * MiB, o);
 const delta = (version: string, build: number, from: number, length = MiB) => img(version, build, { kind: 'delta', base: idx(from), path: `dev/${version}/from-${from}.tiud`, length });
 const plan = (images: RepoImage[], installedBuild: number) =>
   planUpdate({ images, channel: 'stable', installed: { version: `${installedBuild}.0`, index: idx(installedBuild) }, bucket: () => 0 });

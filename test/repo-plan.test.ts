@@ -3,18 +3,9 @@ import { describe, it, expect } from 'vitest';
 import { phaseBucket, admitted } from '../src/tiu/repo/phasing.ts';
 import { planUpdate, candidatePaths, scorePaths } from '../src/tiu/repo/planner.ts';
 import { parseImage, imagesFor, type RepoImage } from '../src/tiu/repo/model.ts';
+import { MiB, at, idx, repoImage } from './helpers/repo-images.ts';
 
-const MiB = 1024 * 1024;
-const idx = (n: number) => n.toString(16).padStart(64, '0');
-const at = '2026-12-01T00:00:00Z';
-
-function img(version: string, build: number, o: Partial<RepoImage> = {}): RepoImage {
-  return {
-    compatible: 'dev', version, build, kind: 'full', index: idx(build), update: version, part: 'image',
-    channels: { stable: { phased: 100, since: at } }, created: at,
-    path: `dev/${version}/os.tiu`, length: 500 * MiB, sha256: 'a'.repeat(64), ...o,
-  };
-}
+const img = (version: string, build: number, o: Partial<RepoImage> = {}) => repoImage(version, build, 500 * MiB, o);
 
 describe('phasing', () => {
   const ids = Array.from({ length: 1000 }, (_, i) => `${(i * 2654435761 >>> 0).toString(16).padStart(8, '0')}${'0'.repeat(24)}`);
