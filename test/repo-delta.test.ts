@@ -7,11 +7,10 @@
  */
 import { describe, it, expect, beforeAll, afterAll } from 'vitest';
 import { mkdir, mkdtemp, readFile, rm, writeFile, readdir } from 'node:fs/promises';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { execa, type ResultPromise } from 'execa';
 import { testSystem } from './helpers/env.ts';
+import { startNginx, type Nginx } from './helpers/http-servers.ts';
 import { installedDevice, makeTree, cli, expectSnapshotEquals } from './helpers/device.ts';
 import { createArchive } from '../src/tiu/archive/create.ts';
 import { generateDevKeys, type DevKeys } from '../src/tiu/sign/keygen.ts';
@@ -25,28 +24,18 @@ let www: string;
 let keys: string;
 let archiveKeys: DevKeys;
 const archives: Record<1 | 2, string> = { 1: '', 2: '' };
-let nginx: ResultPromise | undefined;
+let ngx: Nginx | undefined;
 let conf: string;
 const env = () => ({ TIU_CONFIG_ROOT: join(work, 'confroot') });
 const tiu = (args: string[]) => cli([...args, '--config', conf], { env: env(), timeoutMs: 600_000 });
-const log = () => readFile(join(work, 'nginx/access.log'), 'utf8');
+const log = () => ngx!.log();
 
-async function freePort(): Promise<number> {
-  return new Promise((resolve) => {
-    const s = createServer();
-    s.listen(0, '127.0.0.1', () => {
-      const port = (s.address() as { port: number }).port;
-      s.close(() => resolve(port));
-    });
-  });
-}
-
-/** Bytes nginx sent for requests whose path matches `re` since log offset `from`. */
-function bytesSent(text: string, re: RegExp): number {
+/** Body bytes nginx sent for the GET requests (access-log entries) whose path matches `re`. */
+function bytesSent(entries: { bytes: number; request: string }[], re: RegExp): number {
   let n = 0;
-  for (const line of text.split('\n')) {
-    const m = /"GET (\S+) HTTP\/[\d.]+" (\d+) (\d+)/.exec(line);
-    if (m && re.test(m[1]!)) n += Number(m[3]);
+  for (const e of entries) {
+    const m = /^GET (\S+) HTTP\/[\d.]+$/.exec(e.request);
+    if (m && re.test(m[1]!)) n += e.bytes;
   }
   return n;
 }
@@ -85,19 +74,9 @@ beforeAll(async () => {
     await createArchive(sys, { source: tree, output: archives[v], keyPem, certPem, compatible: 'test-x86_64', version: `${v}.0`, compression: 'zstd', blockSize: 131072, exclude: DEFAULT_EXCLUDES, sourceDateEpoch: 1_700_000_000 + v });
     await rm(tree, { recursive: true, force: true });
   }
-  const port = await freePort();
-  const n = join(work, 'nginx');
-  await mkdir(n, { recursive: true });
-  const nconf = join(n, 'nginx.conf');
-  await writeFile(nconf, `daemon off;\nuser root;\nworker_processes 1;\npid ${n}/nginx.pid;\nerror_log ${n}/error.log;\nevents { worker_connections 64; }\nhttp {\n  access_log ${n}/access.log;\n  client_body_temp_path ${n}/body; proxy_temp_path ${n}/proxy; fastcgi_temp_path ${n}/fcgi; uwsgi_temp_path ${n}/uwsgi; scgi_temp_path ${n}/scgi;\n  server {\n    listen 127.0.0.1:${port};\n    root ${www};\n  }\n}\n`);
-  nginx = execa('nginx', ['-c', nconf, '-p', n], { reject: false });
-  for (let i = 0; i < 100; i++) {
-    if (await fetch(`http://127.0.0.1:${port}/repo/metadata/1.root.json`).then((r) => r.ok, () => false)) break;
-    if (i === 99) throw new Error(`nginx did not start: ${await readFile(join(n, 'error.log'), 'utf8').catch(() => '')}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
+  ngx = await startNginx(work, www);
   conf = join(work, 'tiu.conf');
-  await writeFile(conf, `[trust]\nkeyring = ${archiveKeys.keyring}\n\n[update]\nrepository = http://127.0.0.1:${port}/repo\n`);
+  await writeFile(conf, `[trust]\nkeyring = ${archiveKeys.keyring}\n\n[update]\nrepository = ${ngx.base}/repo\n`);
   const sign = ['--key', archiveKeys.signingKey, '--cert', archiveKeys.signingCert];
   const p1 = await tiu(['publish', archives[1], '--repo', join(www, 'repo'), '--keys', keys, '--channel', 'stable', ...sign, '--json']);
   expect(p1.exitCode, p1.stderr).toBe(0);
@@ -105,8 +84,7 @@ beforeAll(async () => {
 }, 600_000);
 
 afterAll(async () => {
-  nginx?.kill('SIGTERM');
-  await nginx;
+  await ngx?.[Symbol.asyncDispose]();
   if (work) await rm(work, { recursive: true, force: true });
 });
 

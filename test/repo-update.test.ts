@@ -6,11 +6,10 @@
  */
 import { describe, it, expect, beforeAll, afterAll } from 'vitest';
 import { cp, mkdir, mkdtemp, readFile, rm, writeFile, readdir, copyFile } from 'node:fs/promises';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { execa, type ResultPromise } from 'execa';
 import { testSystem } from './helpers/env.ts';
+import { startNginx, type Nginx } from './helpers/http-servers.ts';
 import { installedDevice, makeTree, cli, type InstalledDevice } from './helpers/device.ts';
 import { createArchive } from '../src/tiu/archive/create.ts';
 import { generateDevKeys, type DevKeys } from '../src/tiu/sign/keygen.ts';
@@ -23,20 +22,11 @@ let www: string;
 let keys: string;
 let archiveKeys: DevKeys;
 const archives: Record<1 | 2 | 3, string> = { 1: '', 2: '', 3: '' };
-let nginx: ResultPromise | undefined;
+let ngx: Nginx | undefined;
 let base: string;
 let conf: string;
 const env = () => ({ TIU_CONFIG_ROOT: join(work, 'confroot') });
 
-async function freePort(): Promise<number> {
-  return new Promise((resolve) => {
-    const s = createServer();
-    s.listen(0, '127.0.0.1', () => {
-      const port = (s.address() as { port: number }).port;
-      s.close(() => resolve(port));
-    });
-  });
-}
 
 const tiu = (args: string[]) => cli([...args, '--config', conf], { env: env() });
 
@@ -89,26 +79,14 @@ beforeAll(async () => {
     await createArchive(sys, { source: tree, output: archives[v], keyPem, certPem, compatible: 'test-x86_64', version: `${v}.0`, compression: 'zstd', blockSize: 131072, exclude: DEFAULT_EXCLUDES, sourceDateEpoch: 1_700_000_000 + v });
     await rm(tree, { recursive: true, force: true });
   }
-  const port = await freePort();
-  base = `http://127.0.0.1:${port}`;
-  await mkdir(join(work, 'nginx'), { recursive: true });
-  const nconf = join(work, 'nginx/nginx.conf');
-  const n = join(work, 'nginx');
-  await writeFile(nconf, `daemon off;\nuser root;\nworker_processes 1;\npid ${n}/nginx.pid;\nerror_log ${n}/error.log;\nevents { worker_connections 64; }\nhttp {\n  access_log ${n}/access.log;\n  client_body_temp_path ${n}/body; proxy_temp_path ${n}/proxy; fastcgi_temp_path ${n}/fcgi; uwsgi_temp_path ${n}/uwsgi; scgi_temp_path ${n}/scgi;\n  server {\n    listen 127.0.0.1:${port};\n    root ${www};\n  }\n}\n`);
-  nginx = execa('nginx', ['-c', nconf, '-p', n], { reject: false });
-  for (let i = 0; i < 100; i++) {
-    const ok = await fetch(`${base}/repo/metadata/1.root.json`).then((r) => r.ok, () => false);
-    if (ok) break;
-    if (i === 99) throw new Error(`nginx did not start: ${await readFile(join(n, 'error.log'), 'utf8').catch(() => '')}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
+  ngx = await startNginx(work, www);
+  base = ngx.base;
   conf = join(work, 'tiu.conf');
   await writeFile(conf, `[trust]\nkeyring = ${archiveKeys.keyring}\n\n[update]\nrepository = ${base}/repo\n`);
 }, 600_000);
 
 afterAll(async () => {
-  nginx?.kill('SIGTERM');
-  await nginx;
+  await ngx?.[Symbol.asyncDispose]();
   if (work) await rm(work, { recursive: true, force: true });
 });
 
@@ -142,7 +120,7 @@ describe('tiu update from a repository served by nginx', () => {
     expect(up.stdout).toMatch(/snapshot 2: 2\.0/);
     expect(await readFile(join(stableDevice.root, '.snapshots/2/snapshot/usr/lib/image-version'), 'utf8')).toBe('2.0\n');
     // The target came over nginx (access log) and nothing else than metadata and that file.
-    const log = await readFile(join(work, 'nginx/access.log'), 'utf8');
+    const log = (await ngx!.log()).map((e) => e.request).join('\n');
     expect(log).toMatch(/GET \/repo\/targets\/test-x86_64\/2\.0\/[0-9a-f]{64}\.os-2\.0\.tiu HTTP/);
 
     await publish(3, 'beta');
