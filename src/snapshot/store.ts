@@ -277,14 +277,30 @@ function createStore(ctx: StoreContext, backend: MetadataBackend, snapshotsId: n
     return entry;
   }
 
-  async function withInfo(num: number): Promise<SnapshotEntry> {
-    const entry = await get(num);
-    if (entry.missingInfo) {
-      throw new TiuError('SNAPSHOT_FAILED', `snapshot ${num} has no valid info.xml (${entry.infoError})`, {
-        hint: 'delete the snapshot, or repair its info.xml by hand',
-      });
-    }
-    return entry;
+  /**
+   * The subvolume of snapshot `num`, checked without listing every subvolume (a child process
+   * each time this process changed one): its directory must be a subvolume root.
+   */
+  async function subvolumeOf(num: number): Promise<string> {
+    checkNum(num);
+    const path = join(snapshotsDir, String(num), 'snapshot');
+    if (!(await isSubvolumeRoot(path))) throw notFound(num, root);
+    return path;
+  }
+
+  /** Whether snapshot `num` has valid metadata (info.xml, or snapper lists it); throws as {@link get} would. */
+  async function hasInfo(num: number): Promise<boolean> {
+    await subvolumeOf(num);
+    const info = (await backend.readInfos(ctx, [num])).get(num);
+    return info !== undefined && !(info instanceof Error);
+  }
+
+  async function withInfo(num: number): Promise<void> {
+    if (await hasInfo(num)) return;
+    const info = (await backend.readInfos(ctx, [num])).get(num);
+    throw new TiuError('SNAPSHOT_FAILED', `snapshot ${num} has no valid info.xml (${info instanceof Error ? info.message : 'no info.xml'})`, {
+      hint: 'delete the snapshot, or repair its info.xml by hand',
+    });
   }
 
   /** The nested subvolumes of a new snapshot: snapshots of `from`'s, or empty ones. */
@@ -367,8 +383,7 @@ function createStore(ctx: StoreContext, backend: MetadataBackend, snapshotsId: n
     },
 
     async setReadonly(num, readonly) {
-      const entry = await get(num);
-      await setReadonly(sys, entry.path, readonly);
+      await setReadonly(sys, await subvolumeOf(num), readonly);
     },
 
     async generation(num) {
@@ -376,9 +391,9 @@ function createStore(ctx: StoreContext, backend: MetadataBackend, snapshotsId: n
     },
 
     async setDefault(num) {
-      const entry = await get(num);
-      if (backend.setDefault && !entry.missingInfo) await backend.setDefault(ctx, num);
-      else await setDefaultSubvolume(sys, root, entry.subvolumeId);
+      const path = await subvolumeOf(num);
+      if (backend.setDefault && (await hasInfo(num))) await backend.setDefault(ctx, num);
+      else await setDefaultSubvolume(sys, root, (await subvolumeInfo(sys, path)).id);
       const now = await getDefault(true);
       if (now !== num) {
         throw new TiuError('SNAPSHOT_FAILED', `setting snapshot ${num} as default did not take effect (default is ${now ?? 'not a snapshot'})`, {

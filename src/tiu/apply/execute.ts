@@ -8,7 +8,7 @@
  * was verified. Runs external commands only for device nodes (mknod) and for xattrs the in-process
  * binding cannot name (setfattr).
  */
-import { constants, type BigIntStats } from 'node:fs';
+import { chmodSync, constants, lchownSync, lutimesSync, type BigIntStats } from 'node:fs';
 import { chmod, lchown, lutimes, link, lstat, mkdir, open, readdir, rename, rmdir, symlink, unlink, writeFile, rm } from 'node:fs/promises';
 import { createHash } from 'node:crypto';
 import { tmpdir } from 'node:os';
@@ -20,6 +20,7 @@ import type { System } from '../../core/system.ts';
 import { displayPath, pathBytes, type IndexEntry } from '../../core/fileindex/types.ts';
 import type { ApplyPlan } from './plan.ts';
 import { setXattrsInProcess } from '../../core/fileindex/xattrs.ts';
+import { forEachLimit } from '../../core/concurrency.ts';
 
 /**
  * Where file content comes from (the seam a delta plugs into): chunks of a file's new content.
@@ -50,6 +51,8 @@ export interface ExecuteResult {
 }
 
 const CHUNK = 1024 * 1024;
+/** Metadata calls (lutimes, chown) in flight at once: enough to keep libuv's 4 threads busy. */
+const FS_CONCURRENCY = 16;
 let nodeCounter = 0;
 
 /**
@@ -200,6 +203,11 @@ function checkId(id: number, e: IndexEntry): number {
   return id;
 }
 
+function setOwnerModeSync(p: Buffer, e: IndexEntry): void {
+  lchownSync(p, checkId(e.uid, e), checkId(e.gid, e));
+  if (e.type !== 'symlink') chmodSync(p, e.mode);
+}
+
 async function setOwnerMode(p: Buffer, e: IndexEntry): Promise<void> {
   await lchown(p, checkId(e.uid, e), checkId(e.gid, e));
   if (e.type !== 'symlink') await chmod(p, e.mode);
@@ -248,6 +256,7 @@ export async function executePlan(plan: ApplyPlan, opts: ExecuteOptions): Promis
   // Structure first (directories, symlinks, nodes, metadata); file content in a pool after.
   const writes: IndexEntry[] = [];
   const links: IndexEntry[] = [];
+  const metas: Extract<ApplyPlan['changes'][number], { op: 'meta' }>[] = [];
   for (const c of plan.changes) {
     check();
     const e = c.entry;
@@ -296,18 +305,34 @@ export async function executePlan(plan: ApplyPlan, opts: ExecuteOptions): Promis
           links.push(e);
           break;
         case 'meta':
-          if (c.fields.includes('owner') || c.fields.includes('mode')) await T(e.path, (p) => setOwnerMode(p, e));
           // chown clears setuid bits and file capabilities: restore xattrs whenever the owner changed.
           if (c.fields.includes('xattrs') || c.fields.includes('owner')) xattrWork.push(e);
-          if (c.fields.includes('mtime') && e.type !== 'dir') await T(e.path, (p) => lutimes(p, e.mtime, e.mtime));
+          metas.push(c);
           break;
       }
     } catch (err) {
       if (err instanceof TiuError) throw err;
       await explainEperm(sys, targetRoot, e.path, err);
-      wrapFs(err, c.op === 'meta' ? 'setting metadata of' : 'creating', e.path);
+      wrapFs(err, 'creating', e.path);
     }
   }
+
+  // Metadata of entries that exist (an update re-dates thousands of files): independent of each
+  // other and of the structure above, so many are in flight at once.
+  // The calls are synchronous: each is an inode update in memory, far cheaper than a round
+  // trip through libuv's thread pool (2,800 re-dated files: ~0.1 s instead of ~0.5 s).
+  await forEachLimit(metas, FS_CONCURRENCY, async (c) => {
+    check();
+    const e = c.entry;
+    try {
+      if (c.fields.includes('owner') || c.fields.includes('mode')) await T(e.path, async (p) => setOwnerModeSync(p, e));
+      if (c.fields.includes('mtime') && e.type !== 'dir') await T(e.path, async (p) => lutimesSync(p, e.mtime, e.mtime));
+    } catch (err) {
+      if (err instanceof TiuError) throw err;
+      await explainEperm(sys, targetRoot, e.path, err);
+      wrapFs(err, 'setting metadata of', e.path);
+    }
+  });
 
   const concurrency = opts.concurrency ?? 4;
   let next = 0;
@@ -346,12 +371,10 @@ export async function executePlan(plan: ApplyPlan, opts: ExecuteOptions): Promis
   await applyXattrs(sys, targetRoot, xattrWork);
 
   // File mtimes after xattrs (capabilities), directory mtimes last, deepest first.
-  for (const e of xattrWork) {
-    if (e.type === 'file' && e.hardlink === undefined) await T(e.path, (p) => lutimes(p, e.mtime, e.mtime)).catch((err) => wrapFs(err, 'setting mtime of', e.path));
-  }
-  for (const d of plan.dirTimes) {
-    await T(d.path, (p) => lutimes(p, d.mtime, d.mtime)).catch((err) => wrapFs(err, 'setting mtime of', d.path));
-  }
+  // (Setting a directory's mtime changes nothing in its parent: no order is needed among them.)
+  const files = xattrWork.filter((e) => e.type === 'file' && e.hardlink === undefined);
+  await forEachLimit(files, FS_CONCURRENCY, (e) => T(e.path, async (p) => lutimesSync(p, e.mtime, e.mtime)).catch((err) => wrapFs(err, 'setting mtime of', e.path)));
+  await forEachLimit(plan.dirTimes, FS_CONCURRENCY, (d) => T(d.path, async (p) => lutimesSync(p, d.mtime, d.mtime)).catch((err) => wrapFs(err, 'setting mtime of', d.path)));
   return { bytesWritten, filesWritten };
 }
 

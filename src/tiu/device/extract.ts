@@ -62,8 +62,12 @@ export interface ExtractResult {
 /** Runs the update on `dev` (opened with its lock held). */
 export async function extract(dev: Device, o: ExtractOptions): Promise<ExtractResult> {
   const { sys, store } = dev;
+  // --debug shows when each step ended (where an update spends its time).
+  const t0 = performance.now();
+  const mark = (step: string) => sys.log.debug(`step ${step} done after ${(performance.now() - t0).toFixed(0)} ms`);
   await cleanupInterrupted(dev);
 
+  mark('clean up interrupted runs');
   const base = o.base ?? (await store.getDefault());
   if (base === undefined) {
     throw new TiuError('ROOT_LAYOUT', `${dev.root} has no default snapshot to update from`, { hint: 'install a system first (tiu install) or pass --base N' });
@@ -77,14 +81,17 @@ export async function extract(dev: Device, o: ExtractOptions): Promise<ExtractRe
 
   // 1. Authenticate, check compatibility, verify every block (archive) or the whole delta and
   // its base: all before any byte is written.
+  mark('list snapshots');
   const compatible = o.compatible ?? recorded?.manifest.compatible;
   await using image = await openUpdateSource(sys, { path: o.archive, keyringPem: o.keyringPem, allowedSigners: o.allowedSigners, compatible, baseNum: base, baseDir, recorded, onProgress: o.onProgress });
+  mark('verify the archive');
   const m = image.manifest;
   const target = image.target;
   checkDowngrade(m.version, baseInfo.userdata[UD.version] ?? recorded?.manifest.version, base, o.allowDowngrade === true);
 
   const trusted = recorded !== undefined && (await isBaseTrusted(sys, baseDir, baseInfo.userdata[UD.generation]));
   const oldIndex = trusted && recorded ? await loadIndex(recorded.indexPath, { canonical: false }) : undefined;
+  mark('read the base index');
   const planInputs = { oldIndex, target, excluded: m.excluded };
   if (o.dryRun) {
     // The same plan the real run carries out, measured on the base (the new snapshot starts as its copy).
@@ -101,14 +108,17 @@ export async function extract(dev: Device, o: ExtractOptions): Promise<ExtractRe
   });
   sys.log.debug(`new snapshot ${num} from ${base}`);
   const dir = tx.dir;
+  mark('new snapshot');
   const syncpoint = await freezeSyncpoint(sys, baseDir, dir);
   tx.throwIfAborted();
 
   // 3. The plan (as --dry-run prints it), then make the snapshot equal to the image (only what
   // differs is written).
+  mark('freeze /etc syncpoint');
   o.onProgress?.('scanning', 0);
   const plan = await planUpdate(sys, { ...planInputs, treeDir: dir, etc: image.etcDir ? { baseDir, localDir: syncpoint, newContentRoot: image.imageRoot } : undefined });
   tx.throwIfAborted();
+  mark('plan');
   const total = plan.apply.stats.writtenBytes || 1;
   // A delta builds on the base's files: check them all before writing any.
   await image.content?.precheck(plan.apply);
@@ -120,6 +130,7 @@ export async function extract(dev: Device, o: ExtractOptions): Promise<ExtractRe
     signal: tx.signal,
     onProgress: (b) => o.onProgress?.('writing', b / total),
   });
+  mark('apply');
   tx.throwIfAborted();
 
   // 4. Mount points of the separate subvolumes, and which image this snapshot holds (the next
@@ -127,6 +138,7 @@ export async function extract(dev: Device, o: ExtractOptions): Promise<ExtractRe
   await createMountpoints(dir);
   await recordImage(dir, image.imageRoot, image.manifestBytes, recorded?.manifest.index.sha256 === m.index.sha256 && trusted, image.signatureDer);
 
+  mark('record the image');
   // 5. /etc: the new vendor defaults with this device's changes carried over. The vendor copy
   // the snapshot inherited stays when the image's /etc did not change (nothing rewritten). A
   // delta's /etc is planned now that its contents are written (and checked against the index).
@@ -135,13 +147,17 @@ export async function extract(dev: Device, o: ExtractOptions): Promise<ExtractRe
   const etc = await applyEtcStep(sys, etcStep, { newDir: dir, syncpoint, signal: tx.signal, vendorEtcUnchanged });
   tx.throwIfAborted();
 
+  mark('/etc merge');
   // 6. Booting: initrd and bootloader entries (per configuration).
   await prepareBoot(dev, { snapshotDir: dir, num, manifest: m });
 
+  mark('boot preparation');
   await restoreDirTimes(dir, target);
 
+  mark('directory times');
   // 7. Seal and switch; then the bootloader follows the new default.
   await tx.finalize({ makeDefault: o.makeDefault });
+  mark('seal and set default');
   if (o.makeDefault) await activateBoot(dev);
   return {
     number: num,

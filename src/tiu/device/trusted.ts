@@ -15,8 +15,7 @@
  * What this path cannot see: a file created outside the volatile places after the apply step and
  * before sealing (tiu creates none). A full scan would remove it; the fast path leaves it.
  */
-import { lstat, readlink } from 'node:fs/promises';
-import type { BigIntStats } from 'node:fs';
+import { lstatSync, readlinkSync, type BigIntStats } from 'node:fs';
 import type { System } from '../../core/system.ts';
 import type { IndexEntry } from '../../core/fileindex/types.ts';
 import { scanTreeToArray, baseEntry } from '../../core/fileindex/scan.ts';
@@ -105,29 +104,29 @@ export async function trustedActual(sys: System, dir: string, oldIndex: readonly
   const reread: IndexEntry[] = [];
   const oldByPath = new Map<string, IndexEntry>();
   for (const e of oldIndex) oldByPath.set(e.path, e);
-  await Promise.all(
-    probe.map(async (p) => {
-      const abs = under(dir, p);
-      let st: BigIntStats;
-      try {
-        st = await lstat(abs, { bigint: true });
-      } catch (err) {
-        const code = (err as NodeJS.ErrnoException).code;
-        if (code === 'ENOENT' || code === 'ENOTDIR') {
-          actual.delete(p);
-          return;
-        }
-        throw cannotRead(p, err);
+  // Synchronous lstat: the paths are few thousand cached dentries; a promise and a thread-pool
+  // round trip each cost more than the call (4,657 paths of a Debian update: 0.33 s async, 0.19 s so, under load).
+  for (const p of probe) {
+    const abs = under(dir, p);
+    let st: BigIntStats;
+    try {
+      st = lstatSync(abs, { bigint: true });
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code;
+      if (code === 'ENOENT' || code === 'ENOTDIR') {
+        actual.delete(p);
+        continue;
       }
-      pathsRead++;
-      const rec = oldByPath.get(p);
-      const link = st.isSymbolicLink() ? await readlink(abs, { encoding: 'buffer' }) : undefined;
-      if (rec && statMatches(st, rec) && (link === undefined || link.toString('latin1') === rec.target)) return; // as recorded
-      const e = baseEntry({ path: p, abs, st, link });
-      actual.set(p, e);
-      reread.push(e);
-    }),
-  );
+      throw cannotRead(p, err);
+    }
+    pathsRead++;
+    const rec = oldByPath.get(p);
+    const link = st.isSymbolicLink() ? readlinkSync(abs, { encoding: 'buffer' }) : undefined;
+    if (rec && statMatches(st, rec) && (link === undefined || link.toString('latin1') === rec.target)) continue; // as recorded
+    const e = baseEntry({ path: p, abs, st, link });
+    actual.set(p, e);
+    reread.push(e);
+  }
   if (reread.length > 0) {
     const x = await listXattrs(sys, dir, reread.map((e) => e.path));
     for (const e of reread) {
