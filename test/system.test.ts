@@ -96,3 +96,43 @@ describe('System.run', () => {
     expect((await failure(sys.run('tiu-no-such-tool-xyz', [], { onLine: () => {} }))).code).toBe('TOOL_MISSING');
   });
 });
+
+describe('System.spawn', () => {
+  it('streams stdout (not collected), keeps stdin open until closed, reports the exit', async () => {
+    const child = sys.spawn('cat', [], { stream: true });
+    const got: Buffer[] = [];
+    child.stdout!.on('data', (c: Buffer) => got.push(c));
+    child.stdin!.write('one\n');
+    await new Promise((r) => setTimeout(r, 100));
+    expect(Buffer.concat(got).toString()).toBe('one\n');
+    child.stdin!.end('two\n');
+    const r = await child;
+    expect(r.exitCode).toBe(0);
+    expect(r.stdout).toBeUndefined();
+    expect(Buffer.concat(got).toString()).toBe('one\ntwo\n');
+    expect(child.pid).toBeGreaterThan(0);
+  });
+
+  it('collects output when not streaming; kill ends it with the signal', async () => {
+    const child = sys.spawn('sh', ['-c', 'echo started; exec sleep 30']);
+    await new Promise<void>((r) => child.stdout!.once('data', () => r()));
+    child.kill('SIGTERM');
+    const r = await child;
+    expect(r.signal).toBe('SIGTERM');
+    expect(r.stdout).toBe('started\n');
+  });
+
+  it('a missing command resolves with code ENOENT (no exception)', async () => {
+    const r = await sys.spawn('tiu-no-such-tool-xyz', []);
+    expect(r.code).toBe('ENOENT');
+    expect(r.exitCode).toBeUndefined();
+  });
+
+  it('an abort signal kills it and marks it canceled', async () => {
+    const ac = new AbortController();
+    const child = sys.spawn('sleep', ['30'], { signal: ac.signal });
+    setTimeout(() => ac.abort(), 50);
+    const r = await child;
+    expect(r.isCanceled).toBe(true);
+  });
+});

@@ -7,7 +7,6 @@
  */
 import type { Readable, Writable } from 'node:stream';
 import { spawn as spawnChild } from 'node:child_process';
-import { execa } from 'execa';
 import { TiuError } from './errors.ts';
 import { createLogger, type Logger } from './log.ts';
 
@@ -119,7 +118,7 @@ function lastLines(text: string, n = 3): string {
   return text.trim().split('\n').slice(-n).join(' | ');
 }
 
-/** How a command ended: execa's result, or {@link runPlain}'s in the same shape. */
+/** How a command ended: execa's result, or {@link spawnPlain}'s in the same shape. */
 interface Outcome {
   exitCode?: number;
   signal?: string;
@@ -132,53 +131,75 @@ interface Outcome {
 }
 
 /**
- * A command run to completion with Node's own spawn: no streaming, no line callbacks. tiu runs
- * two dozen short commands per update (btrfs, mount, sync); execa's per-call setup cost ~10 ms
- * each on top of the fork (measured: 6.0 vs 15.7 ms per `true`), so run() takes this path and
- * keeps execa for the streaming cases (spawn, onLine, inherit). stdin is /dev/null unless
- * `input` is given (a command reading stdin then gets EOF instead of waiting forever).
+ * A command started with Node's own spawn, as a {@link ChildProcess}: its streams, and a promise
+ * of how it ended (never rejecting). Output is collected unless `stream` (the caller reads it).
+ * stdin is a pipe (the lock helper holds its lock while it stays open), written and closed
+ * when `input` is given, or /dev/null with `noStdin`.
+ *
+ * Why not execa here: tiu starts a dozen short commands per update and holds its lock through
+ * one, and execa's setup cost ~10 ms per command on top of the fork (6.0 vs 15.7 ms per `true`)
+ * and loading it ~23 MiB of memory and ~0.19 s (measured, Node 24). execa stays for the
+ * commands whose output is followed line by line or shown on the terminal (build-side tools with
+ * progress), loaded only then.
  */
-function runPlain(file: string, args: readonly string[], o: RunOptions & { env: Record<string, string | undefined> }): Promise<Outcome> {
-  return new Promise((resolve) => {
-    const out: Buffer[] = [];
-    const err: Buffer[] = [];
-    let timedOut = false;
+function spawnPlain(file: string, args: readonly string[], o: RunOptions & { env: Record<string, string | undefined>; noStdin?: boolean }): ChildProcess {
+  const out: Buffer[] = [];
+  const err: Buffer[] = [];
+  let timedOut = false;
+  const env = Object.fromEntries(Object.entries(o.env).filter(([, v]) => v !== undefined)) as NodeJS.ProcessEnv;
+  const io = o.inherit ? 'inherit' : 'pipe';
+  const child = spawnChild(file, args, { cwd: o.cwd, env, stdio: [o.noStdin && o.input === undefined ? 'ignore' : 'pipe', io, io] });
+  const onAbort = () => child.kill('SIGTERM');
+  const timer = o.timeoutMs
+    ? setTimeout(() => {
+        timedOut = true;
+        child.kill('SIGTERM');
+      }, o.timeoutMs)
+    : undefined;
+  if (o.signal?.aborted) onAbort();
+  else o.signal?.addEventListener('abort', onAbort, { once: true });
+  if (!o.stream) {
+    child.stdout?.on('data', (c: Buffer) => out.push(c));
+    child.stderr?.on('data', (c: Buffer) => err.push(c));
+  }
+  // EPIPE from a command that exits without reading all of its input: its exit code tells.
+  child.stdin?.on('error', () => {});
+  if (o.input !== undefined) child.stdin!.end(o.input);
+  const ended = new Promise<ChildExit & { timedOut?: boolean }>((resolve) => {
     let settled = false;
-    const env = Object.fromEntries(Object.entries(o.env).filter(([, v]) => v !== undefined)) as NodeJS.ProcessEnv;
-    const child = spawnChild(file, args, { cwd: o.cwd, env, stdio: [o.input === undefined ? 'ignore' : 'pipe', 'pipe', 'pipe'] });
-    const done = (r: Outcome) => {
+    const done = (r: ChildExit & { timedOut?: boolean }) => {
       if (settled) return;
       settled = true;
       if (timer) clearTimeout(timer);
       o.signal?.removeEventListener('abort', onAbort);
       resolve(r);
     };
-    const onAbort = () => child.kill('SIGTERM');
-    const timer = o.timeoutMs ? setTimeout(() => {
-      timedOut = true;
-      child.kill('SIGTERM');
-    }, o.timeoutMs) : undefined;
-    if (o.signal?.aborted) onAbort();
-    else o.signal?.addEventListener('abort', onAbort, { once: true });
-    child.stdout!.on('data', (c: Buffer) => out.push(c));
-    child.stderr!.on('data', (c: Buffer) => err.push(c));
-    if (o.input !== undefined) {
-      child.stdin!.on('error', () => {}); // a command that exits without reading all of it
-      child.stdin!.end(o.input);
-    }
-    child.on('error', (e: NodeJS.ErrnoException) => done({ code: e.code, stdout: '', stderr: e.message }));
+    child.on('error', (e: NodeJS.ErrnoException) => {
+      // Not started (ENOENT, EACCES): there will be no exit.
+      if (child.pid === undefined) done({ code: e.code, stdout: '', stderr: e.message });
+    });
     child.on('close', (code, signal) => {
       const stdout = Buffer.concat(out);
       done({
         exitCode: code ?? undefined,
         signal: signal ?? undefined,
-        stdout: o.binary ? new Uint8Array(stdout.buffer, stdout.byteOffset, stdout.length) : stdout.toString('utf8'),
-        stderr: Buffer.concat(err).toString('utf8'),
+        ...(o.stream ? {} : { stdout: o.binary ? new Uint8Array(stdout.buffer, stdout.byteOffset, stdout.length) : stdout.toString('utf8'), stderr: Buffer.concat(err).toString('utf8') }),
         isCanceled: o.signal?.aborted === true,
         timedOut,
       });
     });
   });
+  return Object.assign(ended, {
+    get pid() {
+      return child.pid;
+    },
+    stdin: child.stdin,
+    stdout: child.stdout,
+    stderr: child.stderr,
+    kill: (sig?: NodeJS.Signals | number) => child.kill(sig),
+    ref: () => void child.ref(),
+    unref: () => void child.unref(),
+  }) as ChildProcess;
 }
 
 export function createSystem(log: Logger = createLogger()): System {
@@ -210,7 +231,16 @@ export function createSystem(log: Logger = createLogger()): System {
     log,
     spawn(file, args, options = {}) {
       log.debug(`run: ${formatCommand(file, args)}`);
-      return execa(file, args, {
+      return spawnPlain(file, args, { ...options, env: env(options.env) });
+    },
+    async run(file, args, options = {}) {
+      const command = formatCommand(file, args);
+      log.debug(`run: ${command}`);
+      if (!options.onLine && !options.inherit) {
+        return finish(file, command, options, await spawnPlain(file, args, { ...options, env: env(options.env), noStdin: true, stream: false }));
+      }
+      const { execa } = await import('execa');
+      const child = execa(file, args, {
         cwd: options.cwd,
         env: env(options.env),
         extendEnv: false,
@@ -223,16 +253,7 @@ export function createSystem(log: Logger = createLogger()): System {
         timeout: options.timeoutMs,
         cancelSignal: options.signal,
         maxBuffer: 1024 * 1024 * 1024,
-        ...(options.stream ? { buffer: false, encoding: 'buffer' } : {}),
       } as never) as unknown as ChildProcess;
-    },
-    async run(file, args, options = {}) {
-      const command = formatCommand(file, args);
-      if (!options.onLine && !options.inherit && !options.stream) {
-        log.debug(`run: ${command}`);
-        return finish(file, command, options, await runPlain(file, args, { ...options, env: env(options.env) }));
-      }
-      const child = sys.spawn(file, args, options);
       if (options.onLine && !options.inherit) {
         for (const stream of ['stdout', 'stderr'] as const) {
           let pending = '';

@@ -89,11 +89,11 @@ export function limiter(n: number) {
   };
 }
 
-const HASH_BUFFER = 1024 * 1024;
-const MAX_SPARE_BUFFERS = 8;
+const HASH_BUFFER = 256 * 1024;
+const MAX_SPARE_BUFFERS = 4;
 const spareBuffers: Buffer[] = [];
 
-/** sha256 (hex) of a file's content, read in 1 MiB chunks; never follows a symlink. */
+/** sha256 (hex) of a file's content, read in 256 KiB chunks; never follows a symlink. */
 export async function hashPath(path: Buffer | string): Promise<string> {
   const h = createHash('sha256');
   const fh = await open(path, constants.O_RDONLY | constants.O_NOFOLLOW);

@@ -64,7 +64,7 @@ export async function extract(dev: Device, o: ExtractOptions): Promise<ExtractRe
   const { sys, store } = dev;
   // --debug shows when each step ended (where an update spends its time).
   const t0 = performance.now();
-  const mark = (step: string) => sys.log.debug(`step ${step} done after ${(performance.now() - t0).toFixed(0)} ms`);
+  const mark = (step: string) => sys.log.debug(`step ${step} done after ${(performance.now() - t0).toFixed(0)} ms ${JSON.stringify(Object.fromEntries(Object.entries(process.memoryUsage()).map(([k, v]) => [k, Math.round(v / 2 ** 20)])))}`);
   await cleanupInterrupted(dev);
 
   mark('clean up interrupted runs');

@@ -11,7 +11,7 @@ import { SHA256_SIZE } from './layout.ts';
 import type { HashPool } from './pool.ts';
 
 /** Bytes read and hashed per step: large sequential reads, small enough to keep memory flat. */
-export const CHUNK_SIZE = 4 * 1024 * 1024;
+export const CHUNK_SIZE = 1024 * 1024;
 
 export interface Region {
   /** Byte offset of the first block in the file. */
