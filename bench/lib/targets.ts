@@ -17,6 +17,7 @@ export const LIMITS = {
   peakRssKiB: 100 * 1024,
   downloadVsCurl: 0.8,
   repoCheckS: 1,
+  statusS: 0.2,
   repoCheckBytes: 64 * 1024,
 } as const;
 
@@ -91,6 +92,10 @@ export function evaluateTargets(r: BenchReport): Target[] {
   }
   const vmax = vrows.length ? Math.max(...vrows.map((v) => v.median.maxRssKiB ?? 0)) : undefined;
   t.push(judge('tiu verify peak memory', `≤ ${mib(LIMITS.peakRssKiB)} including Node`, vmax === undefined ? undefined : vmax <= LIMITS.peakRssKiB, vmax === undefined ? `not measured: ${r.verify.error ?? 'no verify runs'}` : `${mib(vmax)} (largest over the archive sizes)`));
+
+  const st = r.device.status && !r.device.status.error && r.device.status.runs.length ? r.device.status : undefined;
+  t.push(judge('tiu status wall time', `≤ ${LIMITS.statusS} s (whole process, device with one snapshot)`, st ? st.median.wallS! <= LIMITS.statusS : undefined,
+    st ? `${fmtS(st.median.wallS)} (CPU ${st.median.cpuS?.toFixed(2)} s, ${mib(st.median.maxRssKiB)})` : `not measured: ${r.device.status?.error ?? r.device.error ?? 'the device phase did not run'}`));
 
   const dl = r.download?.rows;
   const dTiu = row(dl, 'tiu-download');

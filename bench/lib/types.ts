@@ -80,6 +80,8 @@ export interface BenchReport {
   device: {
     cases: DeviceCase[];
     notes: string[];
+    /** `tiu status` on the golden device (v1 installed). */
+    status?: Row;
     /** One extra `tiu --debug extract` v1 -> v2 run, split into phases and commands. */
     breakdown?: Breakdown;
     error?: string;

@@ -109,6 +109,23 @@ function procedures(ctx: BenchContext, inp: Inputs, etcNested: boolean, ostreeSr
   return procs;
 }
 
+/**
+ * `tiu status` (the whole process, the bundle) on a device holding v1, measured 5 × BENCH_RUNS
+ * times after one untimed run: what an admin (and every login banner or prompt) waits for.
+ */
+async function measureStatus(ctx: BenchContext, golden: string, dir: string): Promise<void> {
+  const row = newRow('tiu-status', 'tiu status (whole process)');
+  ctx.report.device.status = row;
+  try {
+    await using dev = await openDevice(ctx.sys, golden, dir);
+    const step = { argv: tiuArgv(ctx, 'status', '--root', dev.root) };
+    await runTimed(ctx.sys, [step], ctx.timeFile);
+    for (let i = 0; i < 5 * ctx.runs; i++) addRun(row, (await runTimed(ctx.sys, [step], ctx.timeFile)).sample);
+  } catch (e) {
+    failRow(row, e);
+  }
+}
+
 /** One measured run on a fresh device. */
 async function measureOnce(ctx: BenchContext, golden: string, dir: string, p: Procedure): Promise<Sample> {
   await using dev = await openDevice(ctx.sys, golden, dir);
@@ -252,6 +269,9 @@ export async function benchDevice(ctx: BenchContext, v1Tiu: string, v2Tiu: strin
       }
     }
   }
+
+  ctx.say('device: tiu status on the golden device');
+  await measureStatus(ctx, golden.file, dir);
 
   ctx.say('device: one tiu --debug extract v1 -> v2 for the time breakdown (untimed)');
   try {

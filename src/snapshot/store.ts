@@ -249,9 +249,14 @@ function createStore(ctx: StoreContext, backend: MetadataBackend, snapshotsId: n
   }
 
   async function list(): Promise<SnapshotEntry[]> {
+    // The default and the mount are independent of the listing: asked at the same time.
+    const defP = getDefault();
+    const mountedP = getMounted();
+    defP.catch(() => {});
+    mountedP.catch(() => {});
     const { dirs, byPath } = await scan();
     const nums = dirs.filter((n) => byPath.has(subvolPathOf(n)));
-    const [infos, def, mounted] = await Promise.all([backend.readInfos(ctx, nums), getDefault(), getMounted()]);
+    const [infos, def, mounted] = await Promise.all([backend.readInfos(ctx, nums), defP, mountedP]);
     const out: SnapshotEntry[] = [];
     for (const num of nums) {
       const subvol = byPath.get(subvolPathOf(num))!;
