@@ -22,7 +22,7 @@ function asMap(entries: IndexEntry[]): Map<string, IndexEntry> {
   return new Map(entries.map((e) => [e.path, e]));
 }
 function ops(plan: ApplyPlan): string[] {
-  return [...plan.removals.map((r) => `remove ${r.path}`), ...plan.changes.map((c) => `${c.op} ${c.entry.path}${c.op === 'meta' ? ` ${c.fields.join('+')}` : ''}`)];
+  return [...plan.removals.map((r) => `remove ${r.path}`), ...plan.changes.map((c) => `${c.op === 'write' && c.inPlace ? 'rewrite' : c.op} ${c.entry.path}${c.op === 'meta' ? ` ${c.fields.join('+')}` : ''}`)];
 }
 
 /** Applies a plan to an in-memory tree model, to check the result equals the target. */
@@ -30,7 +30,11 @@ function simulate(actual: IndexEntry[], target: IndexEntry[], plan: ApplyPlan): 
   const state = asMap(actual);
   for (const r of plan.removals) for (const p of [...state.keys()]) if (p === r.path || p.startsWith(r.path + '/')) state.delete(p);
   for (const c of plan.changes) {
-    if (c.op !== 'meta' && state.has(c.entry.path)) throw new Error(`create over existing ${c.entry.path}`);
+    if (c.op === 'write' && c.inPlace) {
+      // Rewritten in place: only over a regular file that is not part of a hardlink group.
+      const old = state.get(c.entry.path);
+      if (old?.type !== 'file' || old.hardlink !== undefined || [...state.values()].some((x) => x.hardlink === c.entry.path)) throw new Error(`in-place rewrite of ${c.entry.path}, which is not a lone regular file`);
+    } else if (c.op !== 'meta' && state.has(c.entry.path)) throw new Error(`create over existing ${c.entry.path}`);
     state.set(c.entry.path, c.entry);
   }
   void target;
@@ -46,10 +50,20 @@ describe('planApply', () => {
     expect(plan.dirTimes).toEqual([]);
   });
 
-  it('writes changed content even when size and mtime are equal (reproducible-build trap)', () => {
+  it('writes changed content even when size and mtime are equal (reproducible-build trap), in place', () => {
     const a = tree(file('f', 'aaa'));
     const t = tree(file('f', 'bbb'));
-    expect(ops(planApply(t, asMap(a), opts))).toEqual(['remove f', 'write f']);
+    const plan = planApply(t, asMap(a), opts);
+    expect(ops(plan)).toEqual(['rewrite f']);
+    // The directory keeps its entries: no mtime to restore.
+    expect(plan.dirTimes).toEqual([]);
+    expect(plan.stats).toMatchObject({ written: 1, writtenBytes: 3 });
+  });
+
+  it('never rewrites in place a file other paths are hardlinked to, a follower, or a sparse target', () => {
+    const a = tree(file('a', '1'), file('b', '1', { hardlink: 'a' }), file('s', 'x'));
+    const t = tree(file('a', '2'), file('b', '3'), file('s', 'y', { sparse: true }));
+    expect(ops(planApply(t, asMap(a), opts))).toEqual(['remove s', 'remove b', 'remove a', 'write a', 'write b', 'write s']);
   });
 
   it('applies metadata-only changes without rewriting', () => {
@@ -99,7 +113,7 @@ describe('planApply', () => {
   it('treats unknown digests as changed (never trusts size alone)', () => {
     const a = tree({ ...file('f', 'x'), sha256: undefined });
     const t = tree(file('f', 'x'));
-    expect(ops(planApply(t, asMap(a), opts))).toEqual(['remove f', 'write f']);
+    expect(ops(planApply(t, asMap(a), opts))).toEqual(['rewrite f']);
   });
 
   it('property: simulating the plan on random trees yields exactly the target paths and objects', () => {

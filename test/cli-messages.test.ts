@@ -93,13 +93,14 @@ describe('the dry-run plan', () => {
   const tree = (...e: IndexEntry[]) => [dir('.'), dir('etc'), ...e].sort((a, b) => comparePaths(a.path, b.path));
   const opts = { isExcluded: () => false, isProtected: () => false };
 
-  it('shows a rewritten /etc/shadow as one replace line, not remove then write', () => {
+  it('shows a rewritten /etc/shadow as one rewrite line and a changed type as one replace line, not remove then write', () => {
     const actual = tree(file('etc/shadow', 'root:*:1::::::\n', 0o640), file('etc/gone', 'x'), dir('etc/d'));
     const target = tree(file('etc/shadow', 'root:*:1::::::\nsvc:!*:1::::::\n', 0o640), file('etc/new', 'y'), file('etc/d', 'now a file'));
     const plan = planApply(target, new Map(actual.map((e) => [e.path, e])), opts);
-    expect(plan.removals.map((r) => r.path)).toContain('etc/shadow');
+    expect(plan.removals.map((r) => r.path)).not.toContain('etc/shadow');
+    expect(plan.removals.map((r) => r.path)).toContain('etc/d');
     const lines = planLines(plan, (p) => p);
-    expect(lines.filter((l) => l.includes('/etc/shadow'))).toEqual(['replace /etc/shadow']);
+    expect(lines.filter((l) => l.includes('/etc/shadow'))).toEqual(['rewrite /etc/shadow']);
     expect(lines).toContain('replace /etc/d (dir -> file)');
     expect(lines).toContain('remove  /etc/gone');
     expect(lines).toContain('write   /etc/new');

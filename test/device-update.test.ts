@@ -6,6 +6,7 @@ import { describe, it, expect, beforeAll, afterAll } from 'vitest';
 import { join } from 'node:path';
 import { copyFile, open, readFile, writeFile, mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
+import { randomBytes } from 'node:crypto';
 import { testSystem } from './helpers/env.ts';
 import { makeArchives, installedDevice, cli, expectSnapshotEquals, type ArchiveSet } from './helpers/device.ts';
 import { addSnapperConfig, makeLoopBtrfs } from './helpers/btrfs.ts';
@@ -131,8 +132,8 @@ describe('tiu install + extract on loop btrfs', () => {
     await using dev = await installedDevice(sys, A.v1, A.keyringPem);
     const r = await cli(['extract', A.v2, '--root', dev.root, ...keyringArgs(), '--dry-run']);
     expect(r.exitCode, r.stderr).toBe(0);
-    // A rewritten file is one line (the executor removes, then writes it).
-    expect(r.stdout).toMatch(/^replace +\/usr\/share\/t\/trap$/m);
+    // A file with new content is rewritten in place: one line.
+    expect(r.stdout).toMatch(/^rewrite +\/usr\/share\/t\/trap$/m);
     expect(r.stdout).not.toMatch(/^remove +\/usr\/share\/t\/trap$/m);
     expect(r.stdout).toMatch(/^write +\/usr\/share\/t\/added$/m);
     expect(r.stdout).toMatch(/^meta +\/usr\/share\/t\/mode \(mode\)$/m);
@@ -293,3 +294,37 @@ describe('tiu install + extract on loop btrfs', () => {
   });
 });
 
+
+describe('a changed file is rewritten in place', () => {
+  it('only its changed blocks take new space; the base keeps its own content; a distrusted base gets the same', async () => {
+    const big = randomBytes(4 * 1024 * 1024);
+    const changed = Buffer.from(big);
+    changed.fill(0x5a, 1024 * 1024, 1024 * 1024 + 4096);
+    const dir = await mkdtemp(join(tmpdir(), 'tiu-inplace-'));
+    try {
+      const B = await makeArchives(sys, dir, {
+        prepare: async (tree, v) => {
+          // v2: one 4 KiB block changed and 100 bytes appended.
+          await writeFile(join(tree, 'usr/share/big.bin'), v === 1 ? big : Buffer.concat([changed, Buffer.alloc(100, 1)]));
+        },
+      });
+      for (const distrust of [false, true]) {
+        await using dev = await installedDevice(sys, B.v1, B.keyringPem);
+        // A writable base is not trusted: the full comparison path must rewrite in place too.
+        if (distrust) await sys.run('btrfs', ['property', 'set', '-ts', join(dev.root, '.snapshots/1/snapshot'), 'ro', 'false']);
+        const r = await cli(['extract', B.v2, '--root', dev.root, '--keyring', B.keys.keyring, '--json']);
+        expect(r.exitCode, r.stderr).toBe(0);
+        expect(JSON.parse(r.stdout).trustedBaseIndex).toBe(!distrust);
+        const file = (n: number) => join(dev.root, `.snapshots/${n}/snapshot/usr/share/big.bin`);
+        expect((await readFile(file(2))).equals(Buffer.concat([changed, Buffer.alloc(100, 1)]))).toBe(true);
+        expect((await readFile(file(1))).equals(big)).toBe(true);
+        await sys.run('btrfs', ['filesystem', 'sync', dev.root]);
+        // Written fresh, the file would own 4 MiB; in place, the changed block and the new tail.
+        expect(await exclusiveBytes(sys, file(2))).toBeLessThanOrEqual(64 * 1024);
+        await expectSnapshotEqualsImage(join(dev.root, '.snapshots/2/snapshot'));
+      }
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  }, 300_000);
+});

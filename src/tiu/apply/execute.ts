@@ -9,7 +9,7 @@
  * binding cannot name (setfattr).
  */
 import { chmodSync, constants, lchownSync, lutimesSync, type BigIntStats } from 'node:fs';
-import { chmod, lchown, lutimes, link, lstat, mkdir, open, readdir, rename, rmdir, symlink, unlink, writeFile, rm } from 'node:fs/promises';
+import { chmod, lchown, lutimes, link, lstat, mkdir, open, readdir, rename, rmdir, symlink, unlink, writeFile, rm, type FileHandle } from 'node:fs/promises';
 import { createHash } from 'node:crypto';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -178,23 +178,97 @@ async function copyContent(source: AsyncIterable<Uint8Array>, target: SafeRoot, 
       pos += bytesRead;
     }
     if (e.sparse) await dfh.truncate(pos);
-    const digest = hash.digest('hex');
-    if (pos !== e.size || digest !== e.sha256) {
-      if (viaDelta) {
-        throw new TiuError('DELTA_CORRUPT', `/${displayPath(e.path)} rebuilt from the delta does not match the signed index (${pos} bytes, sha256 ${digest.slice(0, 12)}…)`, {
-          hint: 'the delta or the base snapshot is damaged; use the full image; nothing was made the default',
-        });
-      }
-      throw new TiuError('ARCHIVE_VERITY', `content of /${displayPath(e.path)} in the image does not match the signed index (${pos} bytes, sha256 ${digest.slice(0, 12)}…)`, {
-        hint: 'the archive changed after it was verified or is corrupt; nothing was made the default',
-      });
-    }
+    checkContent(e, pos, hash.digest('hex'), viaDelta);
     await dfh.chown(checkId(e.uid, e), checkId(e.gid, e));
     await dfh.chmod(e.mode);
   } finally {
     await chunks.return?.(undefined);
     await dfh?.close();
   }
+}
+
+/** Throws unless `size` bytes with `digest` are what the signed index says `e` holds. */
+function checkContent(e: IndexEntry, size: number, digest: string, viaDelta: boolean): void {
+  if (size === e.size && digest === e.sha256) return;
+  if (viaDelta) {
+    throw new TiuError('DELTA_CORRUPT', `/${displayPath(e.path)} rebuilt from the delta does not match the signed index (${size} bytes, sha256 ${digest.slice(0, 12)}…)`, {
+      hint: 'the delta or the base snapshot is damaged; use the full image; nothing was made the default',
+    });
+  }
+  throw new TiuError('ARCHIVE_VERITY', `content of /${displayPath(e.path)} in the image does not match the signed index (${size} bytes, sha256 ${digest.slice(0, 12)}…)`, {
+    hint: 'the archive changed after it was verified or is corrupt; nothing was made the default',
+  });
+}
+
+const BLOCK = 4096;
+
+/**
+ * Rewrites the snapshot's file at `e.path` (inherited from the base) with the image's content,
+ * writing only the 4 KiB blocks that differ, then truncating to the new size: unchanged blocks
+ * keep sharing their extents with the base snapshot, as `rsync --inplace` leaves them. Every
+ * byte read from the image is hashed and must match the signed index. Returns false, having
+ * changed nothing, when the path is not a regular file with a single link (the caller then
+ * replaces it). A failure part-way leaves a mixed file in the new snapshot, which the caller
+ * discards as a whole.
+ */
+async function rewriteInPlace(source: AsyncIterable<Uint8Array>, target: SafeRoot, e: IndexEntry): Promise<boolean> {
+  const hash = createHash('sha256');
+  const chunks = source[Symbol.asyncIterator]();
+  // The source is opened (and checked) before the target is touched.
+  let next = await chunks.next();
+  let dfh;
+  try {
+    try {
+      dfh = await target.at(e.path, (dst) => open(dst, constants.O_RDWR | constants.O_NOFOLLOW));
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code;
+      if (code === 'ELOOP' || code === 'ENOENT' || code === 'EISDIR') return false;
+      throw err;
+    }
+    const st = await dfh.stat();
+    if (!st.isFile() || st.nlink !== 1) return false;
+    let old = OLD_BUFFERS.pop() ?? Buffer.allocUnsafe(CHUNK);
+    try {
+      let pos = 0;
+      for (; !next.done; next = await chunks.next()) {
+        const c = next.value;
+        const chunk = Buffer.from(c.buffer, c.byteOffset, c.byteLength);
+        hash.update(chunk);
+        const have = pos < st.size ? (await dfh.read(old, 0, Math.min(chunk.length, st.size - pos), pos)).bytesRead : 0;
+        // Runs of differing blocks are written with one call each.
+        let runStart = -1;
+        for (let off = 0; off < chunk.length; off += BLOCK) {
+          const end = Math.min(off + BLOCK, chunk.length);
+          const differs = end > have || chunk.compare(old, off, end, off, end) !== 0;
+          if (differs && runStart < 0) runStart = off;
+          if (!differs && runStart >= 0) {
+            await writeAll(dfh, chunk.subarray(runStart, off), pos + runStart);
+            runStart = -1;
+          }
+        }
+        if (runStart >= 0) await writeAll(dfh, chunk.subarray(runStart), pos + runStart);
+        pos += chunk.length;
+      }
+      if (st.size !== pos) await dfh.truncate(pos);
+      checkContent(e, pos, hash.digest('hex'), false);
+    } finally {
+      if (OLD_BUFFERS.length < 4) OLD_BUFFERS.push(old);
+    }
+    await dfh.chown(checkId(e.uid, e), checkId(e.gid, e));
+    await dfh.chmod(e.mode);
+    return true;
+  } finally {
+    await chunks.return?.(undefined);
+    await dfh?.close();
+  }
+}
+
+/** Spare buffers for the old content read by in-place rewrites (one per concurrent write). */
+const OLD_BUFFERS: Buffer[] = [];
+
+async function writeAll(fh: FileHandle, data: Buffer, at: number): Promise<void> {
+  let done = 0;
+  while (done < data.length) done += (await fh.write(data, done, data.length - done, at + done)).bytesWritten;
 }
 
 /** Owner ids must be real ids: chown(-1) means "unchanged", so 4294967295 would silently not apply. */
@@ -257,6 +331,8 @@ export async function executePlan(plan: ApplyPlan, opts: ExecuteOptions): Promis
   const writes: IndexEntry[] = [];
   const links: IndexEntry[] = [];
   const metas: Extract<ApplyPlan['changes'][number], { op: 'meta' }>[] = [];
+  /** Writes of files the snapshot already has on their own inode: rewritten where they differ. */
+  const inPlace = new Set<IndexEntry>();
   for (const c of plan.changes) {
     check();
     const e = c.entry;
@@ -300,6 +376,7 @@ export async function executePlan(plan: ApplyPlan, opts: ExecuteOptions): Promis
         }
         case 'write':
           writes.push(e);
+          if (c.inPlace) inPlace.add(e);
           break;
         case 'link':
           links.push(e);
@@ -342,7 +419,11 @@ export async function executePlan(plan: ApplyPlan, opts: ExecuteOptions): Promis
       const e = writes[next++]!;
       try {
         const src = opts.content ? await opts.content.open(e) : imageFile(image, e);
-        await copyContent(src, target, e, opts.content !== undefined);
+        // A delta rebuilds content from the base's files: its writes always go to fresh inodes.
+        if (!inPlace.has(e) || opts.content || !(await rewriteInPlace(src, target, e))) {
+          if (inPlace.has(e)) await T(e.path, (p) => unlink(p));
+          await copyContent(opts.content ? src : inPlace.has(e) ? imageFile(image, e) : src, target, e, opts.content !== undefined);
+        }
       } catch (err) {
         if (err instanceof TiuError) throw err;
         await explainEperm(sys, targetRoot, e.path, err);

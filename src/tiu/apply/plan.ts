@@ -7,7 +7,8 @@
  *
  * Identical files produce no action (their extents stay shared with the base snapshot);
  * metadata-only differences produce `meta` actions (no content rewritten); removed paths are
- * removed; everything else is written fresh from the image.
+ * removed; a file whose content changed is rewritten in place where it differs; everything
+ * else is written fresh from the image.
  */
 import { comparePaths, type IndexEntry } from '../../core/fileindex/types.ts';
 import { metaDiff as indexMetaDiff, sameContent, type MetaField } from '../../core/fileindex/compare.ts';
@@ -17,7 +18,8 @@ export type { MetaField };
 export type Action =
   | { op: 'remove'; path: string; type: IndexEntry['type'] }
   | { op: 'mkdir'; entry: IndexEntry }
-  | { op: 'write'; entry: IndexEntry }
+  /** `inPlace`: the snapshot's file (same path, own inode) is rewritten where it differs, not replaced. */
+  | { op: 'write'; entry: IndexEntry; inPlace?: boolean }
   | { op: 'link'; entry: IndexEntry }
   | { op: 'symlink'; entry: IndexEntry }
   | { op: 'mknod'; entry: IndexEntry }
@@ -92,10 +94,12 @@ export function planApply(target: readonly IndexEntry[], actual: ReadonlyMap<str
   const touched = new Set<string>();
   /** Top-most removed directories: nothing below them needs its own removal. */
   const removedDirs: string[] = [];
+  const removedPaths = new Set<string>();
 
   const remove = (a: IndexEntry) => {
     if (removedDirs.some((d) => isUnder(a.path, d)) || options.isProtected(a.path)) return;
     removals.push({ op: 'remove', path: a.path, type: a.type });
+    removedPaths.add(a.path);
     if (a.type === 'dir') removedDirs.push(a.path);
     touched.add(parentOf(a.path));
   };
@@ -114,7 +118,10 @@ export function planApply(target: readonly IndexEntry[], actual: ReadonlyMap<str
       remove(a);
     }
   }
-  const gone = (p: string) => removedDirs.some((d) => isUnder(p, d) || p === d) || removals.some((r) => r.path === p);
+  const gone = (p: string) => removedPaths.has(p) || removedDirs.some((d) => isUnder(p, d) || p === d);
+  /** Files that other paths of the snapshot are hardlinked to: never rewritten in place. */
+  const leaders = new Set<string>();
+  for (const a of actual.values()) if (a.hardlink !== undefined) leaders.add(a.hardlink);
 
   for (const t of target) {
     if (t.path !== '.' && options.isExcluded(t.path)) continue;
@@ -154,6 +161,15 @@ export function planApply(target: readonly IndexEntry[], actual: ReadonlyMap<str
       } else stats.unchanged++;
       continue;
     }
+    // A regular file with new content, on its own inode on both sides: rewritten in place, so
+    // that its unchanged blocks stay shared with the base snapshot (disk growth = changed blocks,
+    // as with rsync --inplace). Its directory keeps its entries (no mtime to restore).
+    if (a && a.type === 'file' && t.type === 'file' && a.hardlink === undefined && !t.sparse && !leaders.has(a.path)) {
+      changes.push({ op: 'write', entry: t, inPlace: true });
+      stats.written++;
+      stats.writtenBytes += t.size ?? 0;
+      continue;
+    }
     // Same type, different content (or a file that was a hardlink follower and should not be).
     if (a) remove(a);
     changes.push(createOp(t));
@@ -187,6 +203,7 @@ export function formatPlan(plan: ApplyPlan, display: (p: string) => string): str
     const p = `/${display(c.entry.path)}`;
     if (c.op === 'meta') lines.push(`meta    ${p} (${c.fields.join(', ')})`);
     else if (c.op === 'link') lines.push(`link    ${p} -> /${display(c.entry.hardlink!)}`);
+    else if (c.op === 'write' && c.inPlace) lines.push(`rewrite ${p}`);
     else lines.push(`${c.op.padEnd(7)} ${p}`);
   }
   const s = plan.stats;

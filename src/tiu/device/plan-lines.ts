@@ -1,7 +1,8 @@
 /**
  * The dry-run listing of an apply plan, one line per path. The executor removes a file before
  * writing its replacement (a new inode, so hardlinks and a changed type come out right); the
- * listing shows such a pair as one `replace` line, which is what happens to the path. Pure.
+ * listing shows such a pair as one `replace` line, which is what happens to the path. A file
+ * rewritten in place (only its differing blocks written, the inode kept) is a `rewrite` line. Pure.
  */
 import type { ApplyPlan } from '../apply/plan.ts';
 
@@ -14,6 +15,7 @@ export function planLines(plan: ApplyPlan, display: (p: string) => string): stri
     const p = `/${display(c.entry.path)}`;
     const was = removed.get(c.entry.path);
     if (c.op === 'meta') lines.push(`meta    ${p} (${c.fields.join(', ')})`);
+    else if (c.op === 'write' && c.inPlace) lines.push(`rewrite ${p}`);
     else if (was) lines.push(`replace ${p}${was.type === c.entry.type ? '' : ` (${was.type} -> ${c.entry.type})`}`);
     else if (c.op === 'link') lines.push(`link    ${p} -> /${display(c.entry.hardlink!)}`);
     else lines.push(`${c.op.padEnd(7)} ${p}`);
