@@ -325,6 +325,9 @@ function createStore(ctx: StoreContext, backend: MetadataBackend, snapshotsId: n
     }
   }
 
+  /** Subvolume ids seen by generation(): a number is never reused, so its id cannot change. */
+  const knownIds = new Map<number, number>();
+
   const store: SnapshotStore = {
     root,
     snapshotsDir,
@@ -392,13 +395,15 @@ function createStore(ctx: StoreContext, backend: MetadataBackend, snapshotsId: n
     },
 
     async generation(num) {
-      return (await subvolumeInfo(sys, store.snapshotPath(num))).generation;
+      const info = await subvolumeInfo(sys, store.snapshotPath(num));
+      knownIds.set(num, info.id);
+      return info.generation;
     },
 
     async setDefault(num) {
       const path = await subvolumeOf(num);
       if (backend.setDefault && (await hasInfo(num))) await backend.setDefault(ctx, num);
-      else await setDefaultSubvolume(sys, root, (await subvolumeInfo(sys, path)).id);
+      else await setDefaultSubvolume(sys, root, knownIds.get(num) ?? (await subvolumeInfo(sys, path)).id);
       const now = await getDefault(true);
       if (now !== num) {
         throw new TiuError('SNAPSHOT_FAILED', `setting snapshot ${num} as default did not take effect (default is ${now ?? 'not a snapshot'})`, {
@@ -409,6 +414,7 @@ function createStore(ctx: StoreContext, backend: MetadataBackend, snapshotsId: n
 
     async delete(num, options = {}) {
       checkNum(num);
+      knownIds.delete(num);
       const { dirs, subvols, byPath } = await scan(true);
       if (!dirs.includes(num)) throw notFound(num, root);
       const subvol = byPath.get(subvolPathOf(num));
