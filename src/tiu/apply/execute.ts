@@ -421,8 +421,17 @@ export async function executePlan(plan: ApplyPlan, opts: ExecuteOptions): Promis
         const src = opts.content ? await opts.content.open(e) : imageFile(image, e);
         // A delta rebuilds content from the base's files: its writes always go to fresh inodes.
         if (!inPlace.has(e) || opts.content || !(await rewriteInPlace(src, target, e))) {
-          if (inPlace.has(e)) await T(e.path, (p) => unlink(p));
-          await copyContent(opts.content ? src : inPlace.has(e) ? imageFile(image, e) : src, target, e, opts.content !== undefined);
+          if (inPlace.has(e)) {
+            // Not a lone regular file after all: replaced as a whole, its directory's mtime
+            // (which the plan expects unchanged) put back.
+            const parent = pathComponents(e.path).slice(0, -1);
+            const dirTimes = await target.at(parent.length ? parent : '.', (d) => lstat(d, { bigint: true }));
+            await T(e.path, (p) => unlink(p));
+            await copyContent(opts.content ? src : imageFile(image, e), target, e, opts.content !== undefined);
+            await target.at(parent.length ? parent : '.', (d) => lutimes(d, Number(dirTimes.atimeNs) / 1e9, Number(dirTimes.mtimeNs) / 1e9));
+          } else {
+            await copyContent(src, target, e, opts.content !== undefined);
+          }
         }
       } catch (err) {
         if (err instanceof TiuError) throw err;

@@ -92,7 +92,8 @@ export async function extract(dev: Device, o: ExtractOptions): Promise<ExtractRe
   const trusted = recorded !== undefined && (await isBaseTrusted(sys, baseDir, baseInfo.userdata[UD.generation]));
   const oldIndex = trusted && recorded ? await loadIndex(recorded.indexPath, { canonical: false }) : undefined;
   mark('read the base index');
-  const planInputs = { oldIndex, target, excluded: m.excluded };
+  // A delta's content is rebuilt from the base's files into fresh inodes (no in-place rewrites).
+  const planInputs = { oldIndex, target, excluded: m.excluded, inPlace: image.content === undefined };
   if (o.dryRun) {
     // The same plan the real run carries out, measured on the base (the new snapshot starts as its copy).
     const plan = await planUpdate(sys, { ...planInputs, treeDir: baseDir, etc: image.etcDir ? { baseDir, localDir: `${baseDir}/etc`, newContentRoot: image.imageRoot } : undefined });

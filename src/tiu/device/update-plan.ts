@@ -33,6 +33,8 @@ export interface PlanUpdateOptions {
   oldIndex: IndexEntry[] | undefined;
   target: IndexEntry[];
   excluded: readonly string[];
+  /** Whether changed files may be rewritten in place (not for a delta: see PlanOptions.inPlace). */
+  inPlace?: boolean;
   /** The /etc sides; omitted for a delta (see {@link UpdatePlan.etc}). */
   etc?: { baseDir: string; localDir: string; newContentRoot: string };
 }
@@ -41,7 +43,7 @@ export interface PlanUpdateOptions {
 export async function planUpdate(sys: System, o: PlanUpdateOptions): Promise<UpdatePlan> {
   const { actual, counts } = await actualState(sys, o.treeDir, o.oldIndex, o.target, o.excluded);
   await fillDigests(o.treeDir, actual, o.target, o.oldIndex);
-  const apply = planApply(o.target, actual, { isExcluded: excludedMatcher(o.excluded), isProtected: protectedMatcher(o.excluded) });
+  const apply = planApply(o.target, actual, { isExcluded: excludedMatcher(o.excluded), isProtected: protectedMatcher(o.excluded), inPlace: o.inPlace });
   const etc = o.etc ? await planEtcStep(sys, { ...o.etc, target: o.target }) : undefined;
   return { apply, probe: counts, etc };
 }
