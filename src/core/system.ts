@@ -9,6 +9,7 @@ import type { Readable, Writable } from 'node:stream';
 import { execa } from 'execa';
 import { TiuError } from './errors.ts';
 import { createLogger, type Logger } from './log.ts';
+import { spawnStreaming } from './spawn-stream.ts';
 
 export interface RunOptions {
   cwd?: string;
@@ -29,6 +30,8 @@ export interface RunOptions {
   signal?: AbortSignal;
   /** spawn only: do not collect stdout/stderr in memory; the caller reads the streams (downloads). */
   stream?: boolean;
+  /** spawn with `stream` only: the command's stdout goes nowhere (it writes its own output file). */
+  discardStdout?: boolean;
 }
 
 export interface RunResult {
@@ -125,6 +128,7 @@ export function createSystem(log: Logger = createLogger()): System {
     log,
     spawn(file, args, options = {}) {
       log.debug(`run: ${formatCommand(file, args)}`);
+      if (options.stream) return spawnStreaming(file, args, options, env(options.env));
       return execa(file, args, {
         cwd: options.cwd,
         env: env(options.env),
@@ -138,7 +142,6 @@ export function createSystem(log: Logger = createLogger()): System {
         timeout: options.timeoutMs,
         cancelSignal: options.signal,
         maxBuffer: 1024 * 1024 * 1024,
-        ...(options.stream ? { buffer: false, encoding: 'buffer' } : {}),
       } as never) as unknown as ChildProcess;
     },
     async run(file, args, options = {}) {
