@@ -32,9 +32,16 @@ export async function benchDownload(ctx: BenchContext, archive: string): Promise
   ];
   const rows = tools.map((t) => newRow(t.id, t.label));
   // The download() call alone, timed inside the process: Node's start and module loading are
-  // paid once per `tiu update`, not per byte (they dominate a 50 MB file on loopback).
-  const transfer = newRow('tiu-download-transfer', 'tiu download() call alone (without Node start)');
+  // paid once per `tiu update`, not per byte (they dominate a 50 MB file on loopback). Every
+  // download pays everything inside the call: lock, cache metadata, curl's start, the
+  // transfer, the rename. The bundled call is the judged one (bench/lib/targets.ts): it is
+  // what a device runs; from source, Node's type stripping leaves a larger process (slower to
+  // fork curl from) still compiling in the background while curl runs.
+  const transfer = newRow('tiu-download-transfer', 'tiu download() call alone, from source (without Node start)');
+  const bundleTransfer = newRow('tiu-download-bundle-transfer', 'tiu download() call alone, bundled (without Node start)');
   rows.splice(1, 0, transfer);
+  rows.push(bundleTransfer);
+  const callRow: Record<string, typeof transfer> = { 'tiu-download': transfer, 'tiu-download-bundle': bundleTransfer };
   ctx.report.download.rows = rows;
   // One untimed round first: the file in the page cache for both.
   await runTimed(ctx.sys, tools[1]!.steps, ctx.timeFile).catch(() => {});
@@ -48,10 +55,11 @@ export async function benchDownload(ctx: BenchContext, archive: string): Promise
       try {
         const r = await runTimed(ctx.sys, t.steps, ctx.timeFile);
         addRun(row, r.sample);
-        if (t.id === 'tiu-download') addRun(transfer, { ...r.sample, wallS: (JSON.parse(r.stdout[0] ?? '{}') as { transferS: number }).transferS });
+        const call = callRow[t.id];
+        if (call) addRun(call, { ...r.sample, wallS: (JSON.parse(r.stdout[0] ?? '{}') as { transferS: number }).transferS });
       } catch (e) {
         failRow(row, e);
-        if (t.id === 'tiu-download') failRow(transfer, e);
+        if (callRow[t.id]) failRow(callRow[t.id]!, e);
       }
     }
   }
