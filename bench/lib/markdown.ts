@@ -98,6 +98,16 @@ export function renderMarkdown(r: BenchReport): string {
         : [x.label, runsCell(x), fmtS(x.median.wallS), x.median.wallS && dl.archiveBytes ? `${(dl.archiveBytes / 1048576 / x.median.wallS).toFixed(0)} MiB/s` : '–',
           x.median.cpuS?.toFixed(2) ?? '–', mib(x.median.maxRssKiB), fmtRatio(ratio(curl, x.median.wallS))])), '');
   }
+  const lg = dl.large;
+  if (lg?.rows.length) {
+    out.push(`A large file (${fmtBytes(lg.bytes)} of random bytes) from the same nginx, where the per-byte rate dominates and fixed costs do not (not a goal; shown for scale):`, '');
+    const lcurl = lg.rows.find((x) => x.id === 'large-curl' && !x.error)?.median.wallS;
+    out.push(table(['procedure', 'runs', 'wall (median)', 'throughput', 'CPU s', 'peak RSS', 'throughput vs curl'],
+      lg.rows.map((x) => x.error
+        ? [x.label, '0', `not measured: ${x.error}`, '', '', '', '']
+        : [x.label, runsCell(x), fmtS(x.median.wallS), x.median.wallS ? `${(lg.bytes / 1048576 / x.median.wallS).toFixed(0)} MiB/s` : '–',
+          x.median.cpuS?.toFixed(2) ?? '–', mib(x.median.maxRssKiB), fmtRatio(ratio(lcurl, x.median.wallS))])), '');
+  }
 
   const rc = r.repoCheck;
   if (rc) {

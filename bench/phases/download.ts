@@ -2,9 +2,11 @@
  * Download throughput: the v2 archive from Debian's nginx on 127.0.0.1, tiu's downloader
  * (bench/download-tiu.ts, a whole Node process like `tiu update` would be; also bundled like
  * dist/tiu.mjs) against `curl -o FILE` in the same run, in alternation. Peak RSS includes Node
- * and the curl child.
+ * and the curl child. Then the same for a large file of random bytes (BENCH_DOWNLOAD_LARGE_MIB,
+ * default 512; 0 skips it), where the per-byte rate dominates and fixed costs do not.
  */
-import { copyFile, mkdir, rm, stat } from 'node:fs/promises';
+import { randomFillSync } from 'node:crypto';
+import { copyFile, mkdir, open, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { addRun, failRow, newRow, rotate, type BenchContext } from '../lib/context.ts';
 import { runTimed, type Step } from '../lib/measure.ts';
@@ -63,4 +65,57 @@ export async function benchDownload(ctx: BenchContext, archive: string): Promise
       }
     }
   }
+  await benchLarge(ctx, www, ngx.base, bundled, cache, out);
+}
+
+/** Writes `bytes` random bytes to `file` (untimed input). */
+async function randomFile(file: string, bytes: number): Promise<void> {
+  const fh = await open(file, 'w');
+  try {
+    const buf = Buffer.alloc(8 * 1024 * 1024);
+    for (let done = 0; done < bytes; done += buf.length) {
+      randomFillSync(buf);
+      await fh.write(buf, 0, Math.min(buf.length, bytes - done));
+    }
+  } finally {
+    await fh.close();
+  }
+}
+
+/** The large-file rows: tiu's download() call (bundled) against curl -o, in alternation. */
+async function benchLarge(ctx: BenchContext, www: string, base: string, bundled: string, cache: string, out: string): Promise<void> {
+  const mib = Number(process.env.BENCH_DOWNLOAD_LARGE_MIB ?? 512);
+  if (!(mib > 0)) return;
+  const bytes = Math.round(mib * 1024 * 1024);
+  ctx.say(`download: ${mib} MiB of random bytes (untimed)`);
+  await randomFile(join(www, 'large.bin'), bytes);
+  const url = `${base}/large.bin`;
+  const call = newRow('large-tiu-call', `tiu download() call alone, bundled (${mib} MiB)`);
+  const whole = newRow('large-tiu', `tiu download, bundled (whole process, ${mib} MiB)`);
+  const curl = newRow('large-curl', `curl -o (${mib} MiB)`);
+  ctx.report.download.large = { bytes, rows: [call, curl, whole] };
+  const tools = [
+    { row: whole, steps: [{ argv: [process.execPath, bundled, url, cache] }] },
+    { row: curl, steps: [{ argv: ['curl', '--silent', '--show-error', '--fail', '-o', out, url] }] },
+  ];
+  await runTimed(ctx.sys, tools[1]!.steps, ctx.timeFile).catch(() => {});
+  for (let i = 0; i < ctx.runs; i++) {
+    for (const t of rotate(tools, i)) {
+      if (t.row.error) continue;
+      await rm(cache, { recursive: true, force: true });
+      await rm(out, { force: true });
+      ctx.say(`download: ${t.row.label}, run ${i + 1}/${ctx.runs}`);
+      try {
+        const r = await runTimed(ctx.sys, t.steps, ctx.timeFile);
+        addRun(t.row, r.sample);
+        if (t.row === whole) addRun(call, { ...r.sample, wallS: (JSON.parse(r.stdout[0] ?? '{}') as { transferS: number }).transferS });
+      } catch (e) {
+        failRow(t.row, e);
+        if (t.row === whole) failRow(call, e);
+      }
+    }
+  }
+  await rm(cache, { recursive: true, force: true });
+  await rm(out, { force: true });
+  await rm(join(www, 'large.bin'), { force: true });
 }
