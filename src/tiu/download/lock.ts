@@ -11,7 +11,9 @@
  * (`flock --nonblock --no-fork FILE cat`): the same guarantee, a little slower. The two kinds
  * do not see each other, so every tiu of one installation uses the same kind.
  */
-import { closeSync, constants, openSync } from 'node:fs';
+import { closeSync, constants, existsSync, openSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { createRequire } from 'node:module';
 import { TiuError } from '../../core/errors.ts';
 import type { System } from '../../core/system.ts';
@@ -29,10 +31,22 @@ function loadFdLocks(): FdLocks | null {
   if (fdLocks !== undefined) return fdLocks;
   if (readTiuEnv().noFdLock) return (fdLocks = null);
   const req = createRequire(import.meta.url);
+  const prebuild = `fs-native-extensions/prebuilds/${process.platform}-${process.arch}/fs-native-extensions.node`;
   try {
     // The prebuilt library itself: the package's own entry resolves it through require-addon,
     // which costs more than the lock (~100 ms on a busy machine). Same call as its index.js.
-    const b = req(`fs-native-extensions/prebuilds/${process.platform}-${process.arch}/fs-native-extensions.node`) as { tryLock(fd: number, offset: number, length: number, exclusive: boolean): void };
+    // Found in the node_modules directories above this module (where require() looks too) and
+    // loaded with process.dlopen: require()'s resolver costs 5-10 ms on its first use in a
+    // process, a tenth of a 50 MB download from a LAN.
+    const found = findInNodeModules(prebuild);
+    let b: { tryLock(fd: number, offset: number, length: number, exclusive: boolean): void };
+    if (found) {
+      const m = { exports: {} as typeof b };
+      process.dlopen(m, found);
+      b = m.exports;
+    } else {
+      b = req(prebuild) as typeof b;
+    }
     fdLocks = {
       tryLock(fd) {
         try {
@@ -52,6 +66,17 @@ function loadFdLocks(): FdLocks | null {
     }
   }
   return fdLocks;
+}
+
+/** `node_modules/<rel>` in the nearest directory above this module that has it, if any. */
+function findInNodeModules(rel: string): string | undefined {
+  for (let dir = dirname(fileURLToPath(import.meta.url)); ; ) {
+    const candidate = join(dir, 'node_modules', rel);
+    if (existsSync(candidate)) return candidate;
+    const up = dirname(dir);
+    if (up === dir) return undefined;
+    dir = up;
+  }
 }
 
 /** Takes the lock on `lockFile` or throws BUSY (naming `what`). Dispose to release. */
