@@ -5,6 +5,7 @@
  *   BENCH_DIR=/var/tmp/tiu-bench   scratch directory (outside the repo; removed at the end)
  *   BENCH_ONLY=build,verity,verify,device,download,delta,repo-check   run only these phases
  *   BENCH_OUT=bench/results results directory (latest.md, latest.json)
+ *   BENCH_DOWNLOAD_ARCHIVE=FILE   a ready v2 archive for the download phase (no tiu create)
  *   BENCH_KEEP=1            keep the scratch directory
  *   BENCH_SKIP_SETUP=1      do not run scripts/setup.sh
  *   BENCH_STEP_TIMEOUT=900  seconds after which a measured command is killed (then "not measured")
@@ -39,6 +40,8 @@ const repo = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 const runs = Number(process.env.BENCH_RUNS ?? 3);
 const work = resolve(process.env.BENCH_DIR ?? '/var/tmp/tiu-bench');
 const outDir = resolve(process.env.BENCH_OUT ?? join(repo, 'bench/results'));
+/** A ready v2 archive for the download phase (skips the corpus when no other phase needs it). */
+const downloadArchive = process.env.BENCH_DOWNLOAD_ARCHIVE ? resolve(process.env.BENCH_DOWNLOAD_ARCHIVE) : undefined;
 const only = process.env.BENCH_ONLY ? new Set(process.env.BENCH_ONLY.split(',').map((s) => s.trim())) : undefined;
 const phase = (name: string) => !only || only.has(name);
 const started = Date.now();
@@ -143,7 +146,7 @@ async function main(): Promise<number> {
     } else report.notMeasured.push({ what: 'tiu check against a large repository', reason: 'skipped (BENCH_ONLY)' });
     let corpus;
     try {
-      if (['build', 'verify', 'device', 'download'].some(phase)) corpus = await buildCorpus(ctx);
+      if (['build', 'verify', 'device'].some(phase) || (phase('download') && !downloadArchive)) corpus = await buildCorpus(ctx);
     } catch (e) {
       report.corpus.error = errorText(e);
       for (const what of ['build side', 'tiu verify', 'device side']) report.notMeasured.push({ what, reason: `no corpus: ${report.corpus.error}` });
@@ -189,14 +192,15 @@ async function main(): Promise<number> {
       }
     } else if (!phase('device')) report.notMeasured.push({ what: 'device side', reason: 'skipped (BENCH_ONLY)' });
 
-    if (corpus && phase('download')) {
+    if ((corpus || downloadArchive) && phase('download')) {
       try {
-        if (!v2Tiu) {
+        if (!v2Tiu && downloadArchive) v2Tiu = downloadArchive;
+        if (!v2Tiu && corpus) {
           say('download: tiu create v2.tiu (untimed; no earlier phase left one)');
           v2Tiu = join(work, 'v2.tiu');
           await createArchive(ctx, corpus.v2, v2Tiu, '2');
         }
-        await benchDownload(ctx, v2Tiu);
+        await benchDownload(ctx, v2Tiu!);
       } catch (e) {
         report.download.error = errorText(e);
       }

@@ -74,7 +74,7 @@ export interface BenchReport {
   };
   verify: { rows: VerifyRow[]; error?: string };
   /** The v2 archive from nginx on 127.0.0.1: tiu's downloader against curl -o. */
-  download: { archiveBytes?: number; rows: Row[]; error?: string };
+  download: { archiveBytes?: number; rows: Row[]; error?: string; large?: { bytes: number; rows: Row[] } };
   /** `tiu check` against 100 versions × 20 device types (bench/phases/repo-check.ts); downloads by row id (last run). */
   repoCheck?: { targets: number; rows: Row[]; downloads: Record<string, { bytes: number; files: string[] }>; error?: string };
   device: {

@@ -212,3 +212,22 @@ test('renderMarkdown shows targets, failures with reasons and the delta row', ()
   assert.match(md, /not measured: rsync exploded/);
   assert.match(md, /\| delta update download \(v1→v2\) \| .* \| not measured: the delta phase did not run \| not measured \|/);
 });
+
+test('evaluateTargets: the download throughput is judged on the bundled download() call against curl -o timed the same way', () => {
+  const r = report();
+  const row = (id: string, wallS: number): Row => {
+    const s: Sample = { wallS, cpuS: 0, maxRssKiB: 60 * 1024, procWriteBytes: 0, load1: 0 };
+    return { id, label: id, runs: [s], median: { ...s } };
+  };
+  r.download = { archiveBytes: 50e6, rows: [row('tiu-download', 0.6), row('tiu-download-transfer', 0.2), row('curl', 0.13), row('tiu-download-bundle', 0.4), row('tiu-download-bundle-transfer', 0.12), row('curl-call', 0.1)] };
+  const dl = () => evaluateTargets(r).find((x) => x.name.startsWith('download throughput'))!;
+  assert.equal(dl().status, 'met'); // 0.10 / 0.12 = 0.83x
+  assert.match(dl().measured, /^0\.12 s vs 0\.10 s = 0\.83× .*call from source 0\.20 s, 0\.65×/);
+  assert.match(dl().goal, /bundled, both timed around the spawn of curl from Node/);
+  r.download.rows = r.download.rows.filter((x) => x.id !== 'curl-call');
+  assert.match(dl().measured, /^0\.12 s vs 0\.13 s = 1\.08×/); // no Node-started curl: the curl -o row
+  r.download.rows = r.download.rows.filter((x) => x.id !== 'tiu-download-bundle-transfer');
+  assert.equal(dl().status, 'not met'); // from source: 0.65x
+  r.download.large = { bytes: 2 ** 29, rows: [row('large-tiu-call', 1), row('large-curl', 1.1)] };
+  assert.match(renderMarkdown(r), /A large file \(512\.0 MiB of random bytes\)[\s\S]*\| large-tiu-call \| .* \| 512 MiB\/s \|/);
+});

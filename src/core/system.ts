@@ -29,6 +29,8 @@ export interface RunOptions {
   signal?: AbortSignal;
   /** spawn only: do not collect stdout/stderr in memory; the caller reads the streams (downloads). */
   stream?: boolean;
+  /** spawn with `stream` only: the command's stdout goes nowhere (it writes its own output file). */
+  discardStdout?: boolean;
 }
 
 export interface RunResult {
@@ -148,7 +150,7 @@ function spawnPlain(file: string, args: readonly string[], o: RunOptions & { env
   let timedOut = false;
   const env = Object.fromEntries(Object.entries(o.env).filter(([, v]) => v !== undefined)) as NodeJS.ProcessEnv;
   const io = o.inherit ? 'inherit' : 'pipe';
-  const child = spawnChild(file, args, { cwd: o.cwd, env, stdio: [o.noStdin && o.input === undefined ? 'ignore' : 'pipe', io, io] });
+  const child = spawnChild(file, args, { cwd: o.cwd, env, stdio: [o.noStdin && o.input === undefined ? 'ignore' : 'pipe', o.stream && o.discardStdout ? 'ignore' : io, io] });
   const onAbort = () => child.kill('SIGTERM');
   const timer = o.timeoutMs
     ? setTimeout(() => {

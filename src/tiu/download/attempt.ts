@@ -4,7 +4,8 @@
  * sink, counting every byte so the size cap holds even when the server announced no length.
  * Nothing here retries; ./fetch.ts decides what an outcome means.
  */
-import { open, readFile, rm, stat } from 'node:fs/promises';
+import { readFileSync, rmSync, statSync } from 'node:fs';
+import { open } from 'node:fs/promises';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { System } from '../../core/system.ts';
 import { curlArgs, isInterim, lastHead, parseHead, type CurlRequest, type ResponseHead } from './curl.ts';
@@ -127,6 +128,11 @@ export async function runAttempt(
  * byte passes through Node). tiu watches the file's size every `pollMs` for progress and the
  * size cap (curl's own `--max-filesize` only checks an announced length), and the heads file
  * for the final response (free-space check via `onHead`, which may throw to stop curl).
+ *
+ * The small file operations here (the heads file, the size) are synchronous on purpose: each
+ * is one syscall on a local file, while the first asynchronous one in a process waits for
+ * libuv's thread pool to start (~10 ms, measured; a 50 MB archive from a LAN takes ~100 ms).
+ * The attempt returns as soon as curl has exited: a poll in flight is awaited, never a tick.
  */
 export async function runFileAttempt(
   sys: System,
@@ -139,58 +145,75 @@ export async function runFileAttempt(
     onBytes?: (size: number, head: ResponseHead | undefined) => void;
   },
 ): Promise<AttemptOutcome & { headError?: unknown }> {
-  await rm(req.toFile.headers, { force: true });
-  const child = sys.spawn('curl', curlArgs(req), { stream: true, signal: o.signal });
+  rmSync(req.toFile.headers, { force: true });
+  const piped = !!req.toFile.piped;
+  // Not piped: curl writes the file itself and its stdout carries nothing.
+  const child = sys.spawn('curl', curlArgs(req), { stream: true, signal: o.signal, discardStdout: !piped });
   let stderr = '';
   child.stderr?.on('data', (c: Buffer) => {
     if (stderr.length < 8192) stderr += c.toString('utf8');
   });
   // Piped (a rate limit): tiu paces the copy, so curl blocks on the pipe and TCP slows the sender.
-  const copying = req.toFile.piped ? pacedCopy(child.stdout!, req.toFile.file, req.from ?? 0, req.rateLimit) : (child.stdout?.resume(), Promise.resolve());
+  const copying = piped ? pacedCopy(child.stdout!, req.toFile.file, req.from ?? 0, req.rateLimit) : Promise.resolve();
   const out: AttemptOutcome & { headError?: unknown } = { exitCode: -1, stderr: '', received: 0, offset: req.from ?? 0, tooLarge: false, errorBody: '', aborted: false };
   let head: ResponseHead | undefined;
-  let checking = false;
-  const readHead = async (): Promise<ResponseHead | undefined> => {
-    const text = await readFile(req.toFile.headers, 'latin1').catch(() => '');
+  const readHead = (): ResponseHead | undefined => {
+    let text = '';
+    try {
+      text = readFileSync(req.toFile.headers, 'latin1');
+    } catch {
+      return undefined;
+    }
     const end = text.lastIndexOf('\r\n\r\n');
     return end < 0 ? undefined : lastHead(text.slice(0, end));
   };
-  const sizeNow = async () => (await stat(req.toFile.file).catch(() => undefined))?.size ?? 0;
-  const tick = async () => {
-    if (checking) return;
-    checking = true;
+  const sizeNow = (): number => {
     try {
-      if (!head) {
-        head = await readHead();
-        if (head && (head.status === 200 || head.status === 206)) {
-          await o.onHead?.(head).catch((e: unknown) => {
-            out.headError = e;
-            child.kill('SIGTERM');
-          });
-        }
-      }
-      const size = await sizeNow();
-      if (size > o.maxBytes) {
-        out.tooLarge = true;
-        child.kill('SIGTERM');
-      }
-      o.onBytes?.(size, head);
-    } finally {
-      checking = false;
+      return statSync(req.toFile.file).size;
+    } catch {
+      return 0;
     }
   };
-  const timer = setInterval(() => void tick(), o.pollMs ?? 100);
+  const tick = async () => {
+    if (!head) {
+      head = readHead();
+      if (head && (head.status === 200 || head.status === 206)) {
+        await o.onHead?.(head).catch((e: unknown) => {
+          out.headError = e;
+          child.kill('SIGTERM');
+        });
+      }
+    }
+    const size = sizeNow();
+    if (size > o.maxBytes) {
+      out.tooLarge = true;
+      child.kill('SIGTERM');
+    }
+    o.onBytes?.(size, head);
+  };
+  let polling: Promise<void> | undefined;
+  let pollError: unknown;
+  const timer = setInterval(() => {
+    polling ??= tick().catch((e: unknown) => {
+      // A failing progress callback stops this attempt and is reported after curl exited.
+      pollError ??= e;
+      child.kill('SIGTERM');
+    }).finally(() => {
+      polling = undefined;
+    });
+  }, o.pollMs ?? 100);
   const copied = copying.then(() => undefined, (e: unknown) => {
     child.kill('SIGTERM');
     return e;
   });
   const r = (await child) as unknown as { exitCode?: number; isCanceled?: boolean; code?: string; cause?: { code?: string } };
-  const copyError = await copied;
   clearInterval(timer);
+  const copyError = await copied;
+  await polling;
   if (copyError) throw copyError;
-  while (checking) await new Promise((res) => setTimeout(res, 5));
-  out.head = await readHead();
-  const size = await sizeNow();
+  if (pollError) throw pollError;
+  out.head = readHead();
+  const size = sizeNow();
   if (size > o.maxBytes) out.tooLarge = true;
   out.received = Math.max(0, size - out.offset);
   out.exitCode = r.exitCode ?? -1;

@@ -10,10 +10,14 @@
  *     resuming with Range (and If-Range), restarting cleanly when the server answers 200;
  *   - conditional requests (If-None-Match / If-Modified-Since) from the validators saved in
  *     `<file>.meta` beside the download: an unchanged source is not transferred again.
+ *
+ * The small file operations (stat, the `.meta` file, mkdir, rename, unlink, statfs) are
+ * synchronous: each is one syscall on the local cache directory, where an asynchronous one
+ * pays a thread-pool round trip — and the first in a process waits ~10 ms for the pool to
+ * start. Together they were a quarter of the time of a 50 MB download from a LAN (#18).
  */
-import { mkdir, readFile, rename, stat, statfs, unlink, writeFile } from 'node:fs/promises';
 import { createHash } from 'node:crypto';
-import { createReadStream } from 'node:fs';
+import { createReadStream, mkdirSync, readFileSync, renameSync, statSync, statfsSync, unlinkSync, writeFileSync } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { TiuError } from '../../core/errors.ts';
 import type { System } from '../../core/system.ts';
@@ -99,23 +103,24 @@ export function parseDownloadUrl(text: string, allowFile = false): URL {
 /** Reads `<file>.meta`; anything odd (missing, huge, not JSON, other URL) counts as absent. */
 export async function readMeta(file: string, url: string): Promise<CacheMeta | undefined> {
   try {
-    const st = await stat(`${file}.meta`);
+    const st = statSync(`${file}.meta`);
     if (!st.isFile() || st.size > 64 * 1024) return undefined;
-    const m = JSON.parse(await readFile(`${file}.meta`, 'utf8')) as CacheMeta;
+    const m = JSON.parse(readFileSync(`${file}.meta`, 'utf8')) as CacheMeta;
     return m && m.url === url && typeof m.complete === 'boolean' ? m : undefined;
   } catch {
     return undefined;
   }
 }
 
+/** Writes `<file>.meta` (through a temporary file and a rename: never half a file). */
 export async function writeMeta(file: string, meta: CacheMeta): Promise<void> {
-  await writeFile(`${file}.meta.tmp`, `${JSON.stringify(meta)}\n`, { mode: 0o600 });
-  await rename(`${file}.meta.tmp`, `${file}.meta`);
+  writeFileSync(`${file}.meta.tmp`, `${JSON.stringify(meta)}\n`, { mode: 0o600 });
+  renameSync(`${file}.meta.tmp`, `${file}.meta`);
 }
 
 async function sizeOf(path: string): Promise<number | undefined> {
   try {
-    const st = await stat(path);
+    const st = statSync(path);
     return st.isFile() ? st.size : undefined;
   } catch {
     return undefined;
@@ -123,13 +128,17 @@ async function sizeOf(path: string): Promise<number | undefined> {
 }
 
 async function removeQuietly(...paths: string[]): Promise<void> {
-  for (const p of paths) await unlink(p).catch(() => {});
+  for (const p of paths) {
+    try {
+      unlinkSync(p);
+    } catch {}
+  }
 }
 
 /** Throws DOWNLOAD_NO_SPACE if the cache's file system has less than `need` bytes free. */
 export async function checkFreeSpace(dir: string, need: number, url: string): Promise<void> {
   if (need <= 0) return;
-  const fs = await statfs(dir);
+  const fs = statfsSync(dir);
   const free = Number(fs.bavail) * Number(fs.bsize);
   if (free < need) {
     throw new TiuError('DOWNLOAD_NO_SPACE', `not enough space in ${dir} for ${url}: ${need} bytes needed, ${free} free`, { hint: 'free space (tiu cleanup, or remove files in the cache) or set [update] cache_dir' });
@@ -159,7 +168,7 @@ export async function fetchToCache(o: FetchToCacheOptions): Promise<FetchResult>
   parseDownloadUrl(o.url);
   const { sys } = o;
   try {
-    await mkdir(o.cacheDir, { recursive: true, mode: 0o700 });
+    mkdirSync(o.cacheDir, { recursive: true, mode: 0o700 });
   } catch (e) {
     throw wrapWriteError(e, o.url, o.cacheDir);
   }
@@ -241,7 +250,10 @@ export async function fetchToCache(o: FetchToCacheOptions): Promise<FetchResult>
     }
     if (out.exitCode === 23) {
       await removeQuietly(part);
-      const fs = await statfs(o.cacheDir).catch(() => undefined);
+      let fs;
+      try {
+        fs = statfsSync(o.cacheDir);
+      } catch {}
       if (fs && Number(fs.bavail) * Number(fs.bsize) < 1024 * 1024) throw wrapWriteError(Object.assign(new Error('ENOSPC'), { code: 'ENOSPC' }), o.url, part);
       throw new TiuError('DOWNLOAD_FAILED', `cannot write ${part}: ${classifyCurlExit(23, out.stderr).what}`, { hint: 'check the cache directory ([update] cache_dir)' });
     }
@@ -334,5 +346,5 @@ async function finish(o: FetchToCacheOptions, part: string, final: string, size:
       throw new TiuError('DOWNLOAD_MISMATCH', `${o.url} has sha256 ${got}, not the ${o.expectedSha256} expected; the download was deleted`, { hint: 'the server has a different file than the update metadata names' });
     }
   }
-  await rename(part, final);
+  renameSync(part, final);
 }
