@@ -19,7 +19,7 @@ import { createWriteStream } from 'node:fs';
 import { pipeline } from 'node:stream/promises';
 import type { System } from '../../core/system.ts';
 import { dirname, join } from 'node:path';
-import { createZstdDecompress, constants as zc } from 'node:zlib';
+import { createZstdDecompress, gunzipSync, constants as zc } from 'node:zlib';
 import { Readable } from 'node:stream';
 import type { FileHandle } from 'node:fs/promises';
 import { TiuError } from '../../core/errors.ts';
@@ -32,6 +32,11 @@ import { hashPath } from '../../core/fileindex/hash.ts';
 import { oldSources, sourceLocation, PATCH_MAX_BYTES } from './plan.ts';
 import { contentTotals, type DeltaContent, type Header } from './format.ts';
 import { bspatchStream } from './bsdiff.ts';
+import { applyIndexDiff } from './index-diff.ts';
+import { MAX_GZIP_HEADER, regzip } from './gzip.ts';
+
+/** Largest index (or index diff) a delta may decode to. */
+const MAX_INDEX_BYTES = 1024 * 1024 * 1024;
 import type { OpenedDelta } from './open.ts';
 
 export interface DeltaSource extends ContentSource {
@@ -58,6 +63,13 @@ interface Resolved {
   length: number;
   /** bsdiff: its slices of the three unpacked streams. */
   bsdiff?: { ctrl: { offset: number; length: number }; diff: { offset: number; length: number }; extra: { offset: number; length: number } };
+  /** gzip-patch: the uncompressed size and the original gzip header. */
+  gzip?: { rawSize: number; header: Buffer };
+}
+
+/** Decoded length of a base64 string. */
+function b64len(s: string): number {
+  return Math.floor((s.length * 3) / 4) - (s.endsWith('==') ? 2 : s.endsWith('=') ? 1 : 0);
 }
 
 /**
@@ -80,6 +92,10 @@ export function resolveContents(h: Header, target: readonly IndexEntry[], oldInd
       base = b.sha256;
     }
     const r: Resolved = { sha256: e.sha256, size: e.size ?? 0, method: c.method, base, offset, length: c.length ?? 0 };
+    if (c.method === 'gzip-patch') {
+      if (c.rawSize! > PATCH_MAX_BYTES || (b64len(c.gzipHeader!) > MAX_GZIP_HEADER)) throw bad(`${c.entry} is a gzip patch out of bounds`);
+      r.gzip = { rawSize: c.rawSize!, header: Buffer.from(c.gzipHeader!, 'base64') };
+    }
     if (c.method === 'bsdiff') {
       r.bsdiff = { ctrl: { offset: at.ctrl, length: c.ctrl! }, diff: { offset: at.diff, length: c.diff! }, extra: { offset: at.extra, length: c.extra! } };
       at.ctrl += c.ctrl!;
@@ -123,12 +139,17 @@ async function unpackBsdiffStreams(sys: System, delta: OpenedDelta, workDir: str
 }
 
 /** Streams `stream` through zstd (optionally with a dictionary); errors become DELTA_CORRUPT. */
-async function* zstdStream(input: Readable, what: string, dictionary?: Buffer): AsyncGenerator<Uint8Array> {
+async function* zstdStream(input: Readable, what: string, dictionary?: Buffer, maxBytes = Number.MAX_SAFE_INTEGER): AsyncGenerator<Uint8Array> {
   const d = createZstdDecompress({ ...(dictionary ? { dictionary } : {}), params: { [zc.ZSTD_d_windowLogMax]: 27 } } as never);
   input.on('error', (e) => d.destroy(e));
   input.pipe(d);
+  let n = 0;
   try {
-    for await (const c of d) yield c as Uint8Array;
+    for await (const c of d) {
+      n += (c as Uint8Array).length;
+      if (n > maxBytes) throw new TiuError('DELTA_CORRUPT', `${what} in the delta decodes to more than ${maxBytes} bytes`, { hint: 'use the full image' });
+      yield c as Uint8Array;
+    }
   } catch (e) {
     if (e instanceof TiuError) throw e;
     throw new TiuError('DELTA_CORRUPT', `cannot decode ${what} from the delta: ${(e as Error).message}`, { hint: 'use the full image' });
@@ -191,13 +212,12 @@ export async function prepareDeltaSource(sys: System, delta: OpenedDelta, o: { b
   const indexFile = join(o.workDir, INDEX_PATH);
   await mkdir(dirname(indexFile), { recursive: true });
   const ib = delta.header.index;
-  const dict = ib.method === 'zstd-patch' ? await readFile(o.recorded.indexPath) : undefined;
   const chunks: Buffer[] = [];
   const raw = Readable.from(range(delta.fh, delta.blobBase + ib.offset, ib.size));
-  for await (const c of zstdStream(raw, 'the new index', dict)) chunks.push(Buffer.from(c));
-  const indexBytes = Buffer.concat(chunks);
+  for await (const c of zstdStream(raw, 'the new index', undefined, MAX_INDEX_BYTES)) chunks.push(Buffer.from(c));
+  const indexBytes = ib.method === 'index-diff' ? applyIndexDiff(oldIndex, Buffer.concat(chunks)) : Buffer.concat(chunks);
   if (createHash('sha256').update(indexBytes).digest('hex') !== env.target.indexSha256) {
-    throw new TiuError('DELTA_CORRUPT', 'the new index rebuilt from the delta does not match the signed manifest', { hint: 'use the full image' });
+    throw new TiuError('DELTA_CORRUPT', 'the new index rebuilt from the delta does not match the signed manifest', { hint: 'use the full image; nothing was changed' });
   }
   await writeFile(indexFile, indexBytes, { mode: 0o644 });
   const target = await loadIndex(indexFile, { sha256: env.target.indexSha256 });
@@ -263,6 +283,23 @@ export async function prepareDeltaSource(sys: System, delta: OpenedDelta, o: { b
             await fh.close();
           }
         })();
+      }
+      if (c?.method === 'gzip-patch') {
+        const base = oldFile(c.base!);
+        return oneAtATime(async function* () {
+          let old: Buffer;
+          try {
+            old = gunzipSync(await readOld(base), { maxOutputLength: PATCH_MAX_BYTES });
+          } catch (e) {
+            if (e instanceof TiuError) throw e;
+            throw new TiuError('DELTA_FORMAT', `the delta patches /${displayPath(base.path)} as gzip, which it is not`, { hint: 'the delta was not made for this base; use the full image' });
+          }
+          const parts: Buffer[] = [];
+          for await (const b of zstdStream(blobStream(c), what, old, c.gzip!.rawSize)) parts.push(Buffer.from(b));
+          const raw = Buffer.concat(parts);
+          if (raw.length !== c.gzip!.rawSize) throw new TiuError('DELTA_CORRUPT', `${what} decodes to ${raw.length} bytes, the delta says ${c.gzip!.rawSize}`, { hint: 'use the full image' });
+          yield await regzip(sys, raw, c.gzip!.header);
+        });
       }
       if (c?.method === 'zstd-patch') {
         const base = oldFile(c.base!);
