@@ -33,7 +33,7 @@ import { oldSources, sourceLocation, PATCH_MAX_BYTES } from './plan.ts';
 import { contentTotals, type DeltaContent, type Header } from './format.ts';
 import { bspatchStream } from './bsdiff.ts';
 import { applyIndexDiff } from './index-diff.ts';
-import { MAX_GZIP_HEADER, regzip } from './gzip.ts';
+import { GZIP_RAW_MAX, MAX_GZIP_HEADER, regzip } from './gzip.ts';
 
 /** Largest index (or index diff) a delta may decode to. */
 const MAX_INDEX_BYTES = 1024 * 1024 * 1024;
@@ -64,7 +64,7 @@ interface Resolved {
   /** bsdiff: its slices of the three unpacked streams. */
   bsdiff?: { ctrl: { offset: number; length: number }; diff: { offset: number; length: number }; extra: { offset: number; length: number } };
   /** gzip-patch: the uncompressed size and the original gzip header. */
-  gzip?: { rawSize: number; header: Buffer };
+  gzip?: { rawSize: number; header: Buffer; level: number };
 }
 
 /** Decoded length of a base64 string. */
@@ -93,8 +93,8 @@ export function resolveContents(h: Header, target: readonly IndexEntry[], oldInd
     }
     const r: Resolved = { sha256: e.sha256, size: e.size ?? 0, method: c.method, base, offset, length: c.length ?? 0 };
     if (c.method === 'gzip-patch') {
-      if (c.rawSize! > PATCH_MAX_BYTES || (b64len(c.gzipHeader!) > MAX_GZIP_HEADER)) throw bad(`${c.entry} is a gzip patch out of bounds`);
-      r.gzip = { rawSize: c.rawSize!, header: Buffer.from(c.gzipHeader!, 'base64') };
+      if (c.rawSize! > GZIP_RAW_MAX || (b64len(c.gzipHeader!) > MAX_GZIP_HEADER)) throw bad(`${c.entry} is a gzip patch out of bounds`);
+      r.gzip = { rawSize: c.rawSize!, header: Buffer.from(c.gzipHeader!, 'base64'), level: c.gzipLevel! };
     }
     if (c.method === 'bsdiff') {
       r.bsdiff = { ctrl: { offset: at.ctrl, length: c.ctrl! }, diff: { offset: at.diff, length: c.diff! }, extra: { offset: at.extra, length: c.extra! } };
@@ -289,7 +289,7 @@ export async function prepareDeltaSource(sys: System, delta: OpenedDelta, o: { b
         return oneAtATime(async function* () {
           let old: Buffer;
           try {
-            old = gunzipSync(await readOld(base), { maxOutputLength: PATCH_MAX_BYTES });
+            old = gunzipSync(await readOld(base), { maxOutputLength: GZIP_RAW_MAX });
           } catch (e) {
             if (e instanceof TiuError) throw e;
             throw new TiuError('DELTA_FORMAT', `the delta patches /${displayPath(base.path)} as gzip, which it is not`, { hint: 'the delta was not made for this base; use the full image' });
@@ -298,7 +298,7 @@ export async function prepareDeltaSource(sys: System, delta: OpenedDelta, o: { b
           for await (const b of zstdStream(blobStream(c), what, old, c.gzip!.rawSize)) parts.push(Buffer.from(b));
           const raw = Buffer.concat(parts);
           if (raw.length !== c.gzip!.rawSize) throw new TiuError('DELTA_CORRUPT', `${what} decodes to ${raw.length} bytes, the delta says ${c.gzip!.rawSize}`, { hint: 'use the full image' });
-          yield await regzip(sys, raw, c.gzip!.header);
+          yield await regzip(sys, raw, c.gzip!.header, c.gzip!.level);
         });
       }
       if (c?.method === 'zstd-patch') {

@@ -24,11 +24,11 @@ import { readImageIndex } from '../device/state.ts';
 import { INDEX_PATH, pathBytes } from '../../core/fileindex/types.ts';
 import { signManifest } from '../sign/sign.ts';
 import { TIU_VERSION } from '../version.ts';
-import { planDelta, BSDIFF_MAX_BYTES, PATCH_MAX_BYTES, type DeltaPlan } from './plan.ts';
+import { planDelta, BSDIFF_MAX_BYTES, type DeltaPlan } from './plan.ts';
 import { DELTA_VERSION, encodePreamble, serializeEnvelope, serializeHeader, type DeltaContent, type Header } from './format.ts';
 import { splitBsdiff40 } from './bsdiff.ts';
 import { applyIndexDiff, diffIndex } from './index-diff.ts';
-import { gzipHeaderLength, GZIP_ARGS } from './gzip.ts';
+import { gzipArgs, gzipHeaderLength, gzipLevels, GZIP_RAW_MAX } from './gzip.ts';
 import { gunzipSync, zstdCompressSync, constants as zc } from 'node:zlib';
 
 export interface CreateDeltaOptions {
@@ -92,27 +92,34 @@ async function isElf(path: string): Promise<boolean> {
 
 /**
  * The gzip-aware candidate for a .gz file patched against an old .gz: a zstd patch of the
- * gunzipped contents, used only when `gzip -9n` of the new content (behind the original header)
- * gives back the new file byte for byte, which the device then does.
+ * gunzipped contents, used only when `gzip -<level>n` of the new content (behind the original
+ * header) gives back the new file byte for byte, which the device then does.
  */
-async function gzipPatch(run: System['run'], oldPath: string, newPath: string, prefix: string): Promise<{ data: Buffer; rawSize: number; gzipHeader: string } | undefined> {
+async function gzipPatch(run: System['run'], oldPath: string, newPath: string, prefix: string): Promise<{ data: Buffer; rawSize: number; gzipHeader: string; gzipLevel: number } | undefined> {
   const [oldGz, newGz] = [await readFile(oldPath), await readFile(newPath)];
   const hlen = gzipHeaderLength(newGz);
   if (hlen === undefined || gzipHeaderLength(oldGz) === undefined) return undefined;
   let oldRaw: Buffer;
   let newRaw: Buffer;
   try {
-    oldRaw = gunzipSync(oldGz, { maxOutputLength: PATCH_MAX_BYTES });
-    newRaw = gunzipSync(newGz, { maxOutputLength: PATCH_MAX_BYTES });
+    oldRaw = gunzipSync(oldGz, { maxOutputLength: GZIP_RAW_MAX });
+    newRaw = gunzipSync(newGz, { maxOutputLength: GZIP_RAW_MAX });
   } catch {
     return undefined;
   }
-  const again = (await run('gzip', GZIP_ARGS, { input: newRaw, binary: true })).stdoutBuffer!;
-  if (!Buffer.concat([newGz.subarray(0, hlen), again.subarray(10)]).equals(newGz)) return undefined;
+  let gzipLevel: number | undefined;
+  for (const level of gzipLevels(newGz)) {
+    const again = (await run('gzip', gzipArgs(level), { input: newRaw, binary: true })).stdoutBuffer!;
+    if (Buffer.concat([newGz.subarray(0, hlen), again.subarray(10)]).equals(newGz)) {
+      gzipLevel = level;
+      break;
+    }
+  }
+  if (gzipLevel === undefined) return undefined;
   await writeFile(`${prefix}-old.raw`, oldRaw);
   await writeFile(`${prefix}-new.raw`, newRaw);
   const data = await zstd(run, [...ZSTD_PATCH, `--patch-from=${prefix}-old.raw`, `${prefix}-new.raw`], `${prefix}-raw.zst`);
-  return { data, rawSize: newRaw.length, gzipHeader: newGz.subarray(0, hlen).toString('base64') };
+  return { data, rawSize: newRaw.length, gzipHeader: newGz.subarray(0, hlen).toString('base64'), gzipLevel };
 }
 
 async function zstd(run: System['run'], args: string[], out: string): Promise<Buffer> {
@@ -183,7 +190,7 @@ async function createDeltaWith(sys: System, o: CreateDeltaOptions, stop: AbortSi
     // Encode contents in parallel; place them in index order.
     type Encoded =
       | { method: 'zstd' | 'zstd-patch'; data: Buffer }
-      | { method: 'gzip-patch'; data: Buffer; rawSize: number; gzipHeader: string }
+      | { method: 'gzip-patch'; data: Buffer; rawSize: number; gzipHeader: string; gzipLevel: number }
       | { method: 'bsdiff'; ctrl: Buffer; diff: Buffer; extra: Buffer };
     const encoded: Encoded[] = new Array(plan.needed.length);
     let next = 0;
@@ -253,7 +260,7 @@ async function createDeltaWith(sys: System, o: CreateDeltaOptions, stop: AbortSi
       } else if (e.method === 'gzip-patch') {
         put(e.data);
         contentBytes += e.data.length;
-        items.push({ entry: n.entry, method: e.method, ...base, length: e.data.length, rawSize: e.rawSize, gzipHeader: e.gzipHeader });
+        items.push({ entry: n.entry, method: e.method, ...base, length: e.data.length, rawSize: e.rawSize, gzipHeader: e.gzipHeader, gzipLevel: e.gzipLevel });
       } else {
         put(e.data);
         contentBytes += e.data.length;

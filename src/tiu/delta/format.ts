@@ -52,7 +52,7 @@ export type ContentMethod = (typeof CONTENT_METHODS)[number];
  * take `length` bytes of the contents area (in this order, back to back); `bsdiff` takes `ctrl`,
  * `diff` and `extra` bytes of the three shared decompressed bsdiff streams (in this order too).
  * `gzip-patch` (a .gz file) takes `length` bytes too: a zstd patch of the gunzipped new content
- * (`rawSize` bytes) against the gunzipped old one; the device recompresses it with `gzip -9n`
+ * (`rawSize` bytes) against the gunzipped old one; the device recompresses it with `gzip -<gzipLevel>n`
  * and puts `gzipHeader` (base64: the original header, name and mtime included) in front.
  */
 export const ContentSchema = z
@@ -66,6 +66,7 @@ export const ContentSchema = z
     extra: uint.optional(),
     rawSize: uint.optional(),
     gzipHeader: z.string().regex(/^[A-Za-z0-9+/]{1,1400}={0,2}$/).optional(),
+    gzipLevel: z.number().int().min(1).max(9).optional(),
   })
   .strict();
 export type DeltaContent = z.infer<typeof ContentSchema>;
@@ -132,8 +133,8 @@ export function parseHeader(bytes: Buffer, blobArea: number): Header {
     if (isBsdiff !== (c.length === undefined) || [c.ctrl, c.diff, c.extra].some((v) => (v === undefined) !== !isBsdiff)) {
       throw corrupt(`delta content ${c.entry}: bsdiff takes ctrl, diff and extra; the other methods a length`);
     }
-    if ((c.method === 'gzip-patch') !== (c.rawSize !== undefined) || (c.method === 'gzip-patch') !== (c.gzipHeader !== undefined)) {
-      throw corrupt(`delta content ${c.entry}: gzip-patch and only it takes rawSize and gzipHeader`);
+    if ([c.rawSize, c.gzipHeader, c.gzipLevel].some((v) => (c.method === 'gzip-patch') !== (v !== undefined))) {
+      throw corrupt(`delta content ${c.entry}: gzip-patch and only it takes rawSize, gzipHeader and gzipLevel`);
     }
     if (isBsdiff && !h.bsdiff) throw corrupt(`delta content ${c.entry} is a bsdiff patch, but the delta has no bsdiff streams`);
   }
