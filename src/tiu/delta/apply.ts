@@ -112,25 +112,30 @@ export function resolveContents(h: Header, target: readonly IndexEntry[], oldInd
 const MAX_STREAM = 4 * 1024 * 1024 * 1024;
 
 /**
- * Unpacks the three xz-compressed bsdiff streams into files of `workDir` (xz, one at a time, in
- * its own process: about 9 MiB for the 8 MiB dictionary) and opens them. Each must unpack to the
+ * Unpacks the three xz-compressed bsdiff streams into files of `workDir` (xz, side by side, each
+ * in its own process: about 9 MiB for the 8 MiB dictionary) and opens them. Each must unpack to the
  * sum of its slices exactly.
  */
 async function unpackBsdiffStreams(sys: System, delta: OpenedDelta, workDir: string): Promise<Record<'ctrl' | 'diff' | 'extra', FileHandle>> {
   const totals = contentTotals(delta.header.contents.items);
   const out: Partial<Record<'ctrl' | 'diff' | 'extra', FileHandle>> = {};
   try {
-    for (const k of ['ctrl', 'diff', 'extra'] as const) {
-      const b = delta.header.bsdiff![k];
-      const packed = join(workDir, `bsdiff-${k}.xz`);
-      await pipeline(Readable.from(range(delta.fh, delta.blobBase + b.offset, b.size)), createWriteStream(packed, { mode: 0o600 }));
-      const r = await sys.run('xz', ['-d', '-q', '-T1', '--memlimit-decompress=64MiB', packed], { allowFailure: true });
-      if (r.exitCode !== 0) throw new TiuError('DELTA_CORRUPT', `cannot unpack the delta's bsdiff ${k} stream (xz: ${r.stderr.trim().split('\n').pop() ?? r.exitCode})`, { hint: 'use the full image' });
-      const fh = await open(join(workDir, `bsdiff-${k}`), 'r');
-      out[k] = fh;
-      const size = (await fh.stat()).size;
-      if (size !== totals[k] || size > MAX_STREAM) throw new TiuError('DELTA_CORRUPT', `the delta's bsdiff ${k} stream unpacks to ${size} bytes, its header says ${totals[k]}`, { hint: 'use the full image' });
-    }
+    // The three side by side (two cores; the diff stream is most of the work); all settle
+    // before a failure is thrown, so that the handles opened are closed below.
+    const settled = await Promise.allSettled(
+      (['ctrl', 'diff', 'extra'] as const).map(async (k) => {
+        const b = delta.header.bsdiff![k];
+        const packed = join(workDir, `bsdiff-${k}.xz`);
+        await pipeline(Readable.from(range(delta.fh, delta.blobBase + b.offset, b.size)), createWriteStream(packed, { mode: 0o600 }));
+        const r = await sys.run('xz', ['-d', '-q', '-T1', '--memlimit-decompress=64MiB', packed], { allowFailure: true });
+        if (r.exitCode !== 0) throw new TiuError('DELTA_CORRUPT', `cannot unpack the delta's bsdiff ${k} stream (xz: ${r.stderr.trim().split('\n').pop() ?? r.exitCode})`, { hint: 'use the full image' });
+        const fh = await open(join(workDir, `bsdiff-${k}`), 'r');
+        out[k] = fh;
+        const size = (await fh.stat()).size;
+        if (size !== totals[k] || size > MAX_STREAM) throw new TiuError('DELTA_CORRUPT', `the delta's bsdiff ${k} stream unpacks to ${size} bytes, its header says ${totals[k]}`, { hint: 'use the full image' });
+      }),
+    );
+    for (const r of settled) if (r.status === 'rejected') throw r.reason;
     return out as Record<'ctrl' | 'diff' | 'extra', FileHandle>;
   } catch (e) {
     for (const fh of Object.values(out)) await fh.close().catch(() => {});
@@ -169,6 +174,14 @@ async function* range(fh: FileHandle, start: number, length: number): AsyncGener
     yield b.subarray(0, bytesRead);
     pos += bytesRead;
   }
+}
+
+/** Patches of files up to this size (old and new) are decoded side by side. */
+const SMALL_PATCH = 1024 * 1024;
+
+/** Runs a generator function now (the counterpart of the gate below). */
+async function run<T>(fn: () => AsyncGenerator<T>): Promise<AsyncGenerator<T>> {
+  return fn();
 }
 
 /** A one-at-a-time gate for patch decoding (bounded memory). */
@@ -251,10 +264,16 @@ export async function prepareDeltaSource(sys: System, delta: OpenedDelta, o: { b
     } catch {
       throw modified(s);
     }
-    if (b.length !== s.size || createHash('sha256').update(b).digest('hex') !== s.sha256) throw modified(s);
+    // (hashed again unless the precheck did: the base snapshot is read-only, and every file
+    // rebuilt from it is hashed against the new index anyway)
+    if (b.length !== s.size || (!verified.has(s.path) && createHash('sha256').update(b).digest('hex') !== s.sha256)) throw modified(s);
     return b;
   };
 
+  /** Old files the precheck hashed and found equal to the old index. */
+  const verified = new Set<string>();
+  /** Small patches decode side by side (a dictionary and window of at most a few MiB each); large ones one at a time. */
+  const small = (c: Resolved, base: IndexEntry) => c.size <= SMALL_PATCH && (base.size ?? 0) <= SMALL_PATCH;
   const blobStream = (c: Resolved) => Readable.from(range(delta.fh, delta.blobBase + c.offset, c.length));
 
   return {
@@ -286,7 +305,7 @@ export async function prepareDeltaSource(sys: System, delta: OpenedDelta, o: { b
       }
       if (c?.method === 'gzip-patch') {
         const base = oldFile(c.base!);
-        return oneAtATime(async function* () {
+        return (small(c, base) ? run : oneAtATime)(async function* () {
           let old: Buffer;
           try {
             old = gunzipSync(await readOld(base), { maxOutputLength: GZIP_RAW_MAX });
@@ -303,7 +322,7 @@ export async function prepareDeltaSource(sys: System, delta: OpenedDelta, o: { b
       }
       if (c?.method === 'zstd-patch') {
         const base = oldFile(c.base!);
-        return oneAtATime(async function* () {
+        return (small(c, base) ? run : oneAtATime)(async function* () {
           const dict = await readOld(base);
           yield* zstdStream(blobStream(c), what, dict);
         });
@@ -327,15 +346,23 @@ export async function prepareDeltaSource(sys: System, delta: OpenedDelta, o: { b
         const s = oldFile(c ? c.base! : ch.entry.sha256!);
         need.set(s.path, s);
       }
-      for (const s of need.values()) {
-        let d: string;
-        try {
-          d = await hashPath(under(o.baseDir, sourceLocation(s.path)));
-        } catch {
-          throw modified(s);
+      // A few at a time: most are small, and one await chain per file would serialize them.
+      const list = [...need.values()];
+      let next = 0;
+      const worker = async () => {
+        while (next < list.length) {
+          const s = list[next++]!;
+          let d: string;
+          try {
+            d = await hashPath(under(o.baseDir, sourceLocation(s.path)));
+          } catch {
+            throw modified(s);
+          }
+          if (d !== s.sha256) throw modified(s);
+          verified.add(s.path);
         }
-        if (d !== s.sha256) throw modified(s);
-      }
+      };
+      await Promise.all(Array.from({ length: Math.min(4, list.length) }, worker));
       return { checked: need.size };
     },
   };

@@ -65,6 +65,8 @@ const ZSTD_PATCH = ['-q', '-19', '--long=27', '-T1', '--no-check', '--no-progres
 const ZSTD_NODE = { params: { [zc.ZSTD_c_compressionLevel]: 19 } };
 /** xz for the grouped bsdiff streams: single-threaded (reproducible), an 8 MiB dictionary (the device's decoder needs about that). */
 const XZ = ['-q', '-T1', '--format=xz', '--check=crc64', '--lzma2=preset=9e,dict=8MiB'];
+/** A zstd patch under this many bytes is kept without trying bsdiff. */
+const BSDIFF_MIN_GAIN = 512;
 /** Grouped and xz-compressed, bsdiff streams take about this share of their per-file bzip2 size. */
 const BSDIFF_GROUPED_RATIO = 0.8;
 
@@ -210,12 +212,14 @@ async function createDeltaWith(sys: System, o: CreateDeltaOptions, stop: AbortSi
         const cands: { cost: number; e: Encoded }[] = [];
         if (full) cands.push({ cost: full.length, e: { method: 'zstd', data: full } });
         if (patch) cands.push({ cost: patch.length, e: { method: 'zstd-patch', data: patch } });
-        if (n.base) {
+        if (n.base && n.path.endsWith('.gz')) {
           const basePath = await stringPath(oldImg.dir, n.base.path, work, -i - 1);
           const g = await gzipPatch(run, basePath, src, join(work, `w${w}`));
           if (g) cands.push({ cost: g.data.length + g.gzipHeader.length, e: { method: 'gzip-patch', ...g } });
         }
-        if (n.base && n.base.size <= BSDIFF_MAX_BYTES && n.size <= BSDIFF_MAX_BYTES && (await isElf(src))) {
+        // (not when the zstd patch is already tiny: bsdiff cannot save more than those bytes, and
+        // it is the slowest step of making a delta)
+        if (n.base && n.base.size <= BSDIFF_MAX_BYTES && n.size <= BSDIFF_MAX_BYTES && !(patch && patch.length < BSDIFF_MIN_GAIN) && (await isElf(src))) {
           // bsdiff beats zstd on machine code (relocated addresses) and only there; on long runs
           // of equal bytes (sparse files) its suffix sort takes quadratic time, hence ELF only.
           const out = join(work, `w${w}-bsdiff`);
