@@ -14,7 +14,7 @@
  */
 import { createHash } from 'node:crypto';
 import { constants } from 'node:fs';
-import { mkdir, open, readFile, writeFile } from 'node:fs/promises';
+import { mkdir, open, readFile, stat, writeFile } from 'node:fs/promises';
 import { createWriteStream } from 'node:fs';
 import { pipeline } from 'node:stream/promises';
 import type { System } from '../../core/system.ts';
@@ -31,7 +31,7 @@ import type { RecordedImage } from '../device/state.ts';
 import { hashPath } from '../../core/fileindex/hash.ts';
 import { oldSources, sourceLocation, PATCH_MAX_BYTES } from './plan.ts';
 import { contentTotals, type DeltaContent, type Header } from './format.ts';
-import { bspatchStream } from './bsdiff.ts';
+import { bspatchStream, decodeCtrl, MAX_CTRL_BYTES } from './bsdiff.ts';
 import { applyIndexDiff } from './index-diff.ts';
 import { GZIP_RAW_MAX, MAX_GZIP_HEADER, regzip } from './gzip.ts';
 
@@ -129,7 +129,15 @@ async function unpackBsdiffStreams(sys: System, delta: OpenedDelta, workDir: str
         await pipeline(Readable.from(range(delta.fh, delta.blobBase + b.offset, b.size)), createWriteStream(packed, { mode: 0o600 }));
         const r = await sys.run('xz', ['-d', '-q', '-T1', '--memlimit-decompress=64MiB', packed], { allowFailure: true });
         if (r.exitCode !== 0) throw new TiuError('DELTA_CORRUPT', `cannot unpack the delta's bsdiff ${k} stream (xz: ${r.stderr.trim().split('\n').pop() ?? r.exitCode})`, { hint: 'use the full image' });
-        const fh = await open(join(workDir, `bsdiff-${k}`), 'r');
+        const file = join(workDir, `bsdiff-${k}`);
+        if (k === 'ctrl') {
+          // Travels as varint columns (encodeCtrl); decoded in memory, bounded by the header's total.
+          const triples = totals.ctrl / 24;
+          if (!Number.isInteger(triples) || totals.ctrl > MAX_CTRL_BYTES) throw new TiuError('DELTA_FORMAT', `the delta's bsdiff control stream is ${totals.ctrl} bytes: not whole triples or too large`, { hint: 'use the full image' });
+          if ((await stat(file)).size > triples * 30) throw new TiuError('DELTA_CORRUPT', "the delta's bsdiff control stream unpacks to more bytes than its triples take", { hint: 'use the full image' });
+          await writeFile(file, decodeCtrl(await readFile(file), triples), { mode: 0o600 });
+        }
+        const fh = await open(file, 'r');
         out[k] = fh;
         const size = (await fh.stat()).size;
         if (size !== totals[k] || size > MAX_STREAM) throw new TiuError('DELTA_CORRUPT', `the delta's bsdiff ${k} stream unpacks to ${size} bytes, its header says ${totals[k]}`, { hint: 'use the full image' });

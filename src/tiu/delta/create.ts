@@ -26,7 +26,7 @@ import { signManifest } from '../sign/sign.ts';
 import { TIU_VERSION } from '../version.ts';
 import { planDelta, BSDIFF_MAX_BYTES, type DeltaPlan } from './plan.ts';
 import { DELTA_VERSION, encodePreamble, serializeEnvelope, serializeHeader, type DeltaContent, type Header } from './format.ts';
-import { splitBsdiff40 } from './bsdiff.ts';
+import { encodeCtrl, MAX_CTRL_BYTES, splitBsdiff40 } from './bsdiff.ts';
 import { applyIndexDiff, diffIndex } from './index-diff.ts';
 import { gzipArgs, gzipHeaderLength, gzipLevels, GZIP_RAW_MAX } from './gzip.ts';
 import { gunzipSync, zstdCompressSync, constants as zc } from 'node:zlib';
@@ -245,7 +245,9 @@ async function createDeltaWith(sys: System, o: CreateDeltaOptions, stop: AbortSi
     if (streams.ctrl.length > 0) {
       const xz = async (k: keyof typeof streams) => {
         const f = join(work, `bsdiff-${k}`);
-        await writeFile(f, Buffer.concat(streams[k]));
+        const raw = Buffer.concat(streams[k]);
+        if (k === 'ctrl' && raw.length > MAX_CTRL_BYTES) throw new TiuError('USAGE', `the update needs ${raw.length / 24} bsdiff control triples, more than a device decodes`, { hint: 'make deltas between closer versions' });
+        await writeFile(f, k === 'ctrl' ? encodeCtrl(raw) : raw);
         return (await run('xz', [...XZ, '-c', f], { binary: true })).stdoutBuffer!;
       };
       bsdiff = { ctrl: put(await xz('ctrl')), diff: put(await xz('diff')), extra: put(await xz('extra')) };
