@@ -64,7 +64,12 @@ const ZSTD_PATCH = ['-q', '-19', '--long=27', '-T1', '--no-check', '--no-progres
 /** Node's zstd for the index: level 19, no checksum (the index digest is signed). */
 const ZSTD_NODE = { params: { [zc.ZSTD_c_compressionLevel]: 19 } };
 /** xz for the grouped bsdiff streams: single-threaded (reproducible), an 8 MiB dictionary (the device's decoder needs about that). */
-const XZ = ['-q', '-T1', '--format=xz', '--check=crc64', '--lzma2=preset=9e,dict=8MiB'];
+const XZ = ['-q', '-T1', '--format=xz', '--check=crc64'];
+/**
+ * LZMA2 options per stream. pb=0: the streams have no 2- or 4-byte alignment (measured on the
+ * Debian update: diff 428,052 vs 430,688 B with the defaults lc=3,pb=2; extra 96,992 vs 97,428 B).
+ */
+const XZ_LZMA2 = { ctrl: 'preset=9e,dict=8MiB', diff: 'preset=9e,dict=8MiB,lc=3,pb=0', extra: 'preset=9e,dict=8MiB,lc=4,pb=0' };
 /** A zstd patch under this many bytes is kept without trying bsdiff. */
 const BSDIFF_MIN_GAIN = 512;
 /** Grouped and xz-compressed, bsdiff streams take about this share of their per-file bzip2 size. */
@@ -248,7 +253,7 @@ async function createDeltaWith(sys: System, o: CreateDeltaOptions, stop: AbortSi
         const raw = Buffer.concat(streams[k]);
         if (k === 'ctrl' && raw.length > MAX_CTRL_BYTES) throw new TiuError('USAGE', `the update needs ${raw.length / 24} bsdiff control triples, more than a device decodes`, { hint: 'make deltas between closer versions' });
         await writeFile(f, k === 'ctrl' ? encodeCtrl(raw) : raw);
-        return (await run('xz', [...XZ, '-c', f], { binary: true })).stdoutBuffer!;
+        return (await run('xz', [...XZ, `--lzma2=${XZ_LZMA2[k]}`, '-c', f], { binary: true })).stdoutBuffer!;
       };
       bsdiff = { ctrl: put(await xz('ctrl')), diff: put(await xz('diff')), extra: put(await xz('extra')) };
     }
