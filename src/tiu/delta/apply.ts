@@ -313,7 +313,8 @@ export async function prepareDeltaSource(sys: System, delta: OpenedDelta, o: { b
       }
       if (c?.method === 'gzip-patch') {
         const base = oldFile(c.base!);
-        return (small(c, base) ? run : oneAtATime)(async function* () {
+        // (it holds the gunzipped old and new contents too: small only when those are)
+        return (small(c, base) && c.gzip!.rawSize <= SMALL_PATCH ? run : oneAtATime)(async function* () {
           let old: Buffer;
           try {
             old = gunzipSync(await readOld(base), { maxOutputLength: GZIP_RAW_MAX });
