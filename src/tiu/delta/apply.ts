@@ -19,7 +19,7 @@ import { createWriteStream } from 'node:fs';
 import { pipeline } from 'node:stream/promises';
 import type { System } from '../../core/system.ts';
 import { dirname, join } from 'node:path';
-import { createZstdDecompress, gunzipSync, constants as zc } from 'node:zlib';
+import { createZstdDecompress, gunzipSync, zstdDecompressSync, constants as zc } from 'node:zlib';
 import { Readable } from 'node:stream';
 import type { FileHandle } from 'node:fs/promises';
 import { TiuError } from '../../core/errors.ts';
@@ -222,6 +222,33 @@ export async function prepareDeltaSource(sys: System, delta: OpenedDelta, o: { b
       hint: `use a delta from ${have.version}, or the full image`,
     });
   }
+  // The bsdiff streams unpack (xz, in children) while the indexes are read and the update is
+  // planned; the first bsdiff content waits for them. They are closed on any failure.
+  const streamsP = delta.header.bsdiff ? unpackBsdiffStreams(sys, delta, o.workDir) : undefined;
+  streamsP?.catch(() => {});
+  const closeStreams = async () => {
+    const st = await streamsP?.catch(() => undefined);
+    if (st) for (const fh of [st.ctrl, st.diff, st.extra]) await fh.close().catch(() => {});
+  };
+  try {
+    return await deltaSource(sys, delta, { ...o, recorded: o.recorded }, streamsP, closeStreams);
+  } catch (e) {
+    await closeStreams();
+    throw e;
+  }
+}
+
+type Streams = Record<'ctrl' | 'diff' | 'extra', FileHandle>;
+
+async function deltaSource(
+  sys: System,
+  delta: OpenedDelta,
+  o: { baseNum: number; baseDir: string; recorded: RecordedImage; workDir: string },
+  streamsP: Promise<Streams> | undefined,
+  closeStreams: () => Promise<void>,
+): Promise<DeltaSource> {
+  const env = delta.envelope;
+  const have = o.recorded.manifest;
   let oldIndex: IndexEntry[];
   try {
     oldIndex = await loadIndex(o.recorded.indexPath, { sha256: env.base.indexSha256 });
@@ -245,7 +272,6 @@ export async function prepareDeltaSource(sys: System, delta: OpenedDelta, o: { b
 
   const sources = oldSources(oldIndex);
   const contents = resolveContents(delta.header, target, oldIndex, sources);
-  const streams = delta.header.bsdiff ? await unpackBsdiffStreams(sys, delta, o.workDir) : undefined;
   const oneAtATime = gate();
 
   const oldFile = (digest: string): IndexEntry => {
@@ -292,6 +318,23 @@ export async function prepareDeltaSource(sys: System, delta: OpenedDelta, o: { b
       const c = contents.get(e.sha256!);
       const what = `/${displayPath(e.path)}`;
       // Small frames decode side by side; a large one (window up to 8 MiB) waits its turn with the patches.
+      // Small zstd contents and patches (most of them: the tzdata and small ELF files of a
+      // security update) in one read and one synchronous decode: a stream per file costs more
+      // than the decoding itself.
+      if ((c?.method === 'zstd' || c?.method === 'zstd-patch') && c.size <= SMALL_PATCH && c.length <= SMALL_PATCH) {
+        const base = c.method === 'zstd-patch' ? oldFile(c.base!) : undefined;
+        if (!base || (base.size ?? 0) <= SMALL_PATCH) {
+          return (async function* () {
+            const blob = await delta.readBlob(c.offset, c.length);
+            const dictionary = base ? await readOld(base) : undefined;
+            try {
+              yield zstdDecompressSync(blob, { ...(dictionary ? { dictionary } : {}), maxOutputLength: Math.max(1, c.size), params: { [zc.ZSTD_d_windowLogMax]: 27 } } as never);
+            } catch (e) {
+              throw new TiuError('DELTA_CORRUPT', `cannot decode ${what} from the delta: ${(e as Error).message}`, { hint: 'use the full image' });
+            }
+          })();
+        }
+      }
       if (c?.method === 'zstd') return c.size <= 1024 * 1024 ? zstdStream(blobStream(c), what) : oneAtATime(() => zstdStream(blobStream(c), what));
       if (c?.method === 'bsdiff') {
         const base = oldFile(c.base!);
@@ -300,6 +343,7 @@ export async function prepareDeltaSource(sys: System, delta: OpenedDelta, o: { b
             throw modified(base);
           });
           try {
+            const streams = (await streamsP)!;
             const at = c.bsdiff!;
             yield* bspatchStream(fh, base.size ?? 0, {
               ctrl: { fh: streams!.ctrl, ...at.ctrl },
@@ -344,7 +388,7 @@ export async function prepareDeltaSource(sys: System, delta: OpenedDelta, o: { b
       return fh.createReadStream({ highWaterMark: 1024 * 1024 });
     },
     async close() {
-      if (streams) for (const fh of [streams.ctrl, streams.diff, streams.extra]) await fh.close().catch(() => {});
+      await closeStreams();
     },
     async precheck(plan) {
       const need = new Map<string, IndexEntry>();

@@ -93,6 +93,9 @@ class SliceReader {
   }
 }
 
+/** How far before a needed position a reloaded window starts. */
+const BACKOFF = 64 * 1024;
+
 /** Random reads of the old file through a 1 MiB window (bsdiff's old position mostly moves forward). */
 class WindowReader {
   private buf: Buffer;
@@ -112,9 +115,10 @@ class WindowReader {
     const end = Math.min(this.size, pos + n);
     while (i < end) {
       if (i < this.start || i >= this.start + this.len) {
-        this.start = i;
-        this.len = Math.min(this.buf.length, this.size - i);
-        await readFully(this.fh, this.buf, this.len, i);
+        // A little before i: bsdiff often steps back a few bytes, which would reload the window.
+        this.start = Math.max(0, i - BACKOFF);
+        this.len = Math.min(this.buf.length, this.size - this.start);
+        await readFully(this.fh, this.buf, this.len, this.start);
       }
       const stop = Math.min(end, this.start + this.len);
       for (let j = i; j < stop; j++) out[j - pos] = (out[j - pos]! + this.buf[j - this.start]!) & 0xff;
