@@ -9,7 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { execa } from 'execa';
-import { bspatchStream, splitBsdiff40, offtin } from '../src/tiu/delta/bsdiff.ts';
+import { bspatchStream, splitBsdiff40, offtin, encodeCtrl, decodeCtrl } from '../src/tiu/delta/bsdiff.ts';
 import { TiuError } from '../src/core/errors.ts';
 
 let work: string;
@@ -103,5 +103,36 @@ describe('bspatchStream', () => {
     expect(offtin(b, 0)).toBe(5);
     b.writeUInt32LE(0x80000000, 4);
     expect(offtin(b, 0)).toBe(-5);
+  });
+});
+
+describe('control stream columns', () => {
+  /** bsdiff's 8-byte sign-magnitude integer. */
+  const offtout = (v: number, negZero = false) => {
+    const b = Buffer.alloc(8);
+    const m = Math.abs(v);
+    b.writeUInt32LE(m % 2 ** 32, 0);
+    b.writeUInt32LE((Math.floor(m / 2 ** 32) | (v < 0 || negZero ? 0x80000000 : 0)) >>> 0, 4);
+    return b;
+  };
+  it('round-trips every triple byte for byte (negative, -0, 2^53-1), and is smaller', () => {
+    const values = [0, 1, 127, 128, -1, -300, 2 ** 40, -(2 ** 53 - 1), 2 ** 53 - 1, 65536];
+    const raw = Buffer.concat([...values.flatMap((v, i) => [offtout(v), offtout(values[(i + 3) % values.length]!), offtout(-v)]), offtout(0, true), offtout(5), offtout(0)]);
+    const enc = encodeCtrl(raw);
+    expect(decodeCtrl(enc, raw.length / 24).equals(raw)).toBe(true);
+    const typical = Buffer.concat(Array.from({ length: 1000 }, (_, i) => Buffer.concat([offtout(i * 37), offtout(i % 5), offtout(-(i % 13))])));
+    expect(encodeCtrl(typical).length * 3).toBeLessThan(typical.length);
+  });
+  it('refuses a stream that is not exactly its triples (DELTA_CORRUPT)', () => {
+    const enc = encodeCtrl(Buffer.concat([offtout(3), offtout(4), offtout(-5)]));
+    for (const [b, n] of [[enc, 2], [enc.subarray(0, 2), 1], [Buffer.concat([enc, Buffer.from([0])]), 1], [Buffer.alloc(12, 0xff), 1]] as const) {
+      try {
+        decodeCtrl(b, n);
+        throw new Error('did not throw');
+      } catch (e) {
+        expect(e).toBeInstanceOf(TiuError);
+        expect((e as TiuError).code).toBe('DELTA_CORRUPT');
+      }
+    }
   });
 });

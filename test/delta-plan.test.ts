@@ -95,7 +95,7 @@ describe('format parsers', () => {
   });
 
   it('rejects a bad envelope', () => {
-    const e = { format: 'tiu-delta', formatVersion: 2, compatible: 'x', base: { version: '1', indexSha256: d('1') }, target: { version: '2', indexSha256: d('2') }, body: { size: 1, sha256: d('3') }, generator: 'tiu' };
+    const e = { format: 'tiu-delta', formatVersion: 3, compatible: 'x', base: { version: '1', indexSha256: d('1') }, target: { version: '2', indexSha256: d('2') }, body: { size: 1, sha256: d('3') }, generator: 'tiu' };
     expect(parseEnvelope(Buffer.from(JSON.stringify(e))).target.version).toBe('2');
     expect(code(() => parseEnvelope(Buffer.from(JSON.stringify({ ...e, formatVersion: 1 }))))).toBe('DELTA_FORMAT');
     expect(code(() => parseEnvelope(Buffer.from(JSON.stringify({ ...e, base: { version: '1', indexSha256: 'x' } }))))).toBe('DELTA_FORMAT');

@@ -20,7 +20,10 @@ import { DEFAULT_EXCLUDES } from '../src/tiu/config.ts';
 import { INDEX_PATH, MANIFEST_COPY_PATH } from '../src/tiu/device/paths.ts';
 import { createArchive } from '../src/tiu/archive/create.ts';
 import { openDelta } from '../src/tiu/delta/open.ts';
-import { PREAMBLE_SIZE, contentTotals } from '../src/tiu/delta/format.ts';
+import { PREAMBLE_SIZE, contentTotals, encodePreamble, serializeEnvelope, serializeHeader } from '../src/tiu/delta/format.ts';
+import { signManifest } from '../src/tiu/sign/sign.ts';
+import { createHash } from 'node:crypto';
+import { zstdCompressSync, zstdDecompressSync } from 'node:zlib';
 
 const sys = testSystem();
 let work: string;
@@ -58,6 +61,32 @@ async function flipByte(src: string, dst: string, offset: number): Promise<void>
   b[0]! ^= 0x40;
   await fh.write(b, 0, 1, offset);
   await fh.close();
+}
+
+/** The delta's index diff, decompressed. */
+async function indexScript(delta: string): Promise<string> {
+  await using d = await openDelta(delta, { keyringPem: A.keyringPem });
+  expect(d.header.index.method).toBe('index-diff');
+  return zstdDecompressSync(await d.readBlob(d.header.index.offset, d.header.index.size)).toString('utf8');
+}
+
+/**
+ * `delta` with its index replaced by `script` (appended to the blob area), its body digest
+ * recomputed and its envelope signed again with the vendor key: what a buggy or malicious
+ * generator holding the key could ship. Written to `out`.
+ */
+async function resignWithIndex(delta: string, out: string, script: Buffer): Promise<void> {
+  const bytes = await readFile(delta);
+  await using d = await openDelta(delta, { keyringPem: A.keyringPem });
+  const area = bytes.subarray(d.blobBase, d.envelope.body.size);
+  const blob = zstdCompressSync(script);
+  const header = serializeHeader({ ...d.header, index: { method: 'index-diff', offset: area.length, size: blob.length } });
+  const body = Buffer.concat([encodePreamble(header.length), header, area, blob]);
+  const envelope = serializeEnvelope({ ...d.envelope, body: { size: body.length, sha256: createHash('sha256').update(body).digest('hex') } });
+  const sig = signManifest({ content: envelope, keyPem: await readFile(A.keys.signingKey, 'utf8'), certPem: await readFile(A.keys.signingCert, 'utf8'), signingTime: new Date() });
+  const trailer = Buffer.alloc(8);
+  trailer.writeBigUInt64BE(BigInt(sig.length));
+  await writeFile(out, Buffer.concat([body, sig, trailer]));
 }
 
 /** The index inside an archive's verified image. */
@@ -110,6 +139,32 @@ describe('delta on the tree with every file type', () => {
     const sigs = d.header.targetSignature.size + Number((await readFile(same)).readBigUInt64BE(r.size - 8));
     expect(r.size - sigs).toBeLessThanOrEqual(4096);
     expect(d.envelope.base.indexSha256).toBe(d.envelope.target.indexSha256);
+  });
+
+  it('a signed delta whose index diff rebuilds another index, or is malformed: DELTA_CORRUPT, nothing changed', async () => {
+    await using dev = await installedDevice(sys, A.v1, A.keyringPem);
+    const script = await indexScript(delta);
+    expect(script).toMatch(/^~/m);
+    // One mtime changed in the first changed entry: a well-formed script, another index.
+    const other = script.replace(/^~(.*)$/m, (_, j: string) => `~${JSON.stringify({ ...JSON.parse(j), mtime: 1234567 })}`);
+    const bad = join(work, 'bad-index.tiud');
+    for (const [text, message] of [
+      [other, /the new index rebuilt from the delta does not match the signed manifest/],
+      [script + 'x1\n', /index diff line \d+ has no known operation/],
+      [script + '=99999999\n', /index diff line \d+: goes past the old index/],
+    ] as const) {
+      await resignWithIndex(delta, bad, Buffer.from(text));
+      const r = await cli(['extract', bad, '--root', dev.root, ...kr()]);
+      expect(r.exitCode, r.stderr).toBe(91);
+      expect(r.stderr).toMatch(message);
+      expect(r.stderr).toMatch(/\[DELTA_CORRUPT\]/);
+      expect(r.stderr).not.toMatch(/^\s+at /m);
+      expect(await snapshotNumbers(dev.root)).toEqual([1]);
+    }
+    // The untouched script, re-signed the same way, applies (the rebuild above is what failed).
+    await resignWithIndex(delta, bad, Buffer.from(script));
+    const r = await cli(['extract', bad, '--root', dev.root, ...kr(), '--json']);
+    expect(r.exitCode, r.stderr).toBe(0);
   });
 
   it('rejected, nothing changed: a flipped byte, another base, an untrusted signer, a truncated file', async () => {

@@ -14,7 +14,7 @@ import { zstdCompressSync, zstdDecompressSync, constants as zc } from 'node:zlib
 import { TiuError } from '../../core/errors.ts';
 
 export const DELTA_MAGIC = Buffer.from('TIUDELTA', 'ascii');
-export const DELTA_VERSION = 2;
+export const DELTA_VERSION = 3;
 /** Magic (8) + version (4) + header length (4). */
 export const PREAMBLE_SIZE = 16;
 export const MAX_HEADER_SIZE = 16 * 1024 * 1024;
@@ -42,7 +42,7 @@ export const EnvelopeSchema = z
 export type Envelope = z.infer<typeof EnvelopeSchema>;
 
 /** How one new content is carried. */
-export const CONTENT_METHODS = ['zstd', 'zstd-patch', 'bsdiff'] as const;
+export const CONTENT_METHODS = ['zstd', 'zstd-patch', 'bsdiff', 'gzip-patch'] as const;
 export type ContentMethod = (typeof CONTENT_METHODS)[number];
 
 /**
@@ -51,6 +51,9 @@ export type ContentMethod = (typeof CONTENT_METHODS)[number];
  * `base` the position in the old index of the file a patch applies to. `zstd` and `zstd-patch`
  * take `length` bytes of the contents area (in this order, back to back); `bsdiff` takes `ctrl`,
  * `diff` and `extra` bytes of the three shared decompressed bsdiff streams (in this order too).
+ * `gzip-patch` (a .gz file) takes `length` bytes too: a zstd patch of the gunzipped new content
+ * (`rawSize` bytes) against the gunzipped old one; the device recompresses it with `gzip -<gzipLevel>n`
+ * and puts `gzipHeader` (base64: the original header, name and mtime included) in front.
  */
 export const ContentSchema = z
   .object({
@@ -61,6 +64,9 @@ export const ContentSchema = z
     ctrl: uint.optional(),
     diff: uint.optional(),
     extra: uint.optional(),
+    rawSize: uint.optional(),
+    gzipHeader: z.string().regex(/^[A-Za-z0-9+/]{1,1400}={0,2}$/).optional(),
+    gzipLevel: z.number().int().min(1).max(9).optional(),
   })
   .strict();
 export type DeltaContent = z.infer<typeof ContentSchema>;
@@ -69,8 +75,8 @@ export const HeaderSchema = z
   .object({
     /** The new archive's CMS SignedData (its manifest inside), verbatim. */
     targetSignature: blob,
-    /** The new index: a zstd patch against the old index, or zstd of it. */
-    index: z.object({ method: z.enum(['zstd', 'zstd-patch']), offset: uint, size: uint }).strict(),
+    /** The new index: an edit script against the old index (src/tiu/delta/index-diff.ts), or the index itself; one zstd frame. */
+    index: z.object({ method: z.enum(['zstd', 'index-diff']), offset: uint, size: uint }).strict(),
     /** The control, diff and extra streams of every bsdiff content, concatenated, each one xz stream. */
     bsdiff: z.object({ ctrl: blob, diff: blob, extra: blob }).strict().optional(),
     /** New contents the old image has nowhere, by ascending `entry`; `offset` is where the first `length` starts. */
@@ -126,6 +132,9 @@ export function parseHeader(bytes: Buffer, blobArea: number): Header {
     if ((c.method !== 'zstd') !== (c.base !== undefined)) throw corrupt(`delta content ${c.entry}: a patch needs a base, nothing else has one`);
     if (isBsdiff !== (c.length === undefined) || [c.ctrl, c.diff, c.extra].some((v) => (v === undefined) !== !isBsdiff)) {
       throw corrupt(`delta content ${c.entry}: bsdiff takes ctrl, diff and extra; the other methods a length`);
+    }
+    if ([c.rawSize, c.gzipHeader, c.gzipLevel].some((v) => (c.method === 'gzip-patch') !== (v !== undefined))) {
+      throw corrupt(`delta content ${c.entry}: gzip-patch and only it takes rawSize, gzipHeader and gzipLevel`);
     }
     if (isBsdiff && !h.bsdiff) throw corrupt(`delta content ${c.entry} is a bsdiff patch, but the delta has no bsdiff streams`);
   }
