@@ -20,7 +20,6 @@ export const UNIT_TESTS = [
   'test/snapshot-infoxml.test.ts',
   'test/snapshot-pure.test.ts',
   'test/squashfs-parse.test.ts',
-  'test/system.test.ts',
   'test/verity-layout.test.ts',
   'test/version-order.test.ts',
 ];
