@@ -1,6 +1,6 @@
 /**
- * The command seam (src/core/system.ts): run() of short commands goes through Node's own spawn,
- * streaming and line callbacks through execa. Both must report the same way: output, exit codes,
+ * The command seam (src/core/system.ts): commands start through Node's own spawn (run() and
+ * spawn()), line callbacks through execa. Both must report the same way: output, exit codes,
  * missing tools, timeouts, interruption, stdin. (Not in the unit project: it runs sh, cat, sleep.)
  */
 import { describe, expect, it } from 'vitest';
