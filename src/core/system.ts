@@ -120,17 +120,8 @@ function lastLines(text: string, n = 3): string {
   return text.trim().split('\n').slice(-n).join(' | ');
 }
 
-/** How a command ended: execa's result, or {@link spawnPlain}'s in the same shape. */
-interface Outcome {
-  exitCode?: number;
-  signal?: string;
-  stdout?: string | Uint8Array;
-  stderr?: string | Uint8Array;
-  code?: string;
-  isCanceled?: boolean;
-  timedOut?: boolean;
-  cause?: { code?: string };
-}
+/** How a command ended, with whether tiu's own timeout killed it (execa reports the same). */
+type Outcome = ChildExit & { timedOut?: boolean };
 
 /**
  * A command started with Node's own spawn, as a {@link ChildProcess}: its streams, and a promise
@@ -167,9 +158,9 @@ function spawnPlain(file: string, args: readonly string[], o: RunOptions & { env
   // EPIPE from a command that exits without reading all of its input: its exit code tells.
   child.stdin?.on('error', () => {});
   if (o.input !== undefined) child.stdin!.end(o.input);
-  const ended = new Promise<ChildExit & { timedOut?: boolean }>((resolve) => {
+  const ended = new Promise<Outcome>((resolve) => {
     let settled = false;
-    const done = (r: ChildExit & { timedOut?: boolean }) => {
+    const done = (r: Outcome) => {
       if (settled) return;
       settled = true;
       if (timer) clearTimeout(timer);

@@ -293,17 +293,16 @@ function createStore(ctx: StoreContext, backend: MetadataBackend, snapshotsId: n
     return path;
   }
 
-  /** Whether snapshot `num` has valid metadata (info.xml, or snapper lists it); throws as {@link get} would. */
-  async function hasInfo(num: number): Promise<boolean> {
+  /** Snapshot `num`'s metadata (info.xml, or what snapper lists), or why it has none; throws as {@link get} would when it does not exist. */
+  async function infoOf(num: number): Promise<SnapshotInfo | Error> {
     await subvolumeOf(num);
-    const info = (await backend.readInfos(ctx, [num])).get(num);
-    return info !== undefined && !(info instanceof Error);
+    return (await backend.readInfos(ctx, [num])).get(num) ?? new Error('no info.xml');
   }
 
   async function withInfo(num: number): Promise<void> {
-    if (await hasInfo(num)) return;
-    const info = (await backend.readInfos(ctx, [num])).get(num);
-    throw new TiuError('SNAPSHOT_FAILED', `snapshot ${num} has no valid info.xml (${info instanceof Error ? info.message : 'no info.xml'})`, {
+    const info = await infoOf(num);
+    if (!(info instanceof Error)) return;
+    throw new TiuError('SNAPSHOT_FAILED', `snapshot ${num} has no valid info.xml (${info.message})`, {
       hint: 'delete the snapshot, or repair its info.xml by hand',
     });
   }
@@ -401,9 +400,9 @@ function createStore(ctx: StoreContext, backend: MetadataBackend, snapshotsId: n
     },
 
     async setDefault(num) {
-      const path = await subvolumeOf(num);
-      if (backend.setDefault && (await hasInfo(num))) await backend.setDefault(ctx, num);
-      else await setDefaultSubvolume(sys, root, knownIds.get(num) ?? (await subvolumeInfo(sys, path)).id);
+      const hasInfo = !((await infoOf(num)) instanceof Error);
+      if (backend.setDefault && hasInfo) await backend.setDefault(ctx, num);
+      else await setDefaultSubvolume(sys, root, knownIds.get(num) ?? (await subvolumeInfo(sys, store.snapshotPath(num))).id);
       const now = await getDefault(true);
       if (now !== num) {
         throw new TiuError('SNAPSHOT_FAILED', `setting snapshot ${num} as default did not take effect (default is ${now ?? 'not a snapshot'})`, {

@@ -172,8 +172,7 @@ async function copyContent(source: AsyncIterable<Uint8Array>, target: SafeRoot, 
           if (!blk.equals(ZERO.subarray(0, blk.length))) await dfh.write(blk, 0, blk.length, pos + off);
         }
       } else {
-        let done = 0;
-        while (done < bytesRead) done += (await dfh.write(chunk, done, bytesRead - done, pos + done)).bytesWritten;
+        await writeAll(dfh, chunk, pos);
       }
       pos += bytesRead;
     }
@@ -227,7 +226,7 @@ async function rewriteInPlace(source: AsyncIterable<Uint8Array>, target: SafeRoo
     }
     const st = await dfh.stat();
     if (!st.isFile() || st.nlink !== 1) return false;
-    let old = OLD_BUFFERS.pop() ?? Buffer.allocUnsafe(CHUNK);
+    const old = OLD_BUFFERS.pop() ?? Buffer.allocUnsafe(CHUNK);
     try {
       let pos = 0;
       for (; !next.done; next = await chunks.next()) {
@@ -308,6 +307,18 @@ export async function executePlan(plan: ApplyPlan, opts: ExecuteOptions): Promis
   await using image = await SafeRoot.open(imageRoot, { what: 'the image' });
   /** Runs `fn` on the snapshot path of `p`, its parents checked to be real directories in it. */
   const T = <R>(p: string, fn: (path: Buffer) => Promise<R>) => target.at(p, fn);
+  /**
+   * Replaces a file the plan meant to rewrite in place (not a lone regular file after all, or
+   * a delta's content): its directory's mtime, which the plan expects unchanged, is put back.
+   */
+  const replaceKeepingDirTime = async (e: IndexEntry, source: AsyncIterable<Uint8Array>, viaDelta: boolean) => {
+    const parent = pathComponents(e.path).slice(0, -1);
+    const dir = parent.length ? parent : '.';
+    const before = await target.at(dir, (d) => lstat(d, { bigint: true }));
+    await T(e.path, (p) => unlink(p));
+    await copyContent(source, target, e, viaDelta);
+    await target.at(dir, (d) => lutimes(d, Number(before.atimeNs) / 1e9, Number(before.mtimeNs) / 1e9));
+  };
   const check = () => {
     if (opts.signal?.aborted) throw new TiuError('INTERRUPTED', 'interrupted; the new snapshot is being discarded');
   };
@@ -418,21 +429,11 @@ export async function executePlan(plan: ApplyPlan, opts: ExecuteOptions): Promis
       check();
       const e = writes[next++]!;
       try {
-        const src = opts.content ? await opts.content.open(e) : imageFile(image, e);
+        const viaDelta = opts.content !== undefined;
+        const source = () => (opts.content ? opts.content.open(e) : Promise.resolve(imageFile(image, e)));
+        if (!inPlace.has(e)) await copyContent(await source(), target, e, viaDelta);
         // A delta rebuilds content from the base's files: its writes always go to fresh inodes.
-        if (!inPlace.has(e) || opts.content || !(await rewriteInPlace(src, target, e))) {
-          if (inPlace.has(e)) {
-            // Not a lone regular file after all: replaced as a whole, its directory's mtime
-            // (which the plan expects unchanged) put back.
-            const parent = pathComponents(e.path).slice(0, -1);
-            const dirTimes = await target.at(parent.length ? parent : '.', (d) => lstat(d, { bigint: true }));
-            await T(e.path, (p) => unlink(p));
-            await copyContent(opts.content ? src : imageFile(image, e), target, e, opts.content !== undefined);
-            await target.at(parent.length ? parent : '.', (d) => lutimes(d, Number(dirTimes.atimeNs) / 1e9, Number(dirTimes.mtimeNs) / 1e9));
-          } else {
-            await copyContent(src, target, e, opts.content !== undefined);
-          }
-        }
+        else if (viaDelta || !(await rewriteInPlace(await source(), target, e))) await replaceKeepingDirTime(e, await source(), viaDelta);
       } catch (err) {
         if (err instanceof TiuError) throw err;
         await explainEperm(sys, targetRoot, e.path, err);

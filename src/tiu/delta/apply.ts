@@ -370,7 +370,7 @@ async function deltaSource(
           for await (const b of zstdStream(blobStream(c), what, old, c.gzip!.rawSize)) parts.push(Buffer.from(b));
           const raw = Buffer.concat(parts);
           if (raw.length !== c.gzip!.rawSize) throw new TiuError('DELTA_CORRUPT', `${what} decodes to ${raw.length} bytes, the delta says ${c.gzip!.rawSize}`, { hint: 'use the full image' });
-          yield await regzip(sys, raw, c.gzip!.header, c.gzip!.level);
+          yield await regzip((file, args, o) => sys.run(file, args, o), raw, c.gzip!.header, c.gzip!.level);
         });
       }
       if (c?.method === 'zstd-patch') {

@@ -28,7 +28,7 @@ import { planDelta, BSDIFF_MAX_BYTES, type DeltaPlan } from './plan.ts';
 import { DELTA_VERSION, encodePreamble, serializeEnvelope, serializeHeader, type DeltaContent, type Header } from './format.ts';
 import { encodeCtrl, MAX_CTRL_BYTES, splitBsdiff40 } from './bsdiff.ts';
 import { applyIndexDiff, diffIndex } from './index-diff.ts';
-import { gzipArgs, gzipHeaderLength, gzipLevels, GZIP_RAW_MAX } from './gzip.ts';
+import { gzipHeaderLength, gzipLevels, GZIP_RAW_MAX, regzip } from './gzip.ts';
 import { gunzipSync, zstdCompressSync, constants as zc } from 'node:zlib';
 
 export interface CreateDeltaOptions {
@@ -116,8 +116,7 @@ async function gzipPatch(run: System['run'], oldPath: string, newPath: string, p
   }
   let gzipLevel: number | undefined;
   for (const level of gzipLevels(newGz)) {
-    const again = (await run('gzip', gzipArgs(level), { input: newRaw, binary: true })).stdoutBuffer!;
-    if (Buffer.concat([newGz.subarray(0, hlen), again.subarray(10)]).equals(newGz)) {
+    if ((await regzip(run, newRaw, newGz.subarray(0, hlen), level)).equals(newGz)) {
       gzipLevel = level;
       break;
     }

@@ -10,7 +10,7 @@
 import type { System } from '../../core/system.ts';
 
 /** How both sides run gzip: at the file's level, no name/mtime (the header is carried separately), to stdout. */
-export function gzipArgs(level: number): string[] {
+function gzipArgs(level: number): string[] {
   return [`-${level}`, '-n', '-c'];
 }
 
@@ -51,8 +51,11 @@ export function gzipHeaderLength(b: Buffer): number | undefined {
   return at <= MAX_GZIP_HEADER && at < b.length ? at : undefined;
 }
 
-/** `gzip -<level>n` of `raw` behind `header` (the device side of `gzip-patch`). */
-export async function regzip(sys: System, raw: Buffer, header: Buffer, level: number): Promise<Buffer> {
-  const out = (await sys.run('gzip', gzipArgs(level), { input: raw, binary: true })).stdoutBuffer!;
+/**
+ * `gzip -<level>n` of `raw` behind `header`: what the device rebuilds for a `gzip-patch`, and
+ * what `tiu delta` checks gives back the new file byte for byte before choosing the method.
+ */
+export async function regzip(run: System['run'], raw: Buffer, header: Buffer, level: number): Promise<Buffer> {
+  const out = (await run('gzip', gzipArgs(level), { input: raw, binary: true })).stdoutBuffer!;
   return Buffer.concat([header, out.subarray(10)]);
 }
