@@ -5,7 +5,7 @@
 import { describe, it, expect } from 'vitest';
 import { planDelta, oldSources, sourceLocation, PATCH_MAX_BYTES } from '../src/tiu/delta/plan.ts';
 import {
-  parseEnvelope, parseHeader, serializeHeader, inflateHeader, encodePreamble, decodePreamble, locateDeltaSignature, PREAMBLE_SIZE, type Header, type DeltaContent,
+  parseEnvelope, parseHeader, serializeHeader, inflateHeader, encodePreamble, decodePreamble, locateDeltaSignature, PREAMBLE_SIZE, DELTA_VERSION, type Header, type DeltaContent,
 } from '../src/tiu/delta/format.ts';
 import { TiuError } from '../src/core/errors.ts';
 import type { IndexEntry } from '../src/core/fileindex/types.ts';
@@ -88,6 +88,14 @@ describe('format parsers', () => {
     expect(code(() => parse(items(a, { ...b, length: 1 })))).toBe('DELTA_FORMAT');
     expect(code(() => parse(items({ ...a, ctrl: 24 }, b)))).toBe('DELTA_FORMAT');
     expect(code(() => parse({ ...items(a, b), bsdiff: undefined }))).toBe('DELTA_FORMAT');
+    // bsdiff-elf: the bsdiff slices and a length (its address map), nothing of gzip-patch.
+    const elf = { ...b, method: 'bsdiff-elf' };
+    expect(parse({ ...items({ ...a, length: 3 }, { ...elf, length: 1 }) }).contents.items[1]!.method).toBe('bsdiff-elf');
+    expect(code(() => parse(items(a, elf)))).toBe('DELTA_FORMAT');
+    expect(code(() => parse(items(a, { ...elf, length: 1, ctrl: undefined })))).toBe('DELTA_FORMAT');
+    expect(code(() => parse(items(a, { ...elf, length: 1, gzipLevel: 9 })))).toBe('DELTA_FORMAT');
+    expect(code(() => parse(items(a, { ...elf, length: 1, base: undefined })))).toBe('DELTA_FORMAT');
+    expect(code(() => parse({ ...items(a, { ...elf, length: 1 }), bsdiff: undefined }))).toBe('DELTA_FORMAT');
     expect(code(() => parse(items({ ...a, entry: -1 })))).toBe('DELTA_FORMAT');
     expect(code(() => parse({ ...h, extra: 1 }))).toBe('DELTA_FORMAT');
     expect(code(() => parseHeader(Buffer.from([0xff, 0xfe]), 10))).toBe('DELTA_FORMAT');
@@ -95,9 +103,10 @@ describe('format parsers', () => {
   });
 
   it('rejects a bad envelope', () => {
-    const e = { format: 'tiu-delta', formatVersion: 3, compatible: 'x', base: { version: '1', indexSha256: d('1') }, target: { version: '2', indexSha256: d('2') }, body: { size: 1, sha256: d('3') }, generator: 'tiu' };
+    const e = { format: 'tiu-delta', formatVersion: DELTA_VERSION, compatible: 'x', base: { version: '1', indexSha256: d('1') }, target: { version: '2', indexSha256: d('2') }, body: { size: 1, sha256: d('3') }, generator: 'tiu' };
     expect(parseEnvelope(Buffer.from(JSON.stringify(e))).target.version).toBe('2');
     expect(code(() => parseEnvelope(Buffer.from(JSON.stringify({ ...e, formatVersion: 1 }))))).toBe('DELTA_FORMAT');
+    expect(code(() => parseEnvelope(Buffer.from(JSON.stringify({ ...e, formatVersion: 3 }))))).toBe('DELTA_FORMAT');
     expect(code(() => parseEnvelope(Buffer.from(JSON.stringify({ ...e, base: { version: '1', indexSha256: 'x' } }))))).toBe('DELTA_FORMAT');
     expect(code(() => parseEnvelope(Buffer.alloc(9000, 0x20)))).toBe('DELTA_FORMAT');
   });
@@ -108,6 +117,9 @@ describe('format parsers', () => {
     const v2 = encodePreamble(1);
     v2.writeUInt32BE(1, 8);
     expect(code(() => decodePreamble(v2, 100))).toBe('DELTA_FORMAT');
+    // Format 3 (no bsdiff-elf) is refused by name, with advice.
+    v2.writeUInt32BE(3, 8);
+    expect(() => decodePreamble(v2, 100)).toThrow(/delta format version 3 is not supported \(this tiu reads 4\)/);
     expect(code(() => decodePreamble(Buffer.from('hsqs' + ' '.repeat(12)), 100))).toBe('DELTA_FORMAT');
     const t = (n: bigint) => {
       const b = Buffer.alloc(8);

@@ -24,6 +24,7 @@ import { PREAMBLE_SIZE, contentTotals, encodePreamble, serializeEnvelope, serial
 import { signManifest } from '../src/tiu/sign/sign.ts';
 import { createHash } from 'node:crypto';
 import { zstdCompressSync, zstdDecompressSync } from 'node:zlib';
+import { decodeElfMap, encodeElfMap, type ElfMap } from '../src/tiu/delta/elf.ts';
 
 const sys = testSystem();
 let work: string;
@@ -87,6 +88,33 @@ async function resignWithIndex(delta: string, out: string, script: Buffer): Prom
   const trailer = Buffer.alloc(8);
   trailer.writeBigUInt64BE(BigInt(sig.length));
   await writeFile(out, Buffer.concat([body, sig, trailer]));
+}
+
+/**
+ * `delta` with the address map of its first `bsdiff-elf` content replaced by `mutate(map)`, body
+ * digest and envelope signature made again with the vendor key (a buggy generator holding the
+ * key). Returns the new-index position of the file it patches.
+ */
+async function resignWithElfMap(delta: string, out: string, mutate: (m: ElfMap) => ElfMap): Promise<number> {
+  const bytes = await readFile(delta);
+  await using d = await openDelta(delta, { keyringPem: A.keyringPem });
+  const items = d.header.contents.items;
+  const k = items.findIndex((c) => c.method === 'bsdiff-elf');
+  expect(k).toBeGreaterThanOrEqual(0);
+  const at = d.header.contents.offset + contentTotals(items.slice(0, k)).length;
+  const map = decodeElfMap(zstdDecompressSync(await d.readBlob(at, items[k]!.length!)));
+  const blob = zstdCompressSync(encodeElfMap(mutate(map)));
+  const area = bytes.subarray(d.blobBase, d.envelope.body.size);
+  // (the contents are the last blobs: what follows this one moves by the change in length)
+  const newArea = Buffer.concat([area.subarray(0, at), blob, area.subarray(at + items[k]!.length!)]);
+  const header = serializeHeader({ ...d.header, contents: { ...d.header.contents, items: items.map((c, i) => (i === k ? { ...c, length: blob.length } : c)) } });
+  const body = Buffer.concat([encodePreamble(header.length), header, newArea]);
+  const envelope = serializeEnvelope({ ...d.envelope, body: { size: body.length, sha256: createHash('sha256').update(body).digest('hex') } });
+  const sig = signManifest({ content: envelope, keyPem: await readFile(A.keys.signingKey, 'utf8'), certPem: await readFile(A.keys.signingCert, 'utf8'), signingTime: new Date() });
+  const trailer = Buffer.alloc(8);
+  trailer.writeBigUInt64BE(BigInt(sig.length));
+  await writeFile(out, Buffer.concat([body, sig, trailer]));
+  return items[k]!.entry;
 }
 
 /** The index inside an archive's verified image. */
@@ -232,6 +260,24 @@ describe('delta on the real Debian v1 -> v2 update', () => {
     expect(made.patched).toBeGreaterThan(100);
     expect(made.size * 10).toBeLessThan(full);
   });
+
+  it('carries the large ELF libraries as bsdiff-elf; a damaged address map (re-signed): DELTA_CORRUPT naming the file, nothing changed', async () => {
+    {
+      await using d = await openDelta(delta, { keyringPem: A.keyringPem });
+      const elfPaths = d.header.contents.items.filter((c) => c.method === 'bsdiff-elf').map((c) => v2Index[c.entry]!.path);
+      expect(elfPaths).toContain('usr/lib/x86_64-linux-gnu/libcrypto.so.3');
+    }
+    const bad = join(work, 'deb-bad-map.tiud');
+    // Every address one byte further: the prediction, and so the rebuilt file, is wrong.
+    const entry = await resignWithElfMap(delta, bad, (m) => ({ ...m, addr: m.addr.map(([s, l, sh]) => [s, l, sh + 1] as [number, number, number]) }));
+    await using dev = await installedDevice(sys, v1, A.keyringPem, { sizeMiB: 2000 });
+    const r = await cli(['extract', bad, '--root', dev.root, ...kr()]);
+    expect(r.exitCode, r.stderr).toBe(91);
+    expect(r.stderr).toContain(`/${v2Index[entry]!.path} rebuilt from the delta does not match the signed index`);
+    expect(r.stderr).toMatch(/\[DELTA_CORRUPT\]/);
+    expect(r.stderr).not.toMatch(/^\s+at /m);
+    expect(await snapshotNumbers(dev.root)).toEqual([1]);
+  }, 900_000);
 
   it('a locally modified base file: a clear error, nothing changed; restored: the delta gives v2 exactly, peak RSS bounded', async () => {
     await using dev = await installedDevice(sys, v1, A.keyringPem, { sizeMiB: 2000 });

@@ -14,7 +14,7 @@
  */
 import { createHash } from 'node:crypto';
 import { constants } from 'node:fs';
-import { mkdir, open, readFile, stat, writeFile } from 'node:fs/promises';
+import { mkdir, open, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { createWriteStream } from 'node:fs';
 import { pipeline } from 'node:stream/promises';
 import type { System } from '../../core/system.ts';
@@ -33,6 +33,7 @@ import { oldSources, sourceLocation, PATCH_MAX_BYTES } from './plan.ts';
 import { contentTotals, type DeltaContent, type Header } from './format.ts';
 import { bspatchStream, decodeCtrl, MAX_CTRL_BYTES } from './bsdiff.ts';
 import { applyIndexDiff } from './index-diff.ts';
+import { decodeElfMap, predictElf } from './elf.ts';
 import { GZIP_RAW_MAX, MAX_GZIP_HEADER, regzip } from './gzip.ts';
 
 /** Largest index (or index diff) a delta may decode to. */
@@ -96,7 +97,7 @@ export function resolveContents(h: Header, target: readonly IndexEntry[], oldInd
       if (c.rawSize! > GZIP_RAW_MAX || (b64len(c.gzipHeader!) > MAX_GZIP_HEADER)) throw bad(`${c.entry} is a gzip patch out of bounds`);
       r.gzip = { rawSize: c.rawSize!, header: Buffer.from(c.gzipHeader!, 'base64'), level: c.gzipLevel! };
     }
-    if (c.method === 'bsdiff') {
+    if (c.method === 'bsdiff' || c.method === 'bsdiff-elf') {
       r.bsdiff = { ctrl: { offset: at.ctrl, length: c.ctrl! }, diff: { offset: at.diff, length: c.diff! }, extra: { offset: at.extra, length: c.extra! } };
       at.ctrl += c.ctrl!;
       at.diff += c.diff!;
@@ -183,6 +184,9 @@ async function* range(fh: FileHandle, start: number, length: number): AsyncGener
     pos += bytesRead;
   }
 }
+
+/** Largest ELF address map (`bsdiff-elf`) a delta may decode to. */
+const MAX_ELF_MAP = 16 * 1024 * 1024;
 
 /** Patches of files up to this size (old and new) are decoded side by side. */
 const SMALL_PATCH = 1024 * 1024;
@@ -354,6 +358,35 @@ async function deltaSource(
             await fh.close();
           }
         })();
+      }
+      if (c?.method === 'bsdiff-elf') {
+        const base = oldFile(c.base!);
+        // The old file with its addresses moved by the delta's map (in memory, at most
+        // PATCH_MAX_BYTES), written to the work directory for bspatch's random reads; one at a time.
+        return oneAtATime(async function* () {
+          let map: Buffer;
+          try {
+            map = zstdDecompressSync(await delta.readBlob(c.offset, c.length), { maxOutputLength: MAX_ELF_MAP } as never);
+          } catch (e) {
+            throw new TiuError('DELTA_CORRUPT', `cannot decode the ELF address map of ${what} from the delta: ${(e as Error).message}`, { hint: 'use the full image' });
+          }
+          const predicted = predictElf(await readOld(base), decodeElfMap(map));
+          const file = join(o.workDir, `elf-${c.sha256}`);
+          await writeFile(file, predicted, { mode: 0o600 });
+          const fh = await open(file, 'r');
+          try {
+            const streams = (await streamsP)!;
+            const at = c.bsdiff!;
+            yield* bspatchStream(fh, predicted.length, {
+              ctrl: { fh: streams.ctrl, ...at.ctrl },
+              diff: { fh: streams.diff, ...at.diff },
+              extra: { fh: streams.extra, ...at.extra },
+            }, c.size);
+          } finally {
+            await fh.close();
+            await rm(file, { force: true });
+          }
+        });
       }
       if (c?.method === 'gzip-patch') {
         const base = oldFile(c.base!);

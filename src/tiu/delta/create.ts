@@ -3,7 +3,9 @@
  *
  * Both archives are verified completely (signature, every verity block) and mounted; the planner
  * says which new contents to carry; each is encoded as a `zstd --patch-from` patch against an old
- * file and as plain zstd, and the smaller one is kept. The output is written to a temp file next
+ * file and as plain zstd (ELF files also as bsdiff, and x86-64 ones as bsdiff against the old file
+ * with its addresses moved: `bsdiff-elf`, elf.ts; `.gz` files as gzip-aware patches), and the
+ * smallest one is kept. The output is written to a temp file next
  * to it and renamed at the end. Same inputs give the same bytes: zstd runs single-threaded at a
  * fixed level, contents are sorted by digest, and the envelope is signed with the new manifest's
  * `created` time as signingTime (RSA PKCS #1 v1.5 signatures are deterministic).
@@ -28,6 +30,7 @@ import { planDelta, BSDIFF_MAX_BYTES, type DeltaPlan } from './plan.ts';
 import { DELTA_VERSION, encodePreamble, serializeEnvelope, serializeHeader, type DeltaContent, type Header } from './format.ts';
 import { encodeCtrl, MAX_CTRL_BYTES, splitBsdiff40 } from './bsdiff.ts';
 import { applyIndexDiff, diffIndex } from './index-diff.ts';
+import { buildElfMap, encodeElfMap, predictElf } from './elf.ts';
 import { gzipHeaderLength, gzipLevels, GZIP_RAW_MAX, regzip } from './gzip.ts';
 import { gunzipSync, zstdCompressSync, constants as zc } from 'node:zlib';
 
@@ -197,7 +200,8 @@ async function createDeltaWith(sys: System, o: CreateDeltaOptions, stop: AbortSi
     type Encoded =
       | { method: 'zstd' | 'zstd-patch'; data: Buffer }
       | { method: 'gzip-patch'; data: Buffer; rawSize: number; gzipHeader: string; gzipLevel: number }
-      | { method: 'bsdiff'; ctrl: Buffer; diff: Buffer; extra: Buffer };
+      | { method: 'bsdiff'; ctrl: Buffer; diff: Buffer; extra: Buffer }
+      | { method: 'bsdiff-elf'; map: Buffer; ctrl: Buffer; diff: Buffer; extra: Buffer };
     const encoded: Encoded[] = new Array(plan.needed.length);
     let next = 0;
     let done = 0;
@@ -233,7 +237,22 @@ async function createDeltaWith(sys: System, o: CreateDeltaOptions, stop: AbortSi
           const bunzip = async (b: Buffer) => (await run('bzip2', ['-dc'], { input: b, binary: true })).stdoutBuffer!;
           // Its cost: the per-file (bzip2) size, times what one xz pass over all streams saves
           // (measured on the Debian fixture update: 583 kB grouped vs 726 kB per file).
-          cands.push({ cost: file.length * BSDIFF_GROUPED_RATIO, e: { method: 'bsdiff', ctrl: await bunzip(parts.ctrl), diff: await bunzip(parts.diff), extra: await bunzip(parts.extra) } });
+          const ctrl = await bunzip(parts.ctrl);
+          cands.push({ cost: file.length * BSDIFF_GROUPED_RATIO, e: { method: 'bsdiff', ctrl, diff: await bunzip(parts.diff), extra: await bunzip(parts.extra) } });
+          // x86-64 ELF: bsdiff again against the old file with its addresses moved as the first
+          // pass's matches say (src/tiu/delta/elf.ts); the map travels with the patch.
+          const basePath = await stringPath(oldImg.dir, n.base.path, work, -i - 1);
+          const oldBytes = await readFile(basePath);
+          const map = buildElfMap(oldBytes, await readFile(src), ctrl);
+          if (map) {
+            const predicted = join(work, `w${w}-predicted`);
+            await writeFile(predicted, predictElf(oldBytes, map));
+            await run('bsdiff', [predicted, src, out]);
+            const file2 = await readFile(out);
+            const p2 = splitBsdiff40(file2);
+            const mapZ = zstdCompressSync(encodeElfMap(map), ZSTD_NODE);
+            cands.push({ cost: file2.length * BSDIFF_GROUPED_RATIO + mapZ.length, e: { method: 'bsdiff-elf', map: mapZ, ctrl: await bunzip(p2.ctrl), diff: await bunzip(p2.diff), extra: await bunzip(p2.extra) } });
+          }
         }
         // Smallest wins; ties go to the first (cheapest to apply).
         encoded[i] = cands.reduce((a, b) => (b.cost < a.cost ? b : a)).e;
@@ -244,7 +263,7 @@ async function createDeltaWith(sys: System, o: CreateDeltaOptions, stop: AbortSi
 
     // bsdiff streams: concatenated in content order, each compressed once.
     const streams = { ctrl: [] as Buffer[], diff: [] as Buffer[], extra: [] as Buffer[] };
-    for (const e of encoded) if (e.method === 'bsdiff') for (const k of ['ctrl', 'diff', 'extra'] as const) streams[k].push(e[k]);
+    for (const e of encoded) if (e.method === 'bsdiff' || e.method === 'bsdiff-elf') for (const k of ['ctrl', 'diff', 'extra'] as const) streams[k].push(e[k]);
     let bsdiff: Header['bsdiff'];
     if (streams.ctrl.length > 0) {
       const xz = async (k: keyof typeof streams) => {
@@ -267,6 +286,10 @@ async function createDeltaWith(sys: System, o: CreateDeltaOptions, stop: AbortSi
       const base = e.method !== 'zstd' ? { base: n.base!.entry } : {};
       if (e.method === 'bsdiff') {
         items.push({ entry: n.entry, method: e.method, ...base, ctrl: e.ctrl.length, diff: e.diff.length, extra: e.extra.length });
+      } else if (e.method === 'bsdiff-elf') {
+        put(e.map);
+        contentBytes += e.map.length;
+        items.push({ entry: n.entry, method: e.method, ...base, length: e.map.length, ctrl: e.ctrl.length, diff: e.diff.length, extra: e.extra.length });
       } else if (e.method === 'gzip-patch') {
         put(e.data);
         contentBytes += e.data.length;

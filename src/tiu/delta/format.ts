@@ -14,7 +14,7 @@ import { zstdCompressSync, zstdDecompressSync, constants as zc } from 'node:zlib
 import { TiuError } from '../../core/errors.ts';
 
 export const DELTA_MAGIC = Buffer.from('TIUDELTA', 'ascii');
-export const DELTA_VERSION = 3;
+export const DELTA_VERSION = 4;
 /** Magic (8) + version (4) + header length (4). */
 export const PREAMBLE_SIZE = 16;
 export const MAX_HEADER_SIZE = 16 * 1024 * 1024;
@@ -42,7 +42,7 @@ export const EnvelopeSchema = z
 export type Envelope = z.infer<typeof EnvelopeSchema>;
 
 /** How one new content is carried. */
-export const CONTENT_METHODS = ['zstd', 'zstd-patch', 'bsdiff', 'gzip-patch'] as const;
+export const CONTENT_METHODS = ['zstd', 'zstd-patch', 'bsdiff', 'gzip-patch', 'bsdiff-elf'] as const;
 export type ContentMethod = (typeof CONTENT_METHODS)[number];
 
 /**
@@ -54,6 +54,8 @@ export type ContentMethod = (typeof CONTENT_METHODS)[number];
  * `gzip-patch` (a .gz file) takes `length` bytes too: a zstd patch of the gunzipped new content
  * (`rawSize` bytes) against the gunzipped old one; the device recompresses it with `gzip -<gzipLevel>n`
  * and puts `gzipHeader` (base64: the original header, name and mtime included) in front.
+ * `bsdiff-elf` takes bsdiff slices and `length` bytes: a zstd frame of the old->new address map
+ * (src/tiu/delta/elf.ts); the patch applies to the old file with its addresses moved by that map.
  */
 export const ContentSchema = z
   .object({
@@ -128,10 +130,10 @@ export function parseHeader(bytes: Buffer, blobArea: number): Header {
   for (let i = 0; i < items.length; i++) {
     const c = items[i]!;
     if (i > 0 && items[i - 1]!.entry >= c.entry) throw corrupt('delta contents are not in index order or repeat an entry');
-    const isBsdiff = c.method === 'bsdiff';
+    const isBsdiff = c.method === 'bsdiff' || c.method === 'bsdiff-elf';
     if ((c.method !== 'zstd') !== (c.base !== undefined)) throw corrupt(`delta content ${c.entry}: a patch needs a base, nothing else has one`);
-    if (isBsdiff !== (c.length === undefined) || [c.ctrl, c.diff, c.extra].some((v) => (v === undefined) !== !isBsdiff)) {
-      throw corrupt(`delta content ${c.entry}: bsdiff takes ctrl, diff and extra; the other methods a length`);
+    if ((c.method === 'bsdiff') !== (c.length === undefined) || [c.ctrl, c.diff, c.extra].some((v) => (v === undefined) !== !isBsdiff)) {
+      throw corrupt(`delta content ${c.entry}: bsdiff takes ctrl, diff and extra; bsdiff-elf those and a length; the other methods a length`);
     }
     if ([c.rawSize, c.gzipHeader, c.gzipLevel].some((v) => (c.method === 'gzip-patch') !== (v !== undefined))) {
       throw corrupt(`delta content ${c.entry}: gzip-patch and only it takes rawSize, gzipHeader and gzipLevel`);

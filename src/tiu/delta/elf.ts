@@ -1,0 +1,390 @@
+/**
+ * The `bsdiff-elf` method's reference prediction for x86-64 ELF files (docs/delta-format.md).
+ * Pure: buffers in, buffers out.
+ *
+ * A security update recompiles a library: a few functions change, everything after them moves, and
+ * every address that points across a move changes — rel32 calls and jumps, RIP-relative loads,
+ * relocation offsets and addends, symbol values, the unwind tables. bsdiff matches the code
+ * anyway, but each changed address costs diff bytes (most of the diff stream: 353 k of 4.7 M bytes
+ * of libcrypto). So before diffing, the old file is rewritten into a *prediction* of the new one:
+ * every address it holds is moved as the old->new address map says. The map travels in the delta
+ * (a few hundred segments); the device computes the same prediction from its old file and the map
+ * and bspatches against it. Nothing needs undoing: the prediction is only a better reference, it
+ * is deterministic on both sides, and the rebuilt file is hashed against the signed index.
+ *
+ * Everything here is bounds-checked: any part of the old file that does not parse is left as it is
+ * (a worse reference, never a wrong file).
+ */
+import { TiuError } from '../../core/errors.ts';
+
+/** `[start, length, shift]`: addresses (or symbol indexes) in [start, start+length) move by shift. */
+export type Segment = [number, number, number];
+
+/** The old->new maps a prediction needs: virtual addresses, and dynamic symbol indexes. */
+export interface ElfMap {
+  addr: Segment[];
+  sym: Segment[];
+}
+
+interface Section {
+  name: string;
+  type: number;
+  flags: number;
+  addr: number;
+  off: number;
+  size: number;
+  entsize: number;
+}
+
+interface Elf {
+  /** PT_LOAD segments: file offset, virtual address, file size. */
+  loads: { off: number; va: number; size: number }[];
+  sections: Section[];
+}
+
+const SHT_SYMTAB = 2;
+const SHT_RELA = 4;
+const SHT_NOBITS = 8;
+const SHT_DYNSYM = 11;
+const SHF_ALLOC = 2;
+const SHF_EXECINSTR = 4;
+const SHF_TLS = 0x400;
+const R_X86_64_JUMP_SLOT = 7;
+const R_X86_64_RELATIVE = 8;
+/** bsdiff matches shorter than this do not say where code moved (they are chance matches). */
+const MIN_MATCH = 64;
+/** Most segments a map may have (a device decodes it in memory). */
+const MAX_SEGMENTS = 1 << 20;
+
+function num(b: Buffer, at: number): number | undefined {
+  if (at < 0 || at + 8 > b.length) return undefined;
+  const v = b.readBigUInt64LE(at);
+  return v <= BigInt(Number.MAX_SAFE_INTEGER) ? Number(v) : undefined;
+}
+
+/** The load segments and sections of a little-endian ELF64 x86-64 file, or undefined. */
+export function parseElf(b: Buffer): Elf | undefined {
+  if (b.length < 64 || b.readUInt32BE(0) !== 0x7f454c46 || b[4] !== 2 || b[5] !== 1 || b.readUInt16LE(18) !== 62) return undefined;
+  const phoff = num(b, 0x20);
+  const shoff = num(b, 0x28);
+  const phentsize = b.readUInt16LE(0x36);
+  const phnum = b.readUInt16LE(0x38);
+  const shentsize = b.readUInt16LE(0x3a);
+  const shnum = b.readUInt16LE(0x3c);
+  const shstrndx = b.readUInt16LE(0x3e);
+  if (phoff === undefined || shoff === undefined || phentsize < 56 || shentsize < 64) return undefined;
+  if (phoff + phnum * phentsize > b.length || shoff + shnum * shentsize > b.length || shstrndx >= shnum) return undefined;
+  const loads: Elf['loads'] = [];
+  for (let i = 0; i < phnum; i++) {
+    const o = phoff + i * phentsize;
+    if (b.readUInt32LE(o) !== 1) continue;
+    const off = num(b, o + 8);
+    const va = num(b, o + 16);
+    const size = num(b, o + 32);
+    if (off !== undefined && va !== undefined && size !== undefined && off + size <= b.length) loads.push({ off, va, size });
+  }
+  const raw = Array.from({ length: shnum }, (_, i) => shoff + i * shentsize);
+  const strOff = num(b, raw[shstrndx]! + 24) ?? b.length;
+  const sections: Section[] = [];
+  for (const o of raw) {
+    const nameAt = strOff + b.readUInt32LE(o);
+    const end = nameAt < b.length ? b.indexOf(0, nameAt) : -1;
+    const [addr, off, size, entsize] = [num(b, o + 16), num(b, o + 24), num(b, o + 32), num(b, o + 56)];
+    if (end < 0 || addr === undefined || off === undefined || size === undefined || entsize === undefined) continue;
+    const type = b.readUInt32LE(o + 4);
+    // (a section's file bytes must lie in the file; NOBITS ones have none)
+    if (type !== SHT_NOBITS && off + size > b.length) continue;
+    sections.push({ name: b.toString('latin1', nameAt, end), type, flags: Number(b.readBigUInt64LE(o + 8) & 0xffffffffn), addr, off, size, entsize });
+  }
+  return { loads, sections };
+}
+
+function offToVa(e: Elf, off: number): number | undefined {
+  for (const l of e.loads) if (off >= l.off && off < l.off + l.size) return l.va + off - l.off;
+  return undefined;
+}
+
+function vaToOff(e: Elf, va: number): number | undefined {
+  for (const l of e.loads) if (va >= l.va && va < l.va + l.size) return l.off + va - l.va;
+  return undefined;
+}
+
+/** Sorted, non-overlapping segments; adjacent ones with the same shift merged. */
+function normalize(segs: Segment[]): Segment[] {
+  const s = segs.filter((x) => x[1] > 0).sort((a, b) => a[0] - b[0] || b[1] - a[1]);
+  const out: Segment[] = [];
+  for (const x of s) {
+    const last = out[out.length - 1];
+    if (last && x[0] < last[0] + last[1]) {
+      // Overlap: the later start wins from there on (the earlier one keeps what precedes it).
+      if (last[2] === x[2]) {
+        last[1] = Math.max(last[1], x[0] + x[1] - last[0]);
+        continue;
+      }
+      last[1] = x[0] - last[0];
+      if (last[1] === 0) out.pop();
+    }
+    const prev = out[out.length - 1];
+    if (prev && prev[2] === x[2] && prev[0] + prev[1] === x[0]) prev[1] += x[1];
+    else out.push([x[0], x[1], x[2]]);
+  }
+  return out;
+}
+
+/** Looks `v` up in sorted, non-overlapping segments: its moved value, or undefined. */
+export function lookup(segs: readonly Segment[], v: number): number | undefined {
+  let lo = 0;
+  let hi = segs.length - 1;
+  while (lo <= hi) {
+    const mid = (lo + hi) >> 1;
+    const s = segs[mid]!;
+    if (v < s[0]) hi = mid - 1;
+    else if (v >= s[0] + s[1]) lo = mid + 1;
+    else return v + s[2];
+  }
+  return undefined;
+}
+
+function dynsymNames(b: Buffer, e: Elf): string[] {
+  const sym = e.sections.find((s) => s.type === SHT_DYNSYM);
+  const str = sym && e.sections.find((s) => s.name === '.dynstr');
+  if (!sym || !str) return [];
+  const names: string[] = [];
+  for (let o = sym.off; o + 24 <= sym.off + sym.size; o += 24) {
+    const at = str.off + b.readUInt32LE(o);
+    const end = at < str.off + str.size ? b.indexOf(0, at) : -1;
+    names.push(end < 0 ? '' : b.toString('latin1', at, end));
+  }
+  return names;
+}
+
+/**
+ * The map from the old file to the new one (maker side): where bsdiff's first pass matched at
+ * least {@link MIN_MATCH} bytes (its control triples, 24 bytes each as bsdiff writes them), the
+ * shift of that match; elsewhere the shift of the section that holds the address (by name); and
+ * dynamic symbols by name. Undefined unless both are x86-64 ELF files.
+ */
+export function buildElfMap(oldB: Buffer, newB: Buffer, ctrl: Buffer): ElfMap | undefined {
+  const o = parseElf(oldB);
+  const n = parseElf(newB);
+  if (!o || !n) return undefined;
+  const matched: Segment[] = [];
+  let op = 0;
+  let np = 0;
+  for (let at = 0; at + 24 <= ctrl.length; at += 24) {
+    const [x, y, z] = [0, 8, 16].map((k) => {
+      const lo = ctrl.readUInt32LE(at + k);
+      const hi = ctrl.readUInt32LE(at + k + 4);
+      const mag = (hi & 0x7fffffff) * 2 ** 32 + lo;
+      return hi >>> 31 ? -mag : mag;
+    }) as [number, number, number];
+    if (x >= MIN_MATCH) {
+      const a = offToVa(o, op);
+      const b = offToVa(n, np);
+      if (a !== undefined && b !== undefined) matched.push([a, x, b - a]);
+    }
+    op += x + z;
+    np += x + y;
+  }
+  const exact = normalize(matched);
+  // Section fallback, only where no match says otherwise.
+  const fill: Segment[] = [];
+  for (const s of o.sections) {
+    const t = n.sections.find((x) => x.name === s.name);
+    if (!t || !s.name || !(s.flags & SHF_ALLOC) || s.flags & SHF_TLS || s.addr === 0 || s.size === 0) continue;
+    let cursor = s.addr;
+    const end = s.addr + s.size;
+    for (const m of exact) {
+      if (m[0] + m[1] <= cursor || m[0] >= end) continue;
+      if (m[0] > cursor) fill.push([cursor, m[0] - cursor, t.addr - s.addr]);
+      cursor = Math.max(cursor, m[0] + m[1]);
+    }
+    if (cursor < end) fill.push([cursor, end - cursor, t.addr - s.addr]);
+  }
+  const newNames = new Map<string, number>();
+  dynsymNames(newB, n).forEach((name, i) => {
+    if (!newNames.has(name)) newNames.set(name, i);
+  });
+  const sym: Segment[] = [];
+  dynsymNames(oldB, o).forEach((name, i) => {
+    const j = newNames.get(name);
+    if (j !== undefined) sym.push([i, 1, j - i]);
+  });
+  return { addr: normalize([...exact, ...fill]), sym: normalize(sym) };
+}
+
+function putUint(out: number[], v: number): void {
+  while (v >= 0x80) {
+    out.push((v % 0x80) | 0x80);
+    v = Math.floor(v / 0x80);
+  }
+  out.push(v);
+}
+
+/** The map as it travels: per list, a count, then (gap from the previous end, length, zigzag shift) as LEB128 varints. */
+export function encodeElfMap(m: ElfMap): Buffer {
+  const out: number[] = [];
+  for (const segs of [m.addr, m.sym]) {
+    putUint(out, segs.length);
+    let end = 0;
+    for (const [start, len, shift] of segs) {
+      putUint(out, start - end);
+      putUint(out, len);
+      putUint(out, shift >= 0 ? shift * 2 : -shift * 2 - 1);
+      end = start + len;
+    }
+  }
+  return Buffer.from(out);
+}
+
+function corrupt(message: string): TiuError {
+  return new TiuError('DELTA_CORRUPT', message, { hint: 'use the full image' });
+}
+
+/** Inverse of {@link encodeElfMap}; DELTA_CORRUPT on anything malformed or out of bounds. */
+export function decodeElfMap(b: Buffer): ElfMap {
+  let at = 0;
+  const uint = (): number => {
+    let v = 0;
+    for (let scale = 1; ; scale *= 0x80) {
+      if (at >= b.length || scale > 2 ** 49) throw corrupt('the ELF address map in the delta is malformed');
+      const c = b[at++]!;
+      v += (c & 0x7f) * scale;
+      if (c < 0x80) return v;
+    }
+  };
+  const lists: Segment[][] = [];
+  for (let k = 0; k < 2; k++) {
+    const count = uint();
+    if (count > MAX_SEGMENTS) throw corrupt('the ELF address map in the delta is too large');
+    const segs: Segment[] = [];
+    let end = 0;
+    for (let i = 0; i < count; i++) {
+      const start = end + uint();
+      const len = uint();
+      const z = uint();
+      if (len === 0 || start + len > 2 ** 52) throw corrupt('the ELF address map in the delta has an empty or out-of-range segment');
+      segs.push([start, len, z % 2 === 0 ? z / 2 : -(z + 1) / 2]);
+      end = start + len;
+    }
+    lists.push(segs);
+  }
+  if (at !== b.length) throw corrupt('the ELF address map in the delta has bytes past its end');
+  return { addr: lists[0]!, sym: lists[1]! };
+}
+
+/** One-byte opcodes whose ModRM byte may select a RIP-relative operand (mov, lea, cmp, add, ...). */
+const RIP_OPS = new Set([0x8b, 0x8d, 0x89, 0x3b, 0x39, 0x03, 0x2b, 0x33, 0x0b, 0x23, 0x85, 0x63, 0xff, 0xc7, 0x81, 0x83, 0x80, 0xc6, 0x88, 0x8a, 0x3a, 0x38, 0x84, 0xf6, 0xf7, 0x87, 0x01, 0x29, 0x31, 0x09, 0x21, 0x13, 0x1b]);
+/** The same after 0x0f (SSE moves, movzx/movsx, prefetch, ...). */
+const RIP_OPS_0F = new Set([0x10, 0x11, 0x28, 0x29, 0x6f, 0x7f, 0xb6, 0xb7, 0xbe, 0xbf, 0x2e, 0x2f, 0x54, 0x57, 0x58, 0x59, 0x5c, 0x5e, 0xef, 0xd6, 0x7e, 0x6e, 0x12, 0x16, 0x13, 0x17, 0xdb, 0xeb, 0xfe, 0xd4, 0x38, 0x3a, 0x1f, 0x18, 0x0d]);
+
+/**
+ * Code: rel32 operands of call, jmp, jcc and RIP-relative ModRM operands, found by their opcode
+ * bytes (no disassembly: a false hit is moved the same way on both sides, so it only costs a few
+ * diff bytes). The operand's target T = end + rel32 becomes map(T) - map(end).
+ */
+function predictCode(b: Buffer, s: Section, M: (v: number) => number | undefined): void {
+  const end = s.off + s.size;
+  for (let i = s.off; i + 5 < end; ) {
+    const c = b[i]!;
+    let p = -1;
+    if (c === 0xe8 || c === 0xe9) p = i + 1;
+    else if (c === 0x0f && b[i + 1]! >= 0x80 && b[i + 1]! <= 0x8f) p = i + 2;
+    else if ((c & 0xc7) === 0x05 && i > s.off && (RIP_OPS.has(b[i - 1]!) || (i - 2 >= s.off && b[i - 2] === 0x0f && RIP_OPS_0F.has(b[i - 1]!)))) p = i + 1;
+    if (p >= 0 && p + 4 <= end) {
+      const d = b.readInt32LE(p);
+      const from = s.addr + (p - s.off) + 4;
+      const mt = M(from + d);
+      const mp = M(from);
+      if (mt !== undefined && mp !== undefined) {
+        const nd = mt - mp;
+        if (nd !== d && nd >= -(2 ** 31) && nd < 2 ** 31) b.writeInt32LE(nd, p);
+        i = p + 4;
+        continue;
+      }
+    }
+    i++;
+  }
+}
+
+function writeU64(b: Buffer, at: number, v: number): void {
+  b.writeBigUInt64LE(BigInt(v), at);
+}
+
+/**
+ * Rewrites an x86-64 ELF file, in place, into the prediction of its new version under `m`: code
+ * references, RELA entries (offset, addend, symbol index) and the pointers they fill in, symbol
+ * values, .eh_frame_hdr's table and .eh_frame's FDE start addresses. Returns `b`. A file that is
+ * not x86-64 ELF is returned unchanged.
+ */
+export function predictElf(b: Buffer, m: ElfMap): Buffer {
+  const e = parseElf(b);
+  if (!e) return b;
+  const M = (v: number) => {
+    const r = lookup(m.addr, v);
+    return r !== undefined && r >= 0 && r <= Number.MAX_SAFE_INTEGER ? r : undefined;
+  };
+  for (const s of e.sections) if (s.type !== SHT_NOBITS && s.flags & SHF_EXECINSTR) predictCode(b, s, M);
+  for (const s of e.sections) {
+    if (s.type !== SHT_RELA || s.entsize !== 24) continue;
+    for (let o = s.off; o + 24 <= s.off + s.size; o += 24) {
+      const ro = num(b, o);
+      const type = b.readUInt32LE(o + 8);
+      const sym = b.readUInt32LE(o + 12);
+      const addend = num(b, o + 16);
+      const ns = sym ? lookup(m.sym, sym) : undefined;
+      if (ns !== undefined && ns >= 0 && ns <= 0xffffffff) b.writeUInt32LE(ns, o + 12);
+      const fo = ro === undefined ? undefined : vaToOff(e, ro);
+      if (type === R_X86_64_RELATIVE && addend !== undefined) {
+        const na = M(addend);
+        if (na !== undefined) {
+          // (the linker also writes the addend in place)
+          if (fo !== undefined && num(b, fo) === addend) writeU64(b, fo, na);
+          writeU64(b, o + 16, na);
+        }
+      } else if (type === R_X86_64_JUMP_SLOT && fo !== undefined) {
+        const v = num(b, fo);
+        const nv = v === undefined ? undefined : M(v);
+        if (nv !== undefined) writeU64(b, fo, nv);
+      }
+      const nro = ro === undefined ? undefined : M(ro);
+      if (nro !== undefined) writeU64(b, o, nro);
+    }
+  }
+  for (const s of e.sections) {
+    if (s.type !== SHT_DYNSYM && s.type !== SHT_SYMTAB) continue;
+    for (let o = s.off; o + 24 <= s.off + s.size; o += 24) {
+      const shndx = b.readUInt16LE(o + 6);
+      const v = num(b, o + 8);
+      const nv = shndx !== 0 && shndx < 0xff00 && v !== undefined ? M(v) : undefined;
+      if (nv !== undefined) writeU64(b, o + 8, nv);
+    }
+  }
+  const hdr = e.sections.find((s) => s.name === '.eh_frame_hdr');
+  const nh = hdr && M(hdr.addr);
+  if (hdr && nh !== undefined && hdr.size >= 12 && b[hdr.off + 3] === 0x3b) {
+    // (table entries: datarel sdata4 pairs of function start and FDE address)
+    const count = Math.min(b.readUInt32LE(hdr.off + 8) * 2, Math.floor((hdr.size - 12) / 4));
+    for (let k = 0; k < count; k++) {
+      const at = hdr.off + 12 + 4 * k;
+      const mv = M(hdr.addr + b.readInt32LE(at));
+      if (mv !== undefined && mv - nh >= -(2 ** 31) && mv - nh < 2 ** 31) b.writeInt32LE(mv - nh, at);
+    }
+  }
+  const eh = e.sections.find((s) => s.name === '.eh_frame');
+  if (eh) {
+    // FDEs' pc_begin as pcrel sdata4 (what GCC emits on x86-64); a wrong guess only costs bytes.
+    for (let o = eh.off; o + 12 <= eh.off + eh.size; ) {
+      const len = b.readUInt32LE(o);
+      if (len === 0 || len === 0xffffffff) break;
+      if (b.readUInt32LE(o + 4) !== 0) {
+        const at = eh.addr + (o + 8 - eh.off);
+        const mt = M(at + b.readInt32LE(o + 8));
+        const mp = M(at);
+        if (mt !== undefined && mp !== undefined && mt - mp >= -(2 ** 31) && mt - mp < 2 ** 31) b.writeInt32LE(mt - mp, o + 8);
+      }
+      o += 4 + len;
+    }
+  }
+  return b;
+}

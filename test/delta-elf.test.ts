@@ -1,0 +1,131 @@
+/**
+ * The `bsdiff-elf` reference prediction (src/tiu/delta/elf.ts) on real x86-64 ELF files of the
+ * Debian fixture update: Debian's bsdiff against the predicted old file, applied by tiu's
+ * streaming bspatch to the device's own prediction, rebuilds the new file exactly, and its diff
+ * stream is much smaller than plain bsdiff's. The map's decoder is strict (DELTA_CORRUPT).
+ */
+import { describe, it, expect, beforeAll, afterAll } from 'vitest';
+import { mkdtemp, open, readFile, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { execa } from 'execa';
+import { bspatchStream, splitBsdiff40 } from '../src/tiu/delta/bsdiff.ts';
+import { buildElfMap, decodeElfMap, encodeElfMap, lookup, parseElf, predictElf, type ElfMap } from '../src/tiu/delta/elf.ts';
+import { TiuError } from '../src/core/errors.ts';
+import { debianTree } from './helpers/archive.ts';
+
+let work: string;
+beforeAll(async () => {
+  work = await mkdtemp(join(tmpdir(), 'tiu-delta-elf-'));
+});
+afterAll(async () => {
+  await rm(work, { recursive: true, force: true });
+});
+
+const bunzip = async (b: Buffer) => Buffer.from((await execa('bzip2', ['-dc'], { input: b, encoding: 'buffer' })).stdout);
+const xzSize = async (b: Buffer) => (await execa('xz', ['-q', '-T1', '-9e', '-c'], { input: b, encoding: 'buffer' })).stdout.length;
+
+/** Debian's bsdiff of two buffers: its three raw streams. */
+async function bsdiff(oldB: Buffer, newB: Buffer, name: string) {
+  const [o, n, p] = ['old', 'new', 'patch'].map((k) => join(work, `${name}.${k}`)) as [string, string, string];
+  await writeFile(o, oldB);
+  await writeFile(n, newB);
+  await execa('bsdiff', [o, n, p]);
+  const parts = splitBsdiff40(await readFile(p));
+  return { ctrl: await bunzip(parts.ctrl), diff: await bunzip(parts.diff), extra: await bunzip(parts.extra) };
+}
+
+/** tiu's bspatch of `raw` onto `oldB` (streams and old file from disk, as on the device). */
+async function bspatch(oldB: Buffer, raw: { ctrl: Buffer; diff: Buffer; extra: Buffer }, newSize: number, name: string): Promise<Buffer> {
+  const fhs = {} as Record<'ctrl' | 'diff' | 'extra' | 'old', Awaited<ReturnType<typeof open>>>;
+  try {
+    for (const [k, b] of [['ctrl', raw.ctrl], ['diff', raw.diff], ['extra', raw.extra], ['old', oldB]] as const) {
+      const f = join(work, `${name}-s-${k}`);
+      await writeFile(f, b);
+      fhs[k] = await open(f, 'r');
+    }
+    const slice = (k: 'ctrl' | 'diff' | 'extra') => ({ fh: fhs[k], offset: 0, length: raw[k].length });
+    const out: Buffer[] = [];
+    for await (const c of bspatchStream(fhs.old, oldB.length, { ctrl: slice('ctrl'), diff: slice('diff'), extra: slice('extra') }, newSize)) out.push(Buffer.from(c));
+    return Buffer.concat(out);
+  } finally {
+    for (const fh of Object.values(fhs)) await fh.close();
+  }
+}
+
+function corruptCode(f: () => unknown): string | undefined {
+  try {
+    f();
+  } catch (e) {
+    return e instanceof TiuError ? e.code : 'not a TiuError';
+  }
+  return undefined;
+}
+
+describe('bsdiff-elf', () => {
+  it('rebuilds real Debian ELF files exactly (libapt-pkg, perl) with a much smaller diff stream than bsdiff alone', async () => {
+    for (const path of ['usr/lib/x86_64-linux-gnu/libapt-pkg.so.6.0.0', 'usr/bin/perl']) {
+      const oldB = await readFile(join(debianTree('v1'), path));
+      const newB = await readFile(join(debianTree('v2'), path));
+      expect(oldB.equals(newB), path).toBe(false);
+      const name = path.replaceAll('/', '_');
+      const plain = await bsdiff(oldB, newB, `${name}-plain`);
+      const map = buildElfMap(oldB, newB, plain.ctrl)!;
+      expect(map.addr.length, path).toBeGreaterThan(10);
+      // The map travels encoded; the device decodes it and predicts from its own old file.
+      const sent = decodeElfMap(encodeElfMap(map));
+      expect(sent).toEqual(map);
+      const makerPrediction = predictElf(Buffer.from(oldB), map);
+      const raw = await bsdiff(makerPrediction, newB, `${name}-elf`);
+      const devicePrediction = predictElf(Buffer.from(oldB), sent);
+      expect(devicePrediction.equals(makerPrediction)).toBe(true);
+      const rebuilt = await bspatch(devicePrediction, raw, newB.length, name);
+      expect(rebuilt.equals(newB), path).toBe(true);
+      const [before, after] = [await xzSize(plain.diff), await xzSize(raw.diff)];
+      console.log(`${path}: bsdiff diff stream ${before} B (xz), with the ELF prediction ${after} B; map ${encodeElfMap(map).length} B`);
+      expect(after * 2).toBeLessThan(before);
+      // The plain patch does not fit the prediction: the map is what the patch is made for.
+      await expect(bspatch(devicePrediction, plain, newB.length, `${name}-mismatch`).then((b) => b.equals(newB))).resolves.toBe(false);
+    }
+  }, 120_000);
+
+  it('leaves files it cannot parse as they are, and never throws on a damaged ELF', () => {
+    const map: ElfMap = { addr: [[0, 1 << 30, 4096]], sym: [[1, 100, 1]] };
+    const text = Buffer.from('#!/bin/sh\necho hello\n');
+    expect(predictElf(Buffer.from(text), map).equals(text)).toBe(true);
+    expect(parseElf(text)).toBeUndefined();
+    // An ELF header whose tables point past the end, and random bytes behind a valid header.
+    const elf = Buffer.alloc(4096, 0xe8);
+    Buffer.from([0x7f, 0x45, 0x4c, 0x46, 2, 1, 1]).copy(elf);
+    elf.writeUInt16LE(62, 18);
+    elf.writeBigUInt64LE(0xffffffffn, 0x20);
+    expect(predictElf(Buffer.from(elf), map).equals(elf)).toBe(true);
+    elf.writeBigUInt64LE(64n, 0x20);
+    elf.writeBigUInt64LE(200n, 0x28);
+    elf.writeUInt16LE(56, 0x36);
+    elf.writeUInt16LE(3, 0x38);
+    elf.writeUInt16LE(64, 0x3a);
+    elf.writeUInt16LE(20, 0x3c);
+    elf.writeUInt16LE(2, 0x3e);
+    for (let seed = 1; seed < 200; seed++) {
+      const b = Buffer.from(elf);
+      for (let i = 64; i < b.length; i += 7) b[i] = (i * seed * 2654435761) >>> 24;
+      expect(() => predictElf(b, map)).not.toThrow();
+    }
+  });
+
+  it('decodes only well-formed maps: truncated, trailing bytes, empty segments, too many segments are DELTA_CORRUPT', () => {
+    const map: ElfMap = { addr: [[0x1000, 0x2000, 16], [0x4000, 0x10, -4096]], sym: [[3, 7, 1]] };
+    const enc = encodeElfMap(map);
+    expect(decodeElfMap(enc)).toEqual(map);
+    expect(lookup(map.addr, 0x1000)).toBe(0x1010);
+    expect(lookup(map.addr, 0x2fff)).toBe(0x300f);
+    expect(lookup(map.addr, 0x3000)).toBeUndefined();
+    expect(lookup(map.addr, 0x4005)).toBe(0x4005 - 4096);
+    expect(corruptCode(() => decodeElfMap(enc.subarray(0, enc.length - 1)))).toBe('DELTA_CORRUPT');
+    expect(corruptCode(() => decodeElfMap(Buffer.concat([enc, Buffer.from([0])])))).toBe('DELTA_CORRUPT');
+    expect(corruptCode(() => decodeElfMap(Buffer.from([1, 0, 0, 0, 0])))).toBe('DELTA_CORRUPT'); // a zero-length segment
+    expect(corruptCode(() => decodeElfMap(Buffer.from([0xff, 0xff, 0xff, 0x7f])))).toBe('DELTA_CORRUPT'); // 268 M segments
+    expect(corruptCode(() => decodeElfMap(Buffer.from([1, ...Array(9).fill(0xff), 1, 1, 0, 0])))).toBe('DELTA_CORRUPT'); // an endless varint
+  });
+});
