@@ -186,31 +186,65 @@ export function buildElfMap(oldB: Buffer, newB: Buffer, ctrl: Buffer): ElfMap | 
     op += x + z;
     np += x + y;
   }
-  const exact = normalize(matched);
+  const oldNames = dynsymNames(oldB, o);
+  const newNames = dynsymNames(newB, n);
+  // PLT entries and their GOT slots by symbol: the stubs all look alike, so bsdiff's matches
+  // there say nothing (libcrypto: most of the call operands the prediction still missed).
+  const slots = (b: Buffer, e: Elf, names: string[]) => {
+    const m = new Map<string, { got: number; plt: number }>();
+    for (const s of e.sections) {
+      if (s.type !== SHT_RELA || s.entsize !== 24) continue;
+      for (let at = s.off; at + 24 <= s.off + s.size; at += 24) {
+        const got = num(b, at);
+        const fo = got === undefined ? undefined : vaToOff(e, got);
+        const lazy = fo === undefined ? undefined : num(b, fo);
+        const name = names[b.readUInt32LE(at + 12)];
+        // (the slot holds its PLT entry's push, 6 bytes in, until the first call)
+        if (b.readUInt32LE(at + 8) === R_X86_64_JUMP_SLOT && name && lazy !== undefined && lazy >= 6 && !m.has(name)) m.set(name, { got: got!, plt: lazy - 6 });
+      }
+    }
+    return m;
+  };
+  const newSlots = slots(newB, n, newNames);
+  const plt: Segment[] = [];
+  for (const [name, a] of slots(oldB, o, oldNames)) {
+    const b = newSlots.get(name);
+    if (b) plt.push([a.plt, 16, b.plt - a.plt], [a.got, 8, b.got - a.got]);
+  }
+  const pinned = normalize(plt);
+  const exact = normalize([...pinned, ...matched.flatMap((m) => carve(m, pinned))]);
   // Section fallback, only where no match says otherwise.
   const fill: Segment[] = [];
   for (const s of o.sections) {
     const t = n.sections.find((x) => x.name === s.name);
     if (!t || !s.name || !(s.flags & SHF_ALLOC) || s.flags & SHF_TLS || s.addr === 0 || s.size === 0) continue;
-    let cursor = s.addr;
-    const end = s.addr + s.size;
-    for (const m of exact) {
-      if (m[0] + m[1] <= cursor || m[0] >= end) continue;
-      if (m[0] > cursor) fill.push([cursor, m[0] - cursor, t.addr - s.addr]);
-      cursor = Math.max(cursor, m[0] + m[1]);
-    }
-    if (cursor < end) fill.push([cursor, end - cursor, t.addr - s.addr]);
+    fill.push(...carve([s.addr, s.size, t.addr - s.addr], exact));
   }
-  const newNames = new Map<string, number>();
-  dynsymNames(newB, n).forEach((name, i) => {
-    if (!newNames.has(name)) newNames.set(name, i);
+  const newIndex = new Map<string, number>();
+  newNames.forEach((name, i) => {
+    if (!newIndex.has(name)) newIndex.set(name, i);
   });
   const sym: Segment[] = [];
-  dynsymNames(oldB, o).forEach((name, i) => {
-    const j = newNames.get(name);
+  oldNames.forEach((name, i) => {
+    const j = newIndex.get(name);
     if (j !== undefined) sym.push([i, 1, j - i]);
   });
   return { addr: normalize([...exact, ...fill]), sym: normalize(sym) };
+}
+
+/** The parts of `seg` that no segment of `taken` (sorted, disjoint) covers, with seg's shift. */
+function carve(seg: Segment, taken: readonly Segment[]): Segment[] {
+  const out: Segment[] = [];
+  const end = seg[0] + seg[1];
+  let cursor = seg[0];
+  for (const m of taken) {
+    if (m[0] + m[1] <= cursor) continue;
+    if (m[0] >= end) break;
+    if (m[0] > cursor) out.push([cursor, m[0] - cursor, seg[2]]);
+    cursor = Math.max(cursor, m[0] + m[1]);
+  }
+  if (cursor < end) out.push([cursor, end - cursor, seg[2]]);
+  return out;
 }
 
 function putUint(out: number[], v: number): void {
@@ -307,6 +341,40 @@ function predictCode(b: Buffer, s: Section, M: (v: number) => number | undefined
   }
 }
 
+/** Fewest consecutive entries taken for a jump table. */
+const MIN_TABLE = 3;
+
+/**
+ * Switch tables in .rodata: GCC's PIC tables are int32 entries `target - table`, all targets in
+ * code. A run of at least {@link MIN_TABLE} 4-byte-aligned values that each land in an executable
+ * section, counted from the run's first entry, is taken as a table; each entry becomes
+ * `M(table + entry) - M(table)`.
+ */
+function predictJumpTables(b: Buffer, e: Elf, M: (v: number) => number | undefined): void {
+  const code = e.sections.filter((s) => s.type !== SHT_NOBITS && s.flags & SHF_EXECINSTR).map((s) => [s.addr, s.addr + s.size] as const);
+  const inCode = (v: number) => code.some(([lo, hi]) => v >= lo && v < hi);
+  for (const s of e.sections) {
+    if (s.name !== '.rodata' || s.type === SHT_NOBITS) continue;
+    const end = s.off + s.size;
+    for (let o = s.off + ((4 - (s.addr % 4)) % 4); o + 4 <= end; ) {
+      const table = s.addr + (o - s.off);
+      let n = 0;
+      while (o + 4 * (n + 1) <= end && inCode(table + b.readInt32LE(o + 4 * n))) n++;
+      if (n < MIN_TABLE) {
+        o += 4;
+        continue;
+      }
+      const mt = M(table);
+      for (let k = 0; k < n && mt !== undefined; k++) {
+        const at = o + 4 * k;
+        const t = M(table + b.readInt32LE(at));
+        if (t !== undefined && t - mt >= -(2 ** 31) && t - mt < 2 ** 31) b.writeInt32LE(t - mt, at);
+      }
+      o += 4 * n;
+    }
+  }
+}
+
 function writeU64(b: Buffer, at: number, v: number): void {
   b.writeBigUInt64LE(BigInt(v), at);
 }
@@ -360,6 +428,7 @@ export function predictElf(b: Buffer, m: ElfMap): Buffer {
       if (nv !== undefined) writeU64(b, o + 8, nv);
     }
   }
+  predictJumpTables(b, e, M);
   const hdr = e.sections.find((s) => s.name === '.eh_frame_hdr');
   const nh = hdr && M(hdr.addr);
   if (hdr && nh !== undefined && hdr.size >= 12 && b[hdr.off + 3] === 0x3b) {
@@ -373,12 +442,17 @@ export function predictElf(b: Buffer, m: ElfMap): Buffer {
   }
   const eh = e.sections.find((s) => s.name === '.eh_frame');
   if (eh) {
-    // FDEs' pc_begin as pcrel sdata4 (what GCC emits on x86-64); a wrong guess only costs bytes.
+    // FDEs: the CIE pointer (distance back to its CIE, which moves when FDEs come and go) and
+    // pc_begin as pcrel sdata4 (what GCC emits on x86-64); a wrong guess only costs bytes.
     for (let o = eh.off; o + 12 <= eh.off + eh.size; ) {
       const len = b.readUInt32LE(o);
       if (len === 0 || len === 0xffffffff) break;
-      if (b.readUInt32LE(o + 4) !== 0) {
-        const at = eh.addr + (o + 8 - eh.off);
+      const cie = b.readUInt32LE(o + 4);
+      if (cie !== 0) {
+        const here = eh.addr + (o + 4 - eh.off);
+        const [mh, mc] = [M(here), M(here - cie)];
+        if (mh !== undefined && mc !== undefined && mh - mc > 0 && mh - mc < 2 ** 32) b.writeUInt32LE(mh - mc, o + 4);
+        const at = here + 4;
         const mt = M(at + b.readInt32LE(o + 8));
         const mp = M(at);
         if (mt !== undefined && mp !== undefined && mt - mp >= -(2 ** 31) && mt - mp < 2 ** 31) b.writeInt32LE(mt - mp, o + 8);
