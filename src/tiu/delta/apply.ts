@@ -59,7 +59,7 @@ interface Resolved {
   method: DeltaContent['method'];
   /** Digest of the old content a patch applies to. */
   base?: string;
-  /** zstd, zstd-patch: where its bytes lie in the delta file's blob area. */
+  /** zstd, zstd-patch, gzip-patch, bsdiff-elf (its address map): where its bytes lie in the delta file's blob area. */
   offset: number;
   length: number;
   /** bsdiff: its slices of the three unpacked streams. */
@@ -370,14 +370,14 @@ async function deltaSource(
           } catch (e) {
             throw new TiuError('DELTA_CORRUPT', `cannot decode the ELF address map of ${what} from the delta: ${(e as Error).message}`, { hint: 'use the full image' });
           }
-          const predicted = predictElf(await readOld(base), decodeElfMap(map));
           const file = join(o.workDir, `elf-${c.sha256}`);
-          await writeFile(file, predicted, { mode: 0o600 });
+          // (not held while patching: bspatch reads the file by window)
+          await writeFile(file, predictElf(await readOld(base), decodeElfMap(map)), { mode: 0o600 });
           const fh = await open(file, 'r');
           try {
             const streams = (await streamsP)!;
             const at = c.bsdiff!;
-            yield* bspatchStream(fh, predicted.length, {
+            yield* bspatchStream(fh, (await fh.stat()).size, {
               ctrl: { fh: streams.ctrl, ...at.ctrl },
               diff: { fh: streams.diff, ...at.diff },
               extra: { fh: streams.extra, ...at.extra },
