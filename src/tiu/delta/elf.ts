@@ -297,7 +297,7 @@ export function decodeElfMap(b: Buffer): ElfMap {
       const start = end + uint();
       const len = uint();
       const z = uint();
-      if (len === 0 || start + len > 2 ** 52) throw corrupt('the ELF address map in the delta has an empty or out-of-range segment');
+      if (len === 0 || start + len > 2 ** 52 || z > 2 ** 53) throw corrupt('the ELF address map in the delta has an empty or out-of-range segment');
       segs.push([start, len, z % 2 === 0 ? z / 2 : -(z + 1) / 2]);
       end = start + len;
     }
