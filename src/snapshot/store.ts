@@ -18,9 +18,9 @@ import { assertXmlText, validateUserdata, type SnapshotInfo } from './infoxml.ts
 import { isWritableMount, mountAt, mountContaining, mountedSubvolume, parseMountinfo, snapshotNumberOf } from './mountinfo.ts';
 import { nextSnapshotNumber, raiseHighWater, readHighWater, snapshotNumberFromName } from './numbering.ts';
 import { btrfsBackend } from './backend-btrfs.ts';
-import { snapperBackend } from './backend-snapper.ts';
 import { snapshotDirOf, type MetadataBackend, type StoreContext } from './backend.ts';
-import { snapperCapabilities, SNAPPER_CONFIG } from './snapper.ts';
+import { SNAPPER_CONFIG } from './modes.ts';
+import type { SnapperMode } from './modes.ts';
 
 /** A snapshot as {@link SnapshotStore.list} reports it: its info.xml plus what btrfs says. */
 export interface SnapshotEntry extends SnapshotInfo {
@@ -57,11 +57,7 @@ export interface CreateSnapshotOptions {
   readWrite?: boolean;
 }
 
-/** `[device] snapper` in tiu.conf: which metadata backend the store uses. */
-export type SnapperMode = 'auto' | 'yes' | 'no';
-
-/** Every valid {@link SnapperMode}. */
-export const SNAPPER_MODES: readonly SnapperMode[] = ['auto', 'yes', 'no'];
+export { SNAPPER_MODES, type SnapperMode } from './modes.ts';
 
 export interface OpenStoreOptions {
   /** 'auto' (default): snapper if installed and R has a snapper config; 'yes': require it; 'no': plain btrfs. */
@@ -131,6 +127,8 @@ async function chooseBackend(sys: System, root: string, mode: SnapperMode): Prom
     sys.log.debug(`snapshots: plain btrfs backend (snapper ${installed ? 'installed' : 'not installed'}, config ${configured ? 'present' : 'absent'})`);
     return btrfsBackend;
   }
+  // Loaded only here: snapper's JSON schemas (zod) are not needed by roots without snapper.
+  const [{ snapperBackend }, { snapperCapabilities }] = await Promise.all([import('./backend-snapper.ts'), import('./snapper.ts')]);
   return snapperBackend(await snapperCapabilities(sys));
 }
 
