@@ -67,7 +67,8 @@ describe('download bounds', () => {
     const t0 = Date.now();
     const e = await failure(download({ url: `${s.base}/file`, cacheDir, log, rateLimit: 1024 * 1024, deadlineSeconds: 2, retryDelayMs: 50 }));
     expect(e.code).toBe('DOWNLOAD_TIMEOUT');
-    expect(Date.now() - t0).toBeLessThan(10_000);
+    // Within the deadline and tiu's grace (curl blocked on the paced pipe overran it by 8 s).
+    expect(Date.now() - t0).toBeLessThan(6_000);
   });
 
   it('endless data hits the size cap; the partial file is deleted', async () => {

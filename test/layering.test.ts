@@ -46,3 +46,43 @@ describe('layering', () => {
     expect(found[0]).toMatchObject({ file: 'src/tiu/cli.ts' });
   });
 });
+
+/**
+ * The files `from` loads before running anything: its static imports, transitively (type-only
+ * imports and `import()` left out), and the npm packages they name.
+ */
+export function staticClosure(from: string): { files: Set<string>; packages: Set<string> } {
+  const files = new Set<string>();
+  const packages = new Set<string>();
+  const STATIC = /^\s*(?:import|export)\s+(?!type\b)(?:[^'"`;]*?\sfrom\s+)?(['"])([^'"]+)\1/gm;
+  const visit = (file: string): void => {
+    if (files.has(file)) return;
+    files.add(file);
+    for (const m of readFileSync(file, 'utf8').matchAll(STATIC)) {
+      const spec = m[2]!;
+      if (spec.startsWith('.')) visit(resolve(dirname(file), spec));
+      else if (!spec.startsWith('node:')) packages.add(spec.startsWith('@') ? spec.split('/').slice(0, 2).join('/') : spec.split('/')[0]!);
+    }
+  };
+  visit(from);
+  return { files: new Set([...files].map((f) => relative(ROOT, f))), packages };
+}
+
+describe('start-up weight', () => {
+  it('what every command loads (the CLI and the configuration) reaches no heavy module', () => {
+    const { files, packages } = staticClosure(join(ROOT, 'src/tiu/cli.ts'));
+    expect(files.has('src/tiu/config.ts')).toBe(true);
+    // The snapshot store pulls an XML parser, signatures pull pkijs, schemas pull zod: each is
+    // loaded by the commands that use it, not by `tiu --version` or `tiu status`.
+    expect([...packages].filter((p) => ['zod', 'fast-xml-parser', 'pkijs', 'asn1js', 'node-forge', 'execa', 'tuf-js', '@tufjs/models', 'dbus-next'].includes(p))).toEqual([]);
+    expect([...files].filter((f) => /^src\/snapshot\/(store|infoxml|snapper)\.ts$/.test(f))).toEqual([]);
+  });
+
+  it('the check sees a heavy module where there is one', () => {
+    const { files, packages } = staticClosure(join(ROOT, 'src/snapshot/store.ts'));
+    expect(packages.has('fast-xml-parser')).toBe(true);
+    expect(files.has('src/snapshot/infoxml.ts')).toBe(true);
+    // Loaded on demand only: snapper's zod schemas.
+    expect(packages.has('zod')).toBe(false);
+  });
+});

@@ -2,7 +2,7 @@
 import { describe, it, expect } from 'vitest';
 import fc from 'fast-check';
 import { nextSnapshotNumber, parseHighWater, snapshotNumberFromName } from '../src/snapshot/numbering.ts';
-import { mountAt, mountsBelow, parseMountinfo, snapshotNumberOf } from '../src/snapshot/mountinfo.ts';
+import { isWritableMount, mountAt, mountContaining, mountedSubvolume, mountsBelow, parseMountinfo, snapshotNumberOf } from '../src/snapshot/mountinfo.ts';
 import { parseSnapperJsonList, userdataArg } from '../src/snapshot/snapper.ts';
 import { parseSubvolumeList, parseGetDefault, parseDuExclusive } from '../src/snapshot/btrfs-parse.ts';
 import { mergeUserdata } from '../src/snapshot/infoxml.ts';
@@ -47,6 +47,33 @@ describe('mountinfo', () => {
     expect(mountAt(e, '/tmp/my dir/nothing')).toBeUndefined();
     expect(mountsBelow(e, '/tmp/my dir')).toEqual(['/tmp/my dir/root', '/tmp/my dir/root/.snapshots', '/tmp/my dir/root', '/tmp/my dir/top']);
     expect(mountsBelow(e, '/tmp/my')).toEqual([]);
+  });
+
+  it('names the subvolume a mount shows, and the mount holding a path', () => {
+    const lines = [
+      '22 1 0:21 / / rw,relatime shared:1 - ext4 /dev/vda rw',
+      '47 22 0:39 /@/.snapshots/1/snapshot /r rw,relatime - btrfs /dev/loop2 rw,discard=async,space_cache=v2,subvolid=266,subvol=/@/.snapshots/1/snapshot',
+      '48 47 0:39 /@/.snapshots /r/.snapshots rw,relatime - btrfs /dev/loop2 rw,space_cache=v2,subvolid=257,subvol=/@/.snapshots',
+      // A bind mount of a directory inside a subvolume: its root is not the subvolume's.
+      '49 22 0:39 /@/.snapshots/1 /b ro,relatime - btrfs /dev/loop2 rw,subvolid=257,subvol=/@/.snapshots',
+      // An escaped comma in the subvolume's name, and a read-only filesystem.
+      '50 22 0:40 /a\\054b /c rw - btrfs /dev/loop3 ro,subvolid=300,subvol=/a\\054b',
+      '51 22 0:41 / /top rw - btrfs /dev/loop4 rw,subvolid=5,subvol=/',
+      '52 22 0:42 / /x rw - ext4 /dev/loop5 rw',
+    ].join('\n');
+    const e = parseMountinfo(lines);
+    expect(mountedSubvolume(mountAt(e, '/r/.snapshots')!)).toEqual({ id: 257, path: '@/.snapshots' });
+    expect(mountedSubvolume(mountAt(e, '/r')!)).toEqual({ id: 266, path: '@/.snapshots/1/snapshot' });
+    expect(mountedSubvolume(mountAt(e, '/b')!)).toBeUndefined();
+    expect(mountedSubvolume(mountAt(e, '/c')!)).toEqual({ id: 300, path: 'a,b' });
+    expect(mountedSubvolume(mountAt(e, '/top')!)).toEqual({ id: 5, path: '' });
+    expect(mountedSubvolume(mountAt(e, '/x')!)).toBeUndefined();
+    expect(mountContaining(e, '/r/.snapshots/3/snapshot')?.mountId).toBe(48);
+    expect(mountContaining(e, '/r/.snapshotsX')?.mountId).toBe(47);
+    expect(mountContaining(e, '/elsewhere')?.mountId).toBe(22);
+    expect(isWritableMount(mountAt(e, '/r/.snapshots')!)).toBe(true);
+    expect(isWritableMount(mountAt(e, '/b')!)).toBe(false);
+    expect(isWritableMount(mountAt(e, '/c')!)).toBe(false);
   });
 
   it('maps subvolume paths to snapshot numbers', () => {

@@ -153,7 +153,7 @@ describe.each(BACKENDS)('snapshot store (snapper: %s)', (mode, backendName) => {
     expect(await store.getMounted()).toBe(1);
     await store.setDefault(n);
     const raw = (await dev.sys.run('btrfs', ['subvolume', 'get-default', dev.top])).stdout;
-    expect(raw).toMatch(new RegExp(`^ID ${(await store.get(n)).subvolumeId} .* path @/\\.snapshots/${n}/snapshot\\n?$`));
+    expect(raw).toMatch(new RegExp(`^ID ${(await subvolumeInfo(dev.sys, store.snapshotPath(n))).id} .* path @/\\.snapshots/${n}/snapshot\\n?$`));
     expect(await store.getDefault()).toBe(n);
     expect(await store.getMounted()).toBe(1);
     expect((await store.list()).map((s) => [s.num, s.isDefault, s.isMounted])).toEqual([[1, false, true], [n, true, false]]);
@@ -231,7 +231,7 @@ describe('snapshot store: safety', () => {
     expect(await readFile(join(dev.snapshotsDir, '5/snapshot/etc/precious'), 'utf8')).toBe('keep me');
   });
 
-  it('reuses its subvolume listing only while no subvolume changed', async () => {
+  it('reuses the default subvolume it read only while no subvolume changed', async () => {
     await using dev = await makeDevice();
     const calls: string[] = [];
     const sys = Object.create(dev.sys) as typeof dev.sys;
@@ -247,15 +247,57 @@ describe('snapshot store: safety', () => {
     expect(await store.getDefault()).toBe(1);
     expect(calls.filter((c) => c.startsWith('btrfs subvolume list') || c.startsWith('btrfs subvolume get-default'))).toEqual([]);
     // A change made through the btrfs module (here with another System: the counter is per
-    // process) makes the next listing fresh.
+    // process) makes the next answer fresh.
     await setReadonly(dev.sys, store.snapshotPath(n), true);
     expect((await store.get(n)).readonly).toBe(true);
-    expect(calls.filter((c) => c.startsWith('btrfs subvolume list'))).toHaveLength(2);
+    expect(calls.filter((c) => c.startsWith('btrfs subvolume get-default'))).toHaveLength(1);
+    // The flag is read afresh in-process (access(2) on this read-write mount): no listing.
+    expect(calls.filter((c) => c.startsWith('btrfs subvolume list'))).toEqual([]);
     // Setting the default checks the result with a fresh read.
     calls.length = 0;
     await store.setDefault(n);
     expect(calls.filter((c) => c.startsWith('btrfs subvolume get-default'))).toHaveLength(1);
     expect((await store.list()).find((s) => s.num === n)?.isDefault).toBe(true);
+  });
+
+  it('opens and lists with one child process where the mount table says enough, and falls back where it does not', async () => {
+    await using dev = await makeDevice();
+    const calls: string[] = [];
+    const sys = Object.create(dev.sys) as typeof dev.sys;
+    sys.run = (cmd, args, o) => {
+      calls.push([cmd, ...args].join(' '));
+      return dev.sys.run(cmd, args, o);
+    };
+    const setup = await openSnapshotStore(dev.sys, dev.root, { snapper: 'no' });
+    const rw = await setup.create({ from: 1, readWrite: true });
+    const ro = await setup.create({ from: 1, readWrite: false });
+    // A nested subvolume inside a read-only snapshot is listed too (deleting needs it).
+    await setReadonly(dev.sys, setup.snapshotPath(ro), false);
+    await createSubvolume(dev.sys, join(setup.snapshotPath(ro), 'nested'));
+    await setReadonly(dev.sys, setup.snapshotPath(ro), true);
+    const truth = new Map((await listSubvolumes(dev.sys, dev.snapshotsDir)).map((s) => [s.id, s.readonly]));
+
+    const store = await openSnapshotStore(sys, dev.root, { snapper: 'no' });
+    const listed = await store.list();
+    expect(listed.map((s) => [s.num, s.readonly])).toEqual([[1, false], [rw, false], [ro, true]]);
+    for (const s of listed) expect(s.readonly, `snapshot ${s.num}`).toBe(truth.get((await subvolumeInfo(dev.sys, s.path)).id));
+    // .snapshots is a mount: no `btrfs subvolume show` for it, and no listing (each N/snapshot
+    // is checked in-process): the default is the only question for btrfs.
+    expect(calls.filter((c) => c.startsWith('btrfs subvolume'))).toEqual([`btrfs subvolume get-default ${dev.root}`]);
+    await store.delete(ro);
+    expect((await store.list()).map((s) => s.num)).toEqual([1, rw]);
+
+    // A read-only mount of .snapshots: access(2) says EROFS for every snapshot, so the flags are
+    // listed (-r) instead; the answers stay right.
+    await dev.sys.run('mount', ['-o', 'remount,bind,ro', dev.snapshotsDir]);
+    try {
+      calls.length = 0;
+      const roStore = await openSnapshotStore(sys, dev.root, { snapper: 'no' });
+      expect((await roStore.list()).map((s) => [s.num, s.readonly])).toEqual([[1, false], [rw, false]]);
+      expect(calls.filter((c) => c.startsWith('btrfs subvolume list'))).toEqual([`btrfs subvolume list -u -q ${dev.snapshotsDir}`, `btrfs subvolume list -r ${dev.snapshotsDir}`]);
+    } finally {
+      await dev.sys.run('mount', ['-o', 'remount,bind,rw', dev.snapshotsDir]);
+    }
   });
 
   it('refuses to hand out numbers when the high-water mark is damaged', async () => {

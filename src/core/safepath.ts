@@ -14,9 +14,11 @@
  *
  * Directory descriptors are cached per root (the apply step touches every directory of an
  * image many times); a directory in use is pinned, and removing a path forgets it and below.
+ * They are opened synchronously: an O_PATH open of a local directory takes microseconds, while a
+ * promise and a trip through libuv's thread pool cost tens (an update opens thousands).
  */
-import { constants as C, readFileSync } from 'node:fs';
-import { open, lstat, readlink, mkdir, rename, unlink, type FileHandle } from 'node:fs/promises';
+import { closeSync, constants as C, lstatSync, mkdirSync, openSync, readFileSync, readlinkSync } from 'node:fs';
+import { open, rename, unlink } from 'node:fs/promises';
 import { TiuError } from './errors.ts';
 import { readBounded } from './boundedread.ts';
 import { displayPath, pathBytes } from './fileindex/types.ts';
@@ -67,15 +69,23 @@ function mountId(fd: number): string {
 }
 
 interface CachedDir {
-  fh: FileHandle;
+  fd: number;
   pins: number;
   /** Forgotten while pinned: closed by the last release. */
   dropped?: boolean;
 }
 
+function closeQuietly(fd: number): void {
+  try {
+    closeSync(fd);
+  } catch {
+    // already closed: nothing to release
+  }
+}
+
 function releaser(e: CachedDir): () => void {
   return () => {
-    if (--e.pins === 0 && e.dropped) void e.fh.close().catch(() => {});
+    if (--e.pins === 0 && e.dropped) closeQuietly(e.fd);
   };
 }
 
@@ -95,27 +105,27 @@ export class SafeRoot implements AsyncDisposable {
   readonly root: string;
   readonly what: string;
   private readonly noXdev: boolean;
-  private readonly rootFh: FileHandle;
+  private readonly rootFd: number;
   private readonly mnt: string;
   private readonly cache = new Map<string, CachedDir>();
 
-  private constructor(root: string, fh: FileHandle, o: SafeRootOptions) {
+  private constructor(root: string, fd: number, o: SafeRootOptions) {
     this.root = root;
-    this.rootFh = fh;
+    this.rootFd = fd;
     this.what = o.what;
     this.noXdev = o.noXdev ?? true;
-    this.mnt = mountId(fh.fd);
+    this.mnt = mountId(fd);
   }
 
   /** Opens the root (which must be a directory). */
   static async open(root: string, o: SafeRootOptions): Promise<SafeRoot> {
-    let fh: FileHandle;
+    let fd: number;
     try {
-      fh = await open(root, O_PATH | C.O_DIRECTORY);
+      fd = openSync(root, O_PATH | C.O_DIRECTORY);
     } catch (e) {
       throw new TiuError('PATH_UNSAFE', `${o.what} ${root} is not a directory (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`, { cause: e });
     }
-    return new SafeRoot(root, fh, o);
+    return new SafeRoot(root, fd, o);
   }
 
   /**
@@ -142,54 +152,57 @@ export class SafeRoot implements AsyncDisposable {
    * Opens the directory `parts` (every component a real directory on the root's mount), creating
    * missing ones with `create` mode when given; pinned until `release`.
    */
-  private async acquire(parts: readonly Buffer[], create?: number): Promise<{ fd: number; release: () => void }> {
-    if (parts.length === 0) return { fd: this.rootFh.fd, release: () => {} };
+  private acquire(parts: readonly Buffer[], create?: number): { fd: number; release: () => void } {
+    if (parts.length === 0) return { fd: this.rootFd, release: () => {} };
     const k = key(parts);
     const hit = this.cache.get(k);
     if (hit) {
       hit.pins++;
       this.cache.delete(k);
       this.cache.set(k, hit);
-      return { fd: hit.fh.fd, release: releaser(hit) };
+      return { fd: hit.fd, release: releaser(hit) };
     }
-    const parent = await this.acquire(parts.slice(0, -1), create);
-    let fh: FileHandle;
+    const parent = this.acquire(parts.slice(0, -1), create);
+    let fd: number;
     try {
       const name = parts[parts.length - 1]!;
       const p = SafeRoot.fdPath(parent.fd, name);
       try {
-        fh = await open(p, DIR_FLAGS);
+        fd = openSync(p, DIR_FLAGS);
       } catch (e) {
         const code = (e as NodeJS.ErrnoException).code;
         if (code === 'ENOENT' && create !== undefined) {
-          await mkdir(p, { mode: create }).catch((me) => {
+          try {
+            mkdirSync(p, { mode: create });
+          } catch (me) {
             if ((me as NodeJS.ErrnoException).code !== 'EEXIST') throw me;
-          });
-          fh = await open(p, DIR_FLAGS);
+          }
+          fd = openSync(p, DIR_FLAGS);
         } else if (code === 'ENOTDIR' || code === 'ELOOP') {
-          const st = await lstat(p).catch(() => undefined);
-          if (st?.isSymbolicLink()) throw this.unsafe(parts, `is a symlink (to ${await readlink(p).catch(() => '?')})`);
+          const st = lstatSync(p, { throwIfNoEntry: false });
+          if (st?.isSymbolicLink()) {
+            let to = '?';
+            try {
+              to = readlinkSync(p, 'utf8');
+            } catch {
+              // gone meanwhile: the message says '?'
+            }
+            throw this.unsafe(parts, `is a symlink (to ${to})`);
+          }
           throw this.unsafe(parts, 'is not a directory');
         } else throw e;
       }
     } finally {
       parent.release();
     }
-    if (this.noXdev && mountId(fh.fd) !== this.mnt) {
-      await fh.close();
+    if (this.noXdev && mountId(fd) !== this.mnt) {
+      closeQuietly(fd);
       throw this.unsafe(parts, 'is a mount point');
     }
-    // Another caller may have opened the same directory meanwhile: keep one descriptor.
-    const raced = this.cache.get(k);
-    if (raced) {
-      await fh.close();
-      raced.pins++;
-      return { fd: raced.fh.fd, release: releaser(raced) };
-    }
-    const entry: CachedDir = { fh, pins: 1 };
+    const entry: CachedDir = { fd, pins: 1 };
     this.cache.set(k, entry);
     this.evict();
-    return { fd: fh.fd, release: releaser(entry) };
+    return { fd, release: releaser(entry) };
   }
 
   private evict(): void {
@@ -198,7 +211,7 @@ export class SafeRoot implements AsyncDisposable {
       if (this.cache.size <= CACHE_LIMIT / 2) break;
       if (v.pins > 0) continue;
       this.cache.delete(k);
-      void v.fh.close().catch(() => {});
+      closeQuietly(v.fd);
     }
   }
 
@@ -212,8 +225,8 @@ export class SafeRoot implements AsyncDisposable {
   async at<T>(rel: string | Buffer | readonly Buffer[], fn: (path: Buffer) => Promise<T>, o: { create?: number; child?: boolean } = {}): Promise<T> {
     const parts = Array.isArray(rel) ? (rel as readonly Buffer[]) : pathComponents(rel as string | Buffer, `path in ${this.what}`);
     const mk = o.child ? SafeRoot.procPath : SafeRoot.fdPath;
-    if (parts.length === 0) return fn(mk(this.rootFh.fd));
-    const dir = await this.acquire(parts.slice(0, -1), o.create);
+    if (parts.length === 0) return fn(mk(this.rootFd));
+    const dir = this.acquire(parts.slice(0, -1), o.create);
     try {
       return await fn(mk(dir.fd, parts[parts.length - 1]));
     } finally {
@@ -227,7 +240,7 @@ export class SafeRoot implements AsyncDisposable {
    */
   async dir<T>(rel: string | Buffer, fn: (path: Buffer) => Promise<T>, o: { create?: number; child?: boolean } = {}): Promise<T> {
     const parts = pathComponents(rel, `path in ${this.what}`);
-    const d = await this.acquire(parts, o.create);
+    const d = this.acquire(parts, o.create);
     try {
       return await fn((o.child ? SafeRoot.procPath : SafeRoot.fdPath)(d.fd));
     } finally {
@@ -279,7 +292,7 @@ export class SafeRoot implements AsyncDisposable {
     for (const [ck, v] of this.cache) {
       if (ck === k || ck.startsWith(k + '/') || k === '') {
         this.cache.delete(ck);
-        if (v.pins === 0) void v.fh.close().catch(() => {});
+        if (v.pins === 0) closeQuietly(v.fd);
         else v.dropped = true;
       }
     }
@@ -288,8 +301,8 @@ export class SafeRoot implements AsyncDisposable {
   async close(): Promise<void> {
     const all = [...this.cache.values()];
     this.cache.clear();
-    await Promise.all(all.map((v) => v.fh.close().catch(() => {})));
-    await this.rootFh.close().catch(() => {});
+    for (const v of all) closeQuietly(v.fd);
+    closeQuietly(this.rootFd);
   }
 
   async [Symbol.asyncDispose](): Promise<void> {

@@ -4,6 +4,7 @@
  * Each function runs one command (argv, never a shell string) and parses its output with the
  * strict parsers of `btrfs-parse.ts`. Paths are host paths on a mounted btrfs.
  */
+import { accessSync, constants, lstatSync } from 'node:fs';
 import { lstat, readFile, statfs } from 'node:fs/promises';
 import { TiuError } from '../core/errors.ts';
 import type { System } from '../core/system.ts';
@@ -153,10 +154,32 @@ export async function setDefaultSubvolume(sys: System, mount: string, id: number
 /** All subvolumes of the filesystem mounted at `mount` (paths from the top level), with read-only flags. */
 export async function listSubvolumes(sys: System, mount: string): Promise<Subvolume[]> {
   // Both listings at once: each is a child process, and they are independent.
-  const [list, readonly] = await Promise.all([sys.run('btrfs', ['subvolume', 'list', '-u', '-q', mount]), sys.run('btrfs', ['subvolume', 'list', '-r', mount])]);
-  const all = parseSubvolumeList(list.stdout);
+  const [all, readonly] = await Promise.all([listSubvolumeEntries(sys, mount), sys.run('btrfs', ['subvolume', 'list', '-r', mount])]);
   const ro = new Set(parseSubvolumeIds(readonly.stdout));
   return all.map((s) => ({ ...s, readonly: ro.has(s.id) }));
+}
+
+/** All subvolumes of the filesystem mounted at `mount`, without read-only flags (one child process). */
+export async function listSubvolumeEntries(sys: System, mount: string): Promise<SubvolumeListEntry[]> {
+  return parseSubvolumeList((await sys.run('btrfs', ['subvolume', 'list', '-u', '-q', mount])).stdout);
+}
+
+/**
+ * Whether the subvolume whose root is `path` is read-only, without a child process: access(2)
+ * for writing fails with EROFS on a read-only subvolume (btrfs checks that before permissions).
+ * Meaningful only where the mount and the filesystem are read-write, where EROFS has no other
+ * cause. Undefined when the answer is something else (the path is gone, ...).
+ */
+export function readonlyByAccess(path: string): boolean | undefined {
+  try {
+    accessSync(path, constants.W_OK);
+    return false;
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    if (code === 'EROFS') return true;
+    if (code === 'EACCES' || code === 'EPERM') return false;
+    return undefined;
+  }
 }
 
 /**
@@ -184,6 +207,16 @@ export async function fsGeneration(sys: System, path: string): Promise<number> {
   const text = (await readFile(`/sys/fs/btrfs/${fsid}/generation`, 'utf8')).trim();
   if (!/^\d+$/.test(text)) throw new TiuError('TOOL_FAILED', `unexpected btrfs generation '${text}' in sysfs`);
   return Number(text);
+}
+
+/** {@link isSubvolumeRoot}, synchronous (one lstat of a cached dentry: cheaper than a promise). */
+export function isSubvolumeRootSync(path: string): boolean {
+  try {
+    const st = lstatSync(path, { throwIfNoEntry: false });
+    return st !== undefined && st.isDirectory() && st.ino === 256;
+  } catch {
+    return false;
+  }
 }
 
 /** Whether `path` is the root of a btrfs subvolume (inode 256), without running btrfs. */

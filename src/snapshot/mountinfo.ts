@@ -9,6 +9,8 @@ export interface MountInfoEntry {
   /** The path inside the filesystem that is the root of this mount (for btrfs: `/<subvolume path>`). */
   root: string;
   mountPoint: string;
+  /** Per-mount options (`rw,relatime`). */
+  options: string;
   fsType: string;
   source: string;
   superOptions: string;
@@ -33,6 +35,7 @@ export function parseMountinfo(text: string): MountInfoEntry[] {
       parentId: Number(pre[1]),
       root: unescape(pre[3]!),
       mountPoint: unescape(pre[4]!),
+      options: pre[5]!,
       fsType: post[0]!,
       source: unescape(post[1]!),
       superOptions: post[2]!,
@@ -46,6 +49,39 @@ export function mountAt(entries: readonly MountInfoEntry[], mountPoint: string):
   let found: MountInfoEntry | undefined;
   for (const e of entries) if (e.mountPoint === mountPoint) found = e;
   return found;
+}
+
+/** The mount that holds `path` (an absolute, resolved path): the last mounted at its longest mount-point prefix. */
+export function mountContaining(entries: readonly MountInfoEntry[], path: string): MountInfoEntry | undefined {
+  let found: MountInfoEntry | undefined;
+  for (const e of entries) {
+    const inside = e.mountPoint === path || e.mountPoint === '/' || path.startsWith(`${e.mountPoint}/`);
+    if (inside && (!found || e.mountPoint.length >= found.mountPoint.length)) found = e;
+  }
+  return found;
+}
+
+/** Whether both the mount and its filesystem are read-write (`rw` in the per-mount and the super options). */
+export function isWritableMount(e: MountInfoEntry): boolean {
+  return e.options.split(',').includes('rw') && e.superOptions.split(',').includes('rw');
+}
+
+/**
+ * The btrfs subvolume a mount shows at its mount point, from the super options `subvolid=` and
+ * `subvol=`, when the mount's root is that subvolume's root (not a directory inside it, as a
+ * bind mount may show). Path from the top level without the leading slash (`@/.snapshots`), as
+ * `btrfs subvolume show` prints it. Undefined when the options do not say it unambiguously.
+ */
+export function mountedSubvolume(e: MountInfoEntry): { id: number; path: string } | undefined {
+  if (e.fsType !== 'btrfs') return undefined;
+  const opts = e.superOptions.split(',');
+  const ids = opts.filter((o) => o.startsWith('subvolid='));
+  const subvols = opts.filter((o) => o.startsWith('subvol='));
+  if (ids.length !== 1 || subvols.length !== 1) return undefined;
+  const id = /^subvolid=([1-9]\d{0,18})$/.exec(ids[0]!)?.[1];
+  const path = unescape(subvols[0]!.slice('subvol='.length));
+  if (id === undefined || path !== e.root) return undefined;
+  return { id: Number(id), path: path.replace(/^\/+/, '') };
 }
 
 /**

@@ -9,8 +9,9 @@ import type { RunResult, System } from '../core/system.ts';
 import { parseSnapperDate, type SnapshotInfo } from './infoxml.ts';
 import { changing } from './btrfs.ts';
 
-/** snapper's config name for the root filesystem (R/etc/snapper/configs/root). */
-export const SNAPPER_CONFIG = 'root';
+import { SNAPPER_CONFIG } from './modes.ts';
+
+export { SNAPPER_CONFIG };
 
 export interface SnapperCapabilities {
   version: string;

@@ -13,20 +13,19 @@ import { access, readdir, readFile, realpath, rmdir, stat } from 'node:fs/promis
 import { join } from 'node:path';
 import { TiuError, fromErrno } from '../core/errors.ts';
 import { missingToolError, type System } from '../core/system.ts';
-import { assertBtrfs, createSubvolume, deleteSubvolume, isSubvolumeRoot, snapshotSubvolume, subvolumeInfo, getDefaultSubvolume, listSubvolumes, setDefaultSubvolume, setReadonly, subvolumeChanges, trySubvolumeInfo, type Subvolume } from './btrfs.ts';
+import { assertBtrfs, createSubvolume, deleteSubvolume, isSubvolumeRoot, isSubvolumeRootSync, snapshotSubvolume, subvolumeInfo, getDefaultSubvolume, listSubvolumeEntries, listSubvolumes, readonlyByAccess, setDefaultSubvolume, setReadonly, subvolumeChanges, trySubvolumeInfo, type Subvolume } from './btrfs.ts';
 import { assertXmlText, validateUserdata, type SnapshotInfo } from './infoxml.ts';
-import { mountAt, parseMountinfo, snapshotNumberOf } from './mountinfo.ts';
+import { isWritableMount, mountAt, mountContaining, mountedSubvolume, parseMountinfo, snapshotNumberOf } from './mountinfo.ts';
 import { nextSnapshotNumber, raiseHighWater, readHighWater, snapshotNumberFromName } from './numbering.ts';
 import { btrfsBackend } from './backend-btrfs.ts';
-import { snapperBackend } from './backend-snapper.ts';
 import { snapshotDirOf, type MetadataBackend, type StoreContext } from './backend.ts';
-import { snapperCapabilities, SNAPPER_CONFIG } from './snapper.ts';
+import { SNAPPER_CONFIG } from './modes.ts';
+import type { SnapperMode } from './modes.ts';
 
 /** A snapshot as {@link SnapshotStore.list} reports it: its info.xml plus what btrfs says. */
 export interface SnapshotEntry extends SnapshotInfo {
   /** R/.snapshots/N/snapshot */
   path: string;
-  subvolumeId: number;
   readonly: boolean;
   /** The btrfs default subvolume: boots next. */
   isDefault: boolean;
@@ -58,11 +57,7 @@ export interface CreateSnapshotOptions {
   readWrite?: boolean;
 }
 
-/** `[device] snapper` in tiu.conf: which metadata backend the store uses. */
-export type SnapperMode = 'auto' | 'yes' | 'no';
-
-/** Every valid {@link SnapperMode}. */
-export const SNAPPER_MODES: readonly SnapperMode[] = ['auto', 'yes', 'no'];
+export { SNAPPER_MODES, type SnapperMode } from './modes.ts';
 
 export interface OpenStoreOptions {
   /** 'auto' (default): snapper if installed and R has a snapper config; 'yes': require it; 'no': plain btrfs. */
@@ -132,6 +127,8 @@ async function chooseBackend(sys: System, root: string, mode: SnapperMode): Prom
     sys.log.debug(`snapshots: plain btrfs backend (snapper ${installed ? 'installed' : 'not installed'}, config ${configured ? 'present' : 'absent'})`);
     return btrfsBackend;
   }
+  // Loaded only here: snapper's JSON schemas (zod) are not needed by roots without snapper.
+  const [{ snapperBackend }, { snapperCapabilities }] = await Promise.all([import('./backend-snapper.ts'), import('./snapper.ts')]);
   return snapperBackend(await snapperCapabilities(sys));
 }
 
@@ -148,7 +145,12 @@ export async function openSnapshotStore(sys: System, root: string, options: Open
   }
   if (!options.btrfsChecked) await assertBtrfs(sys, real);
   const snapshotsDir = join(real, '.snapshots');
-  const snapsInfo = await trySubvolumeInfo(sys, snapshotsDir);
+  // The usual layout mounts .snapshots itself: the mount table names its subvolume (no child
+  // process); otherwise btrfs is asked.
+  const mounts = parseMountinfo(await readFile('/proc/self/mountinfo', 'utf8'));
+  const mounted = mountAt(mounts, snapshotsDir);
+  const fromMount = mounted && (await isSubvolumeRoot(snapshotsDir)) ? mountedSubvolume(mounted) : undefined;
+  const snapsInfo = fromMount ?? (await trySubvolumeInfo(sys, snapshotsDir));
   if (!snapsInfo) {
     throw new TiuError('ROOT_LAYOUT', `${snapshotsDir} is not a btrfs subvolume`, {
       hint: `mount the snapshots subvolume there (mount -o subvol=@/.snapshots <device> ${snapshotsDir})`,
@@ -156,8 +158,11 @@ export async function openSnapshotStore(sys: System, root: string, options: Open
   }
   const ctx: StoreContext = { sys, root: real, snapshotsDir, snapshotsSubvol: snapsInfo.path };
   const snapshotsId = snapsInfo.id;
+  // On a read-write mount, access(2) tells read-only snapshots without `btrfs subvolume list -r`.
+  const holder = mountContaining(mounts, snapshotsDir);
+  const probeReadonly = holder !== undefined && holder.fsType === 'btrfs' && isWritableMount(holder);
   const backend = await chooseBackend(sys, real, options.snapper ?? 'auto');
-  return createStore(ctx, backend, snapshotsId);
+  return createStore(ctx, backend, snapshotsId, probeReadonly);
 }
 
 /**
@@ -196,7 +201,7 @@ function checkNum(num: number): void {
 /** How long a listing of subvolumes is reused at most (changes made by other processes). */
 const MEMO_MS = 2000;
 
-function createStore(ctx: StoreContext, backend: MetadataBackend, snapshotsId: number): SnapshotStore {
+function createStore(ctx: StoreContext, backend: MetadataBackend, snapshotsId: number, probeReadonly: boolean): SnapshotStore {
   const { sys, root, snapshotsDir } = ctx;
   const subvolPathOf = (num: number) => (ctx.snapshotsSubvol ? `${ctx.snapshotsSubvol}/${num}/snapshot` : `${num}/snapshot`);
 
@@ -227,7 +232,24 @@ function createStore(ctx: StoreContext, backend: MetadataBackend, snapshotsId: n
   };
   // Listed from .snapshots: btrfs prints the paths of subvolumes below the listed one relative
   // to it (and R may be `<top>/@` at install time, or a mounted snapshot): made full here.
-  const subvolumes = memo(async () => fullPaths(await listSubvolumes(sys, snapshotsDir), snapshotsId, ctx.snapshotsSubvol));
+  const subvolumes = memo(listBelowSnapshots);
+  /** The host path of a subvolume below the snapshots subvolume (path from the top level). */
+  const hostPath = (p: string) => join(snapshotsDir, p.slice(ctx.snapshotsSubvol.length + (ctx.snapshotsSubvol ? 1 : 0)));
+  const belowSnapshots = (p: string) => ctx.snapshotsSubvol === '' || p.startsWith(`${ctx.snapshotsSubvol}/`);
+
+  /**
+   * The subvolumes below the snapshots subvolume (all the store manages), with read-only flags:
+   * probed with access(2) where that is reliable (one child process instead of two), else listed.
+   */
+  async function listBelowSnapshots(): Promise<Subvolume[]> {
+    if (probeReadonly) {
+      const listed = fullPaths((await listSubvolumeEntries(sys, snapshotsDir)).map((s) => ({ ...s, readonly: false })), snapshotsId, ctx.snapshotsSubvol).filter((s) => belowSnapshots(s.path));
+      const probed = listed.map((s) => ({ ...s, readonly: readonlyByAccess(hostPath(s.path)) }));
+      if (probed.every((s) => s.readonly !== undefined)) return probed as Subvolume[];
+      sys.log.debug('snapshots: read-only flags not probed (a subvolume is not reachable); listing them');
+    }
+    return fullPaths(await listSubvolumes(sys, snapshotsDir), snapshotsId, ctx.snapshotsSubvol).filter((s) => belowSnapshots(s.path));
+  }
   const defaultSubvolume = memo(() => getDefaultSubvolume(sys, root));
 
   async function getDefault(fresh = false): Promise<number | undefined> {
@@ -248,20 +270,48 @@ function createStore(ctx: StoreContext, backend: MetadataBackend, snapshotsId: n
     return { dirs, subvols, byPath: new Map(subvols.map((s) => [s.path, s])) };
   }
 
+  /**
+   * The numbered directories that hold a snapshot subvolume, with its read-only flag. Where
+   * access(2) tells read-only subvolumes apart (a read-write mount), each `N/snapshot` is checked
+   * in-process (inode 256 is a subvolume root); otherwise from btrfs' listing.
+   */
+  async function snapshotSubvolumes(): Promise<Map<number, boolean>> {
+    const dirs = await numericDirs();
+    if (probeReadonly) {
+      const found = new Map<number, boolean>();
+      let complete = true;
+      for (const num of dirs) {
+        const path = join(snapshotsDir, String(num), 'snapshot');
+        if (!isSubvolumeRootSync(path)) continue;
+        const readonly = readonlyByAccess(path);
+        if (readonly === undefined) {
+          complete = false;
+          break;
+        }
+        found.set(num, readonly);
+      }
+      if (complete) return found;
+    }
+    const { byPath } = await scan();
+    return new Map(dirs.flatMap((num) => {
+      const subvol = byPath.get(subvolPathOf(num));
+      return subvol ? [[num, subvol.readonly] as const] : [];
+    }));
+  }
+
   async function list(): Promise<SnapshotEntry[]> {
     // The default and the mount are independent of the listing: asked at the same time.
     const defP = getDefault();
     const mountedP = getMounted();
     defP.catch(() => {});
     mountedP.catch(() => {});
-    const { dirs, byPath } = await scan();
-    const nums = dirs.filter((n) => byPath.has(subvolPathOf(n)));
+    const found = await snapshotSubvolumes();
+    const nums = [...found.keys()];
     const [infos, def, mounted] = await Promise.all([backend.readInfos(ctx, nums), defP, mountedP]);
     const out: SnapshotEntry[] = [];
     for (const num of nums) {
-      const subvol = byPath.get(subvolPathOf(num))!;
       const info = infos.get(num);
-      const base = { path: join(snapshotsDir, String(num), 'snapshot'), subvolumeId: subvol.id, readonly: subvol.readonly, isDefault: num === def, isMounted: num === mounted };
+      const base = { path: join(snapshotsDir, String(num), 'snapshot'), readonly: found.get(num)!, isDefault: num === def, isMounted: num === mounted };
       if (info && !(info instanceof Error)) {
         out.push({ ...info, ...base });
       } else {
@@ -433,7 +483,6 @@ function createStore(ctx: StoreContext, backend: MetadataBackend, snapshotsId: n
       }
       // Nested subvolumes (e.g. made by container tools inside the snapshot) block the deletion: remove them deepest first.
       const nested = subvols.filter((s) => s.path.startsWith(`${subvol.path}/`)).sort((a, b) => b.path.length - a.path.length);
-      const hostPath = (p: string) => join(snapshotsDir, p.slice(ctx.snapshotsSubvol.length + (ctx.snapshotsSubvol ? 1 : 0)));
       for (const s of nested) {
         // A subvolume cannot be unlinked from a read-only parent: make the parent writable first.
         const parent = subvols.find((p) => p.id === s.topLevel);

@@ -9,8 +9,8 @@ import { join } from 'node:path';
 import { parse } from 'ini';
 import { parseSize } from '../core/size.ts';
 import { TiuError } from '../core/errors.ts';
-import { BOOTLOADER_SETTINGS, type BootloaderSetting } from './boot/detect.ts';
-import { SNAPPER_MODES, type SnapperMode } from '../snapshot/store.ts';
+import { BOOTLOADER_SETTINGS, type BootloaderSetting } from './boot/types.ts';
+import { SNAPPER_MODES, type SnapperMode } from '../snapshot/modes.ts';
 import { readTiuEnv } from '../core/env.ts';
 
 export interface Config {

@@ -9,13 +9,9 @@ import { lstat, readdir, readFile, realpath } from 'node:fs/promises';
 import { join } from 'node:path';
 import { TiuError } from '../../core/errors.ts';
 import { mountAt, parseMountinfo } from '../../snapshot/mountinfo.ts';
-import type { BootloaderKind } from './types.ts';
+import type { BootloaderKind, BootloaderSetting } from './types.ts';
 
-/** `[device] bootloader` in tiu.conf: a backend, or 'auto' to detect one. */
-export type BootloaderSetting = BootloaderKind | 'auto';
-
-/** Every valid {@link BootloaderSetting} (config validation and --help use this list). */
-export const BOOTLOADER_SETTINGS: readonly BootloaderSetting[] = ['auto', 'grub2', 'systemd-boot', 'none'];
+export { BOOTLOADER_SETTINGS, type BootloaderSetting } from './types.ts';
 
 /** Where an ESP may be mounted, relative to the root. */
 export const ESP_DIRS = ['boot/efi', 'efi'] as const;

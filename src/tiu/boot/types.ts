@@ -5,6 +5,12 @@
 
 export type BootloaderKind = 'grub2' | 'systemd-boot' | 'none';
 
+/** `[device] bootloader` in tiu.conf: a backend, or 'auto' to detect one. */
+export type BootloaderSetting = BootloaderKind | 'auto';
+
+/** Every valid {@link BootloaderSetting} (config validation and --help use this list). */
+export const BOOTLOADER_SETTINGS: readonly BootloaderSetting[] = ['auto', 'grub2', 'systemd-boot', 'none'];
+
 /** What a snapshot needs to be booted, gathered from its (read-only) tree. */
 export interface SnapshotBoot {
   num: number;

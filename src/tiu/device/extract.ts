@@ -79,6 +79,11 @@ export async function extract(dev: Device, o: ExtractOptions): Promise<ExtractRe
   const baseDir = dev.snapshotDir(base);
   const recorded: RecordedImage | undefined = await readRecordedImage(baseDir);
 
+  // Whether the base still is what tiu sealed (a child process): asked now, answered while the
+  // archive is being verified.
+  const trustedP = recorded !== undefined ? isBaseTrusted(sys, baseDir, baseInfo.userdata[UD.generation]) : Promise.resolve(false);
+  trustedP.catch(() => {});
+
   // 1. Authenticate, check compatibility, verify every block (archive) or the whole delta and
   // its base: all before any byte is written.
   mark('list snapshots');
@@ -89,8 +94,9 @@ export async function extract(dev: Device, o: ExtractOptions): Promise<ExtractRe
   const target = image.target;
   checkDowngrade(m.version, baseInfo.userdata[UD.version] ?? recorded?.manifest.version, base, o.allowDowngrade === true);
 
-  const trusted = recorded !== undefined && (await isBaseTrusted(sys, baseDir, baseInfo.userdata[UD.generation]));
-  const oldIndex = trusted && recorded ? await loadIndex(recorded.indexPath, { canonical: false }) : undefined;
+  const trusted = await trustedP;
+  // A delta has read (and checked) the base's recorded index already: one copy in memory.
+  const oldIndex = trusted && recorded ? (image.content?.oldIndex ?? (await loadIndex(recorded.indexPath, { canonical: false }))) : undefined;
   mark('read the base index');
   // A delta's content is rebuilt from the base's files into fresh inodes (no in-place rewrites).
   const planInputs = { oldIndex, target, excluded: m.excluded, inPlace: image.content === undefined };

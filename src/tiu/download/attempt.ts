@@ -206,7 +206,17 @@ export async function runFileAttempt(
     child.kill('SIGTERM');
     return e;
   });
+  // curl checks --max-time only while it is not blocked: writing into the pipe tiu paces (a rate
+  // limit), it overran a 2 s deadline by 8 s. tiu enforces the attempt's time as well, a little
+  // after curl would (so that curl's own timeout wins where it can), as curl's exit 28.
+  const limitMs = Math.max(1, Math.ceil(req.maxSeconds)) * 1000 + 500;
+  let overran = false;
+  const deadline = setTimeout(() => {
+    overran = true;
+    child.kill('SIGTERM');
+  }, limitMs);
   const r = (await child) as unknown as { exitCode?: number; isCanceled?: boolean; code?: string; cause?: { code?: string } };
+  clearTimeout(deadline);
   clearInterval(timer);
   const copyError = await copied;
   await polling;
@@ -219,6 +229,10 @@ export async function runFileAttempt(
   out.exitCode = r.exitCode ?? -1;
   out.aborted = !!r.isCanceled || !!o.signal?.aborted;
   out.stderr = stderr;
+  if (overran && out.exitCode !== 0 && !out.aborted && !out.tooLarge) {
+    out.exitCode = 28;
+    out.stderr = `Operation timed out after ${limitMs} milliseconds (stopped by tiu: curl was blocked writing)`;
+  }
   if (r.exitCode === undefined && (r.code ?? r.cause?.code) === 'ENOENT') out.stderr = 'curl-missing';
   if (out.head && (out.head.status === 200 || out.head.status === 206) && r.exitCode === 0) o.onBytes?.(size, out.head);
   return out;
