@@ -352,7 +352,10 @@ const MIN_TABLE = 3;
  */
 function predictJumpTables(b: Buffer, e: Elf, M: (v: number) => number | undefined): void {
   const code = e.sections.filter((s) => s.type !== SHT_NOBITS && s.flags & SHF_EXECINSTR).map((s) => [s.addr, s.addr + s.size] as const);
-  const inCode = (v: number) => code.some(([lo, hi]) => v >= lo && v < hi);
+  const lo = Math.min(...code.map((c) => c[0]));
+  const hi = Math.max(...code.map((c) => c[1]));
+  // (most values are not addresses at all: one range check first)
+  const inCode = (v: number) => v >= lo && v < hi && code.some(([a, b]) => v >= a && v < b);
   for (const s of e.sections) {
     if (s.name !== '.rodata' || s.type === SHT_NOBITS) continue;
     const end = s.off + s.size;
