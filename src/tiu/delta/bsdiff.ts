@@ -8,14 +8,31 @@
  * parts do): the diff streams of many binaries share a lot, per-file bzip2 does not see it.
  *
  * {@link bspatchStream} rebuilds one file from its slices of the three streams and random reads of
- * the old file, in bounded memory (1 MiB chunks); the old file is never held whole.
+ * the old file, in bounded memory (256 KiB chunks); the old file is never held whole.
  */
 import type { FileHandle } from 'node:fs/promises';
 import { TiuError } from '../../core/errors.ts';
 
 export const BSDIFF_MAGIC = 'BSDIFF40';
 const CTRL_TRIPLE = 24;
-const CHUNK = 1024 * 1024;
+/**
+ * Window and output chunk size. The buffers are reused from one patched file to the next (a
+ * delta patches hundreds of files, most of them small): a fresh set per file made ~2 GB of
+ * short-lived buffers for a Debian update, which kept the garbage collector busy and the RSS
+ * high with memory freed but not yet returned.
+ */
+const CHUNK = 256 * 1024;
+const SPARE: Buffer[] = [];
+/** Spare buffers kept: five per patch (three streams, the old file, the output) at four at once. */
+const MAX_SPARE = 20;
+
+function takeBuffer(): Buffer {
+  return SPARE.pop() ?? Buffer.allocUnsafe(CHUNK);
+}
+
+function giveBuffer(b: Buffer): void {
+  if (SPARE.length < MAX_SPARE) SPARE.push(b);
+}
 
 /** Decodes bsdiff's 8-byte sign-magnitude little-endian integer. */
 export function offtin(b: Buffer, at: number): number {
@@ -56,7 +73,7 @@ async function readFully(fh: FileHandle, buf: Buffer, length: number, position: 
 }
 
 /**
- * Sequential reads of one slice through a 1 MiB buffer: bsdiff makes many short runs, and one
+ * Sequential reads of one slice through a buffer: bsdiff makes many short runs, and one
  * positional read per run would cost a thread-pool round trip each.
  */
 class SliceReader {
@@ -71,7 +88,11 @@ class SliceReader {
     this.fh = fh;
     this.offset = offset;
     this.length = length;
-    this.buf = Buffer.allocUnsafe(Math.min(CHUNK, Math.max(1, length)));
+    this.buf = takeBuffer();
+  }
+
+  release(): void {
+    giveBuffer(this.buf);
   }
 
   /** Copies the next `n` bytes into `out` at `at`. */
@@ -96,7 +117,7 @@ class SliceReader {
 /** How far before a needed position a reloaded window starts. */
 const BACKOFF = 64 * 1024;
 
-/** Random reads of the old file through a 1 MiB window (bsdiff's old position mostly moves forward). */
+/** Random reads of the old file through a window (bsdiff's old position mostly moves forward). */
 class WindowReader {
   private buf: Buffer;
   private start = 0;
@@ -106,7 +127,11 @@ class WindowReader {
   constructor(fh: FileHandle, size: number) {
     this.fh = fh;
     this.size = size;
-    this.buf = Buffer.allocUnsafe(Math.min(CHUNK, Math.max(1, size)));
+    this.buf = takeBuffer();
+  }
+
+  release(): void {
+    giveBuffer(this.buf);
   }
 
   /** Adds old bytes [pos, pos+n) ∩ [0, size) onto `out` (positions outside add nothing, as in bspatch). */
@@ -129,7 +154,8 @@ class WindowReader {
 
 /**
  * Yields the new file built from `old` (random reads; bytes outside it count as zero, as in
- * bspatch) and the file's slices of the three streams. Throws DELTA_CORRUPT unless the control
+ * bspatch) and the file's slices of the three streams. Each chunk is valid until the next one is
+ * asked for (one buffer is reused): copy it to keep it. Throws DELTA_CORRUPT unless the control
  * triples consume exactly the slices and produce exactly `newSize` bytes.
  */
 export async function* bspatchStream(old: FileHandle, oldSize: number, s: BsdiffSlices, newSize: number): AsyncGenerator<Uint8Array> {
@@ -138,9 +164,19 @@ export async function* bspatchStream(old: FileHandle, oldSize: number, s: Bsdiff
   const diff = new SliceReader(s.diff.fh, s.diff.offset, s.diff.length);
   const extra = new SliceReader(s.extra.fh, s.extra.offset, s.extra.length);
   const oldFile = new WindowReader(old, oldSize);
+  // Output is gathered into chunks (short runs are many), one buffer reused: the consumer is done
+  // with a chunk before it asks for the next.
+  const out = takeBuffer();
+  try {
+    yield* patch(ctrl, diff, extra, oldFile, out, s, newSize);
+  } finally {
+    for (const r of [ctrl, diff, extra, oldFile]) r.release();
+    giveBuffer(out);
+  }
+}
+
+async function* patch(ctrl: SliceReader, diff: SliceReader, extra: SliceReader, oldFile: WindowReader, out: Buffer, s: BsdiffSlices, newSize: number): AsyncGenerator<Uint8Array> {
   const triple = Buffer.alloc(CTRL_TRIPLE);
-  // Output is gathered into chunks of up to 1 MiB (short runs are many).
-  let out = Buffer.allocUnsafe(Math.min(CHUNK, Math.max(1, newSize)));
   let outLen = 0;
   let newPos = 0;
   let oldPos = 0;
@@ -156,7 +192,6 @@ export async function* bspatchStream(old: FileHandle, oldSize: number, s: Bsdiff
       for (let left = n0; left > 0; ) {
         if (outLen === out.length) {
           yield out;
-          out = Buffer.allocUnsafe(Math.min(CHUNK, Math.max(1, newSize - newPos)));
           outLen = 0;
         }
         const n = Math.min(left, out.length - outLen);
