@@ -148,7 +148,12 @@ export async function runFileAttempt(
   rmSync(req.toFile.headers, { force: true });
   const piped = !!req.toFile.piped;
   // Not piped: curl writes the file itself and its stdout carries nothing.
-  const child = sys.spawn('curl', curlArgs(req), { stream: true, signal: o.signal, discardStdout: !piped });
+  // curl checks --max-time only while it is not blocked: writing into the pipe tiu paces (a rate
+  // limit), it overran a 2 s deadline by 8 s. The command seam enforces the attempt's time as
+  // well, a little after curl would (so that curl's own timeout wins where it can); reported as
+  // curl's exit 28.
+  const limitMs = Math.max(1, Math.ceil(req.maxSeconds)) * 1000 + 500;
+  const child = sys.spawn('curl', curlArgs(req), { stream: true, signal: o.signal, discardStdout: !piped, timeoutMs: limitMs });
   let stderr = '';
   child.stderr?.on('data', (c: Buffer) => {
     if (stderr.length < 8192) stderr += c.toString('utf8');
@@ -206,17 +211,7 @@ export async function runFileAttempt(
     child.kill('SIGTERM');
     return e;
   });
-  // curl checks --max-time only while it is not blocked: writing into the pipe tiu paces (a rate
-  // limit), it overran a 2 s deadline by 8 s. tiu enforces the attempt's time as well, a little
-  // after curl would (so that curl's own timeout wins where it can), as curl's exit 28.
-  const limitMs = Math.max(1, Math.ceil(req.maxSeconds)) * 1000 + 500;
-  let overran = false;
-  const deadline = setTimeout(() => {
-    overran = true;
-    child.kill('SIGTERM');
-  }, limitMs);
-  const r = (await child) as unknown as { exitCode?: number; isCanceled?: boolean; code?: string; cause?: { code?: string } };
-  clearTimeout(deadline);
+  const r = (await child) as unknown as { exitCode?: number; isCanceled?: boolean; timedOut?: boolean; code?: string; cause?: { code?: string } };
   clearInterval(timer);
   const copyError = await copied;
   await polling;
@@ -229,7 +224,7 @@ export async function runFileAttempt(
   out.exitCode = r.exitCode ?? -1;
   out.aborted = !!r.isCanceled || !!o.signal?.aborted;
   out.stderr = stderr;
-  if (overran && out.exitCode !== 0 && !out.aborted && !out.tooLarge) {
+  if (r.timedOut && out.exitCode !== 0 && !out.aborted && !out.tooLarge) {
     out.exitCode = 28;
     out.stderr = `Operation timed out after ${limitMs} milliseconds (stopped by tiu: curl was blocked writing)`;
   }
