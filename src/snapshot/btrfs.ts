@@ -5,7 +5,7 @@
  * strict parsers of `btrfs-parse.ts`. Paths are host paths on a mounted btrfs.
  */
 import { accessSync, constants, lstatSync } from 'node:fs';
-import { lstat, readFile, statfs } from 'node:fs/promises';
+import { readFile, statfs } from 'node:fs/promises';
 import { TiuError } from '../core/errors.ts';
 import type { System } from '../core/system.ts';
 import {
@@ -209,7 +209,7 @@ export async function fsGeneration(sys: System, path: string): Promise<number> {
   return Number(text);
 }
 
-/** {@link isSubvolumeRoot}, synchronous (one lstat of a cached dentry: cheaper than a promise). */
+/** {@link isSubvolumeRoot} for callers that check many paths (one lstat each, no promise). */
 export function isSubvolumeRootSync(path: string): boolean {
   try {
     const st = lstatSync(path, { throwIfNoEntry: false });
@@ -221,10 +221,5 @@ export function isSubvolumeRootSync(path: string): boolean {
 
 /** Whether `path` is the root of a btrfs subvolume (inode 256), without running btrfs. */
 export async function isSubvolumeRoot(path: string): Promise<boolean> {
-  try {
-    const st = await lstat(path);
-    return st.isDirectory() && st.ino === 256;
-  } catch {
-    return false;
-  }
+  return isSubvolumeRootSync(path);
 }

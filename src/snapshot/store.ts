@@ -13,7 +13,7 @@ import { access, readdir, readFile, realpath, rmdir, stat } from 'node:fs/promis
 import { join } from 'node:path';
 import { TiuError, fromErrno } from '../core/errors.ts';
 import { missingToolError, type System } from '../core/system.ts';
-import { assertBtrfs, createSubvolume, deleteSubvolume, isSubvolumeRoot, isSubvolumeRootSync, snapshotSubvolume, subvolumeInfo, getDefaultSubvolume, listSubvolumeEntries, listSubvolumes, readonlyByAccess, setDefaultSubvolume, setReadonly, subvolumeChanges, trySubvolumeInfo, type Subvolume } from './btrfs.ts';
+import { assertBtrfs, createSubvolume, deleteSubvolume, isSubvolumeRoot, isSubvolumeRootSync, snapshotSubvolume, subvolumeInfo, getDefaultSubvolume, listSubvolumeEntries, listSubvolumes, readonlyByAccess, setDefaultSubvolume, setReadonly, subvolumeChanges, trySubvolumeInfo, type Subvolume, type SubvolumeListEntry } from './btrfs.ts';
 import { assertXmlText, validateUserdata, type SnapshotInfo } from './infoxml.ts';
 import { isWritableMount, mountAt, mountContaining, mountedSubvolume, parseMountinfo, snapshotNumberOf } from './mountinfo.ts';
 import { nextSnapshotNumber, raiseHighWater, readHighWater, snapshotNumberFromName } from './numbering.ts';
@@ -169,9 +169,9 @@ export async function openSnapshotStore(sys: System, root: string, options: Open
  * The listing with every path below the snapshots subvolume (id `snapshotsId`, path `prefix`
  * from the top level) made relative to the top level, as `btrfs subvolume show` prints them.
  */
-export function fullPaths(listed: readonly Subvolume[], snapshotsId: number, prefix: string): Subvolume[] {
+export function fullPaths<S extends SubvolumeListEntry>(listed: readonly S[], snapshotsId: number, prefix: string): S[] {
   const byId = new Map(listed.map((s) => [s.id, s]));
-  const below = (s: Subvolume): boolean => {
+  const below = (s: S): boolean => {
     for (let p: number | undefined = s.topLevel, hops = 0; p !== undefined && hops < 4096; hops++) {
       if (p === snapshotsId) return true;
       p = byId.get(p)?.topLevel;
@@ -243,7 +243,7 @@ function createStore(ctx: StoreContext, backend: MetadataBackend, snapshotsId: n
    */
   async function listBelowSnapshots(): Promise<Subvolume[]> {
     if (probeReadonly) {
-      const listed = fullPaths((await listSubvolumeEntries(sys, snapshotsDir)).map((s) => ({ ...s, readonly: false })), snapshotsId, ctx.snapshotsSubvol).filter((s) => belowSnapshots(s.path));
+      const listed = fullPaths(await listSubvolumeEntries(sys, snapshotsDir), snapshotsId, ctx.snapshotsSubvol).filter((s) => belowSnapshots(s.path));
       const probed = listed.map((s) => ({ ...s, readonly: readonlyByAccess(hostPath(s.path)) }));
       if (probed.every((s) => s.readonly !== undefined)) return probed as Subvolume[];
       sys.log.debug('snapshots: read-only flags not probed (a subvolume is not reachable); listing them');
