@@ -9,6 +9,7 @@ import { open, type FileHandle } from 'node:fs/promises';
 import { TiuError } from '../errors.ts';
 import { displayPath } from './types.ts';
 import { cannotRead, type WalkItem } from './walk.ts';
+import { bufferPool } from '../bufferpool.ts';
 
 export const EMPTY_SHA256 = createHash('sha256').digest('hex');
 
@@ -89,9 +90,8 @@ export function limiter(n: number) {
   };
 }
 
-const HASH_BUFFER = 256 * 1024;
-const MAX_SPARE_BUFFERS = 4;
-const spareBuffers: Buffer[] = [];
+/** Read buffers of {@link hashPath}, one per file hashed at once (256 KiB each). */
+const HASH_BUFFERS = bufferPool(256 * 1024, 4);
 
 /** sha256 (hex) of a file's content, read in 256 KiB chunks; never follows a symlink. */
 export async function hashPath(path: Buffer | string): Promise<string> {
@@ -99,7 +99,7 @@ export async function hashPath(path: Buffer | string): Promise<string> {
   const fh = await open(path, constants.O_RDONLY | constants.O_NOFOLLOW);
   // Read buffers are reused across calls: a fresh 1 MiB per (mostly small) file kept the
   // garbage collector busy during /etc scans and digest filling.
-  const buf = spareBuffers.pop() ?? Buffer.allocUnsafe(HASH_BUFFER);
+  const buf = HASH_BUFFERS.take();
   try {
     for (;;) {
       const { bytesRead } = await fh.read(buf, 0, buf.length, null);
@@ -107,7 +107,7 @@ export async function hashPath(path: Buffer | string): Promise<string> {
       h.update(buf.subarray(0, bytesRead));
     }
   } finally {
-    if (spareBuffers.length < MAX_SPARE_BUFFERS) spareBuffers.push(buf);
+    HASH_BUFFERS.give(buf);
     await fh.close();
   }
   return h.digest('hex');

@@ -21,6 +21,7 @@ import { displayPath, pathBytes, type IndexEntry } from '../../core/fileindex/ty
 import type { ApplyPlan } from './plan.ts';
 import { setXattrsInProcess } from '../../core/fileindex/xattrs.ts';
 import { forEachLimit } from '../../core/concurrency.ts';
+import { bufferPool } from '../../core/bufferpool.ts';
 
 /**
  * Where file content comes from (the seam a delta plugs into): chunks of a file's new content.
@@ -138,7 +139,7 @@ async function* imageFile(image: SafeRoot, e: IndexEntry): AsyncGenerator<Uint8A
     // one no larger than the file, kept the garbage collector busy and the RSS up. The consumer
     // (copyContent, rewriteInPlace) is done with a chunk before it asks for the next, and with
     // the last one before the generator ends and gives the buffer back.
-    const buf = READ_BUFFERS.pop() ?? Buffer.allocUnsafe(CHUNK);
+    const buf = READ_BUFFERS.take();
     try {
       const size = Math.max(1, Math.min(CHUNK, sst.size + 1));
       let pos = 0;
@@ -149,15 +150,15 @@ async function* imageFile(image: SafeRoot, e: IndexEntry): AsyncGenerator<Uint8A
         pos += bytesRead;
       }
     } finally {
-      if (READ_BUFFERS.length < 4) READ_BUFFERS.push(buf);
+      READ_BUFFERS.give(buf);
     }
   } finally {
     await sfh.close();
   }
 }
 
-/** Spare read buffers of {@link imageFile} (one per concurrent copy). */
-const READ_BUFFERS: Buffer[] = [];
+/** Read buffers of {@link imageFile} (one per concurrent copy). */
+const READ_BUFFERS = bufferPool(CHUNK, 4);
 
 /**
  * Writes one file from `source` (the image, or a delta's rebuilt content) beneath `target`,
@@ -239,7 +240,7 @@ async function rewriteInPlace(source: AsyncIterable<Uint8Array>, target: SafeRoo
     }
     const st = await dfh.stat();
     if (!st.isFile() || st.nlink !== 1) return false;
-    const old = OLD_BUFFERS.pop() ?? Buffer.allocUnsafe(CHUNK);
+    const old = OLD_BUFFERS.take();
     try {
       let pos = 0;
       for (; !next.done; next = await chunks.next()) {
@@ -264,7 +265,7 @@ async function rewriteInPlace(source: AsyncIterable<Uint8Array>, target: SafeRoo
       if (st.size !== pos) await dfh.truncate(pos);
       checkContent(e, pos, hash.digest('hex'), false);
     } finally {
-      if (OLD_BUFFERS.length < 4) OLD_BUFFERS.push(old);
+      OLD_BUFFERS.give(old);
     }
     await dfh.chown(checkId(e.uid, e), checkId(e.gid, e));
     await dfh.chmod(e.mode);
@@ -276,7 +277,7 @@ async function rewriteInPlace(source: AsyncIterable<Uint8Array>, target: SafeRoo
 }
 
 /** Spare buffers for the old content read by in-place rewrites (one per concurrent write). */
-const OLD_BUFFERS: Buffer[] = [];
+const OLD_BUFFERS = bufferPool(CHUNK, 4);
 
 async function writeAll(fh: FileHandle, data: Buffer, at: number): Promise<void> {
   let done = 0;

@@ -12,6 +12,7 @@
  */
 import type { FileHandle } from 'node:fs/promises';
 import { TiuError } from '../../core/errors.ts';
+import { bufferPool } from '../../core/bufferpool.ts';
 
 export const BSDIFF_MAGIC = 'BSDIFF40';
 const CTRL_TRIPLE = 24;
@@ -22,17 +23,8 @@ const CTRL_TRIPLE = 24;
  * high with memory freed but not yet returned.
  */
 const CHUNK = 256 * 1024;
-const SPARE: Buffer[] = [];
 /** Spare buffers kept: five per patch (three streams, the old file, the output) at four at once. */
-const MAX_SPARE = 20;
-
-function takeBuffer(): Buffer {
-  return SPARE.pop() ?? Buffer.allocUnsafe(CHUNK);
-}
-
-function giveBuffer(b: Buffer): void {
-  if (SPARE.length < MAX_SPARE) SPARE.push(b);
-}
+const BUFFERS = bufferPool(CHUNK, 20);
 
 /** Decodes bsdiff's 8-byte sign-magnitude little-endian integer. */
 export function offtin(b: Buffer, at: number): number {
@@ -88,11 +80,11 @@ class SliceReader {
     this.fh = fh;
     this.offset = offset;
     this.length = length;
-    this.buf = takeBuffer();
+    this.buf = BUFFERS.take();
   }
 
   release(): void {
-    giveBuffer(this.buf);
+    BUFFERS.give(this.buf);
   }
 
   /** Copies the next `n` bytes into `out` at `at`. */
@@ -127,11 +119,11 @@ class WindowReader {
   constructor(fh: FileHandle, size: number) {
     this.fh = fh;
     this.size = size;
-    this.buf = takeBuffer();
+    this.buf = BUFFERS.take();
   }
 
   release(): void {
-    giveBuffer(this.buf);
+    BUFFERS.give(this.buf);
   }
 
   /** Adds old bytes [pos, pos+n) ∩ [0, size) onto `out` (positions outside add nothing, as in bspatch). */
@@ -166,12 +158,12 @@ export async function* bspatchStream(old: FileHandle, oldSize: number, s: Bsdiff
   const oldFile = new WindowReader(old, oldSize);
   // Output is gathered into chunks (short runs are many), one buffer reused: the consumer is done
   // with a chunk before it asks for the next.
-  const out = takeBuffer();
+  const out = BUFFERS.take();
   try {
     yield* patch(ctrl, diff, extra, oldFile, out, s, newSize);
   } finally {
     for (const r of [ctrl, diff, extra, oldFile]) r.release();
-    giveBuffer(out);
+    BUFFERS.give(out);
   }
 }
 
