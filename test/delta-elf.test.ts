@@ -11,8 +11,8 @@ import { join } from 'node:path';
 import { execa } from 'execa';
 import { bspatchStream, splitBsdiff40 } from '../src/tiu/delta/bsdiff.ts';
 import { buildElfMap, decodeElfMap, encodeElfMap, lookup, parseElf, predictElf, type ElfMap } from '../src/tiu/delta/elf.ts';
-import { TiuError } from '../src/core/errors.ts';
 import { debianTree } from './helpers/archive.ts';
+import { errorCodeOf } from './helpers/env.ts';
 
 let work: string;
 beforeAll(async () => {
@@ -51,15 +51,6 @@ async function bspatch(oldB: Buffer, raw: { ctrl: Buffer; diff: Buffer; extra: B
   } finally {
     for (const fh of Object.values(fhs)) await fh.close();
   }
-}
-
-function corruptCode(f: () => unknown): string | undefined {
-  try {
-    f();
-  } catch (e) {
-    return e instanceof TiuError ? e.code : 'not a TiuError';
-  }
-  return undefined;
 }
 
 describe('bsdiff-elf', () => {
@@ -145,10 +136,10 @@ describe('bsdiff-elf', () => {
     expect(lookup(map.addr, 0x2fff)).toBe(0x300f);
     expect(lookup(map.addr, 0x3000)).toBeUndefined();
     expect(lookup(map.addr, 0x4005)).toBe(0x4005 - 4096);
-    expect(corruptCode(() => decodeElfMap(enc.subarray(0, enc.length - 1)))).toBe('DELTA_CORRUPT');
-    expect(corruptCode(() => decodeElfMap(Buffer.concat([enc, Buffer.from([0])])))).toBe('DELTA_CORRUPT');
-    expect(corruptCode(() => decodeElfMap(Buffer.from([1, 0, 0, 0, 0])))).toBe('DELTA_CORRUPT'); // a zero-length segment
-    expect(corruptCode(() => decodeElfMap(Buffer.from([0xff, 0xff, 0xff, 0x7f])))).toBe('DELTA_CORRUPT'); // 268 M segments
-    expect(corruptCode(() => decodeElfMap(Buffer.from([1, ...Array(9).fill(0xff), 1, 1, 0, 0])))).toBe('DELTA_CORRUPT'); // an endless varint
+    expect(errorCodeOf(() => decodeElfMap(enc.subarray(0, enc.length - 1)))).toBe('DELTA_CORRUPT');
+    expect(errorCodeOf(() => decodeElfMap(Buffer.concat([enc, Buffer.from([0])])))).toBe('DELTA_CORRUPT');
+    expect(errorCodeOf(() => decodeElfMap(Buffer.from([1, 0, 0, 0, 0])))).toBe('DELTA_CORRUPT'); // a zero-length segment
+    expect(errorCodeOf(() => decodeElfMap(Buffer.from([0xff, 0xff, 0xff, 0x7f])))).toBe('DELTA_CORRUPT'); // 268 M segments
+    expect(errorCodeOf(() => decodeElfMap(Buffer.from([1, ...Array(9).fill(0xff), 1, 1, 0, 0])))).toBe('DELTA_CORRUPT'); // an endless varint
   });
 });

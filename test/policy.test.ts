@@ -5,7 +5,7 @@
 import { describe, it, expect } from 'vitest';
 import { planCleanup, rollbackTarget, type SnapshotFacts } from '../src/tiu/device/policy.ts';
 import { UD } from '../src/tiu/device/paths.ts';
-import { TiuError } from '../src/core/errors.ts';
+import { errorCodeOf } from './helpers/env.ts';
 
 /** A finished tiu snapshot with cleanup "number"; `o` overrides. */
 function snap(num: number, o: Partial<SnapshotFacts> & { health?: 'good' | 'bad'; inProgress?: boolean; pinned?: boolean } = {}): SnapshotFacts {
@@ -14,15 +14,6 @@ function snap(num: number, o: Partial<SnapshotFacts> & { health?: 'good' | 'bad'
   if (o.inProgress) userdata[UD.inProgress] = 'yes';
   if (o.pinned) userdata[UD.pinned] = 'yes';
   return { num, date: '2026-12-01T00:00:00Z', description: `tiu: ${num}`, cleanup: o.cleanup ?? 'number', userdata, isDefault: o.isDefault ?? false, isMounted: o.isMounted ?? false };
-}
-
-function codeOf(f: () => unknown): string | undefined {
-  try {
-    f();
-  } catch (e) {
-    return e instanceof TiuError ? e.code : 'not a TiuError';
-  }
-  return undefined;
 }
 
 describe('rollbackTarget', () => {
@@ -43,7 +34,7 @@ describe('rollbackTarget', () => {
 
   it('never picks a newer snapshot than the default, and says so when nothing is left', () => {
     const list = [snap(1, { isDefault: true, isMounted: true }), snap(2, { health: 'good' })];
-    expect(codeOf(() => rollbackTarget(list, undefined, false))).toBe('SNAPSHOT_NOT_FOUND');
+    expect(errorCodeOf(() => rollbackTarget(list, undefined, false))).toBe('SNAPSHOT_NOT_FOUND');
   });
 
   it('a booted snapshot marked bad is not where a pending update is undone to', () => {
@@ -53,12 +44,12 @@ describe('rollbackTarget', () => {
 
   it('an explicit number: refused when missing, unfinished or bad, unless forced', () => {
     const list = [snap(1, { health: 'bad' }), snap(2, { inProgress: true }), snap(3, { isDefault: true, isMounted: true })];
-    expect(codeOf(() => rollbackTarget(list, 9, false))).toBe('SNAPSHOT_NOT_FOUND');
-    expect(codeOf(() => rollbackTarget(list, 1, false))).toBe('SNAPSHOT_REFUSED');
-    expect(codeOf(() => rollbackTarget(list, 2, false))).toBe('SNAPSHOT_REFUSED');
+    expect(errorCodeOf(() => rollbackTarget(list, 9, false))).toBe('SNAPSHOT_NOT_FOUND');
+    expect(errorCodeOf(() => rollbackTarget(list, 1, false))).toBe('SNAPSHOT_REFUSED');
+    expect(errorCodeOf(() => rollbackTarget(list, 2, false))).toBe('SNAPSHOT_REFUSED');
     expect(rollbackTarget(list, 1, true)).toBe(1);
     expect(rollbackTarget(list, 2, true)).toBe(2);
-    expect(codeOf(() => rollbackTarget(list, 9, true))).toBe('SNAPSHOT_NOT_FOUND');
+    expect(errorCodeOf(() => rollbackTarget(list, 9, true))).toBe('SNAPSHOT_NOT_FOUND');
   });
 });
 

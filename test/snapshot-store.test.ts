@@ -8,6 +8,7 @@ import { parseInfoXml, renderInfoXml } from '../src/snapshot/infoxml.ts';
 import { HIGH_WATER_FILE } from '../src/snapshot/numbering.ts';
 import { parseSnapperHelp } from '../src/snapshot/snapper.ts';
 import { TiuError } from '../src/core/errors.ts';
+import type { System } from '../src/core/system.ts';
 import { makeDevice, makeLoopBtrfs } from './helpers/btrfs.ts';
 import { tempDir, testSystem } from './helpers/env.ts';
 
@@ -19,6 +20,17 @@ async function errorOf(p: Promise<unknown>): Promise<TiuError> {
     throw e;
   }
   throw new Error('expected a TiuError, got success');
+}
+
+/** `sys` with every command it runs noted in `calls` (as one line each). */
+function recording(base: System): { sys: System; calls: string[] } {
+  const calls: string[] = [];
+  const sys = Object.create(base) as System;
+  sys.run = (cmd, args, o) => {
+    calls.push([cmd, ...args].join(' '));
+    return base.run(cmd, args, o);
+  };
+  return { sys, calls };
 }
 
 async function exists(p: string): Promise<boolean> {
@@ -233,12 +245,7 @@ describe('snapshot store: safety', () => {
 
   it('reuses the default subvolume it read only while no subvolume changed', async () => {
     await using dev = await makeDevice();
-    const calls: string[] = [];
-    const sys = Object.create(dev.sys) as typeof dev.sys;
-    sys.run = (cmd, args, o) => {
-      calls.push([cmd, ...args].join(' '));
-      return dev.sys.run(cmd, args, o);
-    };
+    const { sys, calls } = recording(dev.sys);
     const store = await openSnapshotStore(sys, dev.root, { snapper: 'no' });
     const n = await store.create({ from: 1, readWrite: true });
     expect((await store.get(n)).readonly).toBe(false);
@@ -262,12 +269,7 @@ describe('snapshot store: safety', () => {
 
   it('opens and lists with one child process where the mount table says enough, and falls back where it does not', async () => {
     await using dev = await makeDevice();
-    const calls: string[] = [];
-    const sys = Object.create(dev.sys) as typeof dev.sys;
-    sys.run = (cmd, args, o) => {
-      calls.push([cmd, ...args].join(' '));
-      return dev.sys.run(cmd, args, o);
-    };
+    const { sys, calls } = recording(dev.sys);
     const setup = await openSnapshotStore(dev.sys, dev.root, { snapper: 'no' });
     const rw = await setup.create({ from: 1, readWrite: true });
     const ro = await setup.create({ from: 1, readWrite: false });

@@ -4,6 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createSystem, type System } from '../../src/core/system.ts';
 import { createLogger } from '../../src/core/log.ts';
+import { TiuError } from '../../src/core/errors.ts';
 
 export function testSystem(): System {
   return createSystem(createLogger(process.env.TIU_TEST_DEBUG ? 'debug' : 'warn'));
@@ -18,4 +19,14 @@ export async function tempDir(prefix = 'tiu-test-'): Promise<{ path: string } & 
       await rm(path, { recursive: true, force: true });
     },
   };
+}
+
+/** The TiuError code `f` throws, 'not a TiuError' for anything else, undefined when it returns. */
+export function errorCodeOf(f: () => unknown): string | undefined {
+  try {
+    f();
+  } catch (e) {
+    return e instanceof TiuError ? e.code : 'not a TiuError';
+  }
+  return undefined;
 }
