@@ -52,6 +52,8 @@ const each = (f: (block: Buffer) => Buffer) => () => {
   for (let i = 0; i < data.length / B; i++) f(data.subarray(i * B, (i + 1) * B));
 };
 rows.push(['crypto.hash one-shot on reused salt||block', await best(data.length, each((b) => (b.copy(scratch, 32), hash('sha256', scratch, 'buffer'))))]);
+const digests = Buffer.alloc(32);
+rows.push(['crypto.hash one-shot, binary string result written out', await best(data.length, each((b) => (b.copy(scratch, 32), digests.write(hash('sha256', scratch, 'binary'), 0, 32, 'latin1'), digests)))]);
 rows.push(['createHash().update(salt).update(block)', await best(data.length, each((b) => createHash('sha256').update(salt).update(b).digest()))]);
 rows.push(['copy() of a pre-salted hash state', await best(data.length, each((b) => salted.copy().update(b).digest()))]);
 const hasher = createBlockHasher(salt, B);

@@ -302,3 +302,28 @@ describe('computeHashTree rejects', () => {
     expect((await stat(file)).size).toBe(4 * B); // nothing written
   });
 });
+
+describe('BlockHasher.digestAll (digests written as latin1 strings)', () => {
+  it('equals sha256(salt || block) for every block, into a Buffer or a Uint8Array view, at an offset', async () => {
+    const { createHash } = await import('node:crypto');
+    const { createBlockHasher } = await import('../src/tiu/verity/hash.ts');
+    const salt = randomBytes(32);
+    const blocks = 512; // 16 KiB of digests: every byte value appears many times over
+    const data = randomBytes(blocks * B);
+    const want = Buffer.concat(Array.from({ length: blocks }, (_, i) => createHash('sha256').update(salt).update(data.subarray(i * B, (i + 1) * B)).digest()));
+    const seen = new Set(want);
+    expect(seen.size).toBe(256);
+    const h = createBlockHasher(salt, B);
+    const out = Buffer.alloc(32 + blocks * 32, 0xee);
+    h.digestAll(data, out, 32);
+    expect(out.subarray(0, 32).every((b) => b === 0xee)).toBe(true);
+    expect(out.subarray(32).equals(want)).toBe(true);
+    // A Uint8Array view into a larger buffer (as the workers' digest lists arrive).
+    const backing = new ArrayBuffer(64 + blocks * 32);
+    const view = new Uint8Array(backing, 64, blocks * 32);
+    h.digestAll(data, view);
+    expect(Buffer.from(view).equals(want)).toBe(true);
+    expect(new Uint8Array(backing, 0, 64).every((b) => b === 0)).toBe(true);
+    expect(h.digest(data.subarray(0, B)).equals(want.subarray(0, 32))).toBe(true);
+  });
+});

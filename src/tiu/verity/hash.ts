@@ -1,10 +1,14 @@
 /**
  * Salted block hashing as dm-verity format version 1 does it: digest = sha256(salt || block).
  *
- * Measured on this machine (Node 24, 4096-byte blocks, one core): one-shot `crypto.hash` over a
- * reused salt||block buffer 1179 MB/s; `createHash().update(salt).update(block).digest()`
- * 1083 MB/s; `copy()` of a pre-salted hash state 1055 MB/s. The one-shot wins: per-call
- * overhead (~0.7 µs), not the copy of 4 KiB, is what separates Node from `openssl speed`.
+ * Per-call overhead, not the copy of 4 KiB, is what separates Node from `openssl speed`, and
+ * most of it is making the result: one-shot `crypto.hash` costs ~1-1.5 µs more per call when it
+ * returns a Buffer than when it returns a 'binary' (latin1) string, a one-byte string V8 makes
+ * cheaply, for a 4096-byte block that takes ~2.5 µs to hash. So the bulk path asks for a binary
+ * string and writes its 32 characters straight into the digest list as latin1 (one byte per
+ * character: exact for every byte value). Measured on this machine (Node 24, 4096-byte blocks,
+ * one core): 1,410-1,490 MB/s, against 1,076 MB/s with Buffer results and 1,543-1,649 MB/s for
+ * `openssl speed` (87-93%).
  */
 import { hash } from 'node:crypto';
 import { SHA256_SIZE } from './layout.ts';
@@ -34,8 +38,10 @@ export function createBlockHasher(salt: Uint8Array, blockSize: number): BlockHas
       if (!Number.isInteger(count) || outOffset + count * SHA256_SIZE > out.length) {
         throw new RangeError(`cannot hash ${src.length} bytes into ${out.length - outOffset} bytes of digests`);
       }
+      const dst = Buffer.isBuffer(out) ? out : Buffer.from(out.buffer, out.byteOffset, out.byteLength);
       for (let i = 0; i < count; i++) {
-        out.set(digest(src.subarray(i * blockSize, (i + 1) * blockSize)), outOffset + i * SHA256_SIZE);
+        scratch.set(src.subarray(i * blockSize, (i + 1) * blockSize), salt.length);
+        dst.write(hash('sha256', scratch, 'binary'), outOffset + i * SHA256_SIZE, SHA256_SIZE, 'latin1');
       }
     },
   };

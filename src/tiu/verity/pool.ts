@@ -43,12 +43,12 @@ function run(position, length) {
     done += n;
   }
   const count = length / blockSize;
-  const digests = new Uint8Array(count * 32);
+  const digests = Buffer.allocUnsafeSlow(count * 32);
   for (let i = 0; i < count; i++) {
     scratch.set(buf.subarray(i * blockSize, (i + 1) * blockSize), salt.length);
-    digests.set(hash('sha256', scratch, 'buffer'), i * 32);
+    digests.write(hash('sha256', scratch, 'binary'), i * 32, 32, 'latin1');
   }
-  return { ok: true, digests };
+  return { ok: true, digests: new Uint8Array(digests.buffer, 0, count * 32) };
 }
 parentPort.on('message', ({ position, length }) => {
   let reply;
