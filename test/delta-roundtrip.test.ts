@@ -144,7 +144,11 @@ describe('delta on the tree with every file type', () => {
     const r = await cli(['extract', delta, '--root', dev.root, ...kr(), '--json']);
     expect(r.exitCode, r.stderr).toBe(0);
     const res = JSON.parse(r.stdout);
-    expect(res).toMatchObject({ number: 2, version: '2.0', verification: 'signed-index', madeDefault: true });
+    expect(res).toMatchObject({ number: 2, version: '2.0', verification: 'signed-index', madeDefault: true, trustedBaseIndex: true });
+    // A trusted base (read-only, generation as sealed): the old files the delta builds on are not
+    // hashed first (each rebuilt file is still hashed against the new signed index).
+    expect(res.deltaBase.files).toBeGreaterThan(0);
+    expect(res.deltaBase.hashed).toBe(0);
     const snap2 = join(dev.root, '.snapshots/2/snapshot');
     expect(await expectSnapshotEquals(sys, snap2, v2Index)).toBeGreaterThan(40);
     // The recorded image is v2's: the signed manifest verbatim and the index.
@@ -317,6 +321,9 @@ describe('delta on the real Debian v1 -> v2 update', () => {
     const res = JSON.parse(t.stdout);
     // Number 2 went to the snapshot the failed attempt discarded.
     expect(res).toMatchObject({ number: 3, version: '2.0', verification: 'signed-index', trustedBaseIndex: false });
+    // Not trusted (its generation moved): every old file the delta builds on was hashed first.
+    expect(res.deltaBase.files).toBeGreaterThan(0);
+    expect(res.deltaBase.hashed).toBe(res.deltaBase.files);
     expect(await snapshotNumbers(dev.root)).toEqual([1, 3]);
     expect(await expectSnapshotEquals(sys, join(dev.root, '.snapshots/3/snapshot'), v2Index)).toBeGreaterThan(5000);
   }, 900_000); // two extracts and a hash of every file of the 160 MB tree: minutes on a loaded machine

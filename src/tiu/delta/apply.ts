@@ -46,10 +46,21 @@ export interface DeltaSource extends ContentSource {
   /** A directory holding the rebuilt index at INDEX_PATH (as a mounted image would). */
   indexRoot: string;
   oldIndex: IndexEntry[];
-  /** Hashes every old file the plan's writes need; throws DELTA_BASE_MODIFIED naming the first that differs. */
-  precheck(plan: ApplyPlan): Promise<{ checked: number }>;
+  /**
+   * Checks every old file the plan's writes need against the old index before anything is written;
+   * throws DELTA_BASE_MODIFIED naming the first that differs. On a trusted base (read-only, btrfs
+   * generation as tiu recorded it when sealing: see isBaseTrusted) nothing in it can differ from its
+   * recorded index, so nothing is hashed, as a trusted full extract reads no unchanged file.
+   */
+  precheck(plan: ApplyPlan, o: { baseTrusted: boolean }): Promise<DeltaBaseCheck>;
   /** Closes the files it keeps open (the unpacked bsdiff streams). */
   close(): Promise<void>;
+}
+
+/** What the precheck did: old files the update builds on, and how many of them it hashed. */
+export interface DeltaBaseCheck {
+  files: number;
+  hashed: number;
 }
 
 /** A content of the delta with its digest, size and base resolved through the two indexes. */
@@ -302,13 +313,13 @@ async function deltaSource(
     } catch {
       throw modified(s);
     }
-    // (hashed again unless the precheck did: the base snapshot is read-only, and every file
-    // rebuilt from it is hashed against the new index anyway)
+    // (hashed again unless the precheck checked it: the base snapshot is read-only, and every
+    // file rebuilt from it is hashed against the new index anyway)
     if (b.length !== s.size || (!verified.has(s.path) && createHash('sha256').update(b).digest('hex') !== s.sha256)) throw modified(s);
     return b;
   };
 
-  /** Old files the precheck hashed and found equal to the old index. */
+  /** Old files the precheck found equal to the old index (hashed, or on a trusted base). */
   const verified = new Set<string>();
   /** Small patches decode side by side (a dictionary and window of at most a few MiB each); large ones one at a time. */
   const small = (c: Resolved, base: IndexEntry) => c.size <= SMALL_PATCH && (base.size ?? 0) <= SMALL_PATCH;
@@ -423,7 +434,7 @@ async function deltaSource(
     async close() {
       await closeStreams();
     },
-    async precheck(plan) {
+    async precheck(plan, check) {
       const need = new Map<string, IndexEntry>();
       for (const ch of plan.changes) {
         if (ch.op !== 'write') continue;
@@ -431,6 +442,10 @@ async function deltaSource(
         if (c?.method === 'zstd') continue;
         const s = oldFile(c ? c.base! : ch.entry.sha256!);
         need.set(s.path, s);
+      }
+      if (check.baseTrusted) {
+        for (const p of need.keys()) verified.add(p);
+        return { files: need.size, hashed: 0 };
       }
       // A few at a time: most are small, and one await chain per file would serialize them.
       const list = [...need.values()];
@@ -449,7 +464,7 @@ async function deltaSource(
         }
       };
       await Promise.all(Array.from({ length: Math.min(4, list.length) }, worker));
-      return { checked: need.size };
+      return { files: need.size, hashed: need.size };
     },
   };
 }

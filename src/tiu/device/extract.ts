@@ -26,6 +26,7 @@ import { formatPlan } from '../../etc-merge/report.ts';
 import { prepareBoot, activateBoot } from './boot.ts';
 import { checkDowngrade } from './downgrade.ts';
 import type { ProbeCounts } from './trusted.ts';
+import type { DeltaBaseCheck } from '../delta/apply.ts';
 
 export interface ExtractOptions {
   archive: string;
@@ -51,6 +52,8 @@ export interface ExtractResult {
   trustedBaseIndex: boolean;
   /** How the base's state was read: from its trusted index (only differing paths lstat'ed), or a full scan. */
   probe: ProbeCounts;
+  /** A delta: the base files it builds on, and how many were hashed before writing (none on a trusted base). */
+  deltaBase?: DeltaBaseCheck;
   etc?: EtcStepResult['report'];
   /** The dry run's listing (tree step, then /etc). */
   planLines?: string[];
@@ -128,7 +131,7 @@ export async function extract(dev: Device, o: ExtractOptions): Promise<ExtractRe
   mark('plan');
   const total = plan.apply.stats.writtenBytes || 1;
   // A delta builds on the base's files: check them all before writing any.
-  await image.content?.precheck(plan.apply);
+  const deltaBase = await image.content?.precheck(plan.apply, { baseTrusted: trusted });
   const exec = await executePlan(plan.apply, {
     sys,
     imageRoot: image.imageRoot,
@@ -175,6 +178,7 @@ export async function extract(dev: Device, o: ExtractOptions): Promise<ExtractRe
     verification: image.verification,
     trustedBaseIndex: trusted,
     probe: plan.probe,
+    deltaBase,
     etc: etc.report,
     etcPlan: formatPlan(etcStep.plan),
     madeDefault: o.makeDefault,
