@@ -36,7 +36,7 @@ async function streams(oldB: Buffer, newB: Buffer, name: string) {
   return { o, raw };
 }
 
-async function patch(oldPath: string, raw: { ctrl: Buffer; diff: Buffer; extra: Buffer }, newSize: number, pad = 7): Promise<Buffer> {
+async function patch(oldPath: string, raw: { ctrl: Buffer; diff: Buffer; extra: Buffer }, newSize: number, pad = 7, inMemory = false): Promise<Buffer> {
   // Each stream sits after `pad` bytes of another file's slice, as in a grouped stream.
   const fhs = {} as Record<'ctrl' | 'diff' | 'extra', Awaited<ReturnType<typeof open>>>;
   for (const k of ['ctrl', 'diff', 'extra'] as const) {
@@ -52,7 +52,9 @@ async function patch(oldPath: string, raw: { ctrl: Buffer; diff: Buffer; extra: 
       diff: { fh: fhs.diff, offset: pad, length: raw.diff.length },
       extra: { fh: fhs.extra, offset: pad, length: raw.extra.length },
     };
-    for await (const c of bspatchStream(old, (await old.stat()).size, slices, newSize)) out.push(Buffer.from(c));
+    // The old file by window from disk, or whole in memory (as an ELF prediction is patched).
+    const src = inMemory ? await readFile(oldPath) : old;
+    for await (const c of bspatchStream(src, (await old.stat()).size, slices, newSize)) out.push(Buffer.from(c));
     return Buffer.concat(out);
   } finally {
     await old.close();
@@ -76,6 +78,8 @@ describe('bspatchStream', () => {
       const s = await streams(o, n, name);
       const got = await patch(s.o, s.raw, n.length);
       expect(got.equals(n), name).toBe(true);
+      const fromMemory = await patch(s.o, s.raw, n.length, 7, true);
+      expect(fromMemory.equals(n), `${name} (old file in memory)`).toBe(true);
     }
   });
 
@@ -84,9 +88,11 @@ describe('bspatchStream', () => {
     const n = Buffer.concat([o.subarray(0, 150_000), randomBytes(10_000), o.subarray(150_000)]);
     const s = await streams(o, n, 'bad');
     const expectCorrupt = async (raw: typeof s.raw, size = n.length) => {
-      const e = await patch(s.o, raw, size).then(() => undefined, (x: unknown) => x);
-      expect(e).toBeInstanceOf(TiuError);
-      expect((e as TiuError).code).toBe('DELTA_CORRUPT');
+      for (const inMemory of [false, true]) {
+        const e = await patch(s.o, raw, size, 7, inMemory).then(() => undefined, (x: unknown) => x);
+        expect(e).toBeInstanceOf(TiuError);
+        expect((e as TiuError).code).toBe('DELTA_CORRUPT');
+      }
     };
     await expectCorrupt(s.raw, n.length + 1);
     await expectCorrupt(s.raw, n.length - 1);

@@ -372,8 +372,9 @@ async function deltaSource(
       }
       if (c?.method === 'bsdiff-elf') {
         const base = oldFile(c.base!);
-        // The old file with its addresses moved by the delta's map (in memory, at most
-        // PATCH_MAX_BYTES), written to the work directory for bspatch's random reads; one at a time.
+        // The old file with its addresses moved by the delta's map, made in memory (the old file
+        // and the prediction: at most twice PATCH_MAX_BYTES) and patched from there (the old file
+        // is dropped first); one at a time.
         return oneAtATime(async function* () {
           let map: Buffer;
           try {
@@ -381,22 +382,14 @@ async function deltaSource(
           } catch (e) {
             throw new TiuError('DELTA_CORRUPT', `cannot decode the ELF address map of ${what} from the delta: ${(e as Error).message}`, { hint: 'use the full image' });
           }
-          const file = join(o.workDir, `elf-${c.sha256}`);
-          // (not held while patching: bspatch reads the file by window)
-          await writeFile(file, predictElf(await readOld(base), decodeElfMap(map)), { mode: 0o600 });
-          const fh = await open(file, 'r');
-          try {
-            const streams = (await streamsP)!;
-            const at = c.bsdiff!;
-            yield* bspatchStream(fh, (await fh.stat()).size, {
-              ctrl: { fh: streams.ctrl, ...at.ctrl },
-              diff: { fh: streams.diff, ...at.diff },
-              extra: { fh: streams.extra, ...at.extra },
-            }, c.size);
-          } finally {
-            await fh.close();
-            await rm(file, { force: true });
-          }
+          const predicted = predictElf(await readOld(base), decodeElfMap(map));
+          const streams = (await streamsP)!;
+          const at = c.bsdiff!;
+          yield* bspatchStream(predicted, predicted.length, {
+            ctrl: { fh: streams.ctrl, ...at.ctrl },
+            diff: { fh: streams.diff, ...at.diff },
+            extra: { fh: streams.extra, ...at.extra },
+          }, c.size);
         });
       }
       if (c?.method === 'gzip-patch') {

@@ -8,7 +8,8 @@
  * parts do): the diff streams of many binaries share a lot, per-file bzip2 does not see it.
  *
  * {@link bspatchStream} rebuilds one file from its slices of the three streams and random reads of
- * the old file, in bounded memory (256 KiB chunks); the old file is never held whole.
+ * the old file, in bounded memory (256 KiB chunks); an old file on disk is never held whole (an
+ * ELF prediction, made in memory, is patched from there).
  */
 import type { FileHandle } from 'node:fs/promises';
 import { TiuError } from '../../core/errors.ts';
@@ -144,18 +145,36 @@ class WindowReader {
   }
 }
 
+/** The old file already in memory (an ELF prediction): added from directly, no reads. */
+class MemoryOld {
+  private readonly b: Uint8Array;
+  constructor(b: Uint8Array) {
+    this.b = b;
+  }
+
+  release(): void {}
+
+  /** As {@link WindowReader.addInto}. */
+  async addInto(out: Buffer, pos: number, n: number): Promise<void> {
+    const start = Math.max(0, pos);
+    const end = Math.min(this.b.length, pos + n);
+    const b = this.b;
+    for (let j = start; j < end; j++) out[j - pos] = (out[j - pos]! + b[j]!) & 0xff;
+  }
+}
+
 /**
- * Yields the new file built from `old` (random reads; bytes outside it count as zero, as in
- * bspatch) and the file's slices of the three streams. Each chunk is valid until the next one is
+ * Yields the new file built from `old` (a file read by window, or bytes in memory; bytes outside
+ * it count as zero, as in bspatch) and the file's slices of the three streams. Each chunk is valid until the next one is
  * asked for (one buffer is reused): copy it to keep it. Throws DELTA_CORRUPT unless the control
  * triples consume exactly the slices and produce exactly `newSize` bytes.
  */
-export async function* bspatchStream(old: FileHandle, oldSize: number, s: BsdiffSlices, newSize: number): AsyncGenerator<Uint8Array> {
+export async function* bspatchStream(old: FileHandle | Uint8Array, oldSize: number, s: BsdiffSlices, newSize: number): AsyncGenerator<Uint8Array> {
   if (s.ctrl.length % CTRL_TRIPLE !== 0) throw corrupt('a bsdiff control slice is not whole triples');
   const ctrl = new SliceReader(s.ctrl.fh, s.ctrl.offset, s.ctrl.length);
   const diff = new SliceReader(s.diff.fh, s.diff.offset, s.diff.length);
   const extra = new SliceReader(s.extra.fh, s.extra.offset, s.extra.length);
-  const oldFile = new WindowReader(old, oldSize);
+  const oldFile = old instanceof Uint8Array ? new MemoryOld(old.subarray(0, Math.min(oldSize, old.length))) : new WindowReader(old, oldSize);
   // Output is gathered into chunks (short runs are many), one buffer reused: the consumer is done
   // with a chunk before it asks for the next.
   const out = BUFFERS.take();
@@ -167,7 +186,7 @@ export async function* bspatchStream(old: FileHandle, oldSize: number, s: Bsdiff
   }
 }
 
-async function* patch(ctrl: SliceReader, diff: SliceReader, extra: SliceReader, oldFile: WindowReader, out: Buffer, s: BsdiffSlices, newSize: number): AsyncGenerator<Uint8Array> {
+async function* patch(ctrl: SliceReader, diff: SliceReader, extra: SliceReader, oldFile: WindowReader | MemoryOld, out: Buffer, s: BsdiffSlices, newSize: number): AsyncGenerator<Uint8Array> {
   const triple = Buffer.alloc(CTRL_TRIPLE);
   let outLen = 0;
   let newPos = 0;
