@@ -58,8 +58,10 @@ const MAX_SEGMENTS = 1 << 20;
 
 function num(b: Buffer, at: number): number | undefined {
   if (at < 0 || at + 8 > b.length) return undefined;
-  const v = b.readBigUInt64LE(at);
-  return v <= BigInt(Number.MAX_SAFE_INTEGER) ? Number(v) : undefined;
+  // Two 32-bit halves instead of a BigInt (this runs for every relocation and symbol):
+  // at most 2^53 - 1 exactly when the high half is at most 2^21 - 1.
+  const hi = b.readUInt32LE(at + 4);
+  return hi <= 0x1fffff ? hi * 0x1_0000_0000 + b.readUInt32LE(at) : undefined;
 }
 
 /** The load segments and sections of a little-endian ELF64 x86-64 file, or undefined. */
@@ -307,10 +309,16 @@ export function decodeElfMap(b: Buffer): ElfMap {
   return { addr: lists[0]!, sym: lists[1]! };
 }
 
+/** A 256-entry membership table for byte values (a lookup per code byte, not a Set's hash). */
+function byteSet(values: readonly number[]): Uint8Array {
+  const t = new Uint8Array(256);
+  for (const v of values) t[v] = 1;
+  return t;
+}
 /** One-byte opcodes whose ModRM byte may select a RIP-relative operand (mov, lea, cmp, add, ...). */
-const RIP_OPS = new Set([0x8b, 0x8d, 0x89, 0x3b, 0x39, 0x03, 0x2b, 0x33, 0x0b, 0x23, 0x85, 0x63, 0xff, 0xc7, 0x81, 0x83, 0x80, 0xc6, 0x88, 0x8a, 0x3a, 0x38, 0x84, 0xf6, 0xf7, 0x87, 0x01, 0x29, 0x31, 0x09, 0x21, 0x13, 0x1b]);
+const RIP_OPS = byteSet([0x8b, 0x8d, 0x89, 0x3b, 0x39, 0x03, 0x2b, 0x33, 0x0b, 0x23, 0x85, 0x63, 0xff, 0xc7, 0x81, 0x83, 0x80, 0xc6, 0x88, 0x8a, 0x3a, 0x38, 0x84, 0xf6, 0xf7, 0x87, 0x01, 0x29, 0x31, 0x09, 0x21, 0x13, 0x1b]);
 /** The same after 0x0f (SSE moves, movzx/movsx, prefetch, ...). */
-const RIP_OPS_0F = new Set([0x10, 0x11, 0x28, 0x29, 0x6f, 0x7f, 0xb6, 0xb7, 0xbe, 0xbf, 0x2e, 0x2f, 0x54, 0x57, 0x58, 0x59, 0x5c, 0x5e, 0xef, 0xd6, 0x7e, 0x6e, 0x12, 0x16, 0x13, 0x17, 0xdb, 0xeb, 0xfe, 0xd4, 0x38, 0x3a, 0x1f, 0x18, 0x0d]);
+const RIP_OPS_0F = byteSet([0x10, 0x11, 0x28, 0x29, 0x6f, 0x7f, 0xb6, 0xb7, 0xbe, 0xbf, 0x2e, 0x2f, 0x54, 0x57, 0x58, 0x59, 0x5c, 0x5e, 0xef, 0xd6, 0x7e, 0x6e, 0x12, 0x16, 0x13, 0x17, 0xdb, 0xeb, 0xfe, 0xd4, 0x38, 0x3a, 0x1f, 0x18, 0x0d]);
 
 /**
  * Code: rel32 operands of call, jmp, jcc and RIP-relative ModRM operands, found by their opcode
@@ -324,7 +332,7 @@ function predictCode(b: Buffer, s: Section, M: (v: number) => number | undefined
     let p = -1;
     if (c === 0xe8 || c === 0xe9) p = i + 1;
     else if (c === 0x0f && b[i + 1]! >= 0x80 && b[i + 1]! <= 0x8f) p = i + 2;
-    else if ((c & 0xc7) === 0x05 && i > s.off && (RIP_OPS.has(b[i - 1]!) || (i - 2 >= s.off && b[i - 2] === 0x0f && RIP_OPS_0F.has(b[i - 1]!)))) p = i + 1;
+    else if ((c & 0xc7) === 0x05 && i > s.off && (RIP_OPS[b[i - 1]!] === 1 || (i - 2 >= s.off && b[i - 2] === 0x0f && RIP_OPS_0F[b[i - 1]!] === 1))) p = i + 1;
     if (p >= 0 && p + 4 <= end) {
       const d = b.readInt32LE(p);
       const from = s.addr + (p - s.off) + 4;
@@ -378,8 +386,10 @@ function predictJumpTables(b: Buffer, e: Elf, M: (v: number) => number | undefin
   }
 }
 
+/** Writes `v` (0 <= v <= 2^53 - 1, as M and num give) as a little-endian u64, in two halves. */
 function writeU64(b: Buffer, at: number, v: number): void {
-  b.writeBigUInt64LE(BigInt(v), at);
+  b.writeUInt32LE(v % 0x1_0000_0000, at);
+  b.writeUInt32LE(Math.floor(v / 0x1_0000_0000), at + 4);
 }
 
 /**
