@@ -14,7 +14,7 @@
  */
 import { createHash } from 'node:crypto';
 import { constants } from 'node:fs';
-import { mkdir, open, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { mkdir, open, readFile, stat, writeFile } from 'node:fs/promises';
 import { createWriteStream } from 'node:fs';
 import { pipeline } from 'node:stream/promises';
 import type { System } from '../../core/system.ts';
@@ -372,9 +372,8 @@ async function deltaSource(
       }
       if (c?.method === 'bsdiff-elf') {
         const base = oldFile(c.base!);
-        // The old file with its addresses moved by the delta's map, made in memory (the old file
-        // and the prediction: at most twice PATCH_MAX_BYTES) and patched from there (the old file
-        // is dropped first); one at a time.
+        // The old file with its addresses moved by the delta's map: read whole (at most
+        // PATCH_MAX_BYTES), rewritten in place and patched from memory; one at a time.
         return oneAtATime(async function* () {
           let map: Buffer;
           try {
