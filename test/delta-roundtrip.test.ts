@@ -117,6 +117,23 @@ async function resignWithElfMap(delta: string, out: string, mutate: (m: ElfMap) 
   return items[k]!.entry;
 }
 
+/**
+ * `delta` with one byte in the middle of its packed (xz) bsdiff `kind` stream flipped, body digest
+ * and envelope signature made again with the vendor key: a generator that wrote a broken stream.
+ */
+async function resignWithDamagedStream(delta: string, out: string, kind: 'ctrl' | 'diff' | 'extra'): Promise<void> {
+  const bytes = Buffer.from(await readFile(delta));
+  await using d = await openDelta(delta, { keyringPem: A.keyringPem });
+  const st = d.header.bsdiff![kind];
+  bytes[d.blobBase + st.offset + Math.floor(st.size / 2)]! ^= 0x55;
+  const body = bytes.subarray(0, d.envelope.body.size);
+  const envelope = serializeEnvelope({ ...d.envelope, body: { size: body.length, sha256: createHash('sha256').update(body).digest('hex') } });
+  const sig = signManifest({ content: envelope, keyPem: await readFile(A.keys.signingKey, 'utf8'), certPem: await readFile(A.keys.signingCert, 'utf8'), signingTime: new Date() });
+  const trailer = Buffer.alloc(8);
+  trailer.writeBigUInt64BE(BigInt(sig.length));
+  await writeFile(out, Buffer.concat([body, sig, trailer]));
+}
+
 /** The index inside an archive's verified image. */
 async function indexOfArchive(archive: string): Promise<IndexEntry[]> {
   const { openArchive } = await import('../src/tiu/archive/open.ts');
@@ -281,6 +298,16 @@ describe('delta on the real Debian v1 -> v2 update', () => {
     expect(r.stderr).toMatch(/\[DELTA_CORRUPT\]/);
     expect(r.stderr).not.toMatch(/^\s+at /m);
     expect(await snapshotNumbers(dev.root)).toEqual([1]);
+    // A broken xz stream (re-signed): the one xz run names the stream it could not unpack.
+    for (const kind of ['diff', 'extra'] as const) {
+      const broken = join(work, `deb-bad-${kind}.tiud`);
+      await resignWithDamagedStream(delta, broken, kind);
+      const b = await cli(['extract', broken, '--root', dev.root, ...kr()]);
+      expect(b.exitCode, b.stderr).toBe(91);
+      expect(b.stderr).toMatch(new RegExp(`cannot unpack the delta's bsdiff ${kind} stream \\(xz: .+\\).*\\[DELTA_CORRUPT\\]`));
+      expect(b.stderr).not.toMatch(/^\s+at /m);
+      expect(await snapshotNumbers(dev.root)).toEqual([1]);
+    }
   }, 900_000);
 
   it('a locally modified base file: a clear error, nothing changed; restored: the delta gives v2 exactly, peak RSS bounded', async () => {

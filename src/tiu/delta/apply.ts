@@ -124,38 +124,42 @@ export function resolveContents(h: Header, target: readonly IndexEntry[], oldInd
 const MAX_STREAM = 4 * 1024 * 1024 * 1024;
 
 /**
- * Unpacks the three xz-compressed bsdiff streams into files of `workDir` (xz, side by side, each
- * in its own process: about 9 MiB for the 8 MiB dictionary) and opens them. Each must unpack to the
- * sum of its slices exactly.
+ * Unpacks the three xz-compressed bsdiff streams into files of `workDir` (one xz process for the
+ * three, one after another: about 9 MiB for the 8 MiB dictionary; the control and extra streams
+ * are small, and a child process costs the main thread more than they take) and opens them. Each
+ * must unpack to the sum of its slices exactly.
  */
 async function unpackBsdiffStreams(sys: System, delta: OpenedDelta, workDir: string): Promise<Record<'ctrl' | 'diff' | 'extra', FileHandle>> {
   const totals = contentTotals(delta.header.contents.items);
   const out: Partial<Record<'ctrl' | 'diff' | 'extra', FileHandle>> = {};
+  const kinds = ['ctrl', 'diff', 'extra'] as const;
   try {
-    // The three side by side (two cores; the diff stream is most of the work); all settle
-    // before a failure is thrown, so that the handles opened are closed below.
-    const settled = await Promise.allSettled(
-      (['ctrl', 'diff', 'extra'] as const).map(async (k) => {
-        const b = delta.header.bsdiff![k];
-        const packed = join(workDir, `bsdiff-${k}.xz`);
-        await pipeline(Readable.from(range(delta.fh, delta.blobBase + b.offset, b.size)), createWriteStream(packed, { mode: 0o600 }));
-        const r = await sys.run('xz', ['-d', '-q', '-T1', '--memlimit-decompress=64MiB', packed], { allowFailure: true });
-        if (r.exitCode !== 0) throw new TiuError('DELTA_CORRUPT', `cannot unpack the delta's bsdiff ${k} stream (xz: ${r.stderr.trim().split('\n').pop() ?? r.exitCode})`, { hint: 'use the full image' });
-        const file = join(workDir, `bsdiff-${k}`);
-        if (k === 'ctrl') {
-          // Travels as varint columns (encodeCtrl); decoded in memory, bounded by the header's total.
-          const triples = totals.ctrl / 24;
-          if (!Number.isInteger(triples) || totals.ctrl > MAX_CTRL_BYTES) throw new TiuError('DELTA_FORMAT', `the delta's bsdiff control stream is ${totals.ctrl} bytes: not whole triples or too large`, { hint: 'use the full image' });
-          if ((await stat(file)).size > triples * 30) throw new TiuError('DELTA_CORRUPT', "the delta's bsdiff control stream unpacks to more bytes than its triples take", { hint: 'use the full image' });
-          await writeFile(file, decodeCtrl(await readFile(file), triples), { mode: 0o600 });
-        }
-        const fh = await open(file, 'r');
-        out[k] = fh;
-        const size = (await fh.stat()).size;
-        if (size !== totals[k] || size > MAX_STREAM) throw new TiuError('DELTA_CORRUPT', `the delta's bsdiff ${k} stream unpacks to ${size} bytes, its header says ${totals[k]}`, { hint: 'use the full image' });
-      }),
-    );
-    for (const r of settled) if (r.status === 'rejected') throw r.reason;
+    const packed = (k: string) => join(workDir, `bsdiff-${k}.xz`);
+    await Promise.all(kinds.map((k) => {
+      const b = delta.header.bsdiff![k];
+      return pipeline(Readable.from(range(delta.fh, delta.blobBase + b.offset, b.size)), createWriteStream(packed(k), { mode: 0o600 }));
+    }));
+    const r = await sys.run('xz', ['-d', '-q', '-T1', '--memlimit-decompress=64MiB', ...kinds.map(packed)], { allowFailure: true });
+    if (r.exitCode !== 0) {
+      // xz names the file it could not unpack: say which stream.
+      const line = r.stderr.trim().split('\n').pop() ?? String(r.exitCode);
+      const k = kinds.find((x) => line.includes(`bsdiff-${x}.xz`)) ?? kinds.join('/');
+      throw new TiuError('DELTA_CORRUPT', `cannot unpack the delta's bsdiff ${k} stream (xz: ${line.replace(/^xz: /, '').replace(`${packed(k)}: `, '')})`, { hint: 'use the full image' });
+    }
+    for (const k of kinds) {
+      const file = join(workDir, `bsdiff-${k}`);
+      if (k === 'ctrl') {
+        // Travels as varint columns (encodeCtrl); decoded in memory, bounded by the header's total.
+        const triples = totals.ctrl / 24;
+        if (!Number.isInteger(triples) || totals.ctrl > MAX_CTRL_BYTES) throw new TiuError('DELTA_FORMAT', `the delta's bsdiff control stream is ${totals.ctrl} bytes: not whole triples or too large`, { hint: 'use the full image' });
+        if ((await stat(file)).size > triples * 30) throw new TiuError('DELTA_CORRUPT', "the delta's bsdiff control stream unpacks to more bytes than its triples take", { hint: 'use the full image' });
+        await writeFile(file, decodeCtrl(await readFile(file), triples), { mode: 0o600 });
+      }
+      const fh = await open(file, 'r');
+      out[k] = fh;
+      const size = (await fh.stat()).size;
+      if (size !== totals[k] || size > MAX_STREAM) throw new TiuError('DELTA_CORRUPT', `the delta's bsdiff ${k} stream unpacks to ${size} bytes, its header says ${totals[k]}`, { hint: 'use the full image' });
+    }
     return out as Record<'ctrl' | 'diff' | 'extra', FileHandle>;
   } catch (e) {
     for (const fh of Object.values(out)) await fh.close().catch(() => {});
