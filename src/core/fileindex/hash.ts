@@ -4,7 +4,7 @@
  * Reads files; writes nothing.
  */
 import { createHash } from 'node:crypto';
-import { closeSync, constants, openSync, readSync } from 'node:fs';
+import { closeSync, constants, fstatSync, openSync, readSync } from 'node:fs';
 import { open, type FileHandle } from 'node:fs/promises';
 import { TiuError } from '../errors.ts';
 import { displayPath } from './types.ts';
@@ -56,6 +56,51 @@ export async function hashFile(it: WalkItem, buf: Buffer): Promise<string> {
     throw err instanceof TiuError ? err : cannotRead(it.path, err);
   } finally {
     await fh.close();
+  }
+}
+
+function openForHashSync(abs: Buffer): number {
+  const flags = constants.O_RDONLY | constants.O_NOFOLLOW;
+  try {
+    return openSync(abs, flags | constants.O_NOATIME);
+  } catch (err) {
+    if ((err as { code?: string }).code !== 'EPERM') throw err;
+    return openSync(abs, flags);
+  }
+}
+
+/**
+ * {@link hashFile} without the event loop, for small files (a tree's thousands of files under a
+ * few hundred KiB): open, read, fstat and close as four promises each through libuv's thread pool
+ * cost more than the calls themselves (Debian's 5,317 files: ~0.65 s of a 1.45 s scan). The same
+ * checks: the lstat'ed inode, unchanged while read.
+ */
+export function hashFileSync(it: WalkItem, buf: Buffer): string {
+  const size = it.st.size;
+  if (size === 0n) return EMPTY_SHA256;
+  let fd: number;
+  try {
+    fd = openForHashSync(it.abs);
+  } catch (err) {
+    throw cannotRead(it.path, err);
+  }
+  try {
+    const h = createHash('sha256');
+    const total = Number(size);
+    let pos = 0;
+    while (pos < total) {
+      const n = readSync(fd, buf, 0, Math.min(buf.length, total - pos), pos);
+      if (n === 0) break;
+      h.update(buf.subarray(0, n));
+      pos += n;
+    }
+    const after = fstatSync(fd, { bigint: true });
+    if (pos !== total || after.ino !== it.st.ino || after.dev !== it.st.dev || after.size !== size || after.mtimeNs !== it.st.mtimeNs) throw changed(it.path);
+    return h.digest('hex');
+  } catch (err) {
+    throw err instanceof TiuError ? err : cannotRead(it.path, err);
+  } finally {
+    closeSync(fd);
   }
 }
 

@@ -12,7 +12,7 @@ import type { System } from '../system.ts';
 import { displayPath, type EntryType, type IndexEntry } from './types.ts';
 import { walkTree, type WalkItem, type WalkOptions } from './walk.ts';
 import { listXattrs, type Xattrs } from './xattrs.ts';
-import { changed, hashFile, limiter } from './hash.ts';
+import { changed, hashFile, hashFileSync, limiter } from './hash.ts';
 
 export interface ScanOptions extends WalkOptions {
   /** Called (at most every 100 ms, and once at the end) with entries emitted so far and bytes hashed. */
@@ -39,6 +39,12 @@ export interface ScanStats {
 const XATTR_BATCH = 2048;
 const WINDOW = 3 * XATTR_BATCH;
 const READ_BUFFER = 1024 * 1024;
+/**
+ * Files up to this size are hashed synchronously in one read (thread-pool round trips cost more
+ * than the read itself); larger ones asynchronously, several at once, so that reads of a cold
+ * tree overlap.
+ */
+const SYNC_HASH_MAX = 256 * 1024;
 
 export function entryType(st: BigIntStats): EntryType | undefined {
   if (st.isFile()) return 'file';
@@ -110,6 +116,7 @@ export async function* scanTree(sys: System, root: string, options: ScanOptions 
   const hashing = limiter(Math.max(1, options.hashConcurrency ?? 8));
   const wantHash = options.hash ?? true;
   const buffers: Buffer[] = [];
+  const syncBuffer = Buffer.allocUnsafe(SYNC_HASH_MAX);
   /** (dev:ino) -> the leader's entry and how many more members to expect. */
   const groups = new Map<string, { entry: IndexEntry; remaining: bigint }>();
   /** Slots in tree order, from `head` on not yet emitted (compacted now and then). */
@@ -171,7 +178,18 @@ export async function* scanTree(sys: System, root: string, options: ScanOptions 
         slot.follows = key;
       } else {
         if (key !== undefined) groups.set(key, { entry: slot.entry, remaining: it.st.nlink - 1n });
-        if (it.st.isFile() && (typeof wantHash === 'boolean' ? wantHash : wantHash(slot.entry))) {
+        const hashIt = it.st.isFile() && (typeof wantHash === 'boolean' ? wantHash : wantHash(slot.entry));
+        if (hashIt && it.st.size <= SYNC_HASH_MAX) {
+          // (a failure is kept for its turn in tree order, as the asynchronous ones are)
+          try {
+            slot.hash = Promise.resolve(hashFileSync(it, syncBuffer));
+            stats.filesHashed++;
+            stats.bytesHashed += Number(it.st.size);
+          } catch (err) {
+            slot.hash = Promise.reject(err);
+            slot.hash.catch(swallow);
+          }
+        } else if (hashIt) {
           slot.hash = hashing.run(async () => {
             const buf = buffers.pop() ?? Buffer.allocUnsafe(READ_BUFFER);
             try {

@@ -3,8 +3,8 @@
  * yielding each path with its lstat (bigint) and, for symlinks, the raw target. Reads the file
  * system; memory holds the sorted children of each directory on the current path.
  */
-import { lstat, readdir, readlink, stat } from 'node:fs/promises';
-import type { BigIntStats } from 'node:fs';
+import { stat } from 'node:fs/promises';
+import { lstatSync, readdirSync, readlinkSync, type BigIntStats } from 'node:fs';
 import { TiuError } from '../errors.ts';
 import { bytesToPath, displayPath } from './types.ts';
 import { pathProblem, utf8Bytes } from './text.ts';
@@ -32,7 +32,6 @@ export interface WalkOptions {
 }
 
 const SLASH = Buffer.from('/');
-const LSTAT_SLICE = 256;
 
 /** A TREE_INVALID error for a path that could not be read. */
 export function cannotRead(path: string, err: unknown): TiuError {
@@ -67,30 +66,35 @@ interface Frame {
   next: number;
 }
 
-async function readChildren(dir: WalkItem, skip: WalkOptions['skip']): Promise<Child[]> {
+/**
+ * The sorted children of `dir` with their lstat. Synchronous calls: trees are scanned right after
+ * they were written (a build) or are mostly cached dentries (a snapshot, /etc), and a promise and
+ * thread-pool round trip per entry cost more than the lstat itself (Debian's 7,244 entries:
+ * ~0.25 s of a 1.4 s scan). A cold tree on a slow disk is read one entry at a time.
+ */
+function readChildren(dir: WalkItem, skip: WalkOptions['skip']): Child[] {
   let names: Buffer[];
   try {
-    names = await readdir(dir.abs, { encoding: 'buffer' });
+    names = readdirSync(dir.abs, { encoding: 'buffer' });
   } catch (err) {
     throw cannotRead(dir.path, err);
   }
   names.sort(Buffer.compare);
   const prefix = dir.path === '.' ? '' : `${dir.path}/`;
-  const kept = names.map((name) => ({ name, path: prefix + bytesToPath(name) })).filter((c) => !skip?.(c.path));
-  const one = async ({ name, path }: { name: Buffer; path: string }): Promise<Child> => {
+  const out: Child[] = [];
+  for (const name of names) {
+    const path = prefix + bytesToPath(name);
+    if (skip?.(path)) continue;
     const abs = Buffer.concat([dir.abs, SLASH, name]);
     try {
-      const st = await lstat(abs, { bigint: true });
+      const st = lstatSync(abs, { bigint: true });
       const item: WalkItem = { path, abs, st };
-      if (st.isSymbolicLink()) item.link = await readlink(abs, { encoding: 'buffer' });
-      return { name, item };
+      if (st.isSymbolicLink()) item.link = readlinkSync(abs, { encoding: 'buffer' });
+      out.push({ name, item });
     } catch (err) {
       throw cannotRead(path, err);
     }
-  };
-  // lstat in slices: enough in flight to keep the thread pool busy, bounded for huge directories.
-  const out: Child[] = [];
-  for (let i = 0; i < kept.length; i += LSTAT_SLICE) out.push(...(await Promise.all(kept.slice(i, i + LSTAT_SLICE).map(one))));
+  }
   return out;
 }
 
@@ -110,7 +114,7 @@ export async function* walkTree(root: string, options: WalkOptions = {}): AsyncG
   const descend = (it: WalkItem) =>
     it.st.isDirectory() && !excluded.has(it.path) && !(options.oneFileSystem && it.st.dev !== rootSt.dev);
   if (!descend(rootItem)) return;
-  const stack: Frame[] = [{ children: await readChildren(rootItem, options.skip), next: 0 }];
+  const stack: Frame[] = [{ children: readChildren(rootItem, options.skip), next: 0 }];
   while (stack.length > 0) {
     const top = stack[stack.length - 1]!;
     if (top.next >= top.children.length) {
@@ -121,6 +125,6 @@ export async function* walkTree(root: string, options: WalkOptions = {}): AsyncG
     // Let the finished child be collected: a directory's list can be long.
     top.children[top.next++] = undefined as unknown as Child;
     yield child.item;
-    if (descend(child.item)) stack.push({ children: await readChildren(child.item, options.skip), next: 0 });
+    if (descend(child.item)) stack.push({ children: readChildren(child.item, options.skip), next: 0 });
   }
 }
