@@ -2,6 +2,7 @@
 // Thin launcher: Node.js >= 24 runs the TypeScript sources directly (type stripping).
 // `npm run build` bundles this file with everything it imports into dist/tiu.mjs.
 import module from 'node:module';
+import os from 'node:os';
 import v8 from 'node:v8';
 
 // Keep V8's young generation at its starting size instead of letting its semi-spaces grow: tiu
@@ -9,6 +10,12 @@ import v8 from 'node:v8';
 // (146 -> 127 MiB on the Debian update) with no measurable speed-up. V8 reads this flag at each
 // growth decision, so setting it here at start-up takes effect.
 v8.setFlagsFromString('--semi-space-growth-factor=1');
+
+// libuv's thread pool (4 threads by default) starts at the first asynchronous file operation:
+// sized here, before that, to the cores there are (2 to 4). tiu's hot paths make synchronous
+// calls, and on a 2-core device 4 threads only contend with the main thread: `tiu extract` of
+// the Debian update ran ~0.1 s faster and 1.5 MiB smaller with 2. A value set by the user wins.
+process.env.UV_THREADPOOL_SIZE ??= String(Math.max(2, Math.min(4, os.availableParallelism())));
 
 const [major] = process.versions.node.split('.').map(Number);
 if (major < 24) {
