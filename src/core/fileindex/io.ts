@@ -147,7 +147,7 @@ export async function* readIndex(source: string | AsyncIterable<Buffer | Uint8Ar
       return undefined;
     }
     const e = parseIndexLine(line, lineNo, options.canonical ?? true);
-    v.push(e, lineNo);
+    v.push(e, lineNo, true); // (parseIndexLine checked the entry alone)
     return e;
   };
   try {

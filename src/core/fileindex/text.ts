@@ -28,8 +28,10 @@ export function textForm(bytes: string): string | undefined {
 
 /** Byte string (latin1) of the UTF-8 encoding of a JS string. */
 export function utf8Bytes(text: string): string {
-  return Buffer.from(text, 'utf8').toString('latin1');
+  // ASCII is its own UTF-8 (most paths of an index): no round trip through a Buffer.
+  return ASCII.test(text) ? text : Buffer.from(text, 'utf8').toString('latin1');
 }
+const ASCII = /^[\x00-\x7f]*$/;
 
 /** The only base64 form accepted: standard alphabet, padded, and re-encoding gives the same text. */
 export function decodeCanonicalBase64(b64: string): Buffer | undefined {
@@ -47,10 +49,15 @@ export function pathProblem(p: string): string | undefined {
   if (p.length === 0) return 'empty path';
   if (p.includes('\0')) return 'path contains a NUL byte';
   if (p.startsWith('/')) return 'path is absolute';
-  for (const c of p.split('/')) {
-    if (c === '') return 'path has an empty component (leading, trailing or double /)';
-    if (c === '.' || c === '..') return `path has a '${c}' component`;
-    if (c.length > NAME_MAX) return `path component longer than ${NAME_MAX} bytes`;
+  // Component by component without splitting (this runs for every entry of every index read).
+  for (let start = 0; start <= p.length; ) {
+    let end = p.indexOf('/', start);
+    if (end < 0) end = p.length;
+    const n = end - start;
+    if (n === 0) return 'path has an empty component (leading, trailing or double /)';
+    if (p.charCodeAt(start) === 0x2e && (n === 1 || (n === 2 && p.charCodeAt(start + 1) === 0x2e))) return `path has a '${p.slice(start, end)}' component`;
+    if (n > NAME_MAX) return `path component longer than ${NAME_MAX} bytes`;
+    start = end + 1;
   }
   return undefined;
 }

@@ -11,8 +11,11 @@ import { MAX_ENTRIES, entryProblem } from './format.ts';
 import { sameXattrs } from './compare.ts';
 
 export interface IndexValidator {
-  /** Checks the next entry (and the entry alone); throws ARCHIVE_INDEX naming `lineNo` if given. */
-  push(e: IndexEntry, lineNo?: number): void;
+  /**
+   * Checks the next entry (and the entry alone, unless `entryChecked`: parseIndexLine has done
+   * that); throws ARCHIVE_INDEX naming `lineNo` if given.
+   */
+  push(e: IndexEntry, lineNo?: number, entryChecked?: boolean): void;
   /** Checks that the index is complete (has at least its root). */
   end(): void;
   readonly count: number;
@@ -53,10 +56,10 @@ export function createIndexValidator(options: { maxEntries?: number } = {}): Ind
     get count() {
       return count;
     },
-    push(e, lineNo) {
+    push(e, lineNo, entryChecked = false) {
       count++;
       if (count > maxEntries) fail(lineNo, `more than ${maxEntries} entries`);
-      const problem = entryProblem(e);
+      const problem = entryChecked ? undefined : entryProblem(e);
       if (problem) fail(lineNo, `${show(e.path)}: ${problem}`);
       if (prev === undefined) {
         if (e.path !== '.') fail(lineNo, `the first entry must be the root '.', not ${show(e.path)}`);
