@@ -14,6 +14,8 @@ export const LIMITS = {
   /** "Growth ≈ changed bytes": at most this factor of the content-changed bytes. */
   growthVsChanged: 1.25,
   identicalGrowthBytes: 64 * 1024,
+  /** Issue #14: df growth at most this factor of snapshot + rsync --inplace --no-whole-file's. */
+  growthVsRsyncInplace: 1.05,
   peakRssKiB: 100 * 1024,
   downloadVsCurl: 0.8,
   repoCheckS: 1,
@@ -84,6 +86,15 @@ export function evaluateTargets(r: BenchReport): Target[] {
   const g = sameTiu?.median.growthBytes;
   t.push(judge('disk growth of an identical image (v1→v1)', `≤ ${fmtBytes(LIMITS.identicalGrowthBytes)}`, g === undefined ? undefined : g <= LIMITS.identicalGrowthBytes,
     g === undefined ? why(same?.rows, 'tiu') : `df growth ${fmtBytes(g)}; btrfs exclusive ${fmtBytes(sameTiu!.median.exclusiveBytes)}`));
+
+  // Issue #14: an update grows the disk at most a little more than snapshot + rsync --inplace.
+  for (const c of r.device.cases) {
+    const tiu = row(c.rows, 'tiu');
+    const rs = row(c.rows, 'rsync-inplace');
+    const q = ratio(tiu?.median.growthBytes, rs?.median.growthBytes);
+    t.push(judge(`disk growth vs rsync --inplace, ${c.label}`, `≤ ${LIMITS.growthVsRsyncInplace}× (btrfs snapshot + rsync -aHAX --delete --inplace --no-whole-file)`, q === undefined ? undefined : q <= LIMITS.growthVsRsyncInplace,
+      q === undefined ? why(c.rows, 'tiu', 'rsync-inplace') : `df growth ${fmtBytes(tiu!.median.growthBytes)} vs ${fmtBytes(rs!.median.growthBytes)} = ${fmtRatio(q)}`));
+  }
 
   for (const c of r.device.cases) {
     const tiu = row(c.rows, 'tiu');

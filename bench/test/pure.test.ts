@@ -181,7 +181,7 @@ function report(): BenchReport {
   ];
   r.device.cases = [
     { id: 'v1-v2', label: 'v1 → v2', changed: { changedFiles: 1, changedBytes: 1000, newFiles: 0, mtimeOnlyFiles: 0, mtimeOnlyBytes: 0, removedPaths: 0, files: 1, bytes: 1000 },
-      rows: [row('tiu', 0.8, { growthBytes: 1200 }), { ...row('rsync-inplace', 1), error: undefined }] },
+      rows: [row('tiu', 0.8, { growthBytes: 1200 }), { ...row('rsync-inplace', 1, { growthBytes: 1000 }), error: undefined }] },
     { id: 'v1-v1', label: 'v1 → v1', rows: [row('tiu', 1, { growthBytes: LIMITS.identicalGrowthBytes + 1 }), { id: 'rsync-inplace', label: 'x', runs: [], median: {}, error: 'rsync exploded' }] },
   ];
   return r;
@@ -197,6 +197,7 @@ test('evaluateTargets: met, not met and not measured, each for the right reason'
   assert.match(t.find((x) => x.name === 'tiu extract wall time, v1 → v1')!.measured, /rsync exploded/);
   assert.deepEqual(by('disk growth of an update'), ['met']); // 1.2x <= 1.25x
   assert.deepEqual(by('disk growth of an identical'), ['not met']);
+  assert.deepEqual(by('disk growth vs rsync --inplace'), ['not met', 'not measured']); // 1.2x > 1.05x; rsync failed in v1-v1
   assert.deepEqual(by('tiu extract peak memory'), ['met', 'met']);
   assert.deepEqual(by('tiu verify peak memory'), ['not met', 'not met']); // flat, and 140 MiB > 100 MiB
   assert.deepEqual(by('delta'), ['not measured']);
