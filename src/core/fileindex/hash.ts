@@ -4,7 +4,7 @@
  * Reads files; writes nothing.
  */
 import { createHash } from 'node:crypto';
-import { closeSync, constants, fstatSync, openSync, readSync } from 'node:fs';
+import { closeSync, constants, fstatSync, openSync, readSync, type BigIntStats } from 'node:fs';
 import { open, type FileHandle } from 'node:fs/promises';
 import { TiuError } from '../errors.ts';
 import { displayPath } from './types.ts';
@@ -17,15 +17,35 @@ export function changed(path: string): TiuError {
   return new TiuError('TREE_INVALID', `${JSON.stringify(displayPath(path))} changed while it was scanned`, { hint: 'make sure nothing modifies the tree while it is scanned' });
 }
 
+const HASH_OPEN = constants.O_RDONLY | constants.O_NOFOLLOW;
+// O_NOATIME: hashing should not touch the source's atimes (needs ownership or CAP_FOWNER; EPERM
+// otherwise, and then the file is opened without it).
+const noAtimeRefused = (err: unknown): boolean => (err as { code?: string }).code === 'EPERM';
+
 async function openForHash(abs: Buffer): Promise<FileHandle> {
-  const flags = constants.O_RDONLY | constants.O_NOFOLLOW;
   try {
-    // O_NOATIME: hashing should not touch the source's atimes (needs ownership or CAP_FOWNER).
-    return await open(abs, flags | constants.O_NOATIME);
+    return await open(abs, HASH_OPEN | constants.O_NOATIME);
   } catch (err) {
-    if ((err as { code?: string }).code !== 'EPERM') throw err;
-    return open(abs, flags);
+    if (!noAtimeRefused(err)) throw err;
+    return open(abs, HASH_OPEN);
   }
+}
+
+function openForHashSync(abs: Buffer): number {
+  try {
+    return openSync(abs, HASH_OPEN | constants.O_NOATIME);
+  } catch (err) {
+    if (!noAtimeRefused(err)) throw err;
+    return openSync(abs, HASH_OPEN);
+  }
+}
+
+/**
+ * One fstat after reading proves the file is the lstat'ed inode (not swapped) and that it did not
+ * change while `read` bytes of it were hashed; throws {@link changed} otherwise.
+ */
+function checkReadWhole(it: WalkItem, read: number, after: BigIntStats): void {
+  if (read !== Number(it.st.size) || after.ino !== it.st.ino || after.dev !== it.st.dev || after.size !== it.st.size || after.mtimeNs !== it.st.mtimeNs) throw changed(it.path);
 }
 
 /** sha256 of a regular file's content; checks that it is the inode that was lstat'ed and did not change. */
@@ -48,9 +68,7 @@ export async function hashFile(it: WalkItem, buf: Buffer): Promise<string> {
       h.update(buf.subarray(0, bytesRead));
       pos += bytesRead;
     }
-    // One fstat after reading proves it is the lstat'ed inode (not swapped) and that it did not change.
-    const after = await fh.stat({ bigint: true });
-    if (pos !== total || after.ino !== it.st.ino || after.dev !== it.st.dev || after.size !== size || after.mtimeNs !== it.st.mtimeNs) throw changed(it.path);
+    checkReadWhole(it, pos, await fh.stat({ bigint: true }));
     return h.digest('hex');
   } catch (err) {
     throw err instanceof TiuError ? err : cannotRead(it.path, err);
@@ -59,15 +77,8 @@ export async function hashFile(it: WalkItem, buf: Buffer): Promise<string> {
   }
 }
 
-function openForHashSync(abs: Buffer): number {
-  const flags = constants.O_RDONLY | constants.O_NOFOLLOW;
-  try {
-    return openSync(abs, flags | constants.O_NOATIME);
-  } catch (err) {
-    if ((err as { code?: string }).code !== 'EPERM') throw err;
-    return openSync(abs, flags);
-  }
-}
+/** The read buffer of the synchronous hashing below (one suffices: nothing runs between its reads). */
+const SYNC_BUFFER = Buffer.allocUnsafe(256 * 1024);
 
 /**
  * {@link hashFile} without the event loop, for small files (a tree's thousands of files under a
@@ -75,7 +86,8 @@ function openForHashSync(abs: Buffer): number {
  * cost more than the calls themselves (Debian's 5,317 files: ~0.65 s of a 1.45 s scan). The same
  * checks: the lstat'ed inode, unchanged while read.
  */
-export function hashFileSync(it: WalkItem, buf: Buffer): string {
+export function hashFileSync(it: WalkItem): string {
+  const buf = SYNC_BUFFER;
   const size = it.st.size;
   if (size === 0n) return EMPTY_SHA256;
   let fd: number;
@@ -94,8 +106,7 @@ export function hashFileSync(it: WalkItem, buf: Buffer): string {
       h.update(buf.subarray(0, n));
       pos += n;
     }
-    const after = fstatSync(fd, { bigint: true });
-    if (pos !== total || after.ino !== it.st.ino || after.dev !== it.st.dev || after.size !== size || after.mtimeNs !== it.st.mtimeNs) throw changed(it.path);
+    checkReadWhole(it, pos, fstatSync(fd, { bigint: true }));
     return h.digest('hex');
   } catch (err) {
     throw err instanceof TiuError ? err : cannotRead(it.path, err);
@@ -158,7 +169,6 @@ export async function hashPath(path: Buffer | string): Promise<string> {
   return h.digest('hex');
 }
 
-const SYNC_BUFFER = Buffer.allocUnsafe(256 * 1024);
 
 /**
  * {@link hashPath} without the event loop: for scans of many small files (an /etc tree), where

@@ -116,7 +116,6 @@ export async function* scanTree(sys: System, root: string, options: ScanOptions 
   const hashing = limiter(Math.max(1, options.hashConcurrency ?? 8));
   const wantHash = options.hash ?? true;
   const buffers: Buffer[] = [];
-  const syncBuffer = Buffer.allocUnsafe(SYNC_HASH_MAX);
   /** (dev:ino) -> the leader's entry and how many more members to expect. */
   const groups = new Map<string, { entry: IndexEntry; remaining: bigint }>();
   /** Slots in tree order, from `head` on not yet emitted (compacted now and then). */
@@ -182,7 +181,7 @@ export async function* scanTree(sys: System, root: string, options: ScanOptions 
         if (hashIt && it.st.size <= SYNC_HASH_MAX) {
           // (a failure is kept for its turn in tree order, as the asynchronous ones are)
           try {
-            slot.hash = Promise.resolve(hashFileSync(it, syncBuffer));
+            slot.hash = Promise.resolve(hashFileSync(it));
             stats.filesHashed++;
             stats.bytesHashed += Number(it.st.size);
           } catch (err) {
