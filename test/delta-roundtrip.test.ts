@@ -174,6 +174,37 @@ describe('delta on the tree with every file type', () => {
     expect((await scanTreeToArray(sys, snap1, { exclude: DEFAULT_EXCLUDES })).entries).toEqual(before.entries);
   });
 
+  it('tiu info and tiu verify show and check a delta; a flipped byte fails both with its code', async () => {
+    let r = await cli(['info', delta, ...kr()]);
+    expect(r.exitCode, r.stderr).toBe(0);
+    expect(r.stdout).toMatch(/^Type\s+delta \(format \d+, made by tiu /m);
+    expect(r.stdout).toMatch(/^Base\s+1\.0 \(index [0-9a-f]{16}…\)$/m);
+    expect(r.stdout).toMatch(/^Target\s+2\.0 \(index [0-9a-f]{16}…\)$/m);
+    expect(r.stdout).toMatch(/^Carries\s+\d+ new contents \(/m);
+    expect(r.stdout).toMatch(/^Body\s+\d+ bytes, verified against the signed digest$/m);
+    r = await cli(['info', delta, ...kr(), '--json']);
+    expect(r.exitCode, r.stderr).toBe(0);
+    const info = JSON.parse(r.stdout);
+    await using d = await openDelta(delta, { keyringPem: A.keyringPem });
+    expect(info).toMatchObject({ type: 'delta', size: (await stat(delta)).size, base: d.envelope.base, target: { version: '2.0', indexSha256: d.envelope.target.indexSha256 }, manifest: { version: '2.0' } });
+    expect(info.carries.contents).toBe(d.header.contents.items.length);
+    expect(Object.values(info.carries.methods as Record<string, number>).reduce((a, b) => a + b, 0)).toBe(d.header.contents.items.length);
+    r = await cli(['verify', delta, ...kr(), '--json']);
+    expect(r.exitCode, r.stderr).toBe(0);
+    expect(JSON.parse(r.stdout)).toMatchObject({ ok: true, type: 'delta', base: '1.0', version: '2.0', bodyBytes: d.envelope.body.size });
+    r = await cli(['verify', delta, ...kr()]);
+    expect(r.stdout).toMatch(/: OK \(delta \S+ 1\.0 -> 2\.0, signed by .*, \d+ bytes verified\)$/m);
+    // One flipped byte in the contents: both refuse it, naming the digest check.
+    const bad = join(work, 'info-flipped.tiud');
+    await flipByte(delta, bad, d.blobBase + d.header.contents.offset);
+    for (const cmd of ['info', 'verify']) {
+      r = await cli([cmd, bad, ...kr()]);
+      expect(r.exitCode, `${cmd}: ${r.stderr}`).toBe(91);
+      expect(r.stderr).toMatch(/delta content does not match its signed digest.*\[DELTA_CORRUPT\]/);
+      expect(r.stdout).toBe('');
+    }
+  });
+
   it('same inputs give the same bytes', async () => {
     const again = join(work, 'again.tiud');
     await makeDelta(A.v1, A.v2, again);

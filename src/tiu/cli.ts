@@ -179,8 +179,8 @@ export function buildProgram(state: State = { globals: {} }): Command {
   example(
     program
       .command('info')
-      .description('show an archive\'s manifest and whether its signature and verity tree verify')
-      .argument('<archive>', 'the .tiu file')
+      .description('show an archive\'s manifest and whether its signature and verity tree verify (or a delta\'s base, target and signatures)')
+      .argument('<archive>', 'the .tiu file, or a .tiud delta')
       .option('--keyring <pem>', 'trusted CA certificates (default from tiu.conf: /etc/tiu/keyring.pem)')
       .option('--json', 'machine-readable output')
       .option('--no-verify-data', 'skip checking every data block (faster, signature only)')
@@ -192,7 +192,7 @@ export function buildProgram(state: State = { globals: {} }): Command {
     program
       .command('verify')
       .description('verify an archive (signature, every data block), or with --system the installed system against its signed index')
-      .argument('[archive]', 'the .tiu file (not with --system)')
+      .argument('[archive]', 'the .tiu file or .tiud delta (not with --system)')
       .option('--keyring <pem>', 'trusted CA certificates')
       .option('--compatible <string>', 'also require this compatible string')
       .option('--system', 'check the booted snapshot: every file\'s content, type, mode, owner, xattrs (not /etc, /var, ...)')
@@ -207,7 +207,7 @@ export function buildProgram(state: State = { globals: {} }): Command {
     program
       .command('install')
       .description('factory install: lay out an empty btrfs and make snapshot 1 from an archive')
-      .argument('<archive>', 'the .tiu file')
+      .argument('<archive>', 'the .tiu file, or a .tiud delta')
       .requiredOption('--root <dir>', 'mount point of the empty btrfs (top level)')
       .option('--keyring <pem>', 'trusted CA certificates')
       .option('--compatible <string>', 'require this compatible string (written to the new system\'s tiu.conf)')

@@ -202,3 +202,27 @@ export function locateDeltaSignature(fileSize: number, trailer: Buffer): { sigOf
   const sigSize = Number(big);
   return { sigOffset: fileSize - TRAILER_SIZE - sigSize, sigSize };
 }
+
+/** What a delta carries, for `tiu info`: contents per method, and the bytes of each part. */
+export interface DeltaSummary {
+  contents: number;
+  methods: Partial<Record<ContentMethod, number>>;
+  /** Bytes of the contents area (zstd frames, zstd and gzip patches, ELF address maps). */
+  contentBytes: number;
+  /** Bytes of the three xz-packed bsdiff streams. */
+  bsdiffBytes: number;
+  index: { method: Header['index']['method']; bytes: number };
+}
+
+export function summarizeDelta(h: Header): DeltaSummary {
+  const methods: Partial<Record<ContentMethod, number>> = {};
+  for (const c of h.contents.items) methods[c.method] = (methods[c.method] ?? 0) + 1;
+  const b = h.bsdiff;
+  return {
+    contents: h.contents.items.length,
+    methods,
+    contentBytes: contentTotals(h.contents.items).length,
+    bsdiffBytes: b ? b.ctrl.size + b.diff.size + b.extra.size : 0,
+    index: { method: h.index.method, bytes: h.index.size },
+  };
+}

@@ -7,12 +7,14 @@ import { createHash } from 'node:crypto';
 import { constants } from 'node:fs';
 import { open, type FileHandle } from 'node:fs/promises';
 import { TiuError, fromErrno, withContext } from '../../core/errors.ts';
-import { verifySignedData } from '../sign/verify.ts';
+import { verifySignedData, type VerifiedSignature } from '../sign/verify.ts';
 import { checkCompatible, parseManifest, type Manifest } from '../archive/manifest.ts';
 import { inflateHeader, decodePreamble, locateDeltaSignature, parseEnvelope, parseHeader, PREAMBLE_SIZE, TRAILER_SIZE, type Envelope, type Header } from './format.ts';
 
 export interface OpenedDelta extends AsyncDisposable {
   path: string;
+  /** The file's size in bytes. */
+  size: number;
   fh: FileHandle;
   envelope: Envelope;
   header: Header;
@@ -23,6 +25,12 @@ export interface OpenedDelta extends AsyncDisposable {
   manifestBytes: Buffer;
   /** The new archive's CMS SignedData (DER) carried verbatim: recorded for `tiu verify --system`. */
   signatureDer: Buffer;
+  /** Who signed the delta (its envelope), and the chain to the keyring's CA. */
+  signer: VerifiedSignature['signer'];
+  chain: string[];
+  /** Who signed the new image's manifest carried inside, and that chain. */
+  targetSigner: VerifiedSignature['signer'];
+  targetChain: string[];
   readBlob(offset: number, size: number): Promise<Buffer>;
 }
 
@@ -115,6 +123,7 @@ export async function openDelta(path: string, o: OpenDeltaOptions): Promise<Open
     }
     return {
       path,
+      size,
       fh,
       envelope,
       header,
@@ -122,6 +131,10 @@ export async function openDelta(path: string, o: OpenDeltaOptions): Promise<Open
       manifest,
       manifestBytes: target.content,
       signatureDer: targetDer,
+      signer: verified.signer,
+      chain: verified.chain,
+      targetSigner: target.signer,
+      targetChain: target.chain,
       readBlob,
       [Symbol.asyncDispose]: () => fh.close(),
     };
