@@ -235,6 +235,32 @@ export class SafeRoot implements AsyncDisposable {
   }
 
   /**
+   * {@link at} for synchronous work (no promise per call: removing a tree of thousands of
+   * entries one thread-pool round trip at a time cost ~0.15 ms each, the calls themselves ~0.02).
+   */
+  atSync<T>(rel: string | Buffer | readonly Buffer[], fn: (path: Buffer) => T): T {
+    const parts = Array.isArray(rel) ? (rel as readonly Buffer[]) : pathComponents(rel as string | Buffer, `path in ${this.what}`);
+    if (parts.length === 0) return fn(SafeRoot.fdPath(this.rootFd));
+    const dir = this.acquire(parts.slice(0, -1));
+    try {
+      return fn(SafeRoot.fdPath(dir.fd, parts[parts.length - 1]));
+    } finally {
+      dir.release();
+    }
+  }
+
+  /** {@link dir} for synchronous work. */
+  dirSync<T>(rel: string | Buffer | readonly Buffer[], fn: (path: Buffer) => T): T {
+    const parts = Array.isArray(rel) ? (rel as readonly Buffer[]) : pathComponents(rel as string | Buffer, `path in ${this.what}`);
+    const d = this.acquire(parts);
+    try {
+      return fn(SafeRoot.fdPath(d.fd));
+    } finally {
+      d.release();
+    }
+  }
+
+  /**
    * Runs `fn` with a path of the directory `rel` itself, checked to be a real directory (made
    * with `create` mode, parents too, when missing).
    */

@@ -13,7 +13,7 @@ import { testSystem } from '../helpers/env.ts';
 import { describeTree } from '../helpers/archive.ts';
 import { SafeRoot, pathComponents } from '../../src/core/safepath.ts';
 import { readBounded } from '../../src/core/boundedread.ts';
-import { executePlan } from '../../src/tiu/apply/execute.ts';
+import { executePlan, SMALL_FILE } from '../../src/tiu/apply/execute.ts';
 import type { ApplyPlan } from '../../src/tiu/apply/plan.ts';
 import type { IndexEntry } from '../../src/core/fileindex/types.ts';
 import { TiuError } from '../../src/core/errors.ts';
@@ -136,6 +136,44 @@ describe('the apply executor', () => {
     await mkdir(join(target, 'etc'));
     await rejects(executePlan(plan([{ op: 'write', entry: file('etc/secret', content) }]), { sys, imageRoot: image, targetRoot: target }), 'PATH_UNSAFE', /\/etc in the image is a symlink/);
     expect(await describeTree(target)).toSatisfy((t: Map<string, unknown>) => !t.has('passwd') && !t.has('etc/secret'));
+  });
+
+  it('small files (read whole) and large ones (streamed) get the same checks: symlink, FIFO, device, wrong content, in place over a symlink', async () => {
+    for (const size of [12, SMALL_FILE, SMALL_FILE + 1, 3 * SMALL_FILE]) {
+      const content = 'y'.repeat(size);
+      const name = `f${size}`;
+      const write = (more: Partial<IndexEntry> = {}, inPlace?: boolean) => executePlan(plan([{ op: 'write', entry: file(name, content, more), inPlace }]), { sys, imageRoot: image, targetRoot: target });
+      await symlink(join(canary, 'secret'), join(image, name));
+      await rejects(write(), 'ARCHIVE_INDEX', new RegExp(`/${name} in the image is a symlink`));
+      await rm(join(image, name));
+      // A FIFO or a device where the index says file: refused at once (no wait for a writer).
+      await sys.run('mkfifo', [join(image, name)]);
+      await rejects(write(), 'ARCHIVE_INDEX', new RegExp(`/${name} in the image is not a regular file`));
+      await rm(join(image, name));
+      await sys.run('mknod', [join(image, name), 'c', '1', '5']);
+      await rejects(write(), 'ARCHIVE_INDEX', new RegExp(`/${name} in the image is not a regular file`));
+      await rm(join(image, name));
+      // Content other than the signed index's (one byte changed, or one byte more): nothing kept.
+      await writeFile(join(image, name), 'z' + content.slice(1));
+      await rejects(write(), 'ARCHIVE_VERITY', new RegExp(`/${name} in the image does not match the signed index`));
+      await rm(join(target, name), { force: true });
+      await writeFile(join(image, name), content + 'y');
+      await rejects(write(), 'ARCHIVE_VERITY', new RegExp(`/${name} in the image does not match the signed index`));
+      // A small file is checked before anything is created (a streamed one is checked at its end;
+      // either way the caller discards the whole snapshot).
+      if (size < SMALL_FILE) expect((await describeTree(target)).has(name), `${size}`).toBe(false);
+      await rm(join(target, name), { force: true });
+      // In place over a symlink the base left: the link is replaced, its target untouched.
+      await writeFile(join(image, name), content);
+      await symlink(join(canary, 'secret'), join(target, name));
+      await write({}, true);
+      expect(await readFile(join(target, name), 'utf8')).toBe(content);
+      // In place over a longer file: rewritten and cut to the new size.
+      await writeFile(join(target, name), content + 'tail to cut');
+      await write({}, true);
+      expect(await readFile(join(target, name), 'utf8')).toBe(content);
+      await rm(join(target, name));
+    }
   });
 
   it("a hardlink entry cannot name a file outside ('..' in the link target)", async () => {

@@ -17,7 +17,8 @@ export function changed(path: string): TiuError {
   return new TiuError('TREE_INVALID', `${JSON.stringify(displayPath(path))} changed while it was scanned`, { hint: 'make sure nothing modifies the tree while it is scanned' });
 }
 
-const HASH_OPEN = constants.O_RDONLY | constants.O_NOFOLLOW;
+// O_NONBLOCK: a FIFO swapped in where a file was must not wait for a writer (no effect on files).
+const HASH_OPEN = constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK;
 // O_NOATIME: hashing should not touch the source's atimes (needs ownership or CAP_FOWNER; EPERM
 // otherwise, and then the file is opened without it).
 const noAtimeRefused = (err: unknown): boolean => (err as { code?: string }).code === 'EPERM';
@@ -152,7 +153,7 @@ const HASH_BUFFERS = bufferPool(256 * 1024, 4);
 /** sha256 (hex) of a file's content, read in 256 KiB chunks; never follows a symlink. */
 export async function hashPath(path: Buffer | string): Promise<string> {
   const h = createHash('sha256');
-  const fh = await open(path, constants.O_RDONLY | constants.O_NOFOLLOW);
+  const fh = await open(path, HASH_OPEN);
   // Read buffers are reused across calls: a fresh 1 MiB per (mostly small) file kept the
   // garbage collector busy during /etc scans and digest filling.
   const buf = HASH_BUFFERS.take();
@@ -177,7 +178,7 @@ export async function hashPath(path: Buffer | string): Promise<string> {
  */
 export function hashPathSync(path: Buffer | string): string {
   const h = createHash('sha256');
-  const fd = openSync(path, constants.O_RDONLY | constants.O_NOFOLLOW);
+  const fd = openSync(path, HASH_OPEN);
   try {
     for (;;) {
       const n = readSync(fd, SYNC_BUFFER, 0, SYNC_BUFFER.length, null);

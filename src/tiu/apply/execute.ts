@@ -8,9 +8,9 @@
  * was verified. Runs external commands only for device nodes (mknod) and for xattrs the in-process
  * binding cannot name (setfattr).
  */
-import { chmodSync, constants, lchownSync, lutimesSync, type BigIntStats } from 'node:fs';
+import { chmodSync, closeSync, constants, fchmodSync, fchownSync, fstatSync, ftruncateSync, lchownSync, lstatSync, lutimesSync, openSync, readSync, readdirSync, rmdirSync, unlinkSync, writeSync } from 'node:fs';
 import { chmod, lchown, lutimes, link, lstat, mkdir, open, readdir, rename, rmdir, symlink, unlink, writeFile, rm, type FileHandle } from 'node:fs/promises';
-import { createHash } from 'node:crypto';
+import { createHash, hash } from 'node:crypto';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { TiuError, fromErrno } from '../../core/errors.ts';
@@ -29,7 +29,19 @@ import { bufferPool } from '../../core/bufferpool.ts';
  */
 export interface ContentSource {
   open(e: IndexEntry): Promise<AsyncIterable<Uint8Array>>;
+  /**
+   * The whole content of a small file (at most {@link SMALL_FILE} bytes), made synchronously, or
+   * undefined when this source streams it (then `open` is used). Valid until the next call.
+   */
+  readSmall?(e: IndexEntry): Uint8Array | undefined;
 }
+
+/**
+ * Files up to this size are read and written synchronously, whole: a small file's dozen calls
+ * (open, fstat, read, close on each side, chown, chmod) take microseconds each, and as promises
+ * each was a thread-pool round trip of ~0.15 ms. Larger files stream through the pool.
+ */
+export const SMALL_FILE = 256 * 1024;
 
 export interface ExecuteOptions {
   sys: System;
@@ -93,42 +105,22 @@ function wrapFs(err: unknown, what: string, p: string): never {
 
 /**
  * Removes `rel` below a safe root; directories recursively, each level resolved beneath the root
- * (never following symlinks).
+ * (never following symlinks). Synchronous: each call is a short metadata update, and a removed
+ * package's tree is hundreds of them.
  */
-export async function removeTreeAt(root: SafeRoot, rel: readonly Buffer[]): Promise<void> {
-  const st = await root.at(rel, (p) => lstat(p, { bigint: true })).catch((e) => {
-    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
-    throw e;
-  });
+export function removeTreeAt(root: SafeRoot, rel: readonly Buffer[]): void {
+  const st = root.atSync(rel, (p) => lstatSync(p, { throwIfNoEntry: false }));
   if (!st) return;
-  if (!st.isDirectory()) return root.at(rel, (p) => unlink(p));
-  const names = await root.dir(Buffer.concat(rel.flatMap((c, i) => (i ? [Buffer.from('/'), c] : [c]))), (p) => readdir(p, { encoding: 'buffer' }));
-  for (const n of names) await removeTreeAt(root, [...rel, n]);
+  if (!st.isDirectory()) return root.atSync(rel, (p) => unlinkSync(p));
+  const names = root.dirSync(rel, (p) => readdirSync(p, { encoding: 'buffer' }));
+  for (const n of names) removeTreeAt(root, [...rel, n]);
   root.forget(rel);
-  await root.at(rel, (p) => rmdir(p));
-}
-
-/** Removes a path; directories recursively, with Buffer names (non-UTF-8 safe), never following symlinks. */
-export async function removeTree(path: Buffer): Promise<void> {
-  let st: BigIntStats;
-  try {
-    st = await lstat(path, { bigint: true });
-  } catch (e) {
-    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return;
-    throw e;
-  }
-  if (!st.isDirectory()) {
-    await unlink(path);
-    return;
-  }
-  const names = await readdir(path, { encoding: 'buffer' });
-  for (const n of names) await removeTree(Buffer.concat([path, Buffer.from('/'), n]));
-  await rmdir(path);
+  root.atSync(rel, (p) => rmdirSync(p));
 }
 
 /** Chunks of a file of the mounted image, opened beneath the image root, checked to be a regular file. */
 async function* imageFile(image: SafeRoot, e: IndexEntry): AsyncGenerator<Uint8Array> {
-  const sfh = await image.at(e.path, (src) => open(src, constants.O_RDONLY | constants.O_NOFOLLOW)).catch((err) => {
+  const sfh = await image.at(e.path, (src) => open(src, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK)).catch((err) => {
     if ((err as NodeJS.ErrnoException).code === 'ELOOP') throw new TiuError('ARCHIVE_INDEX', `/${displayPath(e.path)} in the image is a symlink, the index says it is a file`);
     throw err;
   });
@@ -159,6 +151,113 @@ async function* imageFile(image: SafeRoot, e: IndexEntry): AsyncGenerator<Uint8A
 
 /** Read buffers of {@link imageFile} (one per concurrent copy). */
 const READ_BUFFERS = bufferPool(CHUNK, 4);
+
+/** One buffer for every synchronous small read (the image file, or the old content in place). */
+const SMALL_READ = Buffer.allocUnsafe(SMALL_FILE + 1);
+const SMALL_OLD = Buffer.allocUnsafe(SMALL_FILE);
+
+/**
+ * A small file of the mounted image, whole, opened beneath the image root (O_NONBLOCK: a FIFO
+ * where the index says file must not wait for a writer) and checked to be a regular file; undefined when it has more than {@link SMALL_FILE} bytes after all (the caller
+ * streams it). Valid until the next call.
+ */
+function readImageSmall(image: SafeRoot, e: IndexEntry): Buffer | undefined {
+  let fd: number;
+  try {
+    fd = image.atSync(e.path, (src) => openSync(src, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK));
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ELOOP') throw new TiuError('ARCHIVE_INDEX', `/${displayPath(e.path)} in the image is a symlink, the index says it is a file`);
+    throw err;
+  }
+  try {
+    if (!fstatSync(fd).isFile()) throw new TiuError('ARCHIVE_INDEX', `/${displayPath(e.path)} in the image is not a regular file, the index says it is`);
+    let n = 0;
+    for (;;) {
+      const r = readSync(fd, SMALL_READ, n, SMALL_READ.length - n, n);
+      if (r === 0) break;
+      n += r;
+      if (n === SMALL_READ.length) return undefined;
+    }
+    return SMALL_READ.subarray(0, n);
+  } finally {
+    closeSync(fd);
+  }
+}
+
+/** Writes `data` at `pos` of `fd`: all of it, or (sparse) only its 4 KiB blocks that are not all zero. */
+function writeSyncAll(fd: number, data: Uint8Array, pos: number, sparse: boolean): void {
+  if (!sparse) {
+    for (let done = 0; done < data.length; ) done += writeSync(fd, data, done, data.length - done, pos + done);
+    return;
+  }
+  for (let off = 0; off < data.length; off += 4096) {
+    const blk = data.subarray(off, Math.min(off + 4096, data.length));
+    if (!ZERO.subarray(0, blk.length).equals(blk)) writeSyncAll(fd, blk, pos + off, false);
+  }
+}
+
+/**
+ * {@link copyContent} for a small file whose content is in memory: checked against the signed
+ * index before anything is created, then written to a fresh inode.
+ */
+function writeSmallNew(target: SafeRoot, e: IndexEntry, data: Uint8Array, viaDelta: boolean): void {
+  checkContent(e, data.length, hash('sha256', data), viaDelta);
+  const fd = target.atSync(e.path, (dst) => openSync(dst, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW, 0o600));
+  try {
+    writeSyncAll(fd, data, 0, e.sparse === true);
+    if (e.sparse) ftruncateSync(fd, data.length);
+    fchownSync(fd, checkId(e.uid, e), checkId(e.gid, e));
+    fchmodSync(fd, e.mode);
+  } finally {
+    closeSync(fd);
+  }
+}
+
+/**
+ * {@link rewriteInPlace} for a small file whose content is in memory (checked first): only the
+ * 4 KiB blocks that differ are written. False, having changed nothing, when the snapshot's path
+ * is not a lone regular file.
+ */
+function rewriteSmallInPlace(target: SafeRoot, e: IndexEntry, data: Uint8Array): boolean {
+  checkContent(e, data.length, hash('sha256', data), false);
+  let fd: number;
+  try {
+    fd = target.atSync(e.path, (dst) => openSync(dst, constants.O_RDWR | constants.O_NOFOLLOW));
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === 'ELOOP' || code === 'ENOENT' || code === 'EISDIR') return false;
+    throw err;
+  }
+  try {
+    const st = fstatSync(fd);
+    if (!st.isFile() || st.nlink !== 1) return false;
+    let have = 0;
+    const want = Math.min(st.size, data.length);
+    while (have < want) {
+      const r = readSync(fd, SMALL_OLD, have, want - have, have);
+      if (r === 0) break;
+      have += r;
+    }
+    const chunk = Buffer.from(data.buffer, data.byteOffset, data.byteLength);
+    let runStart = -1;
+    for (let off = 0; off < chunk.length; off += BLOCK) {
+      const end = Math.min(off + BLOCK, chunk.length);
+      const differs = end > have || chunk.compare(SMALL_OLD, off, end, off, end) !== 0;
+      if (differs && runStart < 0) runStart = off;
+      if (!differs && runStart >= 0) {
+        writeSyncAll(fd, chunk.subarray(runStart, off), runStart, false);
+        runStart = -1;
+      }
+    }
+    if (runStart >= 0) writeSyncAll(fd, chunk.subarray(runStart), runStart, false);
+    if (st.size !== chunk.length) ftruncateSync(fd, chunk.length);
+    fchownSync(fd, checkId(e.uid, e), checkId(e.gid, e));
+    fchmodSync(fd, e.mode);
+    return true;
+  } finally {
+    closeSync(fd);
+  }
+}
 
 /**
  * Writes one file from `source` (the image, or a delta's rebuilt content) beneath `target`,
@@ -333,6 +432,14 @@ export async function executePlan(plan: ApplyPlan, opts: ExecuteOptions): Promis
     await copyContent(source, target, e, viaDelta);
     await target.at(dir, (d) => lutimes(d, Number(before.atimeNs) / 1e9, Number(before.mtimeNs) / 1e9));
   };
+  /** {@link replaceKeepingDirTime} for a small file's content in memory. */
+  const replaceSmallKeepingDirTime = (e: IndexEntry, data: Uint8Array, viaDelta: boolean) => {
+    const parent = pathComponents(e.path).slice(0, -1);
+    const before = target.dirSync(parent, (d) => lstatSync(d, { bigint: true }));
+    target.atSync(e.path, (p) => unlinkSync(p));
+    writeSmallNew(target, e, data, viaDelta);
+    target.dirSync(parent, (d) => lutimesSync(d, Number(before.atimeNs) / 1e9, Number(before.mtimeNs) / 1e9));
+  };
   const check = () => {
     if (opts.signal?.aborted) throw new TiuError('INTERRUPTED', 'interrupted; the new snapshot is being discarded');
   };
@@ -344,7 +451,7 @@ export async function executePlan(plan: ApplyPlan, opts: ExecuteOptions): Promis
   for (const r of plan.removals) {
     check();
     try {
-      await removeTreeAt(target, pathComponents(r.path));
+      removeTreeAt(target, pathComponents(r.path));
     } catch (e) {
       if (e instanceof TiuError) throw e;
       await explainEperm(sys, targetRoot, r.path, e);
@@ -445,7 +552,12 @@ export async function executePlan(plan: ApplyPlan, opts: ExecuteOptions): Promis
       try {
         const viaDelta = opts.content !== undefined;
         const source = () => (opts.content ? opts.content.open(e) : Promise.resolve(imageFile(image, e)));
-        if (!inPlace.has(e)) await copyContent(await source(), target, e, viaDelta);
+        const small = (e.size ?? 0) <= SMALL_FILE ? (opts.content ? opts.content.readSmall?.(e) : readImageSmall(image, e)) : undefined;
+        if (small && !inPlace.has(e)) writeSmallNew(target, e, small, viaDelta);
+        else if (small && !viaDelta && rewriteSmallInPlace(target, e, small)) {
+          // rewritten in place
+        } else if (small) replaceSmallKeepingDirTime(e, small, viaDelta);
+        else if (!inPlace.has(e)) await copyContent(await source(), target, e, viaDelta);
         // A delta rebuilds content from the base's files: its writes always go to fresh inodes.
         else if (viaDelta || !(await rewriteInPlace(await source(), target, e))) await replaceKeepingDirTime(e, await source(), viaDelta);
       } catch (err) {

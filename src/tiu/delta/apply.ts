@@ -13,7 +13,7 @@
  * frames are decoded one at a time.
  */
 import { createHash } from 'node:crypto';
-import { constants } from 'node:fs';
+import { closeSync, constants, openSync, readFileSync, readSync } from 'node:fs';
 import { mkdir, open, readFile, stat, writeFile } from 'node:fs/promises';
 import { createWriteStream } from 'node:fs';
 import { pipeline } from 'node:stream/promises';
@@ -303,16 +303,19 @@ async function deltaSource(
       hint: 'update with the full image (tiu update --source <full .tiu>); nothing was changed',
     });
 
-  /** Reads an old file whole (a patch dictionary), checked against the old index. */
-  const readOld = async (s: IndexEntry): Promise<Buffer> => {
+  /**
+   * Reads an old file whole (a patch dictionary, or content reused as it is), checked against the
+   * old index. Synchronously: it is at most PATCH_MAX_BYTES, and mostly a few KiB.
+   */
+  const readOld = (s: IndexEntry): Buffer => {
     if ((s.size ?? 0) > PATCH_MAX_BYTES) throw new TiuError('DELTA_FORMAT', `the delta patches /${displayPath(s.path)}, larger than ${PATCH_MAX_BYTES} bytes`, { hint: 'use the full image' });
     let b: Buffer;
     try {
-      const fh = await open(under(o.baseDir, sourceLocation(s.path)), constants.O_RDONLY | constants.O_NOFOLLOW);
+      const fd = openSync(under(o.baseDir, sourceLocation(s.path)), constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK);
       try {
-        b = await fh.readFile();
+        b = readFileSync(fd);
       } finally {
-        await fh.close();
+        closeSync(fd);
       }
     } catch {
       throw modified(s);
@@ -321,6 +324,31 @@ async function deltaSource(
     // file rebuilt from it is hashed against the new index anyway)
     if (b.length !== s.size || (!verified.has(s.path) && createHash('sha256').update(b).digest('hex') !== s.sha256)) throw modified(s);
     return b;
+  };
+
+  /** Bytes of the delta's blob area, read synchronously (a small content). */
+  const readBlobSync = (offset: number, length: number): Buffer => {
+    const b = Buffer.allocUnsafe(length);
+    for (let done = 0; done < length; ) {
+      const n = readSync(delta.fh.fd, b, done, length - done, delta.blobBase + offset + done);
+      if (n === 0) throw new TiuError('DELTA_FORMAT', 'delta ended early', { hint: 'download the delta again' });
+      done += n;
+    }
+    return b;
+  };
+
+  /** A small zstd content or zstd patch (with a small base), decoded in one synchronous call. */
+  const decodeSmall = (c: Resolved, what: string): Buffer | undefined => {
+    if (!((c.method === 'zstd' || c.method === 'zstd-patch') && c.size <= SMALL_PATCH && c.length <= SMALL_PATCH)) return undefined;
+    const base = c.method === 'zstd-patch' ? oldFile(c.base!) : undefined;
+    if (base && (base.size ?? 0) > SMALL_PATCH) return undefined;
+    const blob = readBlobSync(c.offset, c.length);
+    const dictionary = base ? readOld(base) : undefined;
+    try {
+      return zstdDecompressSync(blob, { ...(dictionary ? { dictionary } : {}), maxOutputLength: Math.max(1, c.size), params: { [zc.ZSTD_d_windowLogMax]: 27 } } as never);
+    } catch (e) {
+      throw new TiuError('DELTA_CORRUPT', `cannot decode ${what} from the delta: ${(e as Error).message}`, { hint: 'use the full image' });
+    }
   };
 
   /** Old files the precheck found equal to the old index (hashed, or on a trusted base). */
@@ -333,32 +361,29 @@ async function deltaSource(
     target,
     indexRoot: o.workDir,
     oldIndex,
+    readSmall(e) {
+      const c = contents.get(e.sha256!);
+      if (c) return decodeSmall(c, `/${displayPath(e.path)}`);
+      // Reused content: the base snapshot's file with that digest.
+      return readOld(oldFile(e.sha256!));
+    },
     async open(e) {
       const c = contents.get(e.sha256!);
       const what = `/${displayPath(e.path)}`;
-      // Small frames decode side by side; a large one (window up to 8 MiB) waits its turn with the patches.
-      // Small zstd contents and patches (most of them: the tzdata and small ELF files of a
-      // security update) in one read and one synchronous decode: a stream per file costs more
-      // than the decoding itself.
-      if ((c?.method === 'zstd' || c?.method === 'zstd-patch') && c.size <= SMALL_PATCH && c.length <= SMALL_PATCH) {
-        const base = c.method === 'zstd-patch' ? oldFile(c.base!) : undefined;
-        if (!base || (base.size ?? 0) <= SMALL_PATCH) {
-          return (async function* () {
-            const blob = await delta.readBlob(c.offset, c.length);
-            const dictionary = base ? await readOld(base) : undefined;
-            try {
-              yield zstdDecompressSync(blob, { ...(dictionary ? { dictionary } : {}), maxOutputLength: Math.max(1, c.size), params: { [zc.ZSTD_d_windowLogMax]: 27 } } as never);
-            } catch (e) {
-              throw new TiuError('DELTA_CORRUPT', `cannot decode ${what} from the delta: ${(e as Error).message}`, { hint: 'use the full image' });
-            }
-          })();
-        }
+      // Small contents and patches (most of them: the tzdata and small ELF files of a security
+      // update) in one read and one synchronous decode: a stream per file costs more than the
+      // decoding itself. A large zstd frame (window up to 8 MiB) waits its turn with the patches.
+      if (c) {
+        const whole = decodeSmall(c, what);
+        if (whole) return (async function* () {
+          yield whole;
+        })();
       }
       if (c?.method === 'zstd') return c.size <= 1024 * 1024 ? zstdStream(blobStream(c), what) : oneAtATime(() => zstdStream(blobStream(c), what));
       if (c?.method === 'bsdiff') {
         const base = oldFile(c.base!);
         return (async function* () {
-          const fh = await open(under(o.baseDir, sourceLocation(base.path)), constants.O_RDONLY | constants.O_NOFOLLOW).catch(() => {
+          const fh = await open(under(o.baseDir, sourceLocation(base.path)), constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK).catch(() => {
             throw modified(base);
           });
           try {
@@ -385,7 +410,7 @@ async function deltaSource(
           } catch (e) {
             throw new TiuError('DELTA_CORRUPT', `cannot decode the ELF address map of ${what} from the delta: ${(e as Error).message}`, { hint: 'use the full image' });
           }
-          const predicted = predictElf(await readOld(base), decodeElfMap(map));
+          const predicted = predictElf(readOld(base), decodeElfMap(map));
           const streams = (await streamsP)!;
           const at = c.bsdiff!;
           yield* bspatchStream(predicted, predicted.length, {
@@ -401,7 +426,7 @@ async function deltaSource(
         return (small(c, base) && c.gzip!.rawSize <= SMALL_PATCH ? run : oneAtATime)(async function* () {
           let old: Buffer;
           try {
-            old = gunzipSync(await readOld(base), { maxOutputLength: GZIP_RAW_MAX });
+            old = gunzipSync(readOld(base), { maxOutputLength: GZIP_RAW_MAX });
           } catch (e) {
             if (e instanceof TiuError) throw e;
             throw new TiuError('DELTA_FORMAT', `the delta patches /${displayPath(base.path)} as gzip, which it is not`, { hint: 'the delta was not made for this base; use the full image' });
@@ -416,13 +441,13 @@ async function deltaSource(
       if (c?.method === 'zstd-patch') {
         const base = oldFile(c.base!);
         return (small(c, base) ? run : oneAtATime)(async function* () {
-          const dict = await readOld(base);
+          const dict = readOld(base);
           yield* zstdStream(blobStream(c), what, dict);
         });
       }
       // Reused content: the base snapshot's file with that digest (checked by the executor's hash).
       const s = oldFile(e.sha256!);
-      const fh = await open(under(o.baseDir, sourceLocation(s.path)), constants.O_RDONLY | constants.O_NOFOLLOW).catch(() => {
+      const fh = await open(under(o.baseDir, sourceLocation(s.path)), constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK).catch(() => {
         throw modified(s);
       });
       return fh.createReadStream({ highWaterMark: 1024 * 1024 });

@@ -10,6 +10,7 @@
  * shutdown by tiu-etc-sync.service, and again early at the next boot) merges those edits:
  * base = the syncpoint, local = the base snapshot's /etc now, new = the new snapshot's /etc.
  */
+import { rmSync } from 'node:fs';
 import { lstat, mkdir, rm, rename, readFile } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import type { System } from '../../core/system.ts';
@@ -58,7 +59,9 @@ export async function snapshotVendorEtc(sys: System, snapshotDir: string): Promi
   await root.dir('etc', (etc) =>
     root.dir(dirname(VENDOR_ETC_DIR), async (parent) => {
       const dst = Buffer.concat([parent, Buffer.from('/'), name]);
-      await rm(dst, { recursive: true, force: true });
+      // (synchronously: the async rm makes a thread-pool round trip per entry; for the 552 entries
+      // of the bench's vendor /etc, rmSync took 14-18 ms against 38-43 ms)
+      rmSync(dst, { recursive: true, force: true });
       await sys.run('cp', ['-a', '--reflink=auto', '--no-target-directory', etc.toString(), dst.toString()]);
     }, { create: 0o755, child: true }),
   { child: true });
