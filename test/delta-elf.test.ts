@@ -10,7 +10,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { execa } from 'execa';
 import { bspatchStream, splitBsdiff40 } from '../src/tiu/delta/bsdiff.ts';
-import { buildElfMap, decodeElfMap, encodeElfMap, lookup, parseElf, predictElf, type ElfMap } from '../src/tiu/delta/elf.ts';
+import { buildElfMap, decodeElfMap, encodeElfMap, lookup, lookupIn, parseElf, predictElf, segmentTable, type ElfMap, type Segment } from '../src/tiu/delta/elf.ts';
 import { debianTree } from './helpers/archive.ts';
 import { errorCodeOf } from './helpers/env.ts';
 
@@ -127,6 +127,32 @@ describe('bsdiff-elf', () => {
     expect(predicted).toBeGreaterThan(20);
     console.log(`predicted on ${predicted} of 40 damaged files`);
   }, 60_000);
+
+  it('the typed-array lookup with its last-hit cache answers exactly as the plain binary search', () => {
+    // Deterministic pseudo-random segments with gaps, and values in order, backwards and at random
+    // (inside, at both edges, in gaps, before and after all).
+    let seed = 12345;
+    const rnd = (n: number) => ((seed = (seed * 1103515245 + 12345) % 2 ** 31) % n);
+    const segs: Segment[] = [];
+    for (let at = 0x1000, i = 0; i < 500; i++) {
+      at += rnd(3) === 0 ? 0 : 1 + rnd(64);
+      const len = 1 + rnd(200);
+      segs.push([at, len, rnd(2000) - 1000]);
+      at += len;
+    }
+    const t = segmentTable(segs);
+    const last = segs[segs.length - 1]!;
+    const values: number[] = [0, 0x0fff, last[0] + last[1], last[0] + last[1] + 5];
+    for (const [a, l] of segs) values.push(a - 1, a, a + (l >> 1), a + l - 1, a + l);
+    for (let i = 0; i < 2000; i++) values.push(rnd(last[0] + last[1] + 100));
+    let hits = 0;
+    for (const v of [...values, ...values.slice().reverse()]) {
+      expect(lookupIn(t, v), `value ${v}`).toBe(lookup(segs, v));
+      if (lookup(segs, v) !== undefined) hits++;
+    }
+    expect(hits).toBeGreaterThan(1000);
+    expect(lookupIn(segmentTable([]), 5)).toBeUndefined();
+  });
 
   it('decodes only well-formed maps: truncated, trailing bytes, empty segments, too many segments are DELTA_CORRUPT', () => {
     const map: ElfMap = { addr: [[0x1000, 0x2000, 16], [0x4000, 0x10, -4096]], sym: [[3, 7, 1]] };

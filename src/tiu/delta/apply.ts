@@ -13,7 +13,7 @@
  * frames are decoded one at a time.
  */
 import { createHash } from 'node:crypto';
-import { closeSync, constants, openSync, readFileSync, readSync } from 'node:fs';
+import { closeSync, constants, openSync, readSync } from 'node:fs';
 import { mkdir, open, readFile, stat, writeFile } from 'node:fs/promises';
 import { createWriteStream } from 'node:fs';
 import { pipeline } from 'node:stream/promises';
@@ -305,26 +305,39 @@ async function deltaSource(
 
   /**
    * Reads an old file whole (a patch dictionary, or content reused as it is), checked against the
-   * old index. Synchronously: it is at most PATCH_MAX_BYTES, and mostly a few KiB.
+   * old index. Synchronously: it is at most PATCH_MAX_BYTES, and mostly a few KiB. Into one of
+   * two reused buffers where the caller is done with it before the next read of its kind: `small`
+   * (a synchronous decode) or `gated` (a patch decoded one at a time, through the gate); fresh
+   * memory otherwise. Fresh buffers for the 26 MB of old files a Debian update patches cost more
+   * (page faults, garbage collection) than reading them.
    */
-  const readOld = (s: IndexEntry): Buffer => {
-    if ((s.size ?? 0) > PATCH_MAX_BYTES) throw new TiuError('DELTA_FORMAT', `the delta patches /${displayPath(s.path)}, larger than ${PATCH_MAX_BYTES} bytes`, { hint: 'use the full image' });
-    let b: Buffer;
+  const readOld = (s: IndexEntry, into?: 'small' | 'gated'): Buffer => {
+    const size = s.size ?? 0;
+    if (size > PATCH_MAX_BYTES) throw new TiuError('DELTA_FORMAT', `the delta patches /${displayPath(s.path)}, larger than ${PATCH_MAX_BYTES} bytes`, { hint: 'use the full image' });
+    let buf: Buffer;
+    if (into === 'small' && size <= SMALL_PATCH) buf = smallOld;
+    else if (into === 'gated') buf = gatedOld = gatedOld && gatedOld.length >= size ? gatedOld : Buffer.allocUnsafe(Math.min(PATCH_MAX_BYTES, Math.ceil((size + 1) / 1048576) * 1048576));
+    else buf = Buffer.allocUnsafe(size + 1);
+    let n = 0;
     try {
       const fd = openSync(under(o.baseDir, sourceLocation(s.path)), constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK);
       try {
-        b = readFileSync(fd);
+        // (one byte more than the index says, where the buffer has room: a longer file is caught)
+        for (let r = -1; r !== 0 && n < buf.length; n += r) r = readSync(fd, buf, n, buf.length - n, n);
       } finally {
         closeSync(fd);
       }
     } catch {
       throw modified(s);
     }
+    const b = buf.subarray(0, n);
     // (hashed again unless the precheck checked it: the base snapshot is read-only, and every
     // file rebuilt from it is hashed against the new index anyway)
-    if (b.length !== s.size || (!verified.has(s.path) && createHash('sha256').update(b).digest('hex') !== s.sha256)) throw modified(s);
+    if (n !== size || (!verified.has(s.path) && createHash('sha256').update(b).digest('hex') !== s.sha256)) throw modified(s);
     return b;
   };
+  const smallOld = Buffer.allocUnsafe(SMALL_PATCH + 1);
+  let gatedOld: Buffer | undefined;
 
   /** Bytes of the delta's blob area, read synchronously (a small content). */
   const readBlobSync = (offset: number, length: number): Buffer => {
@@ -343,7 +356,7 @@ async function deltaSource(
     const base = c.method === 'zstd-patch' ? oldFile(c.base!) : undefined;
     if (base && (base.size ?? 0) > SMALL_PATCH) return undefined;
     const blob = readBlobSync(c.offset, c.length);
-    const dictionary = base ? readOld(base) : undefined;
+    const dictionary = base ? readOld(base, 'small') : undefined;
     try {
       return zstdDecompressSync(blob, { ...(dictionary ? { dictionary } : {}), maxOutputLength: Math.max(1, c.size), params: { [zc.ZSTD_d_windowLogMax]: 27 } } as never);
     } catch (e) {
@@ -365,7 +378,7 @@ async function deltaSource(
       const c = contents.get(e.sha256!);
       if (c) return decodeSmall(c, `/${displayPath(e.path)}`);
       // Reused content: the base snapshot's file with that digest.
-      return readOld(oldFile(e.sha256!));
+      return readOld(oldFile(e.sha256!), 'small');
     },
     async open(e) {
       const c = contents.get(e.sha256!);
@@ -410,7 +423,7 @@ async function deltaSource(
           } catch (e) {
             throw new TiuError('DELTA_CORRUPT', `cannot decode the ELF address map of ${what} from the delta: ${(e as Error).message}`, { hint: 'use the full image' });
           }
-          const predicted = predictElf(readOld(base), decodeElfMap(map));
+          const predicted = predictElf(readOld(base, 'gated'), decodeElfMap(map));
           const streams = (await streamsP)!;
           const at = c.bsdiff!;
           yield* bspatchStream(predicted, predicted.length, {

@@ -133,6 +133,49 @@ function normalize(segs: Segment[]): Segment[] {
   return out;
 }
 
+/**
+ * Segments laid out for {@link lookupIn}: starts, ends and shifts in typed arrays (no pointer per
+ * segment to follow), with the last hit remembered (code references mostly land near the
+ * previous one).
+ */
+export interface SegmentTable {
+  start: Float64Array;
+  end: Float64Array;
+  shift: Float64Array;
+  last: number;
+}
+
+export function segmentTable(segs: readonly Segment[]): SegmentTable {
+  const n = segs.length;
+  const t: SegmentTable = { start: new Float64Array(n), end: new Float64Array(n), shift: new Float64Array(n), last: 0 };
+  for (let i = 0; i < n; i++) {
+    const s = segs[i]!;
+    t.start[i] = s[0];
+    t.end[i] = s[0] + s[1];
+    t.shift[i] = s[2];
+  }
+  return t;
+}
+
+/** {@link lookup} on a table: the same answer (the segments do not overlap, so a hit is the hit). */
+export function lookupIn(t: SegmentTable, v: number): number | undefined {
+  const { start, end, shift } = t;
+  let k = t.last;
+  if (k < start.length && v >= start[k]! && v < end[k]!) return v + shift[k]!;
+  let lo = 0;
+  let hi = start.length - 1;
+  while (lo <= hi) {
+    k = (lo + hi) >> 1;
+    if (v < start[k]!) hi = k - 1;
+    else if (v >= end[k]!) lo = k + 1;
+    else {
+      t.last = k;
+      return v + shift[k]!;
+    }
+  }
+  return undefined;
+}
+
 /** Looks `v` up in sorted, non-overlapping segments: its moved value, or undefined. */
 export function lookup(segs: readonly Segment[], v: number): number | undefined {
   let lo = 0;
@@ -401,8 +444,10 @@ function writeU64(b: Buffer, at: number, v: number): void {
 export function predictElf(b: Buffer, m: ElfMap): Buffer {
   const e = parseElf(b);
   if (!e) return b;
+  const addr = segmentTable(m.addr);
+  const syms = segmentTable(m.sym);
   const M = (v: number) => {
-    const r = lookup(m.addr, v);
+    const r = lookupIn(addr, v);
     return r !== undefined && r >= 0 && r <= Number.MAX_SAFE_INTEGER ? r : undefined;
   };
   for (const s of e.sections) if (s.type !== SHT_NOBITS && s.flags & SHF_EXECINSTR) predictCode(b, s, M);
@@ -413,7 +458,7 @@ export function predictElf(b: Buffer, m: ElfMap): Buffer {
       const type = b.readUInt32LE(o + 8);
       const sym = b.readUInt32LE(o + 12);
       const addend = num(b, o + 16);
-      const ns = sym ? lookup(m.sym, sym) : undefined;
+      const ns = sym ? lookupIn(syms, sym) : undefined;
       if (ns !== undefined && ns >= 0 && ns <= 0xffffffff) b.writeUInt32LE(ns, o + 12);
       const fo = ro === undefined ? undefined : vaToOff(e, ro);
       if (type === R_X86_64_RELATIVE && addend !== undefined) {
