@@ -9,6 +9,7 @@ import { defineConfig } from 'vitest/config';
 export const UNIT_TESTS = [
   'test/apply-plan.test.ts',
   'test/boot-units.test.ts',
+  'test/compile-cache.test.ts',
   'test/etc-merge-accounts.test.ts',
   'test/layering.test.ts',
   'test/policy.test.ts',

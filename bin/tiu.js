@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 // Thin launcher: Node.js >= 24 runs the TypeScript sources directly (type stripping).
 // `npm run build` bundles this file with everything it imports into dist/tiu.mjs.
-import module from 'node:module';
+import { fileURLToPath } from 'node:url';
 import os from 'node:os';
 import v8 from 'node:v8';
 
@@ -23,11 +23,14 @@ if (major < 24) {
   process.exit(69);
 }
 // V8's code cache across runs (NODE_COMPILE_CACHE, if set, is used by Node itself). As root the
-// cache lives in /var/cache/tiu: /tmp is a fresh tmpfs at every boot, and the health check runs
-// at every boot. A cache that cannot be written is skipped silently.
+// cache lives in /var/cache/tiu (TIU_COMPILE_CACHE to move it): /tmp is a fresh tmpfs at every
+// boot, and the health check runs at every boot. One directory per install, stale ones pruned
+// (src/tiu/compile-cache.ts). A cache that cannot be written is skipped silently.
 if (!process.env.NODE_COMPILE_CACHE && process.getuid?.() === 0) {
   try {
-    module.enableCompileCache?.('/var/cache/tiu/compile-cache');
+    // (imported here, after the version check: Node 20 cannot load a .ts file)
+    const { enableCompileCache } = await import('../src/tiu/compile-cache.ts');
+    enableCompileCache(fileURLToPath(import.meta.url), process.env.TIU_COMPILE_CACHE || undefined);
   } catch {}
 }
 const { main } = await import('../src/tiu/cli.ts');
