@@ -212,6 +212,7 @@ async function main(): Promise<number> {
         const d = await benchDelta(sys, join(work, 'delta'), say);
         report.delta = d.markdown;
         report.deltaBytes = { tiu: d.deltaBytes, ostree: d.ostreeBytes };
+        report.deltaApply = d.apply;
       } catch (e) {
         report.notMeasured.push({ what: 'delta', reason: errorText(e) });
       }

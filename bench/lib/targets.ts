@@ -144,5 +144,11 @@ export function evaluateTargets(r: BenchReport): Target[] {
   const dRatio = db?.ostree ? db.tiu / db.ostree : undefined;
   t.push(judge('delta update download (v1→v2)', '≤ 0.5× ostree static-delta on the same trees', dRatio === undefined ? undefined : dRatio <= 0.5,
     dRatio === undefined ? (db ? 'not measured: ostree made no static delta' : 'not measured: the delta phase did not run') : `${fmtBytes(db!.tiu)} vs ${fmtBytes(db!.ostree!)} = ${dRatio.toFixed(2)}×`));
+  const da = r.deltaApply;
+  const daRatio = da ? da.delta.wallS / da.full.wallS : undefined;
+  t.push(judge('delta apply wall time (v1→v2)', '≤ 1× tiu extract of the full archive (medians, bundle)', daRatio === undefined ? undefined : daRatio <= 1,
+    da ? `${fmtS(da.delta.wallS)} vs ${fmtS(da.full.wallS)} = ${fmtRatio(daRatio)}` : 'not measured: the delta phase did not run'));
+  t.push(judge('delta apply peak memory (v1→v2)', `≤ ${mib(LIMITS.peakRssKiB)} including Node`, da ? da.delta.rssMiB * 1024 <= LIMITS.peakRssKiB : undefined,
+    da ? `${da.delta.rssMiB} MiB (full archive: ${da.full.rssMiB} MiB)` : 'not measured: the delta phase did not run'));
   return t;
 }

@@ -102,6 +102,8 @@ export interface BenchReport {
   delta?: string;
   /** The delta phase's sizes (v1 → v2): tiu's delta and ostree's static delta on the same trees. */
   deltaBytes?: { tiu: number; ostree?: number };
+  /** Delta phase: medians of applying the delta and the full archive onto a v1 device (bundle). */
+  deltaApply?: { delta: { wallS: number; rssMiB: number }; full: { wallS: number; rssMiB: number } };
 }
 
 export function emptyReport(meta: BenchReport['meta']): BenchReport {

@@ -14,7 +14,11 @@ import { generateDevKeys } from '../../src/tiu/sign/keygen.ts';
 import { installedDevice } from '../../test/helpers/device.ts';
 import { debianTree } from '../../test/helpers/archive.ts';
 
-const TIU = join(import.meta.dirname, '../../bin/tiu.js');
+/** The bundle (what devices run; bench/run.ts and bench/delta.ts build it first), or with BENCH_TIU=source the sources. */
+const TIU = join(import.meta.dirname, process.env.BENCH_TIU === 'source' ? '../../bin/tiu.js' : '../../dist/tiu.mjs');
+/** Rounds of the apply measurement (delta and full archive alternating; medians reported). */
+const APPLY_ROUNDS = 3;
+const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor((xs.length - 1) / 2)]!;
 
 async function timed(argv: string[]): Promise<{ wallS: number; rssMiB: number; stdout: string }> {
   const r = await execa('/usr/bin/time', ['-f', 'BENCH %e %M', ...argv], { reject: false, all: false });
@@ -37,6 +41,8 @@ export interface DeltaBench {
   markdown: string;
   deltaBytes: number;
   ostreeBytes?: number;
+  /** Medians of the apply runs (delta, full archive). */
+  apply: { delta: { wallS: number; rssMiB: number }; full: { wallS: number; rssMiB: number } };
 }
 
 /** Runs the delta measurements in `dir` (scratch, left for the caller to remove). */
@@ -104,14 +110,23 @@ export async function benchDelta(sys: System, dir: string, say: (s: string) => v
   rows.push(['casync new chunks (+ v2 .caidx)', mb(casync?.bytes), casync ? `${casync.chunks} of ${casync.of} chunks; ${vs(casync.bytes)}` : '']);
   rows.push(['xdelta3 -9 of the archives (squashfs images)', mb(xdelta), vs(xdelta)]);
 
-  // Apply: the same v1 device twice, once with the delta, once with the full archive.
-  const apply: string[][] = [];
-  for (const [what, file] of [['delta', delta], ['full archive', arch.v2!]] as const) {
-    say(`delta: tiu extract (${what}) onto a v1 device`);
-    await using dev = await installedDevice(sys, arch.v1!, await readFile(keys.keyring, 'utf8'), { sizeMiB: 2000 });
-    const t = await timed([process.execPath, TIU, 'extract', file, '--root', dev.root, '--keyring', keys.keyring, '--json']);
-    apply.push([`tiu extract (${what})`, `${t.wallS} s`, `${t.rssMiB} MiB`]);
+  // Apply: a fresh v1 device per run, the delta and the full archive alternating (the order
+  // swapped each round); medians of APPLY_ROUNDS runs.
+  const runs: Record<'delta' | 'full archive', { wallS: number; rssMiB: number }[]> = { delta: [], 'full archive': [] };
+  for (let round = 0; round < APPLY_ROUNDS; round++) {
+    const order = [['delta', delta], ['full archive', arch.v2!]] as const;
+    for (const [what, file] of round % 2 ? [...order].reverse() : order) {
+      say(`delta: tiu extract (${what}) onto a v1 device, round ${round + 1}/${APPLY_ROUNDS}`);
+      await using dev = await installedDevice(sys, arch.v1!, await readFile(keys.keyring, 'utf8'), { sizeMiB: 2000 });
+      runs[what].push(await timed([process.execPath, TIU, 'extract', file, '--root', dev.root, '--keyring', keys.keyring, '--json']));
+    }
   }
+  const med = (what: 'delta' | 'full archive') => ({ wallS: median(runs[what].map((r) => r.wallS)), rssMiB: median(runs[what].map((r) => r.rssMiB)) });
+  const [d, f] = [med('delta'), med('full archive')];
+  const apply: string[][] = [
+    ['tiu extract (delta)', `${d.wallS} s (${(d.wallS / f.wallS).toFixed(2)}× the full archive; target ≤ 1×)`, `${d.rssMiB} MiB (target ≤ 100 MiB)`, runs.delta.map((r) => `${r.wallS} s / ${r.rssMiB} MiB`).join(', ')],
+    ['tiu extract (full archive)', `${f.wallS} s`, `${f.rssMiB} MiB`, runs['full archive'].map((r) => `${r.wallS} s / ${r.rssMiB} MiB`).join(', ')],
+  ];
   const markdown = [
     '## Delta: Debian v1 -> v2',
     '',
@@ -119,12 +134,12 @@ export async function benchDelta(sys: System, dir: string, say: (s: string) => v
     '|---|---|---|',
     ...rows.map((r) => `| ${r.join(' | ')} |`),
     '',
-    '| apply onto v1 | wall | peak RSS |',
-    '|---|---|---|',
+    `| apply onto v1 (${TIU.endsWith('.mjs') ? 'the bundle dist/tiu.mjs' : 'the sources, bin/tiu.js'}; medians of ${APPLY_ROUNDS}) | wall | peak RSS | runs |`,
+    '|---|---|---|---|',
     ...apply.map((r) => `| ${r.join(' | ')} |`),
     '',
     ...notes.map((n) => `- ${n}`),
     '',
   ].join('\n');
-  return { markdown, deltaBytes: deltaSize, ostreeBytes: ostree };
+  return { markdown, deltaBytes: deltaSize, ostreeBytes: ostree, apply: { delta: d, full: f } };
 }

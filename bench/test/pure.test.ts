@@ -200,7 +200,16 @@ test('evaluateTargets: met, not met and not measured, each for the right reason'
   assert.deepEqual(by('disk growth vs rsync --inplace'), ['not met', 'not measured']); // 1.2x > 1.05x; rsync failed in v1-v1
   assert.deepEqual(by('tiu extract peak memory'), ['met', 'met']);
   assert.deepEqual(by('tiu verify peak memory'), ['not met', 'not met']); // flat, and 140 MiB > 100 MiB
-  assert.deepEqual(by('delta'), ['not measured']);
+  assert.deepEqual(by('delta'), ['not measured', 'not measured', 'not measured']);
+  const r = report();
+  r.deltaBytes = { tiu: 350e3, ostree: 1e6 };
+  r.deltaApply = { delta: { wallS: 2.2, rssMiB: 120 }, full: { wallS: 1.6, rssMiB: 99 } };
+  const withDelta = evaluateTargets(r).filter((x) => x.name.startsWith('delta'));
+  assert.deepEqual(withDelta.map((x) => x.status), ['met', 'not met', 'not met']); // 0.35x; 1.38x > 1x; 120 MiB > 100
+  assert.match(withDelta[1]!.measured, /^2\.20 s vs 1\.60 s = 1\.38×$/);
+  assert.match(withDelta[2]!.measured, /^120 MiB \(full archive: 99 MiB\)$/);
+  r.deltaApply = { delta: { wallS: 1.5, rssMiB: 95 }, full: { wallS: 1.6, rssMiB: 99 } };
+  assert.deepEqual(evaluateTargets(r).filter((x) => x.name.startsWith('delta apply')).map((x) => x.status), ['met', 'met']);
   const empty = evaluateTargets(emptyReport(report().meta));
   assert.ok(empty.every((x) => x.status === 'not measured'), JSON.stringify(empty));
 });
