@@ -6,7 +6,7 @@
 import { describe, it, expect, beforeEach, afterEach } from 'vitest';
 import { execa } from 'execa';
 import { join } from 'node:path';
-import { lstat, mkdir, mkdtemp, readdir, rm, symlink, utimes, writeFile, readFile } from 'node:fs/promises';
+import { lstat, lutimes, mkdir, mkdtemp, readdir, rm, symlink, utimes, writeFile, readFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { COMPILE_CACHE_MAX_AGE_MS, compileCacheKey, pruneCompileCaches } from '../src/tiu/compile-cache.ts';
 import { NODE } from './helpers/archive.ts';
@@ -37,7 +37,8 @@ describe('compile cache', () => {
       await aged(join(root, name), age);
     }
     await symlink(outside, join(root, 'link'));
-    await execa('touch', ['-h', '-d', '10 days ago', join(root, 'link')]);
+    const tenDaysAgo = new Date(Date.now() - 10 * DAY);
+    await lutimes(join(root, 'link'), tenDaysAgo, tenDaysAgo);
     const removed = pruneCompileCaches(root, 'current', Date.now() - COMPILE_CACHE_MAX_AGE_MS);
     expect(removed.sort()).toEqual(['link', 'old']);
     expect((await readdir(root)).sort()).toEqual(['current', 'recent']);
