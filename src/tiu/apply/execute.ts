@@ -152,14 +152,19 @@ async function* imageFile(image: SafeRoot, e: IndexEntry): AsyncGenerator<Uint8A
 /** Read buffers of {@link imageFile} (one per concurrent copy). */
 const READ_BUFFERS = bufferPool(CHUNK, 4);
 
-/** One buffer for every synchronous small read (the image file, or the old content in place). */
+/**
+ * The buffers of the synchronous small-file path, one each: the image file's content (one byte
+ * more, to see a file larger than the index says), and the old content an in-place rewrite
+ * compares with.
+ */
 const SMALL_READ = Buffer.allocUnsafe(SMALL_FILE + 1);
 const SMALL_OLD = Buffer.allocUnsafe(SMALL_FILE);
 
 /**
  * A small file of the mounted image, whole, opened beneath the image root (O_NONBLOCK: a FIFO
- * where the index says file must not wait for a writer) and checked to be a regular file; undefined when it has more than {@link SMALL_FILE} bytes after all (the caller
- * streams it). Valid until the next call.
+ * where the index says file must not wait for a writer) and checked to be a regular file;
+ * undefined when it has more than {@link SMALL_FILE} bytes after all (the caller streams it).
+ * Valid until the next call.
  */
 function readImageSmall(image: SafeRoot, e: IndexEntry): Buffer | undefined {
   let fd: number;
@@ -545,8 +550,17 @@ export async function executePlan(plan: ApplyPlan, opts: ExecuteOptions): Promis
 
   const concurrency = opts.concurrency ?? 4;
   let next = 0;
+  /** Small files written since the event loop last ran (see below). */
+  let sinceYield = 0;
   const worker = async () => {
     while (next < writes.length) {
+      // A run of small files is written without a promise: let the event loop in now and then
+      // (the large files' reads and writes complete, a signal is seen, progress is drawn).
+      if (++sinceYield >= 64) {
+        sinceYield = 0;
+        await new Promise((r) => setImmediate(r));
+        continue; // (another worker may have taken the last file meanwhile)
+      }
       check();
       const e = writes[next++]!;
       try {
