@@ -12,13 +12,13 @@ import { execa } from 'execa';
 import type { System } from '../../src/core/system.ts';
 import { generateDevKeys } from '../../src/tiu/sign/keygen.ts';
 import { installedDevice } from '../../test/helpers/device.ts';
+import { median } from '../lib/stats.ts';
 import { debianTree } from '../../test/helpers/archive.ts';
 
 /** The bundle (what devices run; bench/run.ts and bench/delta.ts build it first), or with BENCH_TIU=source the sources. */
 const TIU = join(import.meta.dirname, process.env.BENCH_TIU === 'source' ? '../../bin/tiu.js' : '../../dist/tiu.mjs');
 /** Rounds of the apply measurement (delta and full archive alternating; medians reported). */
 const APPLY_ROUNDS = 3;
-const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor((xs.length - 1) / 2)]!;
 
 async function timed(argv: string[]): Promise<{ wallS: number; rssMiB: number; stdout: string }> {
   const r = await execa('/usr/bin/time', ['-f', 'BENCH %e %M', ...argv], { reject: false, all: false });

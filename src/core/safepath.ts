@@ -215,6 +215,11 @@ export class SafeRoot implements AsyncDisposable {
     }
   }
 
+  /** `rel` as components (given as such, or split and checked by {@link pathComponents}). */
+  private parts(rel: string | Buffer | readonly Buffer[]): readonly Buffer[] {
+    return Array.isArray(rel) ? (rel as readonly Buffer[]) : pathComponents(rel as string | Buffer, `path in ${this.what}`);
+  }
+
   /**
    * Runs `fn` with a path naming `rel` safely: `/proc/self/fd/<parent>/<name>` (the root itself
    * for `.`). Every directory above `rel` is checked; `rel` itself is NOT followed only if `fn`
@@ -223,7 +228,7 @@ export class SafeRoot implements AsyncDisposable {
    * process can use (via /proc/<pid>).
    */
   async at<T>(rel: string | Buffer | readonly Buffer[], fn: (path: Buffer) => Promise<T>, o: { create?: number; child?: boolean } = {}): Promise<T> {
-    const parts = Array.isArray(rel) ? (rel as readonly Buffer[]) : pathComponents(rel as string | Buffer, `path in ${this.what}`);
+    const parts = this.parts(rel);
     const mk = o.child ? SafeRoot.procPath : SafeRoot.fdPath;
     if (parts.length === 0) return fn(mk(this.rootFd));
     const dir = this.acquire(parts.slice(0, -1), o.create);
@@ -239,7 +244,7 @@ export class SafeRoot implements AsyncDisposable {
    * entries one thread-pool round trip at a time cost ~0.15 ms each, the calls themselves ~0.02).
    */
   atSync<T>(rel: string | Buffer | readonly Buffer[], fn: (path: Buffer) => T): T {
-    const parts = Array.isArray(rel) ? (rel as readonly Buffer[]) : pathComponents(rel as string | Buffer, `path in ${this.what}`);
+    const parts = this.parts(rel);
     if (parts.length === 0) return fn(SafeRoot.fdPath(this.rootFd));
     const dir = this.acquire(parts.slice(0, -1));
     try {
@@ -251,7 +256,7 @@ export class SafeRoot implements AsyncDisposable {
 
   /** {@link dir} for synchronous work. */
   dirSync<T>(rel: string | Buffer | readonly Buffer[], fn: (path: Buffer) => T): T {
-    const parts = Array.isArray(rel) ? (rel as readonly Buffer[]) : pathComponents(rel as string | Buffer, `path in ${this.what}`);
+    const parts = this.parts(rel);
     const d = this.acquire(parts);
     try {
       return fn(SafeRoot.fdPath(d.fd));

@@ -9,7 +9,7 @@
  * binding cannot name (setfattr).
  */
 import { chmodSync, closeSync, constants, fchmodSync, fchownSync, fstatSync, ftruncateSync, lchownSync, lstatSync, lutimesSync, openSync, readSync, readdirSync, rmdirSync, unlinkSync, writeSync } from 'node:fs';
-import { chmod, lchown, lutimes, link, lstat, mkdir, open, readdir, rename, rmdir, symlink, unlink, writeFile, rm, type FileHandle } from 'node:fs/promises';
+import { chmod, lchown, lutimes, link, lstat, mkdir, open, rename, symlink, unlink, writeFile, rm, type FileHandle } from 'node:fs/promises';
 import { createHash, hash } from 'node:crypto';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -118,15 +118,30 @@ export function removeTreeAt(root: SafeRoot, rel: readonly Buffer[]): void {
   root.atSync(rel, (p) => rmdirSync(p));
 }
 
+/**
+ * How an image file is opened: never through a symlink, and O_NONBLOCK so that a FIFO where the
+ * index says file does not wait for a writer (no effect on regular files).
+ */
+const IMAGE_OPEN = constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK;
+
+/**
+ * The error for an image path the index says is a regular file: a symlink (the open failed with
+ * ELOOP), or something else (no `err`); any other open error as it is.
+ */
+function notAFileInImage(e: IndexEntry, err?: unknown): unknown {
+  if (err === undefined) return new TiuError('ARCHIVE_INDEX', `/${displayPath(e.path)} in the image is not a regular file, the index says it is`);
+  if ((err as NodeJS.ErrnoException).code === 'ELOOP') return new TiuError('ARCHIVE_INDEX', `/${displayPath(e.path)} in the image is a symlink, the index says it is a file`);
+  return err;
+}
+
 /** Chunks of a file of the mounted image, opened beneath the image root, checked to be a regular file. */
 async function* imageFile(image: SafeRoot, e: IndexEntry): AsyncGenerator<Uint8Array> {
-  const sfh = await image.at(e.path, (src) => open(src, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK)).catch((err) => {
-    if ((err as NodeJS.ErrnoException).code === 'ELOOP') throw new TiuError('ARCHIVE_INDEX', `/${displayPath(e.path)} in the image is a symlink, the index says it is a file`);
-    throw err;
+  const sfh = await image.at(e.path, (src) => open(src, IMAGE_OPEN)).catch((err) => {
+    throw notAFileInImage(e, err);
   });
   try {
     const sst = await sfh.stat();
-    if (!sst.isFile()) throw new TiuError('ARCHIVE_INDEX', `/${displayPath(e.path)} in the image is not a regular file, the index says it is`);
+    if (!sst.isFile()) throw notAFileInImage(e);
     // Buffers are reused across files (one per concurrent copy): a fresh buffer per file, even
     // one no larger than the file, kept the garbage collector busy and the RSS up. The consumer
     // (copyContent, rewriteInPlace) is done with a chunk before it asks for the next, and with
@@ -161,21 +176,19 @@ const SMALL_READ = Buffer.allocUnsafe(SMALL_FILE + 1);
 const SMALL_OLD = Buffer.allocUnsafe(SMALL_FILE);
 
 /**
- * A small file of the mounted image, whole, opened beneath the image root (O_NONBLOCK: a FIFO
- * where the index says file must not wait for a writer) and checked to be a regular file;
- * undefined when it has more than {@link SMALL_FILE} bytes after all (the caller streams it).
+ * A small file of the mounted image, whole, opened beneath the image root and checked to be a
+ * regular file (as {@link imageFile}); undefined when it has more than {@link SMALL_FILE} bytes after all (the caller streams it).
  * Valid until the next call.
  */
 function readImageSmall(image: SafeRoot, e: IndexEntry): Buffer | undefined {
   let fd: number;
   try {
-    fd = image.atSync(e.path, (src) => openSync(src, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK));
+    fd = image.atSync(e.path, (src) => openSync(src, IMAGE_OPEN));
   } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ELOOP') throw new TiuError('ARCHIVE_INDEX', `/${displayPath(e.path)} in the image is a symlink, the index says it is a file`);
-    throw err;
+    throw notAFileInImage(e, err);
   }
   try {
-    if (!fstatSync(fd).isFile()) throw new TiuError('ARCHIVE_INDEX', `/${displayPath(e.path)} in the image is not a regular file, the index says it is`);
+    if (!fstatSync(fd).isFile()) throw notAFileInImage(e);
     let n = 0;
     for (;;) {
       const r = readSync(fd, SMALL_READ, n, SMALL_READ.length - n, n);
@@ -219,6 +232,26 @@ function writeSmallNew(target: SafeRoot, e: IndexEntry, data: Uint8Array, viaDel
 }
 
 /**
+ * The runs of 4 KiB blocks of `chunk` that differ from `old` (which holds `have` valid bytes at
+ * the same offsets), as [start, end) offsets: each is written with one call.
+ */
+function differingRuns(chunk: Buffer, old: Buffer, have: number): [number, number][] {
+  const runs: [number, number][] = [];
+  let runStart = -1;
+  for (let off = 0; off < chunk.length; off += BLOCK) {
+    const end = Math.min(off + BLOCK, chunk.length);
+    const differs = end > have || chunk.compare(old, off, end, off, end) !== 0;
+    if (differs && runStart < 0) runStart = off;
+    if (!differs && runStart >= 0) {
+      runs.push([runStart, off]);
+      runStart = -1;
+    }
+  }
+  if (runStart >= 0) runs.push([runStart, chunk.length]);
+  return runs;
+}
+
+/**
  * {@link rewriteInPlace} for a small file whose content is in memory (checked first): only the
  * 4 KiB blocks that differ are written. False, having changed nothing, when the snapshot's path
  * is not a lone regular file.
@@ -244,17 +277,7 @@ function rewriteSmallInPlace(target: SafeRoot, e: IndexEntry, data: Uint8Array):
       have += r;
     }
     const chunk = Buffer.from(data.buffer, data.byteOffset, data.byteLength);
-    let runStart = -1;
-    for (let off = 0; off < chunk.length; off += BLOCK) {
-      const end = Math.min(off + BLOCK, chunk.length);
-      const differs = end > have || chunk.compare(SMALL_OLD, off, end, off, end) !== 0;
-      if (differs && runStart < 0) runStart = off;
-      if (!differs && runStart >= 0) {
-        writeSyncAll(fd, chunk.subarray(runStart, off), runStart, false);
-        runStart = -1;
-      }
-    }
-    if (runStart >= 0) writeSyncAll(fd, chunk.subarray(runStart), runStart, false);
+    for (const [from, to] of differingRuns(chunk, SMALL_OLD, have)) writeSyncAll(fd, chunk.subarray(from, to), from, false);
     if (st.size !== chunk.length) ftruncateSync(fd, chunk.length);
     fchownSync(fd, checkId(e.uid, e), checkId(e.gid, e));
     fchmodSync(fd, e.mode);
@@ -352,18 +375,7 @@ async function rewriteInPlace(source: AsyncIterable<Uint8Array>, target: SafeRoo
         const chunk = Buffer.from(c.buffer, c.byteOffset, c.byteLength);
         hash.update(chunk);
         const have = pos < st.size ? (await dfh.read(old, 0, Math.min(chunk.length, st.size - pos), pos)).bytesRead : 0;
-        // Runs of differing blocks are written with one call each.
-        let runStart = -1;
-        for (let off = 0; off < chunk.length; off += BLOCK) {
-          const end = Math.min(off + BLOCK, chunk.length);
-          const differs = end > have || chunk.compare(old, off, end, off, end) !== 0;
-          if (differs && runStart < 0) runStart = off;
-          if (!differs && runStart >= 0) {
-            await writeAll(dfh, chunk.subarray(runStart, off), pos + runStart);
-            runStart = -1;
-          }
-        }
-        if (runStart >= 0) await writeAll(dfh, chunk.subarray(runStart), pos + runStart);
+        for (const [from, to] of differingRuns(chunk, old, have)) await writeAll(dfh, chunk.subarray(from, to), pos + from);
         pos += chunk.length;
       }
       if (st.size !== pos) await dfh.truncate(pos);

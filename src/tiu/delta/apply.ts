@@ -339,23 +339,12 @@ async function deltaSource(
   const smallOld = Buffer.allocUnsafe(SMALL_PATCH + 1);
   let gatedOld: Buffer | undefined;
 
-  /** Bytes of the delta's blob area, read synchronously (a small content). */
-  const readBlobSync = (offset: number, length: number): Buffer => {
-    const b = Buffer.allocUnsafe(length);
-    for (let done = 0; done < length; ) {
-      const n = readSync(delta.fh.fd, b, done, length - done, delta.blobBase + offset + done);
-      if (n === 0) throw new TiuError('DELTA_FORMAT', 'delta ended early', { hint: 'download the delta again' });
-      done += n;
-    }
-    return b;
-  };
-
   /** A small zstd content or zstd patch (with a small base), decoded in one synchronous call. */
   const decodeSmall = (c: Resolved, what: string): Buffer | undefined => {
     if (!((c.method === 'zstd' || c.method === 'zstd-patch') && c.size <= SMALL_PATCH && c.length <= SMALL_PATCH)) return undefined;
     const base = c.method === 'zstd-patch' ? oldFile(c.base!) : undefined;
     if (base && (base.size ?? 0) > SMALL_PATCH) return undefined;
-    const blob = readBlobSync(c.offset, c.length);
+    const blob = delta.readBlobSync(c.offset, c.length);
     const dictionary = base ? readOld(base, 'small') : undefined;
     try {
       return zstdDecompressSync(blob, { ...(dictionary ? { dictionary } : {}), maxOutputLength: Math.max(1, c.size), params: { [zc.ZSTD_d_windowLogMax]: 27 } } as never);

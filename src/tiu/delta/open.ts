@@ -4,7 +4,7 @@
  * through one open file handle that the caller keeps.
  */
 import { createHash } from 'node:crypto';
-import { constants } from 'node:fs';
+import { constants, readSync } from 'node:fs';
 import { open, type FileHandle } from 'node:fs/promises';
 import { TiuError, fromErrno, withContext } from '../../core/errors.ts';
 import { verifySignedData, type VerifiedSignature } from '../sign/verify.ts';
@@ -32,6 +32,8 @@ export interface OpenedDelta extends AsyncDisposable {
   targetSigner: VerifiedSignature['signer'];
   targetChain: string[];
   readBlob(offset: number, size: number): Promise<Buffer>;
+  /** {@link readBlob} without a promise (a small content decoded at once). */
+  readBlobSync(offset: number, size: number): Buffer;
 }
 
 async function readExactly(fh: FileHandle, length: number, position: number): Promise<Buffer> {
@@ -41,6 +43,17 @@ async function readExactly(fh: FileHandle, length: number, position: number): Pr
     const { bytesRead } = await fh.read(buf, done, length - done, position + done);
     if (bytesRead === 0) throw new TiuError('DELTA_FORMAT', `delta ended early reading ${length} bytes at offset ${position}`, { hint: 'download the delta again' });
     done += bytesRead;
+  }
+  return buf;
+}
+
+/** {@link readExactly} without a promise. */
+function readExactlySync(fd: number, length: number, position: number): Buffer {
+  const buf = Buffer.allocUnsafe(length);
+  for (let done = 0; done < length; ) {
+    const n = readSync(fd, buf, done, length - done, position + done);
+    if (n === 0) throw new TiuError('DELTA_FORMAT', `delta ended early reading ${length} bytes at offset ${position}`, { hint: 'download the delta again' });
+    done += n;
   }
   return buf;
 }
@@ -136,6 +149,7 @@ export async function openDelta(path: string, o: OpenDeltaOptions): Promise<Open
       targetSigner: target.signer,
       targetChain: target.chain,
       readBlob,
+      readBlobSync: (offset: number, n: number) => readExactlySync(fh.fd, n, blobBase + offset),
       [Symbol.asyncDispose]: () => fh.close(),
     };
   } catch (e) {
