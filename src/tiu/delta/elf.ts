@@ -26,7 +26,7 @@ export interface ElfMap {
   sym: Segment[];
 }
 
-interface Section {
+export interface Section {
   name: string;
   type: number;
   flags: number;
@@ -36,7 +36,7 @@ interface Section {
   entsize: number;
 }
 
-interface Elf {
+export interface Elf {
   /** PT_LOAD segments: file offset, virtual address, file size. */
   loads: { off: number; va: number; size: number }[];
   sections: Section[];
@@ -359,31 +359,74 @@ function byteSet(values: readonly number[]): Uint8Array {
   return t;
 }
 /** One-byte opcodes whose ModRM byte may select a RIP-relative operand (mov, lea, cmp, add, ...). */
-const RIP_OPS = byteSet([0x8b, 0x8d, 0x89, 0x3b, 0x39, 0x03, 0x2b, 0x33, 0x0b, 0x23, 0x85, 0x63, 0xff, 0xc7, 0x81, 0x83, 0x80, 0xc6, 0x88, 0x8a, 0x3a, 0x38, 0x84, 0xf6, 0xf7, 0x87, 0x01, 0x29, 0x31, 0x09, 0x21, 0x13, 0x1b]);
+export const RIP_OPS = byteSet([0x8b, 0x8d, 0x89, 0x3b, 0x39, 0x03, 0x2b, 0x33, 0x0b, 0x23, 0x85, 0x63, 0xff, 0xc7, 0x81, 0x83, 0x80, 0xc6, 0x88, 0x8a, 0x3a, 0x38, 0x84, 0xf6, 0xf7, 0x87, 0x01, 0x29, 0x31, 0x09, 0x21, 0x13, 0x1b]);
 /** The same after 0x0f (SSE moves, movzx/movsx, prefetch, ...). */
-const RIP_OPS_0F = byteSet([0x10, 0x11, 0x28, 0x29, 0x6f, 0x7f, 0xb6, 0xb7, 0xbe, 0xbf, 0x2e, 0x2f, 0x54, 0x57, 0x58, 0x59, 0x5c, 0x5e, 0xef, 0xd6, 0x7e, 0x6e, 0x12, 0x16, 0x13, 0x17, 0xdb, 0xeb, 0xfe, 0xd4, 0x38, 0x3a, 0x1f, 0x18, 0x0d]);
+export const RIP_OPS_0F = byteSet([0x10, 0x11, 0x28, 0x29, 0x6f, 0x7f, 0xb6, 0xb7, 0xbe, 0xbf, 0x2e, 0x2f, 0x54, 0x57, 0x58, 0x59, 0x5c, 0x5e, 0xef, 0xd6, 0x7e, 0x6e, 0x12, 0x16, 0x13, 0x17, 0xdb, 0xeb, 0xfe, 0xd4, 0x38, 0x3a, 0x1f, 0x18, 0x0d]);
+
+/**
+ * First-byte classes of the code scan: 1 call/jmp rel32 (e8, e9), 2 the escape of a two-byte jcc
+ * (0f 80..8f), 3 a ModRM byte with mod 00 and r/m 101 (RIP-relative). One table lookup per code
+ * byte: most bytes are none of these.
+ */
+const CODE_CLASS = (() => {
+  const t = new Uint8Array(256);
+  for (let c = 0; c < 256; c++) if ((c & 0xc7) === 0x05) t[c] = 3;
+  t[0xe8] = t[0xe9] = 1;
+  t[0x0f] = 2;
+  return t;
+})();
 
 /**
  * Code: rel32 operands of call, jmp, jcc and RIP-relative ModRM operands, found by their opcode
  * bytes (no disassembly: a false hit is moved the same way on both sides, so it only costs a few
  * diff bytes). The operand's target T = end + rel32 becomes map(T) - map(end).
+ *
+ * The maker and every device must predict the very same bytes (a delta made by one version of
+ * this function is applied by another): this loop is written for speed (the largest share of a
+ * delta's apply time); test/delta-elf.test.ts keeps the plain first form and compares the two.
  */
-function predictCode(b: Buffer, s: Section, M: (v: number) => number | undefined): void {
+export function predictCode(b: Buffer, s: Section, M: (v: number) => number | undefined): void {
+  const start = s.off;
   const end = s.off + s.size;
-  for (let i = s.off; i + 5 < end; ) {
-    const c = b[i]!;
-    let p = -1;
-    if (c === 0xe8 || c === 0xe9) p = i + 1;
-    else if (c === 0x0f && b[i + 1]! >= 0x80 && b[i + 1]! <= 0x8f) p = i + 2;
-    else if ((c & 0xc7) === 0x05 && i > s.off && (RIP_OPS[b[i - 1]!] === 1 || (i - 2 >= s.off && b[i - 2] === 0x0f && RIP_OPS_0F[b[i - 1]!] === 1))) p = i + 1;
-    if (p >= 0 && p + 4 <= end) {
-      const d = b.readInt32LE(p);
-      const from = s.addr + (p - s.off) + 4;
+  // The address just past an operand at file offset p is p + toVa.
+  const toVa = s.addr - s.off + 4;
+  const cls = CODE_CLASS;
+  for (let i = start; i + 5 < end; ) {
+    const k = cls[b[i]!]!;
+    if (k === 0) {
+      i++;
+      continue;
+    }
+    let p: number;
+    if (k === 1) p = i + 1;
+    else if (k === 2) {
+      const n = b[i + 1]!;
+      if (n < 0x80 || n > 0x8f) {
+        i++;
+        continue;
+      }
+      p = i + 2;
+    } else {
+      const q = i > start ? b[i - 1]! : -1;
+      if (!(q >= 0 && (RIP_OPS[q] === 1 || (i - 2 >= start && b[i - 2] === 0x0f && RIP_OPS_0F[q] === 1)))) {
+        i++;
+        continue;
+      }
+      p = i + 1;
+    }
+    if (p + 4 <= end) {
+      const d = b[p]! | (b[p + 1]! << 8) | (b[p + 2]! << 16) | (b[p + 3]! << 24);
+      const from = p + toVa;
       const mt = M(from + d);
       const mp = M(from);
       if (mt !== undefined && mp !== undefined) {
         const nd = mt - mp;
-        if (nd !== d && nd >= -(2 ** 31) && nd < 2 ** 31) b.writeInt32LE(nd, p);
+        if (nd !== d && nd >= -(2 ** 31) && nd < 2 ** 31) {
+          b[p] = nd & 0xff;
+          b[p + 1] = (nd >> 8) & 0xff;
+          b[p + 2] = (nd >> 16) & 0xff;
+          b[p + 3] = (nd >> 24) & 0xff;
+        }
         i = p + 4;
         continue;
       }
@@ -401,7 +444,7 @@ const MIN_TABLE = 3;
  * section, counted from the run's first entry, is taken as a table; each entry becomes
  * `M(table + entry) - M(table)`.
  */
-function predictJumpTables(b: Buffer, e: Elf, M: (v: number) => number | undefined): void {
+export function predictJumpTables(b: Buffer, e: Elf, M: (v: number) => number | undefined): void {
   const code = e.sections.filter((s) => s.type !== SHT_NOBITS && s.flags & SHF_EXECINSTR).map((s) => [s.addr, s.addr + s.size] as const);
   const lo = Math.min(...code.map((c) => c[0]));
   const hi = Math.max(...code.map((c) => c[1]));
@@ -411,6 +454,12 @@ function predictJumpTables(b: Buffer, e: Elf, M: (v: number) => number | undefin
     if (s.name !== '.rodata' || s.type === SHT_NOBITS) continue;
     const end = s.off + s.size;
     for (let o = s.off + ((4 - (s.addr % 4)) % 4); o + 4 <= end; ) {
+      // (most words are no address at all: the range check inline, before any call)
+      const v0 = s.addr + (o - s.off) + (b[o]! | (b[o + 1]! << 8) | (b[o + 2]! << 16) | (b[o + 3]! << 24));
+      if (v0 < lo || v0 >= hi) {
+        o += 4;
+        continue;
+      }
       const table = s.addr + (o - s.off);
       let n = 0;
       while (o + 4 * (n + 1) <= end && inCode(table + b.readInt32LE(o + 4 * n))) n++;

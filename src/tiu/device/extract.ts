@@ -140,6 +140,7 @@ export async function extract(dev: Device, o: ExtractOptions): Promise<ExtractRe
     signal: tx.signal,
     onProgress: (b) => o.onProgress?.('writing', b / total),
   });
+  image.content?.releaseBuffers();
   mark('apply');
   tx.throwIfAborted();
 
