@@ -279,7 +279,9 @@ async function deltaSource(
   const have = o.recorded.manifest;
   let oldIndex: IndexEntry[];
   try {
-    oldIndex = await loadIndex(o.recorded.indexPath, { sha256: env.base.indexSha256 });
+    // (pinned by the digest the delta names: every entry is checked, the per-line
+    // re-serialisation that proves canonical form is skipped, as for a full extract's base)
+    oldIndex = await loadIndex(o.recorded.indexPath, { sha256: env.base.indexSha256, canonical: false });
   } catch (e) {
     throw new TiuError('DELTA_BASE_MODIFIED', `the recorded index of snapshot ${o.baseNum} is damaged: ${(e as Error).message}`, { hint: 'use the full image', cause: e });
   }
@@ -296,7 +298,13 @@ async function deltaSource(
     throw new TiuError('DELTA_CORRUPT', 'the new index rebuilt from the delta does not match the signed manifest', { hint: 'use the full image; nothing was changed' });
   }
   await writeFile(indexFile, indexBytes, { mode: 0o644 });
-  const target = await loadIndex(indexFile, { sha256: env.target.indexSha256 });
+  // Parsed from the bytes just checked against the signed digest (not read back from the file).
+  const target = await loadIndex(
+    (async function* () {
+      yield indexBytes;
+    })(),
+    { sha256: env.target.indexSha256, canonical: false },
+  );
 
   const sources = oldSources(oldIndex);
   const contents = resolveContents(delta.header, target, oldIndex, sources);
