@@ -9,7 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { execa } from 'execa';
-import { bspatchStream, splitBsdiff40, offtin, encodeCtrl, decodeCtrl } from '../src/tiu/delta/bsdiff.ts';
+import { addBytes, bspatchStream, splitBsdiff40, offtin, encodeCtrl, decodeCtrl } from '../src/tiu/delta/bsdiff.ts';
 import { TiuError } from '../src/core/errors.ts';
 
 let work: string;
@@ -101,6 +101,24 @@ describe('bspatchStream', () => {
     const bigX = Buffer.from(s.raw.ctrl);
     bigX.writeUInt32LE(0xffffff, 0);
     await expectCorrupt({ ...s.raw, ctrl: bigX });
+  });
+
+  it('adds old bytes four at a time exactly as one at a time (every offset alignment, lengths around the fast path)', () => {
+    const src = randomBytes(4096 + 64);
+    for (const n of [0, 1, 3, 15, 16, 17, 31, 64, 1000, 4096]) {
+      for (let o = 0; o < 8; o++) {
+        for (let s = 0; s < 8; s++) {
+          const base = randomBytes(n + 16);
+          // (carries in every bit position: 0xff + 0x01, 0x80 + 0x80, ...)
+          if (n > 8) base.fill(0xff, o, o + 4);
+          const fast = Buffer.from(base);
+          const slow = Buffer.from(base);
+          addBytes(fast, o, src, s, n);
+          for (let k = 0; k < n; k++) slow[o + k] = (slow[o + k]! + src[s + k]!) & 0xff;
+          expect(fast.equals(slow), `n=${n} o=${o} s=${s}`).toBe(true);
+        }
+      }
+    }
   });
 
   it('decodes sign-magnitude control values', () => {

@@ -11,6 +11,7 @@
  * the old file, in bounded memory (256 KiB chunks); an old file on disk is never held whole (an
  * ELF prediction, made in memory, is patched from there).
  */
+import { readSync } from 'node:fs';
 import type { FileHandle } from 'node:fs/promises';
 import { TiuError } from '../../core/errors.ts';
 import { bufferPool } from '../../core/bufferpool.ts';
@@ -57,28 +58,48 @@ export interface BsdiffSlices {
   extra: { fh: FileHandle; offset: number; length: number };
 }
 
-async function readFully(fh: FileHandle, buf: Buffer, length: number, position: number): Promise<void> {
+function readFully(fd: number, buf: Buffer, length: number, position: number): void {
   for (let done = 0; done < length; ) {
-    const { bytesRead } = await fh.read(buf, done, length - done, position + done);
-    if (bytesRead === 0) throw corrupt('a bsdiff stream ended early');
-    done += bytesRead;
+    const n = readSync(fd, buf, done, length - done, position + done);
+    if (n === 0) throw corrupt('a bsdiff stream ended early');
+    done += n;
   }
 }
 
 /**
+ * out[o + k] += src[s + k] (mod 256) for k < n: bsdiff's "add old bytes to the diff bytes", four
+ * bytes per step (the low seven bits of each byte added, the top bits xor-ed in), the rest one by
+ * one. Most of a patched binary is such runs.
+ */
+export function addBytes(out: Uint8Array, o: number, src: Uint8Array, s: number, n: number): void {
+  let k = 0;
+  if (n >= 16) {
+    const dv = new DataView(out.buffer, out.byteOffset + o, n);
+    const sv = new DataView(src.buffer, src.byteOffset + s, n);
+    for (; k + 4 <= n; k += 4) {
+      const x = dv.getUint32(k, true);
+      const y = sv.getUint32(k, true);
+      dv.setUint32(k, ((x & 0x7f7f7f7f) + (y & 0x7f7f7f7f)) ^ ((x ^ y) & 0x80808080), true);
+    }
+  }
+  for (; k < n; k++) out[o + k] = (out[o + k]! + src[s + k]!) & 0xff;
+}
+
+/**
  * Sequential reads of one slice through a buffer: bsdiff makes many short runs, and one
- * positional read per run would cost a thread-pool round trip each.
+ * positional read per run would cost a system call each. Synchronous: the slices are files tiu
+ * unpacked a moment ago, and a promise per control triple cost more than the patching.
  */
 class SliceReader {
   private buf: Buffer;
   private bufStart = 0;
   private bufLen = 0;
   private pos = 0;
-  private readonly fh: FileHandle;
+  private readonly fd: number;
   private readonly offset: number;
   private readonly length: number;
   constructor(fh: FileHandle, offset: number, length: number) {
-    this.fh = fh;
+    this.fd = fh.fd;
     this.offset = offset;
     this.length = length;
     this.buf = BUFFERS.take();
@@ -89,13 +110,13 @@ class SliceReader {
   }
 
   /** Copies the next `n` bytes into `out` at `at`. */
-  async read(out: Buffer, at: number, n: number): Promise<void> {
+  read(out: Buffer, at: number, n: number): void {
     if (this.pos + n > this.length) throw corrupt('a bsdiff stream slice ended early');
     while (n > 0) {
       if (this.pos >= this.bufStart + this.bufLen) {
         this.bufStart = this.pos;
         this.bufLen = Math.min(this.buf.length, this.length - this.pos);
-        await readFully(this.fh, this.buf, this.bufLen, this.offset + this.pos);
+        readFully(this.fd, this.buf, this.bufLen, this.offset + this.pos);
       }
       const from = this.pos - this.bufStart;
       const k = Math.min(n, this.bufLen - from);
@@ -115,10 +136,10 @@ class WindowReader {
   private buf: Buffer;
   private start = 0;
   private len = 0;
-  private readonly fh: FileHandle;
+  private readonly fd: number;
   private readonly size: number;
   constructor(fh: FileHandle, size: number) {
-    this.fh = fh;
+    this.fd = fh.fd;
     this.size = size;
     this.buf = BUFFERS.take();
   }
@@ -127,8 +148,8 @@ class WindowReader {
     BUFFERS.give(this.buf);
   }
 
-  /** Adds old bytes [pos, pos+n) ∩ [0, size) onto `out` (positions outside add nothing, as in bspatch). */
-  async addInto(out: Buffer, pos: number, n: number): Promise<void> {
+  /** Adds old bytes [pos, pos+n) ∩ [0, size) onto out[at…] (positions outside add nothing, as in bspatch). */
+  addInto(out: Buffer, at: number, pos: number, n: number): void {
     let i = Math.max(0, pos);
     const end = Math.min(this.size, pos + n);
     while (i < end) {
@@ -136,10 +157,10 @@ class WindowReader {
         // A little before i: bsdiff often steps back a few bytes, which would reload the window.
         this.start = Math.max(0, i - BACKOFF);
         this.len = Math.min(this.buf.length, this.size - this.start);
-        await readFully(this.fh, this.buf, this.len, this.start);
+        readFully(this.fd, this.buf, this.len, this.start);
       }
       const stop = Math.min(end, this.start + this.len);
-      for (let j = i; j < stop; j++) out[j - pos] = (out[j - pos]! + this.buf[j - this.start]!) & 0xff;
+      addBytes(out, at + i - pos, this.buf, i - this.start, stop - i);
       i = stop;
     }
   }
@@ -155,11 +176,10 @@ class MemoryOld {
   release(): void {}
 
   /** As {@link WindowReader.addInto}. */
-  async addInto(out: Buffer, pos: number, n: number): Promise<void> {
+  addInto(out: Buffer, at: number, pos: number, n: number): void {
     const start = Math.max(0, pos);
     const end = Math.min(this.b.length, pos + n);
-    const b = this.b;
-    for (let j = start; j < end; j++) out[j - pos] = (out[j - pos]! + b[j]!) & 0xff;
+    if (end > start) addBytes(out, at + start - pos, this.b, start, end - start);
   }
 }
 
@@ -167,7 +187,8 @@ class MemoryOld {
  * Yields the new file built from `old` (a file read by window, or bytes in memory; bytes outside
  * it count as zero, as in bspatch) and the file's slices of the three streams. Each chunk is valid until the next one is
  * asked for (one buffer is reused): copy it to keep it. Throws DELTA_CORRUPT unless the control
- * triples consume exactly the slices and produce exactly `newSize` bytes.
+ * triples consume exactly the slices and produce exactly `newSize` bytes. The patching itself is
+ * synchronous (one output chunk at a time), the consumer's writes are not.
  */
 export async function* bspatchStream(old: FileHandle | Uint8Array, oldSize: number, s: BsdiffSlices, newSize: number): AsyncGenerator<Uint8Array> {
   if (s.ctrl.length % CTRL_TRIPLE !== 0) throw corrupt('a bsdiff control slice is not whole triples');
@@ -179,14 +200,14 @@ export async function* bspatchStream(old: FileHandle | Uint8Array, oldSize: numb
   // with a chunk before it asks for the next.
   const out = BUFFERS.take();
   try {
-    yield* patch(ctrl, diff, extra, oldFile, out, s, newSize);
+    for (const chunk of patch(ctrl, diff, extra, oldFile, out, s, newSize)) yield chunk;
   } finally {
     for (const r of [ctrl, diff, extra, oldFile]) r.release();
     BUFFERS.give(out);
   }
 }
 
-async function* patch(ctrl: SliceReader, diff: SliceReader, extra: SliceReader, oldFile: WindowReader | MemoryOld, out: Buffer, s: BsdiffSlices, newSize: number): AsyncGenerator<Uint8Array> {
+function* patch(ctrl: SliceReader, diff: SliceReader, extra: SliceReader, oldFile: WindowReader | MemoryOld, out: Buffer, s: BsdiffSlices, newSize: number): Generator<Uint8Array> {
   const triple = Buffer.alloc(CTRL_TRIPLE);
   let outLen = 0;
   let newPos = 0;
@@ -194,31 +215,37 @@ async function* patch(ctrl: SliceReader, diff: SliceReader, extra: SliceReader, 
   let diffPos = 0;
   let extraPos = 0;
   for (let done = 0; done < s.ctrl.length; done += CTRL_TRIPLE) {
-    await ctrl.read(triple, 0, CTRL_TRIPLE);
+    ctrl.read(triple, 0, CTRL_TRIPLE);
     const x = offtin(triple, 0);
     const y = offtin(triple, 8);
     const z = offtin(triple, 16);
     if (x < 0 || y < 0 || newPos + x + y > newSize || diffPos + x > s.diff.length || extraPos + y > s.extra.length) throw corrupt('a bsdiff control triple is out of bounds');
-    for (const [n0, isDiff] of [[x, true], [y, false]] as const) {
-      for (let left = n0; left > 0; ) {
-        if (outLen === out.length) {
-          yield out;
-          outLen = 0;
-        }
-        const n = Math.min(left, out.length - outLen);
-        if (isDiff) {
-          await diff.read(out, outLen, n);
-          await oldFile.addInto(out.subarray(outLen, outLen + n), oldPos, n);
-          diffPos += n;
-          oldPos += n;
-        } else {
-          await extra.read(out, outLen, n);
-          extraPos += n;
-        }
-        outLen += n;
-        newPos += n;
-        left -= n;
+    // x diff bytes (added to old bytes), then y extra bytes, in output chunks.
+    for (let left = x; left > 0; ) {
+      if (outLen === out.length) {
+        yield out;
+        outLen = 0;
       }
+      const n = Math.min(left, out.length - outLen);
+      diff.read(out, outLen, n);
+      oldFile.addInto(out, outLen, oldPos, n);
+      diffPos += n;
+      oldPos += n;
+      outLen += n;
+      newPos += n;
+      left -= n;
+    }
+    for (let left = y; left > 0; ) {
+      if (outLen === out.length) {
+        yield out;
+        outLen = 0;
+      }
+      const n = Math.min(left, out.length - outLen);
+      extra.read(out, outLen, n);
+      extraPos += n;
+      outLen += n;
+      newPos += n;
+      left -= n;
     }
     oldPos += z;
   }
