@@ -11,6 +11,7 @@ import { TiuError } from '../../core/errors.ts';
 import type { System } from '../../core/system.ts';
 import { cacheName, download } from '../device/download.ts';
 import { extract } from '../device/extract.ts';
+import { tuneForOtherWork } from '../v8tuning.ts';
 import { openDevice } from '../device/open.ts';
 import type { BootloaderSetting } from '../boot/detect.ts';
 import type { SnapperMode } from '../../snapshot/store.ts';
@@ -186,6 +187,9 @@ export class Updater {
     } catch (e) {
       this.set({ state: 'failed', error: oneLine(e) });
       throw e;
+    } finally {
+      // (extract() tunes V8 for the update; the daemon goes on with its other work)
+      tuneForOtherWork();
     }
   }
 }

@@ -13,7 +13,6 @@
  * frames are decoded one at a time.
  */
 import { createHash } from 'node:crypto';
-import v8 from 'node:v8';
 import { closeSync, constants, openSync, readSync } from 'node:fs';
 import { mkdir, open, readFile, stat, writeFile } from 'node:fs/promises';
 import { createWriteStream } from 'node:fs';
@@ -27,6 +26,7 @@ import { TiuError } from '../../core/errors.ts';
 import { loadIndex } from '../../core/fileindex/io.ts';
 import { displayPath, INDEX_PATH, type IndexEntry } from '../../core/fileindex/types.ts';
 import { under, type ContentSource } from '../apply/execute.ts';
+import { tuneForDeltaWork } from '../v8tuning.ts';
 import type { ApplyPlan } from '../apply/plan.ts';
 import type { RecordedImage } from '../device/state.ts';
 import { hashPath } from '../../core/fileindex/hash.ts';
@@ -244,12 +244,8 @@ export async function prepareDeltaSource(sys: System, delta: OpenedDelta, o: { b
       hint: `use a delta from ${have.version}, or the full image`,
     });
   }
-  // From here to the end of the run V8 favours memory over speed (more frequent, compacting
-  // collections): rebuilding hundreds of files from patches leaves buffers and short-lived objects
-  // that the default heuristics let pile up. On the Debian update the apply peaked at 125 MiB
-  // without it and 107-108 with it, wall time within noise (5 runs each). A heuristic switch,
-  // read at each collection: setting it now is safe, as the launcher's own V8 flags are.
-  v8.setFlagsFromString('--memory-saver-mode');
+  // From here to the end of the run: V8's top-tier compiler, and memory over speed (v8tuning.ts).
+  tuneForDeltaWork();
   // The bsdiff streams unpack (xz, in children) while the indexes are read and the update is
   // planned; the first bsdiff content waits for them. They are closed on any failure.
   const streamsP = delta.header.bsdiff ? unpackBsdiffStreams(sys, delta, o.workDir) : undefined;

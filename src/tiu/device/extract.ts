@@ -27,6 +27,7 @@ import { prepareBoot, activateBoot } from './boot.ts';
 import { checkDowngrade } from './downgrade.ts';
 import type { ProbeCounts } from './trusted.ts';
 import type { DeltaBaseCheck } from '../delta/apply.ts';
+import { tuneForNativeWork } from '../v8tuning.ts';
 
 export interface ExtractOptions {
   archive: string;
@@ -67,6 +68,8 @@ export async function extract(dev: Device, o: ExtractOptions): Promise<ExtractRe
   const { sys, store } = dev;
   // --debug shows when each step ended (where an update spends its time).
   const t0 = performance.now();
+  // Native work from here on: no top-tier compiler (v8tuning.ts; a delta switches it back on).
+  tuneForNativeWork();
   const mark = (step: string) => sys.log.debug(`step ${step} done after ${(performance.now() - t0).toFixed(0)} ms ${JSON.stringify(Object.fromEntries(Object.entries(process.memoryUsage()).map(([k, v]) => [k, Math.round(v / 2 ** 20)])))}`);
   await cleanupInterrupted(dev);
 
