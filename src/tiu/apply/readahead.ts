@@ -58,10 +58,14 @@ export function startReadAhead(count: number, files: (i: number) => readonly Rea
       active++;
       const own = fd;
       scratch ??= Buffer.allocUnsafe(o.maxBytes);
-      read(own, scratch, 0, Math.min(st.size, scratch.length), 0, () => {
-        closeSync(own);
+      read(own, scratch, 0, Math.min(st.size, scratch.length), 0, (err) => {
+        try {
+          closeSync(own);
+        } catch {
+          // (a descriptor only read from: nothing to lose)
+        }
         active--;
-        done++;
+        if (!err) done++;
         pump();
       });
     } catch {
