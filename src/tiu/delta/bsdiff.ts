@@ -221,28 +221,22 @@ function* patch(ctrl: SliceReader, diff: SliceReader, extra: SliceReader, oldFil
     const z = offtin(triple, 16);
     if (x < 0 || y < 0 || newPos + x + y > newSize || diffPos + x > s.diff.length || extraPos + y > s.extra.length) throw corrupt('a bsdiff control triple is out of bounds');
     // x diff bytes (added to old bytes), then y extra bytes, in output chunks.
-    for (let left = x; left > 0; ) {
+    for (let left = x + y; left > 0; ) {
       if (outLen === out.length) {
         yield out;
         outLen = 0;
       }
-      const n = Math.min(left, out.length - outLen);
-      diff.read(out, outLen, n);
-      oldFile.addInto(out, outLen, oldPos, n);
-      diffPos += n;
-      oldPos += n;
-      outLen += n;
-      newPos += n;
-      left -= n;
-    }
-    for (let left = y; left > 0; ) {
-      if (outLen === out.length) {
-        yield out;
-        outLen = 0;
+      const inDiff = left > y;
+      const n = Math.min(inDiff ? left - y : left, out.length - outLen);
+      if (inDiff) {
+        diff.read(out, outLen, n);
+        oldFile.addInto(out, outLen, oldPos, n);
+        diffPos += n;
+        oldPos += n;
+      } else {
+        extra.read(out, outLen, n);
+        extraPos += n;
       }
-      const n = Math.min(left, out.length - outLen);
-      extra.read(out, outLen, n);
-      extraPos += n;
       outLen += n;
       newPos += n;
       left -= n;
