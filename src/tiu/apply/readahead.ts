@@ -42,7 +42,6 @@ export function startReadAhead(count: number, files: (i: number) => readonly Rea
   let active = 0;
   let done = 0;
   let stopped = false;
-  let idle: (() => void) | undefined;
   let finish!: () => void;
   const finished = new Promise<void>((r) => (finish = r));
   const start = (f: ReadAheadFile) => {
@@ -79,17 +78,15 @@ export function startReadAhead(count: number, files: (i: number) => readonly Rea
       if (i >= count) break;
       for (const f of files(i++)) start(f);
     }
-    if (active === 0) {
-      idle?.();
-      if (stopped || i >= count) finish();
-    }
+    // (with nothing in flight the loop above ended because it was stopped or is through)
+    if (active === 0) finish();
   };
   pump();
   return {
-    async stop() {
+    stop() {
       stopped = true;
-      if (active > 0) await new Promise<void>((r) => (idle = r));
-      finish();
+      if (active === 0) finish();
+      return finished;
     },
     get files() {
       return done;
