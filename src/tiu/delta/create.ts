@@ -17,6 +17,7 @@ import { createHash } from 'node:crypto';
 import { copyFile, mkdtemp, open, readFile, rename, rm, stat, writeFile, type FileHandle } from 'node:fs/promises';
 import { dirname, basename, join } from 'node:path';
 import { tmpdir } from 'node:os';
+import { forEachLimit } from '../../core/concurrency.ts';
 import { TiuError } from '../../core/errors.ts';
 import type { System } from '../../core/system.ts';
 import { openArchive } from '../archive/open.ts';
@@ -205,67 +206,64 @@ async function createDeltaWith(sys: System, o: CreateDeltaOptions, stop: AbortSi
       | { method: 'bsdiff'; ctrl: Buffer; diff: Buffer; extra: Buffer }
       | { method: 'bsdiff-elf'; map: Buffer; ctrl: Buffer; diff: Buffer; extra: Buffer };
     const encoded: Encoded[] = new Array(plan.needed.length);
-    let next = 0;
     let done = 0;
-    const worker = async (w: number) => {
-      while (next < plan.needed.length) {
-        const i = next++;
-        const n = plan.needed[i]!;
-        const src = await stringPath(newImg.dir, n.path, work, i);
-        let patch: Buffer | undefined;
-        if (n.base) {
-          const basePath = await stringPath(oldImg.dir, n.base.path, work, -i - 1);
-          patch = await zstd(run, [...ZSTD_PATCH, `--patch-from=${basePath}`, src], join(work, `w${w}-patch.zst`));
-        }
-        // A patch under a tenth of the file is not beaten by compressing it (saves half the time).
-        const full = patch && patch.length * 10 < n.size ? undefined : await zstd(run, [...ZSTD_FULL, src], join(work, `w${w}-full.zst`));
-        const cands: { cost: number; e: Encoded }[] = [];
-        if (full) cands.push({ cost: full.length, e: { method: 'zstd', data: full } });
-        if (patch) cands.push({ cost: patch.length, e: { method: 'zstd-patch', data: patch } });
-        if (n.base && n.path.endsWith('.gz')) {
-          const basePath = await stringPath(oldImg.dir, n.base.path, work, -i - 1);
-          const g = await gzipPatch(run, basePath, src, join(work, `w${w}`));
-          if (g) cands.push({ cost: g.data.length + g.gzipHeader.length, e: { method: 'gzip-patch', ...g } });
-        }
-        // (not when the zstd patch is already tiny: bsdiff cannot save more than those bytes, and
-        // it is the slowest step of making a delta)
-        if (n.base && n.base.size <= BSDIFF_MAX_BYTES && n.size <= BSDIFF_MAX_BYTES && !(patch && patch.length < BSDIFF_MIN_GAIN) && (await isElf(src))) {
-          // bsdiff beats zstd on machine code (relocated addresses) and only there; on long runs
-          // of equal bytes (sparse files) its suffix sort takes quadratic time, hence ELF only.
-          const out = join(work, `w${w}-bsdiff`);
-          await run('bsdiff', [await stringPath(oldImg.dir, n.base.path, work, -i - 1), src, out]);
-          const file = await readFile(out);
-          const parts = splitBsdiff40(file);
-          const bunzip = async (b: Buffer) => (await run('bzip2', ['-dc'], { input: b, binary: true })).stdoutBuffer!;
-          // Its cost: the per-file (bzip2) size, times what one xz pass over all streams saves
-          // (measured on the Debian fixture update: 583 kB grouped vs 726 kB per file).
-          const ctrl = await bunzip(parts.ctrl);
-          cands.push({ cost: file.length * BSDIFF_GROUPED_RATIO, e: { method: 'bsdiff', ctrl, diff: await bunzip(parts.diff), extra: await bunzip(parts.extra) } });
-          // x86-64 ELF: bsdiff again against the old file with its addresses moved as the
-          // previous pass's matches say (src/tiu/delta/elf.ts); the map travels with the patch.
-          // Twice: the second pass's matches make a better map (libapt-pkg: 12.1 -> 4.2 kB of diff).
-          const oldBytes = await readFile(await stringPath(oldImg.dir, n.base.path, work, -i - 1));
-          const newBytes = await readFile(src);
-          let passCtrl = ctrl;
-          for (let pass = 0; pass < ELF_PASSES; pass++) {
-            const map = buildElfMap(oldBytes, newBytes, passCtrl);
-            if (!map) break;
-            const predicted = join(work, `w${w}-predicted`);
-            await writeFile(predicted, predictElf(Buffer.from(oldBytes), map));
-            await run('bsdiff', [predicted, src, out]);
-            const file2 = await readFile(out);
-            const p2 = splitBsdiff40(file2);
-            const mapZ = zstdCompressSync(encodeElfMap(map), ZSTD_NODE);
-            passCtrl = await bunzip(p2.ctrl);
-            cands.push({ cost: file2.length * BSDIFF_GROUPED_RATIO + mapZ.length, e: { method: 'bsdiff-elf', map: mapZ, ctrl: passCtrl, diff: await bunzip(p2.diff), extra: await bunzip(p2.extra) } });
-          }
-        }
-        // Smallest wins; ties go to the first (cheapest to apply).
-        encoded[i] = cands.reduce((a, b) => (b.cost < a.cost ? b : a)).e;
-        o.onProgress?.('encoding', ++done / plan.needed.length);
+    // (forEachLimit: after a failure or an interrupt it waits for the other lane's children before
+    // the caller unmounts the images; a bare Promise.all left a zstd still reading a mounted file,
+    // so umount failed and the mount and its loop device stayed)
+    await forEachLimit(plan.needed, Math.max(1, o.jobs ?? 2), async (n, i, w) => {
+      const src = await stringPath(newImg.dir, n.path, work, i);
+      let patch: Buffer | undefined;
+      if (n.base) {
+        const basePath = await stringPath(oldImg.dir, n.base.path, work, -i - 1);
+        patch = await zstd(run, [...ZSTD_PATCH, `--patch-from=${basePath}`, src], join(work, `w${w}-patch.zst`));
       }
-    };
-    await Promise.all(Array.from({ length: Math.max(1, o.jobs ?? 2) }, (_, w) => worker(w)));
+      // A patch under a tenth of the file is not beaten by compressing it (saves half the time).
+      const full = patch && patch.length * 10 < n.size ? undefined : await zstd(run, [...ZSTD_FULL, src], join(work, `w${w}-full.zst`));
+      const cands: { cost: number; e: Encoded }[] = [];
+      if (full) cands.push({ cost: full.length, e: { method: 'zstd', data: full } });
+      if (patch) cands.push({ cost: patch.length, e: { method: 'zstd-patch', data: patch } });
+      if (n.base && n.path.endsWith('.gz')) {
+        const basePath = await stringPath(oldImg.dir, n.base.path, work, -i - 1);
+        const g = await gzipPatch(run, basePath, src, join(work, `w${w}`));
+        if (g) cands.push({ cost: g.data.length + g.gzipHeader.length, e: { method: 'gzip-patch', ...g } });
+      }
+      // (not when the zstd patch is already tiny: bsdiff cannot save more than those bytes, and
+      // it is the slowest step of making a delta)
+      if (n.base && n.base.size <= BSDIFF_MAX_BYTES && n.size <= BSDIFF_MAX_BYTES && !(patch && patch.length < BSDIFF_MIN_GAIN) && (await isElf(src))) {
+        // bsdiff beats zstd on machine code (relocated addresses) and only there; on long runs
+        // of equal bytes (sparse files) its suffix sort takes quadratic time, hence ELF only.
+        const out = join(work, `w${w}-bsdiff`);
+        await run('bsdiff', [await stringPath(oldImg.dir, n.base.path, work, -i - 1), src, out]);
+        const file = await readFile(out);
+        const parts = splitBsdiff40(file);
+        const bunzip = async (b: Buffer) => (await run('bzip2', ['-dc'], { input: b, binary: true })).stdoutBuffer!;
+        // Its cost: the per-file (bzip2) size, times what one xz pass over all streams saves
+        // (measured on the Debian fixture update: 583 kB grouped vs 726 kB per file).
+        const ctrl = await bunzip(parts.ctrl);
+        cands.push({ cost: file.length * BSDIFF_GROUPED_RATIO, e: { method: 'bsdiff', ctrl, diff: await bunzip(parts.diff), extra: await bunzip(parts.extra) } });
+        // x86-64 ELF: bsdiff again against the old file with its addresses moved as the
+        // previous pass's matches say (src/tiu/delta/elf.ts); the map travels with the patch.
+        // Twice: the second pass's matches make a better map (libapt-pkg: 12.1 -> 4.2 kB of diff).
+        const oldBytes = await readFile(await stringPath(oldImg.dir, n.base.path, work, -i - 1));
+        const newBytes = await readFile(src);
+        let passCtrl = ctrl;
+        for (let pass = 0; pass < ELF_PASSES; pass++) {
+          const map = buildElfMap(oldBytes, newBytes, passCtrl);
+          if (!map) break;
+          const predicted = join(work, `w${w}-predicted`);
+          await writeFile(predicted, predictElf(Buffer.from(oldBytes), map));
+          await run('bsdiff', [predicted, src, out]);
+          const file2 = await readFile(out);
+          const p2 = splitBsdiff40(file2);
+          const mapZ = zstdCompressSync(encodeElfMap(map), ZSTD_NODE);
+          passCtrl = await bunzip(p2.ctrl);
+          cands.push({ cost: file2.length * BSDIFF_GROUPED_RATIO + mapZ.length, e: { method: 'bsdiff-elf', map: mapZ, ctrl: passCtrl, diff: await bunzip(p2.diff), extra: await bunzip(p2.extra) } });
+        }
+      }
+      // Smallest wins; ties go to the first (cheapest to apply).
+      encoded[i] = cands.reduce((a, b) => (b.cost < a.cost ? b : a)).e;
+      o.onProgress?.('encoding', ++done / plan.needed.length);
+    });
 
     // bsdiff streams: concatenated in content order, each compressed once.
     const streams = { ctrl: [] as Buffer[], diff: [] as Buffer[], extra: [] as Buffer[] };
