@@ -115,6 +115,31 @@ describe('the resolver', () => {
 });
 
 describe('the apply executor', () => {
+  it('a failed write stops the others and returns only when no write is left in flight (the caller then discards the snapshot)', async () => {
+    // A large file streams slowly from the content source; the next file's content fails at once.
+    const big = 'x'.repeat(SMALL_FILE + 1);
+    let streamed = false;
+    let others = 0;
+    const content = {
+      async open(e: IndexEntry): Promise<AsyncIterable<Uint8Array>> {
+        if (e.path === 'bad') throw new TiuError('DELTA_CORRUPT', 'broken content');
+        if (e.path !== 'big') others++;
+        return (async function* () {
+          for (let i = 0; i < big.length; i += 4096) {
+            await new Promise((r) => setTimeout(r, 2));
+            yield Buffer.from(big.slice(i, i + 4096));
+          }
+          streamed = true;
+        })();
+      },
+    };
+    const files = [file('big', big), file('bad', 'bad'), ...Array.from({ length: 8 }, (_, i) => file(`later${i}`, big))];
+    const p = executePlan(plan(files.map((entry) => ({ op: 'write', entry }))), { sys, imageRoot: image, targetRoot: target, content, concurrency: 2 });
+    await rejects(p, 'DELTA_CORRUPT', /broken content/);
+    expect(streamed, 'the write in flight had finished').toBe(true);
+    expect(others, 'no file was started after the failure').toBe(0);
+  });
+
   it('does not write through a symlink the base left where the image has a directory', async () => {
     await symlink(canary, join(target, 'usr'));
     await mkdir(join(image, 'usr'));

@@ -469,6 +469,9 @@ export async function executePlan(plan: ApplyPlan, opts: ExecuteOptions): Promis
   let filesWritten = 0;
   /** Desired xattr sets for every created or changed entry: applied in one setfattr run. */
   const xattrWork: IndexEntry[] = [];
+  // (--debug: where the apply step spends its time)
+  const t0 = performance.now();
+  const mark = (what: string) => sys.log.debug(`apply: ${what} after ${(performance.now() - t0).toFixed(0)} ms`);
 
   for (const r of plan.removals) {
     check();
@@ -548,6 +551,7 @@ export async function executePlan(plan: ApplyPlan, opts: ExecuteOptions): Promis
     }
   }
 
+  mark(`${plan.removals.length} removals and ${plan.changes.length - writes.length - links.length - metas.length} new directories, symlinks and nodes done`);
   // Metadata of entries that exist (an update re-dates thousands of files): independent of each
   // other and of the structure above, so many are in flight at once.
   // The calls are synchronous: each is an inode update in memory, far cheaper than a round
@@ -565,6 +569,7 @@ export async function executePlan(plan: ApplyPlan, opts: ExecuteOptions): Promis
     }
   });
 
+  mark(`metadata of ${metas.length} entries set`);
   const concurrency = opts.concurrency ?? 4;
   let next = 0;
   /** Small files written since the event loop last ran (see below). */
@@ -583,8 +588,12 @@ export async function executePlan(plan: ApplyPlan, opts: ExecuteOptions): Promis
     () => next,
     { maxBytes: SMALL_FILE, inFlight: READ_AHEAD },
   );
+  // The first failure stops the others from taking files, and is rethrown once the writes in
+  // flight have settled: nothing may still write into the snapshot (or read a delta's streams)
+  // while the caller discards it.
+  let failure: { error: unknown } | undefined;
   const worker = async () => {
-    while (next < writes.length) {
+    while (!failure && next < writes.length) {
       // A run of small files is written without a promise: let the event loop in now and then
       // (the large files' reads and writes complete, the read-ahead goes on, a signal is seen,
       // progress is drawn).
@@ -618,11 +627,18 @@ export async function executePlan(plan: ApplyPlan, opts: ExecuteOptions): Promis
     }
   };
   try {
-    await Promise.all(Array.from({ length: Math.min(concurrency, writes.length) }, worker));
+    await Promise.all(
+      Array.from({ length: Math.min(concurrency, writes.length) }, () =>
+        worker().catch((error: unknown) => {
+          failure ??= { error };
+        }),
+      ),
+    );
   } finally {
     await readAhead.stop();
   }
-  if (!opts.content) sys.log.debug(`apply: ${readAhead.files} of ${writes.length} files read ahead`);
+  if (failure) throw failure.error;
+  mark(`${writes.length} files written${opts.content ? '' : ` (${readAhead.files} read ahead)`}`);
 
   for (const e of links) {
     check();
@@ -637,12 +653,14 @@ export async function executePlan(plan: ApplyPlan, opts: ExecuteOptions): Promis
   // The tree now matches the index (every parent a real directory tiu made or checked), so
   // setfattr may take plain paths below the root.
   await applyXattrs(sys, targetRoot, xattrWork);
+  mark(`${links.length} hardlinks made, xattrs of ${xattrWork.length} entries checked`);
 
   // File mtimes after xattrs (capabilities), directory mtimes last, deepest first.
   // (Setting a directory's mtime changes nothing in its parent: no order is needed among them.)
   const files = xattrWork.filter((e) => e.type === 'file' && e.hardlink === undefined);
   await forEachLimit(files, FS_CONCURRENCY, (e) => T(e.path, async (p) => lutimesSync(p, e.mtime, e.mtime)).catch((err) => wrapFs(err, 'setting mtime of', e.path)));
   await forEachLimit(plan.dirTimes, FS_CONCURRENCY, (d) => T(d.path, async (p) => lutimesSync(p, d.mtime, d.mtime)).catch((err) => wrapFs(err, 'setting mtime of', d.path)));
+  mark(`times of ${files.length} files and ${plan.dirTimes.length} directories set`);
   return { bytesWritten, filesWritten };
 }
 

@@ -30,6 +30,7 @@ import { tuneForDeltaWork } from '../v8tuning.ts';
 import type { ApplyPlan } from '../apply/plan.ts';
 import type { RecordedImage } from '../device/state.ts';
 import { hashPath } from '../../core/fileindex/hash.ts';
+import { forEachLimit } from '../../core/concurrency.ts';
 import { oldSources, sourceLocation, PATCH_MAX_BYTES } from './plan.ts';
 import { contentTotals, type DeltaContent, type Header } from './format.ts';
 import { bspatchStream, decodeCtrl, MAX_CTRL_BYTES } from './bsdiff.ts';
@@ -493,22 +494,17 @@ async function deltaSource(
         return { files: need.size, hashed: 0 };
       }
       // A few at a time: most are small, and one await chain per file would serialize them.
-      const list = [...need.values()];
-      let next = 0;
-      const worker = async () => {
-        while (next < list.length) {
-          const s = list[next++]!;
-          let d: string;
-          try {
-            d = await hashPath(under(o.baseDir, sourceLocation(s.path)));
-          } catch {
-            throw modified(s);
-          }
-          if (d !== s.sha256) throw modified(s);
-          verified.add(s.path);
+      // (The first mismatch stops the rest; none is still reading when the error comes back.)
+      await forEachLimit([...need.values()], 4, async (s) => {
+        let d: string;
+        try {
+          d = await hashPath(under(o.baseDir, sourceLocation(s.path)));
+        } catch {
+          throw modified(s);
         }
-      };
-      await Promise.all(Array.from({ length: Math.min(4, list.length) }, worker));
+        if (d !== s.sha256) throw modified(s);
+        verified.add(s.path);
+      });
       return { files: need.size, hashed: need.size };
     },
   };
