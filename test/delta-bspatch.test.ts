@@ -103,7 +103,7 @@ describe('bspatchStream', () => {
     await expectCorrupt({ ...s.raw, ctrl: bigX });
   });
 
-  it('adds old bytes four at a time exactly as one at a time (every offset alignment, lengths around the fast path)', () => {
+  it('adds old bytes four per step exactly as one at a time (every offset alignment, lengths around the unrolled loop)', () => {
     const src = randomBytes(4096 + 64);
     for (const n of [0, 1, 3, 15, 16, 17, 31, 64, 1000, 4096]) {
       for (let o = 0; o < 8; o++) {

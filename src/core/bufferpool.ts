@@ -8,6 +8,8 @@ export interface BufferPool {
   take(): Buffer;
   /** Gives `b` back once nothing uses it or a view of it any more; kept if the pool has room. */
   give(b: Buffer): void;
+  /** Lets go of the spare buffers (once a step that used the pool is over: they are not freed otherwise). */
+  drain(): void;
 }
 
 /** A pool of `size`-byte buffers that keeps at most `keep` spare ones. */
@@ -17,6 +19,9 @@ export function bufferPool(size: number, keep: number): BufferPool {
     take: () => spare.pop() ?? Buffer.allocUnsafe(size),
     give: (b) => {
       if (spare.length < keep) spare.push(b);
+    },
+    drain: () => {
+      spare.length = 0;
     },
   };
 }

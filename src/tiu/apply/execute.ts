@@ -661,6 +661,10 @@ export async function executePlan(plan: ApplyPlan, opts: ExecuteOptions): Promis
   await forEachLimit(files, FS_CONCURRENCY, (e) => T(e.path, async (p) => lutimesSync(p, e.mtime, e.mtime)).catch((err) => wrapFs(err, 'setting mtime of', e.path)));
   await forEachLimit(plan.dirTimes, FS_CONCURRENCY, (d) => T(d.path, async (p) => lutimesSync(p, d.mtime, d.mtime)).catch((err) => wrapFs(err, 'setting mtime of', d.path)));
   mark(`times of ${files.length} files and ${plan.dirTimes.length} directories set`);
+  // (the spare copy buffers, 2 MiB, are not needed again in this run: the /etc merge and sealing
+  // that follow are where its memory peaks)
+  READ_BUFFERS.drain();
+  OLD_BUFFERS.drain();
   return { bytesWritten, filesWritten };
 }
 

@@ -33,7 +33,7 @@ import { hashPath } from '../../core/fileindex/hash.ts';
 import { forEachLimit } from '../../core/concurrency.ts';
 import { oldSources, sourceLocation, PATCH_MAX_BYTES } from './plan.ts';
 import { contentTotals, type DeltaContent, type Header } from './format.ts';
-import { bspatchStream, decodeCtrl, MAX_CTRL_BYTES } from './bsdiff.ts';
+import { bspatchStream, decodeCtrl, MAX_CTRL_BYTES, releaseBspatchBuffers } from './bsdiff.ts';
 import { applyIndexDiff } from './index-diff.ts';
 import { decodeElfMap, predictElf } from './elf.ts';
 import { GZIP_RAW_MAX, MAX_GZIP_HEADER, regzip } from './gzip.ts';
@@ -57,7 +57,7 @@ export interface DeltaSource extends ContentSource {
   precheck(plan: ApplyPlan, o: { baseTrusted: boolean }): Promise<DeltaBaseCheck>;
   /** Closes the files it keeps open (the unpacked bsdiff streams). */
   close(): Promise<void>;
-  /** Lets go of its reused buffers (up to PATCH_MAX_BYTES + 1 MiB) once the apply step is over. */
+  /** Lets go of its reused buffers (up to PATCH_MAX_BYTES + 1 MiB, and bspatch's spare chunks) once the apply step is over. */
   releaseBuffers(): void;
 }
 
@@ -479,6 +479,7 @@ async function deltaSource(
     },
     releaseBuffers() {
       smallOld = gatedOld = undefined;
+      releaseBspatchBuffers();
     },
     async precheck(plan, check) {
       const need = new Map<string, IndexEntry>();

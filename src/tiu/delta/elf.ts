@@ -56,12 +56,33 @@ const MIN_MATCH = 64;
 /** Most segments a map may have (a device decodes it in memory). */
 const MAX_SEGMENTS = 1 << 20;
 
+/*
+ * Little-endian reads and writes by element, for the device's hot loops (predictElf): a delta runs
+ * on V8's mid-tier compiler (see v8tuning.ts), which boxes the floating-point results of Buffer's
+ * readUInt32LE/writeUInt32LE family as heap numbers: ~100 MB of garbage for the 21 ELF files of a
+ * Debian update. Callers keep `at` within the buffer (sections lie in the file: parseElf).
+ */
+function u32(b: Uint8Array, at: number): number {
+  return (b[at]! | (b[at + 1]! << 8) | (b[at + 2]! << 16) | (b[at + 3]! << 24)) >>> 0;
+}
+function i32(b: Uint8Array, at: number): number {
+  return b[at]! | (b[at + 1]! << 8) | (b[at + 2]! << 16) | (b[at + 3]! << 24);
+}
+/** Writes the low 32 bits of `v` (an integer in [-2^31, 2^32)), as writeUInt32LE/writeInt32LE do in their ranges. */
+function put32(b: Uint8Array, at: number, v: number): void {
+  b[at] = v & 0xff;
+  b[at + 1] = (v >>> 8) & 0xff;
+  b[at + 2] = (v >>> 16) & 0xff;
+  b[at + 3] = (v >>> 24) & 0xff;
+}
+
 function num(b: Buffer, at: number): number | undefined {
   if (at < 0 || at + 8 > b.length) return undefined;
   // Two 32-bit halves instead of a BigInt (this runs for every relocation and symbol):
   // at most 2^53 - 1 exactly when the high half is at most 2^21 - 1.
-  const hi = b.readUInt32LE(at + 4);
-  return hi <= 0x1fffff ? hi * 0x1_0000_0000 + b.readUInt32LE(at) : undefined;
+  const hi = u32(b, at + 4);
+  if (hi === 0) return u32(b, at);
+  return hi <= 0x1fffff ? hi * 0x1_0000_0000 + u32(b, at) : undefined;
 }
 
 /** The load segments and sections of a little-endian ELF64 x86-64 file, or undefined. */
@@ -107,7 +128,12 @@ function offToVa(e: Elf, off: number): number | undefined {
 }
 
 function vaToOff(e: Elf, va: number): number | undefined {
-  for (const l of e.loads) if (va >= l.va && va < l.va + l.size) return l.off + va - l.va;
+  // (an index loop: for-of allocated an iterator result per load segment on the device's tier)
+  const loads = e.loads;
+  for (let i = 0; i < loads.length; i++) {
+    const l = loads[i]!;
+    if (va >= l.va && va < l.va + l.size) return l.off + va - l.va;
+  }
   return undefined;
 }
 
@@ -448,8 +474,14 @@ export function predictJumpTables(b: Buffer, e: Elf, M: (v: number) => number | 
   const code = e.sections.filter((s) => s.type !== SHT_NOBITS && s.flags & SHF_EXECINSTR).map((s) => [s.addr, s.addr + s.size] as const);
   const lo = Math.min(...code.map((c) => c[0]));
   const hi = Math.max(...code.map((c) => c[1]));
-  // (most values are not addresses at all: one range check first)
-  const inCode = (v: number) => v >= lo && v < hi && code.some(([a, b]) => v >= a && v < b);
+  // (most values are not addresses at all: one range check first; then the sections, from a
+  // typed array: no closure per call)
+  const ranges = Float64Array.from(code.flat());
+  const inCode = (v: number) => {
+    if (v < lo || v >= hi) return false;
+    for (let r = 0; r < ranges.length; r += 2) if (v >= ranges[r]! && v < ranges[r + 1]!) return true;
+    return false;
+  };
   for (const s of e.sections) {
     if (s.name !== '.rodata' || s.type === SHT_NOBITS) continue;
     const end = s.off + s.size;
@@ -462,7 +494,7 @@ export function predictJumpTables(b: Buffer, e: Elf, M: (v: number) => number | 
       }
       const table = s.addr + (o - s.off);
       let n = 0;
-      while (o + 4 * (n + 1) <= end && inCode(table + b.readInt32LE(o + 4 * n))) n++;
+      while (o + 4 * (n + 1) <= end && inCode(table + i32(b, o + 4 * n))) n++;
       if (n < MIN_TABLE) {
         o += 4;
         continue;
@@ -470,8 +502,8 @@ export function predictJumpTables(b: Buffer, e: Elf, M: (v: number) => number | 
       const mt = M(table);
       for (let k = 0; k < n && mt !== undefined; k++) {
         const at = o + 4 * k;
-        const t = M(table + b.readInt32LE(at));
-        if (t !== undefined && t - mt >= -(2 ** 31) && t - mt < 2 ** 31) b.writeInt32LE(t - mt, at);
+        const t = M(table + i32(b, at));
+        if (t !== undefined && t - mt >= -(2 ** 31) && t - mt < 2 ** 31) put32(b, at, t - mt);
       }
       o += 4 * n;
     }
@@ -480,8 +512,8 @@ export function predictJumpTables(b: Buffer, e: Elf, M: (v: number) => number | 
 
 /** Writes `v` (0 <= v <= 2^53 - 1, as M and num give) as a little-endian u64, in two halves. */
 function writeU64(b: Buffer, at: number, v: number): void {
-  b.writeUInt32LE(v % 0x1_0000_0000, at);
-  b.writeUInt32LE(Math.floor(v / 0x1_0000_0000), at + 4);
+  put32(b, at, v % 0x1_0000_0000);
+  put32(b, at + 4, Math.floor(v / 0x1_0000_0000));
 }
 
 /**
@@ -504,11 +536,11 @@ export function predictElf(b: Buffer, m: ElfMap): Buffer {
     if (s.type !== SHT_RELA || s.entsize !== 24) continue;
     for (let o = s.off; o + 24 <= s.off + s.size; o += 24) {
       const ro = num(b, o);
-      const type = b.readUInt32LE(o + 8);
-      const sym = b.readUInt32LE(o + 12);
+      const type = u32(b, o + 8);
+      const sym = u32(b, o + 12);
       const addend = num(b, o + 16);
       const ns = sym ? lookupIn(syms, sym) : undefined;
-      if (ns !== undefined && ns >= 0 && ns <= 0xffffffff) b.writeUInt32LE(ns, o + 12);
+      if (ns !== undefined && ns >= 0 && ns <= 0xffffffff) put32(b, o + 12, ns);
       const fo = ro === undefined ? undefined : vaToOff(e, ro);
       if (type === R_X86_64_RELATIVE && addend !== undefined) {
         const na = M(addend);
@@ -529,7 +561,7 @@ export function predictElf(b: Buffer, m: ElfMap): Buffer {
   for (const s of e.sections) {
     if (s.type !== SHT_DYNSYM && s.type !== SHT_SYMTAB) continue;
     for (let o = s.off; o + 24 <= s.off + s.size; o += 24) {
-      const shndx = b.readUInt16LE(o + 6);
+      const shndx = b[o + 6]! | (b[o + 7]! << 8);
       const v = num(b, o + 8);
       const nv = shndx !== 0 && shndx < 0xff00 && v !== undefined ? M(v) : undefined;
       if (nv !== undefined) writeU64(b, o + 8, nv);
@@ -540,11 +572,11 @@ export function predictElf(b: Buffer, m: ElfMap): Buffer {
   const nh = hdr && M(hdr.addr);
   if (hdr && nh !== undefined && hdr.size >= 12 && b[hdr.off + 3] === 0x3b) {
     // (table entries: datarel sdata4 pairs of function start and FDE address)
-    const count = Math.min(b.readUInt32LE(hdr.off + 8) * 2, Math.floor((hdr.size - 12) / 4));
+    const count = Math.min(u32(b, hdr.off + 8) * 2, Math.floor((hdr.size - 12) / 4));
     for (let k = 0; k < count; k++) {
       const at = hdr.off + 12 + 4 * k;
-      const mv = M(hdr.addr + b.readInt32LE(at));
-      if (mv !== undefined && mv - nh >= -(2 ** 31) && mv - nh < 2 ** 31) b.writeInt32LE(mv - nh, at);
+      const mv = M(hdr.addr + i32(b, at));
+      if (mv !== undefined && mv - nh >= -(2 ** 31) && mv - nh < 2 ** 31) put32(b, at, mv - nh);
     }
   }
   const eh = e.sections.find((s) => s.name === '.eh_frame');
@@ -552,17 +584,17 @@ export function predictElf(b: Buffer, m: ElfMap): Buffer {
     // FDEs: the CIE pointer (distance back to its CIE, which moves when FDEs come and go) and
     // pc_begin as pcrel sdata4 (what GCC emits on x86-64); a wrong guess only costs bytes.
     for (let o = eh.off; o + 12 <= eh.off + eh.size; ) {
-      const len = b.readUInt32LE(o);
+      const len = u32(b, o);
       if (len === 0 || len === 0xffffffff) break;
-      const cie = b.readUInt32LE(o + 4);
+      const cie = u32(b, o + 4);
       if (cie !== 0) {
         const here = eh.addr + (o + 4 - eh.off);
         const [mh, mc] = [M(here), M(here - cie)];
-        if (mh !== undefined && mc !== undefined && mh - mc > 0 && mh - mc < 2 ** 32) b.writeUInt32LE(mh - mc, o + 4);
+        if (mh !== undefined && mc !== undefined && mh - mc > 0 && mh - mc < 2 ** 32) put32(b, o + 4, mh - mc);
         const at = here + 4;
-        const mt = M(at + b.readInt32LE(o + 8));
+        const mt = M(at + i32(b, o + 8));
         const mp = M(at);
-        if (mt !== undefined && mp !== undefined && mt - mp >= -(2 ** 31) && mt - mp < 2 ** 31) b.writeInt32LE(mt - mp, o + 8);
+        if (mt !== undefined && mp !== undefined && mt - mp >= -(2 ** 31) && mt - mp < 2 ** 31) put32(b, o + 8, mt - mp);
       }
       o += 4 + len;
     }
