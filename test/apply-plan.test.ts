@@ -3,6 +3,7 @@ import fc from 'fast-check';
 import { planApply, type ApplyPlan } from '../src/tiu/apply/plan.ts';
 import { comparePaths, type IndexEntry } from '../src/core/fileindex/types.ts';
 import { excludedMatcher, isTiuManaged } from '../src/tiu/device/paths.ts';
+import { isVolatile, isVolatileAncestor } from '../src/tiu/device/trusted.ts';
 
 const opts = { isExcluded: excludedMatcher(['/var', '/home']), isProtected: isTiuManaged };
 
@@ -40,6 +41,22 @@ function simulate(actual: IndexEntry[], target: IndexEntry[], plan: ApplyPlan): 
   void target;
   return state;
 }
+
+describe('the path matchers the planner asks for every entry', () => {
+  it('excluded, volatile and volatile-ancestor paths: whole components only', () => {
+    const ex = excludedMatcher(['/var/', 'home', '//srv/data']);
+    expect(['var/log', 'var/x/y', 'home/u', 'srv/data/db'].filter((p) => !ex(p))).toEqual([]);
+    expect(['var', 'variable', 'homes/u', 'srv/data', 'srv/database/x', 'usr/var/log'].filter(ex)).toEqual([]);
+    expect(excludedMatcher([])('var/log')).toBe(false);
+    const volatile = ['.', 'etc', 'etc/fstab', 'boot/grub2/grub.cfg', 'usr/local', 'usr/local/bin/x', 'usr/lib/modules/6.1.0-9-amd64/initrd.img', 'var', 'root/.bashrc', '.snapshots/1'];
+    expect(volatile.filter((p) => !isVolatile(p))).toEqual([]);
+    const stable = ['etcx', 'etc.d/x', 'usr', 'usr/lib', 'usr/localx/a', 'usr/lib/modules/6.1.0-9-amd64/kernel/x.ko', 'usr/lib/modules/6.1.0-9-amd64', 'bin/sh', 'rootfs', ''];
+    expect(stable.filter(isVolatile)).toEqual([]);
+    const ancestors = ['usr', 'usr/lib', 'usr/lib/modules', 'usr/lib/modules/6.1.0-9-amd64', 'usr/lib/tiu'];
+    expect(ancestors.filter((p) => !isVolatileAncestor(p))).toEqual([]);
+    expect(['usr/local', 'etc', 'us', 'usr/li', 'usr/lib/modules/6.1/kernel', 'var/lib', ''].filter(isVolatileAncestor)).toEqual([]);
+  });
+});
 
 describe('planApply', () => {
   it('does nothing for identical trees', () => {

@@ -36,8 +36,12 @@ export function snapshotDir(root: string, n: number): string {
 
 /** Excluded prefixes ('/var' -> 'var'), for the planner's isExcluded. */
 export function excludedMatcher(excluded: readonly string[]): (p: string) => boolean {
-  const prefixes = excluded.map((e) => e.replace(/^\/+|\/+$/g, '')).filter(Boolean);
-  return (p) => prefixes.some((x) => p.startsWith(x + '/'));
+  // (with their slash, made once: the planner asks for every path of both indexes)
+  const prefixes = excluded.map((e) => e.replace(/^\/+|\/+$/g, '')).filter(Boolean).map((x) => x + '/');
+  return (p) => {
+    for (let i = 0; i < prefixes.length; i++) if (p.startsWith(prefixes[i]!)) return true;
+    return false;
+  };
 }
 
 /** Mount points of the separate subvolumes (see src/snapshot/layout.ts). */

@@ -29,17 +29,25 @@ const VOLATILE_ROOTS = ['etc', 'boot', TIU_STATE_DIR, '.snapshots', 'var', 'home
 const MODULES_INITRD = /^usr\/lib\/modules\/[^/]+\/initr/;
 const MODULES_DIR = /^usr\/lib\/modules\/[^/]+$/;
 
+const VOLATILE_PREFIXES = VOLATILE_ROOTS.map((r) => r + '/');
+
 /** Whether tiu may have written `p` after the apply step (so the recorded entry cannot be trusted). Pure. */
 export function isVolatile(p: string): boolean {
   if (p === '.') return true;
-  if (MODULES_INITRD.test(p)) return true;
-  return VOLATILE_ROOTS.some((r) => p === r || p.startsWith(r + '/'));
+  // (loops, not some() with a closure and a string made per call: this runs for every entry of
+  // both indexes, several times)
+  for (let i = 0; i < VOLATILE_ROOTS.length; i++) if (p === VOLATILE_ROOTS[i] || p.startsWith(VOLATILE_PREFIXES[i]!)) return true;
+  return MODULES_INITRD.test(p);
 }
 
 /** Whether `p` is a directory on the way to a volatile place (listed, and itself rescanned). Pure. */
 export function isVolatileAncestor(p: string): boolean {
   if (p === 'usr' || p === 'usr/lib' || p === 'usr/lib/modules' || MODULES_DIR.test(p)) return true;
-  return VOLATILE_ROOTS.some((r) => r.startsWith(p + '/'));
+  for (let i = 0; i < VOLATILE_ROOTS.length; i++) {
+    const r = VOLATILE_ROOTS[i]!;
+    if (r.length > p.length && r.charCodeAt(p.length) === 0x2f && r.startsWith(p)) return true;
+  }
+  return false;
 }
 
 /** The fields of two entries the planner compares (the `sparse` hint aside). Pure. */
