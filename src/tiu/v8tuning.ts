@@ -21,8 +21,8 @@ export function tuneForNativeWork(): void {
  * Maglev too. TurboFan compiles on a thread of its own, whose malloc arena kept ~10 MiB of the
  * peak RSS (Debian update, 7 alternating runs each: 106-108 MiB with TurboFan, 96-98 without;
  * `--no-concurrent-recompilation` avoids that as well, but V8 reads it only at start-up). The hot
- * loops are written so that Maglev does not box their numbers as heap objects (elf.ts's u32/i32/
- * put32, bsdiff.ts's addBytes and offtin: the ELF step made ~100 MB of such garbage): the apply
+ * loops are written so that Maglev does not box their numbers as heap objects (delta/le.ts's
+ * reads and writes, bsdiff.ts's addBytes: the ELF step made ~100 MB of such garbage): the apply
  * step is then faster than it was with TurboFan (777 vs 869 ms, medians of 7). And V8 favours
  * memory over speed (more frequent, compacting collections: the buffers and short-lived objects
  * of hundreds of rebuilt files otherwise pile up; peak 124 -> ~109 MiB at ~+0.1 s).

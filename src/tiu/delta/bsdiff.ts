@@ -15,6 +15,7 @@ import { readSync } from 'node:fs';
 import type { FileHandle } from 'node:fs/promises';
 import { TiuError } from '../../core/errors.ts';
 import { bufferPool } from '../../core/bufferpool.ts';
+import { u32 } from './le.ts';
 
 export const BSDIFF_MAGIC = 'BSDIFF40';
 const CTRL_TRIPLE = 24;
@@ -36,9 +37,9 @@ export function releaseBspatchBuffers(): void {
 /** Decodes bsdiff's 8-byte sign-magnitude little-endian integer. */
 export function offtin(b: Buffer, at: number): number {
   if (at < 0 || at + 8 > b.length) throw new RangeError(`offtin: no 8 bytes at ${at} of ${b.length}`);
-  // (by element: Buffer's readUInt32LE boxes its result on the tier a delta runs on, v8tuning.ts)
-  const lo = (b[at]! | (b[at + 1]! << 8) | (b[at + 2]! << 16) | (b[at + 3]! << 24)) >>> 0;
-  const hi = (b[at + 4]! | (b[at + 5]! << 8) | (b[at + 6]! << 16) | (b[at + 7]! << 24)) >>> 0;
+  // (by element, le.ts: Buffer's readUInt32LE boxes its result on the tier a delta runs on)
+  const lo = u32(b, at);
+  const hi = u32(b, at + 4);
   const mag = (hi & 0x7fffffff) * 0x1_0000_0000 + lo;
   if (mag > Number.MAX_SAFE_INTEGER) throw corrupt('a bsdiff control value is out of range');
   return hi & 0x80000000 ? -mag : mag;

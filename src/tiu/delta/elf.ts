@@ -16,6 +16,7 @@
  * (a worse reference, never a wrong file).
  */
 import { TiuError } from '../../core/errors.ts';
+import { i32, put32, u32 } from './le.ts';
 
 /** `[start, length, shift]`: addresses (or symbol indexes) in [start, start+length) move by shift. */
 export type Segment = [number, number, number];
@@ -55,26 +56,6 @@ const R_X86_64_RELATIVE = 8;
 const MIN_MATCH = 64;
 /** Most segments a map may have (a device decodes it in memory). */
 const MAX_SEGMENTS = 1 << 20;
-
-/*
- * Little-endian reads and writes by element, for the device's hot loops (predictElf): a delta runs
- * on V8's mid-tier compiler (see v8tuning.ts), which boxes the floating-point results of Buffer's
- * readUInt32LE/writeUInt32LE family as heap numbers: ~100 MB of garbage for the 21 ELF files of a
- * Debian update. Callers keep `at` within the buffer (sections lie in the file: parseElf).
- */
-function u32(b: Uint8Array, at: number): number {
-  return (b[at]! | (b[at + 1]! << 8) | (b[at + 2]! << 16) | (b[at + 3]! << 24)) >>> 0;
-}
-function i32(b: Uint8Array, at: number): number {
-  return b[at]! | (b[at + 1]! << 8) | (b[at + 2]! << 16) | (b[at + 3]! << 24);
-}
-/** Writes the low 32 bits of `v` (an integer in [-2^31, 2^32)), as writeUInt32LE/writeInt32LE do in their ranges. */
-function put32(b: Uint8Array, at: number, v: number): void {
-  b[at] = v & 0xff;
-  b[at + 1] = (v >>> 8) & 0xff;
-  b[at + 2] = (v >>> 16) & 0xff;
-  b[at + 3] = (v >>> 24) & 0xff;
-}
 
 function num(b: Buffer, at: number): number | undefined {
   if (at < 0 || at + 8 > b.length) return undefined;
@@ -441,7 +422,7 @@ export function predictCode(b: Buffer, s: Section, M: (v: number) => number | un
       p = i + 1;
     }
     if (p + 4 <= end) {
-      const d = b[p]! | (b[p + 1]! << 8) | (b[p + 2]! << 16) | (b[p + 3]! << 24);
+      const d = i32(b, p);
       const from = p + toVa;
       const mt = M(from + d);
       const mp = M(from);
@@ -486,8 +467,8 @@ export function predictJumpTables(b: Buffer, e: Elf, M: (v: number) => number | 
     if (s.name !== '.rodata' || s.type === SHT_NOBITS) continue;
     const end = s.off + s.size;
     for (let o = s.off + ((4 - (s.addr % 4)) % 4); o + 4 <= end; ) {
-      // (most words are no address at all: the range check inline, before any call)
-      const v0 = s.addr + (o - s.off) + (b[o]! | (b[o + 1]! << 8) | (b[o + 2]! << 16) | (b[o + 3]! << 24));
+      // (most words are no address at all: the range check here, before inCode or M is asked)
+      const v0 = s.addr + (o - s.off) + i32(b, o);
       if (v0 < lo || v0 >= hi) {
         o += 4;
         continue;
