@@ -245,7 +245,7 @@ export async function prepareDeltaSource(sys: System, delta: OpenedDelta, o: { b
       hint: `use a delta from ${have.version}, or the full image`,
     });
   }
-  // From here to the end of the run: V8's top-tier compiler, and memory over speed (v8tuning.ts).
+  // From here to the end of the run: V8 favours memory over speed (v8tuning.ts).
   tuneForDeltaWork();
   // The bsdiff streams unpack (xz, in children) while the indexes are read and the update is
   // planned; the first bsdiff content waits for them. They are closed on any failure.

@@ -68,7 +68,7 @@ export async function extract(dev: Device, o: ExtractOptions): Promise<ExtractRe
   const { sys, store } = dev;
   // --debug shows when each step ended (where an update spends its time).
   const t0 = performance.now();
-  // Native work from here on: no top-tier compiler (v8tuning.ts; a delta switches it back on).
+  // No top-tier compiler from here on, for a full extract and a delta alike (v8tuning.ts).
   tuneForNativeWork();
   const mark = (step: string) => sys.log.debug(`step ${step} done after ${(performance.now() - t0).toFixed(0)} ms ${JSON.stringify(Object.fromEntries(Object.entries(process.memoryUsage()).map(([k, v]) => [k, Math.round(v / 2 ** 20)])))}`);
   await cleanupInterrupted(dev);
