@@ -4,7 +4,7 @@
  */
 import { describe, it, expect, beforeAll, afterAll } from 'vitest';
 import { join } from 'node:path';
-import { copyFile, open, readFile, writeFile, mkdtemp, rm } from 'node:fs/promises';
+import { copyFile, open, readFile, readdir, writeFile, mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { randomBytes } from 'node:crypto';
 import { testSystem } from './helpers/env.ts';
@@ -104,6 +104,81 @@ describe('tiu install + extract on loop btrfs', () => {
     const excl = await exclusiveBytes(sys, join(dev.root, '.snapshots/2/snapshot'));
     expect(excl).toBeLessThanOrEqual(64 * 1024);
     expect(JSON.parse(r.stdout).stats.written).toBeLessThanOrEqual(1);
+  });
+
+  it('the image the trusted base holds: the base copied as it is, never mounted, every block still verified', async () => {
+    await using dev = await installedDevice(sys, A.v1, A.keyringPem);
+    const snap1 = join(dev.root, '.snapshots/1/snapshot');
+    // A local /etc edit (the running /etc), and one made after the update, before the reboot.
+    await writeFile(join(dev.root, 'etc/hostname'), 'edited-before\n');
+    const dry = await cli(['extract', A.v1, '--root', dev.root, ...keyringArgs(), '--dry-run']);
+    expect(dry.exitCode, dry.stderr).toBe(0);
+    expect(dry.stdout).toMatch(/^nothing to write: snapshot 1 holds this image \(signed index [0-9a-f]{16}…\)$/m);
+    expect((await snapshotsOf(dev.root)).map((s) => s.number)).toEqual([1]);
+    const r = await cli(['--debug', 'extract', A.v1, '--root', dev.root, ...keyringArgs(), '--json']);
+    expect(r.exitCode, r.stderr).toBe(0);
+    const res = JSON.parse(r.stdout);
+    expect(res).toMatchObject({ number: 2, sameImage: true, verification: 'userspace', madeDefault: true, stats: { written: 0, created: 0, removed: 0, metaOnly: 0 } });
+    expect(res.stats.unchanged).toBe((await loadIndex(join(snap1, INDEX_PATH))).length);
+    // Nothing mounted; every block hashed before the switch.
+    expect(r.stderr).not.toMatch(/run: mount /);
+    expect(r.stderr).toMatch(/every block of the archive verified/);
+    expect(r.stderr.indexOf('every block of the archive verified')).toBeLessThan(r.stderr.indexOf('set-default'));
+    const snap2 = join(dev.root, '.snapshots/2/snapshot');
+    await expectSnapshotEqualsImage(snap2);
+    const tree = async (d: string) => (await scanTreeToArray(sys, d, { exclude: DEFAULT_EXCLUDES })).entries.filter((e) => !e.path.startsWith('usr/lib/tiu/image'));
+    expect(await tree(snap2)).toEqual(await tree(snap1));
+    expect(await readFile(join(snap2, 'etc/hostname'), 'utf8')).toBe('edited-before\n');
+    const list = await snapshotsOf(dev.root);
+    expect(list.map((s) => [s.number, s.default, s.inProgress, s.version])).toEqual([[1, false, false, '1.0'], [2, true, false, '1.0']]);
+    // The syncpoint is the new /etc as carried over: a later edit is merged by tiu etc sync.
+    await writeFile(join(dev.root, 'etc/hostname'), 'edited-after\n');
+    const s = await cli(['etc', 'sync', '--root', dev.root]);
+    expect(s.exitCode, s.stderr).toBe(0);
+    expect(s.stdout).toMatch(/carried 1 changed path/);
+    expect(await readFile(join(snap2, 'etc/hostname'), 'utf8')).toBe('edited-after\n');
+  });
+
+  it('the same image with a flipped byte (in data nothing reads): rejected, nothing changed', async () => {
+    await using dev = await installedDevice(sys, A.v1, A.keyringPem);
+    const bad = join(work, 'tampered-v1.tiu');
+    await copyFile(A.v1, bad);
+    const info = JSON.parse((await cli(['info', A.v1, ...keyringArgs(), '--json'])).stdout);
+    const fh = await open(bad, 'r+');
+    const at = Math.floor(info.manifest.image.size / 2);
+    const [b] = (await fh.read(Buffer.alloc(1), 0, 1, at)).buffer;
+    await fh.write(Buffer.from([b! ^ 0x40]), 0, 1, at);
+    await fh.close();
+    // Not even the next snapshot number is taken.
+    const state = async () => {
+      const names = (await readdir(join(dev.root, '.snapshots'))).sort();
+      return { names, last: await readFile(join(dev.root, '.snapshots/.tiu-last-number'), 'utf8').catch(() => undefined) };
+    };
+    const before = await state();
+    const r = await cli(['extract', bad, '--root', dev.root, ...keyringArgs()]);
+    expect(r.exitCode).toBe(18);
+    expect(r.stderr).toMatch(/\[ARCHIVE_VERITY\]/);
+    expect((await snapshotsOf(dev.root)).map((s) => s.number)).toEqual([1]);
+    expect(await state()).toEqual(before);
+    expect((await getDefaultSubvolume(sys, dev.root)).path).toBe('@/.snapshots/1/snapshot');
+    // The dry run checks the blocks too.
+    expect((await cli(['extract', bad, '--root', dev.root, ...keyringArgs(), '--dry-run'])).exitCode).toBe(18);
+  });
+
+  it('the same image on a base changed after sealing: applied in full, the change undone', async () => {
+    await using dev = await installedDevice(sys, A.v1, A.keyringPem);
+    const snap1 = join(dev.root, '.snapshots/1/snapshot');
+    await sys.run('btrfs', ['property', 'set', '-ts', snap1, 'ro', 'false']);
+    await writeFile(join(snap1, 'usr/share/t/trap'), 'XXXX');
+    await sys.run('btrfs', ['property', 'set', '-ts', snap1, 'ro', 'true']);
+    const r = await cli(['--debug', 'extract', A.v1, '--root', dev.root, ...keyringArgs(), '--json']);
+    expect(r.exitCode, r.stderr).toBe(0);
+    const res = JSON.parse(r.stdout);
+    expect(res.sameImage).toBeUndefined();
+    expect(res.trustedBaseIndex).toBe(false);
+    expect(r.stderr).toMatch(/run: mount -t squashfs/);
+    expect(res.stats.written).toBeGreaterThanOrEqual(1);
+    await expectSnapshotEqualsImage(join(dev.root, '.snapshots/2/snapshot'));
   });
 
   it('a trusted base is planned from the indexes: unchanged files are neither opened nor stat-ed', async () => {

@@ -178,6 +178,17 @@ export async function applyEtcStep(sys: System, step: EtcStepPlan, o: { newDir: 
   return { report };
 }
 
+/**
+ * The /etc step of an update whose image is the base's own (same signed index): nothing merged,
+ * since the vendor side is unchanged; the snapshot's /etc is the running one's copy. Records an
+ * empty report beside info.xml, as a merge would.
+ */
+export async function recordEtcCarriedOver(newDir: string): Promise<EtcMergeReport> {
+  const report: EtcMergeReport = { takenFromVendor: [], keptLocal: [], merged: [], deleted: [], conflicts: [] };
+  await writeReport(reportPath(newDir), { ...report, carriedOver: true });
+  return report;
+}
+
 export interface EtcSyncResult {
   /** Paths of the base /etc that changed after the update was prepared. */
   changed: number;

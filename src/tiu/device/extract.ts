@@ -11,16 +11,16 @@ import { loadIndex } from '../../core/fileindex/io.ts';
 import { serializeEntry } from '../../core/fileindex/format.ts';
 import { TiuError } from '../../core/errors.ts';
 import type { PlanStats } from '../apply/plan.ts';
-import { openUpdateSource } from './source.ts';
+import { openUpdateSource, type SameImageSource } from './source.ts';
 import { executePlan } from '../apply/execute.ts';
 import type { IndexEntry } from '../../core/fileindex/types.ts';
 import { createMountpoints } from '../../snapshot/layout.ts';
 import { Transaction, cleanupInterrupted } from './transaction.ts';
-import { readRecordedImage, isBaseTrusted, restoreDirTimes, type RecordedImage } from './state.ts';
+import { readRecordedImage, isBaseTrusted, restoreDirTimes, dirTimesOf, type RecordedImage } from './state.ts';
 import type { Device } from './open.ts';
 import { INDEX_PATH, MANIFEST_COPY_PATH, SIGNATURE_COPY_PATH, TIU_STATE_DIR, UD } from './paths.ts';
 import type { OpenedArchive } from '../archive/open.ts';
-import { applyEtcStep, freezeSyncpoint, planEtcStep, type EtcStepResult } from './etc.ts';
+import { applyEtcStep, freezeSyncpoint, planEtcStep, recordEtcCarriedOver, type EtcStepResult } from './etc.ts';
 import { etcPlanLines, planUpdate, updatePlanLines } from './update-plan.ts';
 import { formatPlan } from '../../etc-merge/report.ts';
 import { prepareBoot, activateBoot } from './boot.ts';
@@ -60,6 +60,8 @@ export interface ExtractResult {
   planLines?: string[];
   /** The /etc merge plan, one line per action and a summary: the same in the dry run and the real run. */
   etcPlan?: string[];
+  /** The archive held the image the trusted base was made from: the base copied as it is (no tree step, no /etc merge). */
+  sameImage?: boolean;
   madeDefault: boolean;
 }
 
@@ -94,11 +96,12 @@ export async function extract(dev: Device, o: ExtractOptions): Promise<ExtractRe
   // its base: all before any byte is written.
   mark('list snapshots');
   const compatible = o.compatible ?? recorded?.manifest.compatible;
-  await using image = await openUpdateSource(sys, { path: o.archive, keyringPem: o.keyringPem, allowedSigners: o.allowedSigners, compatible, baseNum: base, baseDir, recorded, onProgress: o.onProgress });
-  mark('verify the archive');
+  await using image = await openUpdateSource(sys, { path: o.archive, keyringPem: o.keyringPem, allowedSigners: o.allowedSigners, compatible, baseNum: base, baseDir, recorded, onProgress: o.onProgress, baseTrusted: () => trustedP });
+  mark(image.kind === 'same-image' ? 'check the signature (the same image as the base)' : 'verify the archive');
   const m = image.manifest;
-  const target = image.target;
   checkDowngrade(m.version, baseInfo.userdata[UD.version] ?? recorded?.manifest.version, base, o.allowDowngrade === true);
+  if (image.kind === 'same-image') return await extractSameImage(dev, o, { base, image, mark });
+  const target = image.target;
 
   const trusted = await trustedP;
   // A delta has read (and checked) the base's recorded index already: one copy in memory.
@@ -189,6 +192,58 @@ export async function extract(dev: Device, o: ExtractOptions): Promise<ExtractRe
   };
 }
 
+/**
+ * The archive holds the image the trusted base was made from (same signed index): the new
+ * snapshot is the base's copy as it is. Its tree already equals the image, and its /etc (a
+ * snapshot of the running one) is exactly what a merge would give, since the vendor side did not
+ * change; so no tree step and no /etc merge, and the image is never mounted. The archive's blocks
+ * are verified all the same, while the snapshot is prepared, and a bad one discards it before
+ * anything switches. What changes: the records (manifest, signature, version), boot entries.
+ */
+async function extractSameImage(dev: Device, o: ExtractOptions, c: { base: number; image: SameImageSource; mark: (step: string) => void }): Promise<ExtractResult> {
+  const { sys } = dev;
+  const { base, image, mark } = c;
+  const m = image.manifest;
+  const stats: PlanStats = { unchanged: m.index.entries, written: 0, writtenBytes: 0, created: 0, removed: 0, metaOnly: 0, linked: 0 };
+  const etcPlan = [`carried over as it is: the image's vendor /etc is snapshot ${base}'s`];
+  // The times of the directories tiu writes into, as the sealed base (so the image) has them.
+  const dirTimes = await dirTimesOf(dev.snapshotDir(base));
+  const common = { base, version: m.version, stats, bytesWritten: 0, verification: image.verification, trustedBaseIndex: true, probe: { mode: 'trusted-index' as const, pathsRead: 0 }, sameImage: true, etcPlan };
+  // Every block checked before anything is created (a bad archive changes nothing, not even
+  // the next snapshot number); the signature, the base and its records were checked meanwhile.
+  await image.verified;
+  mark('every block of the archive verified');
+  if (o.dryRun) {
+    const planLines = [`nothing to write: snapshot ${base} holds this image (signed index ${m.index.sha256.slice(0, 16)}…)`, '', '/etc merge:', ...etcPlan];
+    return { ...common, number: undefined, planLines, madeDefault: false };
+  }
+  await using tx = new Transaction(dev);
+  const num = await tx.begin({
+    from: base,
+    description: `tiu: ${m.compatible} ${m.version}`,
+    userdata: { [UD.version]: m.version, [UD.compatible]: m.compatible, [UD.rootHash]: m.verity.rootHash, [UD.base]: String(base) },
+  });
+  sys.log.debug(`new snapshot ${num} from ${base} (the same image)`);
+  const dir = tx.dir;
+  mark('new snapshot');
+  // The syncpoint is the new snapshot's own /etc, frozen: what it carries over, and where
+  // `tiu etc sync` takes the edits made on the running /etc from.
+  await freezeSyncpoint(sys, dir, dir);
+  await createMountpoints(dir);
+  await recordImage(dir, undefined, image.manifestBytes, true, image.signatureDer);
+  const etc = await recordEtcCarriedOver(dir);
+  tx.throwIfAborted();
+  mark('records and /etc');
+  await prepareBoot(dev, { snapshotDir: dir, num, manifest: m });
+  await restoreDirTimes(dir, dirTimes);
+  mark('boot preparation');
+  tx.throwIfAborted();
+  await tx.finalize({ makeDefault: o.makeDefault });
+  mark('seal and set default');
+  if (o.makeDefault) await activateBoot(dev);
+  return { ...common, number: num, etc, madeDefault: o.makeDefault };
+}
+
 /** Whether two indexes list the same /etc (every entry and attribute). */
 function sameEtc(a: readonly IndexEntry[], b: readonly IndexEntry[]): boolean {
   const etc = (l: readonly IndexEntry[]) => l.filter((e) => e.path === 'etc' || e.path.startsWith('etc/')).map((e) => serializeEntry(e));
@@ -214,13 +269,14 @@ export async function readSignature(archive: OpenedArchive): Promise<Buffer> {
  * snapshot's tiu state directory (each left as inherited when it is the same, so an identical
  * image rewrites nothing).
  */
-export async function recordImage(dir: string, imageDir: string, manifestBytes: Buffer, sameIndex = false, signatureDer?: Buffer): Promise<void> {
+export async function recordImage(dir: string, imageDir: string | undefined, manifestBytes: Buffer, sameIndex = false, signatureDer?: Buffer): Promise<void> {
   // Both trees are resolved beneath their roots: a symlinked usr/lib (or state dir) in the image
   // must not make tiu write outside the snapshot, nor read outside the image.
   await using target = await SafeRoot.open(dir, { what: 'the new snapshot' });
-  await using image = await SafeRoot.open(imageDir, { what: 'the image' });
   await target.dir(TIU_STATE_DIR, async () => {}, { create: 0o755 });
   if (!sameIndex) {
+    if (imageDir === undefined) throw new TiuError('INTERNAL', 'recordImage: a new index needs the image it comes from');
+    await using image = await SafeRoot.open(imageDir, { what: 'the image' });
     const index = await image.at(INDEX_PATH, async (p) => {
       const fh = await open(p, constants.O_RDONLY | constants.O_NOFOLLOW);
       try {

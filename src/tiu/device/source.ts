@@ -16,10 +16,12 @@ import type { IndexEntry } from '../../core/fileindex/types.ts';
 import { isDeltaFile, openDelta } from '../delta/open.ts';
 import { prepareDeltaSource, type DeltaSource } from '../delta/apply.ts';
 import { readImageIndex, type RecordedImage } from './state.ts';
+import { hashPath } from '../../core/fileindex/hash.ts';
 import { INDEX_PATH } from './paths.ts';
 import { readSignature } from './extract.ts';
 
 export interface UpdateSource extends AsyncDisposable {
+  kind: 'image' | 'delta';
   manifest: Manifest;
   manifestBytes: Buffer;
   /** The new image's CMS SignedData (DER), recorded in the snapshot for `tiu verify --system`. */
@@ -34,6 +36,20 @@ export interface UpdateSource extends AsyncDisposable {
   content?: DeltaSource;
 }
 
+/**
+ * A full archive holding the very image the trusted base was made from (the same signed index
+ * digest): nothing is read from it, so it is not mounted. Its blocks are still all checked, in
+ * `verified`, while the new snapshot is prepared; the caller awaits it before switching anything.
+ */
+export interface SameImageSource extends AsyncDisposable {
+  kind: 'same-image';
+  manifest: Manifest;
+  manifestBytes: Buffer;
+  signatureDer: Buffer;
+  verification: 'userspace';
+  verified: Promise<void>;
+}
+
 export interface OpenUpdateOptions {
   path: string;
   keyringPem: string;
@@ -43,9 +59,14 @@ export interface OpenUpdateOptions {
   baseDir: string;
   recorded: RecordedImage | undefined;
   onProgress?: (phase: string, fraction: number) => void;
+  /**
+   * Whether the base is trusted (its recorded index describes it): asked only when a full
+   * archive's signed index digest equals the base's recorded one.
+   */
+  baseTrusted?: () => Promise<boolean>;
 }
 
-export async function openUpdateSource(sys: System, o: OpenUpdateOptions): Promise<UpdateSource> {
+export async function openUpdateSource(sys: System, o: OpenUpdateOptions): Promise<UpdateSource | SameImageSource> {
   const trust = { keyringPem: o.keyringPem, allowedSigners: o.allowedSigners, compatible: o.compatible };
   if (await isDeltaFile(o.path)) {
     o.onProgress?.('verifying', 0);
@@ -61,17 +82,33 @@ export async function openUpdateSource(sys: System, o: OpenUpdateOptions): Promi
       content = await prepareDeltaSource(sys, delta, { baseNum: o.baseNum, baseDir: o.baseDir, recorded: o.recorded, workDir });
       o.onProgress?.('verifying', 1);
       // Its work directory is removed by the top-level guard too if tiu dies meanwhile.
-      return guardDisposable<UpdateSource>({ manifest: delta.manifest, manifestBytes: delta.manifestBytes, signatureDer: delta.signatureDer, verification: 'signed-index', target: content.target, imageRoot: content.indexRoot, content, [Symbol.asyncDispose]: dispose });
+      return guardDisposable<UpdateSource>({ kind: 'delta', manifest: delta.manifest, manifestBytes: delta.manifestBytes, signatureDer: delta.signatureDer, verification: 'signed-index', target: content.target, imageRoot: content.indexRoot, content, [Symbol.asyncDispose]: dispose });
     } catch (e) {
       await dispose();
       throw e;
     }
   }
   const archive = await openArchive(o.path, trust);
+  o.onProgress?.('verifying', 0);
+  // Every block is checked before anything is mounted; started now, so that the same-image case
+  // below (which mounts nothing) does its own reading meanwhile.
+  const verified = archive.verifyData((d, t) => o.onProgress?.('verifying', t ? d / t : 1));
+  verified.catch(() => {});
   try {
     const m = archive.manifest;
-    o.onProgress?.('verifying', 0);
-    await archive.verifyData((d, t) => o.onProgress?.('verifying', t ? d / t : 1));
+    // (the recorded index file itself must have the signed digest too; else the usual path)
+    if (o.recorded && m.index.sha256 === o.recorded.manifest.index.sha256 && (await o.baseTrusted?.()) && (await hashPath(o.recorded.indexPath).catch(() => '')) === m.index.sha256) {
+      const signatureDer = await readSignature(archive);
+      return guardDisposable<SameImageSource>({
+        kind: 'same-image', manifest: m, manifestBytes: archive.manifestBytes, signatureDer, verification: 'userspace', verified,
+        [Symbol.asyncDispose]: async () => {
+          // (the check reads through the descriptor: it must have settled before that closes)
+          await verified.catch(() => {});
+          await archive[Symbol.asyncDispose]();
+        },
+      });
+    }
+    await verified;
     const image = await mountImage(sys, archive, { verifiedInUserspace: true });
     const dispose = async () => {
       await image[Symbol.asyncDispose]();
@@ -79,12 +116,13 @@ export async function openUpdateSource(sys: System, o: OpenUpdateOptions): Promi
     };
     try {
       const target = await readImageIndex(`${image.dir}/${INDEX_PATH}`, m.index.sha256);
-      return { manifest: m, manifestBytes: archive.manifestBytes, signatureDer: await readSignature(archive), verification: image.verification, target, imageRoot: image.dir, etcDir: `${image.dir}/etc`, [Symbol.asyncDispose]: dispose };
+      return { kind: 'image', manifest: m, manifestBytes: archive.manifestBytes, signatureDer: await readSignature(archive), verification: image.verification, target, imageRoot: image.dir, etcDir: `${image.dir}/etc`, [Symbol.asyncDispose]: dispose };
     } catch (e) {
       await dispose();
       throw e;
     }
   } catch (e) {
+    await verified.catch(() => {});
     await archive.close().catch(() => {});
     throw e;
   }

@@ -10,7 +10,7 @@ import { hashPath } from '../../core/fileindex/hash.ts';
 import type { System } from '../../core/system.ts';
 import { parseManifest, MAX_MANIFEST_SIZE, type Manifest } from '../archive/manifest.ts';
 import { loadIndex } from '../../core/fileindex/io.ts';
-import { scanTreeToArray } from '../../core/fileindex/scan.ts';
+import { scanTreeToArray, mtimeSeconds } from '../../core/fileindex/scan.ts';
 import type { IndexEntry } from '../../core/fileindex/types.ts';
 import { subvolumeInfo } from '../../snapshot/btrfs.ts';
 import { dirsTouchedByTiu, INDEX_PATH, MANIFEST_COPY_PATH, VENDOR_ETC_DIR } from './paths.ts';
@@ -92,8 +92,22 @@ export async function fillDigests(dir: string, actual: Map<string, IndexEntry>, 
   return todo.length;
 }
 
+/**
+ * The mtimes of the directories tiu writes into, as `dir` has them now (those that exist), in
+ * the form {@link restoreDirTimes} takes.
+ */
+export async function dirTimesOf(dir: string): Promise<Pick<IndexEntry, 'path' | 'type' | 'mtime'>[]> {
+  await using root = await SafeRoot.open(dir, { what: 'the new snapshot' });
+  const out: Pick<IndexEntry, 'path' | 'type' | 'mtime'>[] = [];
+  for (const path of dirsTouchedByTiu()) {
+    const st = await root.at(path, (p) => lstat(p, { bigint: true })).catch(() => undefined);
+    if (st?.isDirectory()) out.push({ path, type: 'dir', mtime: mtimeSeconds(st.mtimeNs) });
+  }
+  return out;
+}
+
 /** Puts back the image's mtimes of the directories tiu wrote into after the apply step. */
-export async function restoreDirTimes(dir: string, target: readonly IndexEntry[]): Promise<void> {
+export async function restoreDirTimes(dir: string, target: readonly Pick<IndexEntry, 'path' | 'type' | 'mtime'>[]): Promise<void> {
   const touched = new Set(dirsTouchedByTiu());
   const dirs = target.filter((e) => e.type === 'dir' && touched.has(e.path)).sort((a, b) => b.path.length - a.path.length);
   await using root = await SafeRoot.open(dir, { what: 'the new snapshot' });
