@@ -3,7 +3,7 @@
  * and which snapshots `tiu cleanup` deletes. Lists in, decisions out: no root, no tools.
  */
 import { describe, it, expect } from 'vitest';
-import { planCleanup, rollbackTarget, type SnapshotFacts } from '../src/tiu/device/policy.ts';
+import { planCleanup, rollbackTarget, sameImage, type SnapshotFacts } from '../src/tiu/device/policy.ts';
 import { UD } from '../src/tiu/device/paths.ts';
 import { errorCodeOf } from './helpers/env.ts';
 
@@ -101,5 +101,17 @@ describe('planCleanup', () => {
     const d = planCleanup(list, 0);
     expect(nums(d.delete)).toEqual([2]);
     expect(d.keep.find((k) => k.num === 1)?.reason).toBe('last good');
+  });
+});
+
+describe('sameImage', () => {
+  const m = (sha: string, excluded: string[]) => ({ index: { path: 'usr/lib/tiu/image/index', sha256: sha.repeat(64), size: 1, entries: 1 }, excluded });
+  it('is the same image only with the same index digest and the same excluded paths, in order', () => {
+    expect(sameImage(m('a', ['/var', '/home']), m('a', ['/var', '/home']))).toBe(true);
+    expect(sameImage(m('a', ['/var']), m('b', ['/var']))).toBe(false);
+    expect(sameImage(m('a', ['/var', '/home']), m('a', ['/var']))).toBe(false);
+    expect(sameImage(m('a', ['/var']), m('a', ['/var', '/opt']))).toBe(false);
+    expect(sameImage(m('a', ['/var', '/home']), m('a', ['/home', '/var']))).toBe(false);
+    expect(sameImage(m('a', []), m('a', []))).toBe(true);
   });
 });

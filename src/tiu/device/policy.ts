@@ -1,9 +1,20 @@
 /**
- * Pure decisions over the snapshot list: status rows, which snapshot a rollback picks, and
- * which snapshots cleanup deletes. No I/O: tests feed lists, commands feed the store's list.
+ * Pure decisions over the snapshot list: status rows, which snapshot a rollback picks, which
+ * snapshots cleanup deletes, and whether an archive holds a snapshot's own image. No I/O: tests
+ * feed lists, commands feed the store's list.
  */
 import { TiuError } from '../../core/errors.ts';
 import { UD } from './paths.ts';
+import type { Manifest } from '../archive/manifest.ts';
+
+/**
+ * Whether manifest `a` describes the image tree `b` recorded: the same signed index digest and
+ * the same excluded paths (what an update leaves alone). Then an update from a trusted base holding
+ * `b` has nothing to change in the tree (extract.ts: the same-image path).
+ */
+export function sameImage(a: Pick<Manifest, 'index' | 'excluded'>, b: Pick<Manifest, 'index' | 'excluded'>): boolean {
+  return a.index.sha256 === b.index.sha256 && a.excluded.length === b.excluded.length && a.excluded.every((x, i) => x === b.excluded[i]);
+}
 
 export interface SnapshotFacts {
   num: number;

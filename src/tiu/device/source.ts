@@ -17,6 +17,7 @@ import { isDeltaFile, openDelta } from '../delta/open.ts';
 import { prepareDeltaSource, type DeltaSource } from '../delta/apply.ts';
 import { readImageIndex, type RecordedImage } from './state.ts';
 import { hashPath } from '../../core/fileindex/hash.ts';
+import { sameImage } from './policy.ts';
 import { INDEX_PATH } from './paths.ts';
 import { readSignature } from './extract.ts';
 
@@ -96,8 +97,9 @@ export async function openUpdateSource(sys: System, o: OpenUpdateOptions): Promi
   verified.catch(() => {});
   try {
     const m = archive.manifest;
-    // (the recorded index file itself must have the signed digest too; else the usual path)
-    if (o.recorded && m.index.sha256 === o.recorded.manifest.index.sha256 && (await o.baseTrusted?.()) && (await hashPath(o.recorded.indexPath).catch(() => '')) === m.index.sha256) {
+    // (the recorded index file itself must have the signed digest too, and the paths the update
+    // leaves alone must be the same ones; else the usual path)
+    if (o.recorded && sameImage(m, o.recorded.manifest) && (await o.baseTrusted?.()) && (await hashPath(o.recorded.indexPath).catch(() => '')) === m.index.sha256) {
       const signatureDer = await readSignature(archive);
       return guardDisposable<SameImageSource>({
         kind: 'same-image', manifest: m, manifestBytes: archive.manifestBytes, signatureDer, verification: 'userspace', verified,
@@ -127,3 +129,4 @@ export async function openUpdateSource(sys: System, o: OpenUpdateOptions): Promi
     throw e;
   }
 }
+
