@@ -197,8 +197,9 @@ export async function extract(dev: Device, o: ExtractOptions): Promise<ExtractRe
  * snapshot is the base's copy as it is. Its tree already equals the image, and its /etc (a
  * snapshot of the running one) is exactly what a merge would give, since the vendor side did not
  * change; so no tree step and no /etc merge, and the image is never mounted. The archive's blocks
- * are verified all the same, while the snapshot is prepared, and a bad one discards it before
- * anything switches. What changes: the records (manifest, signature, version), boot entries.
+ * are verified all the same (from the moment it is opened, while its signature and the base are
+ * checked), before anything is created. What changes: the records (manifest, signature,
+ * version), the boot entries, the default.
  */
 async function extractSameImage(dev: Device, o: ExtractOptions, c: { base: number; image: SameImageSource; mark: (step: string) => void }): Promise<ExtractResult> {
   const { sys } = dev;

@@ -40,7 +40,7 @@ export interface UpdateSource extends AsyncDisposable {
 /**
  * A full archive holding the very image the trusted base was made from (the same signed index
  * digest): nothing is read from it, so it is not mounted. Its blocks are still all checked, in
- * `verified`, while the new snapshot is prepared; the caller awaits it before switching anything.
+ * `verified` (started when the archive was opened); the caller awaits it before creating anything.
  */
 export interface SameImageSource extends AsyncDisposable {
   kind: 'same-image';
