@@ -10,6 +10,7 @@ export const UNIT_TESTS = [
   'test/apply-plan.test.ts',
   'test/boot-units.test.ts',
   'test/compile-cache.test.ts',
+  'test/etc-carry.test.ts',
   'test/etc-merge-accounts.test.ts',
   'test/layering.test.ts',
   'test/policy.test.ts',

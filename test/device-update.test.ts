@@ -165,6 +165,65 @@ describe('tiu install + extract on loop btrfs', () => {
     expect((await cli(['extract', bad, '--root', dev.root, ...keyringArgs(), '--dry-run'])).exitCode).toBe(18);
   });
 
+  it('an update whose vendor /etc did not change carries the local /etc over as it is, unmerged', async () => {
+    const dir = join(work, 'same-etc');
+    // v2's /etc is v1's, entry for entry; the rest of v2 differs as usual.
+    const B = await makeArchives(sys, dir, {
+      prepare: async (tree, v) => {
+        if (v === 2) {
+          await rm(join(tree, 'etc'), { recursive: true });
+          await sys.run('cp', ['-a', join(dir, 'tree-v1/etc'), join(tree, 'etc')]);
+        }
+        await sys.run('find', [join(tree, 'etc'), '-exec', 'touch', '-h', '-d', '@1600000000', '{}', '+']);
+      },
+    });
+    await using dev = await installedDevice(sys, B.v1, B.keyringPem);
+    // Local changes: an edit, an added file, a deleted vendor file.
+    await writeFile(join(dev.root, 'etc/hostname'), 'local-name\n');
+    await writeFile(join(dev.root, 'etc/added-here'), 'mine\n');
+    await rm(join(dev.root, 'etc/ssh/sshd_config'));
+    const etcOf = async (d: string) => (await scanTreeToArray(sys, d, { exclude: [] })).entries;
+    const live = await etcOf(join(dev.root, 'etc'));
+    const dry = await cli(['extract', B.v2, '--root', dev.root, '--keyring', B.keys.keyring, '--dry-run']);
+    expect(dry.exitCode, dry.stderr).toBe(0);
+    expect(dry.stdout).toMatch(/^\/etc merge:\ncarried over as it is: the image's vendor \/etc is snapshot 1's$/m);
+    expect(dry.stdout).not.toMatch(/ \/etc\//);
+    const r = await cli(['--debug', 'extract', B.v2, '--root', dev.root, '--keyring', B.keys.keyring, '--json']);
+    expect(r.exitCode, r.stderr).toBe(0);
+    const res = JSON.parse(r.stdout);
+    expect(res).toMatchObject({ number: 2, etcCarriedOver: true, trustedBaseIndex: true, etcPlan: ["carried over as it is: the image's vendor /etc is snapshot 1's"] });
+    expect(res.sameImage).toBeUndefined();
+    expect(res.stats.written).toBeGreaterThan(0);
+    // No vendor /etc written into the snapshot and merged back; the syncpoint is the new /etc.
+    expect(r.stderr).not.toMatch(/cp -a --reflink=auto/);
+    expect(r.stderr).toMatch(/subvolume snapshot -r \S*\.snapshots\/2\/snapshot\/etc \S*\.snapshots\/2\/etc-syncpoint/);
+    const snap2 = join(dev.root, '.snapshots/2/snapshot');
+    await expectSnapshotEqualsImage(snap2);
+    expect(await etcOf(join(snap2, 'etc'))).toEqual(live);
+    expect(await etcOf(join(dev.root, '.snapshots/2/snapshot/usr/lib/tiu/vendor-etc'))).toEqual(await etcOf(join(dev.root, '.snapshots/1/snapshot/usr/lib/tiu/vendor-etc')));
+    // An edit after the update still reaches the new snapshot.
+    await writeFile(join(dev.root, 'etc/hostname'), 'renamed-later\n');
+    const s = await cli(['etc', 'sync', '--root', dev.root]);
+    expect(s.exitCode, s.stderr).toBe(0);
+    expect(await readFile(join(snap2, 'etc/hostname'), 'utf8')).toBe('renamed-later\n');
+    // A delta between the same images carries /etc over too (and carries no /etc content).
+    const delta = join(dir, 'v1-v2.tiud');
+    const d = await cli(['delta', B.v1, B.v2, '-o', delta, '--key', B.keys.signingKey, '--cert', B.keys.signingCert, '--keyring', B.keys.keyring]);
+    expect(d.exitCode, d.stderr).toBe(0);
+    await using dev3 = await installedDevice(sys, B.v1, B.keyringPem);
+    await writeFile(join(dev3.root, 'etc/hostname'), 'local-name\n');
+    const live3 = await etcOf(join(dev3.root, 'etc'));
+    const dr = JSON.parse((await cli(['extract', delta, '--root', dev3.root, '--keyring', B.keys.keyring, '--json'])).stdout);
+    expect(dr).toMatchObject({ number: 2, etcCarriedOver: true, verification: 'signed-index' });
+    await expectSnapshotEqualsImage(join(dev3.root, '.snapshots/2/snapshot'));
+    expect(await etcOf(join(dev3.root, '.snapshots/2/snapshot/etc'))).toEqual(live3);
+    // The usual update (v1 -> v2 of the other set changes sshd_config) still merges.
+    await using dev2 = await installedDevice(sys, A.v1, A.keyringPem);
+    const u = JSON.parse((await cli(['extract', A.v2, '--root', dev2.root, ...keyringArgs(), '--json'])).stdout);
+    expect(u.etcCarriedOver).toBeUndefined();
+    expect(u.etc.takenFromVendor).toContain('ssh/sshd_config');
+  });
+
   it('the same image on a base changed after sealing: applied in full, the change undone', async () => {
     await using dev = await installedDevice(sys, A.v1, A.keyringPem);
     const snap1 = join(dev.root, '.snapshots/1/snapshot');

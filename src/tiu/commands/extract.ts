@@ -46,11 +46,10 @@ export function report(ctx: Context, r: ExtractResult & { status?: string }, jso
     return;
   }
   const s = r.stats;
-  if (r.sameImage) {
-    ctx.out(`snapshot ${r.number}: ${r.version} (from snapshot ${r.base}); the same image as snapshot ${r.base}: nothing written, ${s.unchanged} unchanged`);
-    ctx.out(`/etc: ${r.etcPlan?.[0] ?? 'carried over as it is'}`);
-  } else ctx.out(`snapshot ${r.number}: ${r.version} (from snapshot ${r.base}); ${s.written} files written (${r.bytesWritten} bytes), ${s.linked} linked, ${s.created} created, ${s.metaOnly} metadata-only, ${s.removed} removed, ${s.unchanged} unchanged`);
-  if (r.etc && !r.sameImage) {
+  if (r.sameImage) ctx.out(`snapshot ${r.number}: ${r.version} (from snapshot ${r.base}); the same image as snapshot ${r.base}: nothing written, ${s.unchanged} unchanged`);
+  else ctx.out(`snapshot ${r.number}: ${r.version} (from snapshot ${r.base}); ${s.written} files written (${r.bytesWritten} bytes), ${s.linked} linked, ${s.created} created, ${s.metaOnly} metadata-only, ${s.removed} removed, ${s.unchanged} unchanged`);
+  if (r.etcCarriedOver) ctx.out(`/etc: ${r.etcPlan?.[0] ?? 'carried over as it is'}`);
+  else if (r.etc) {
     const e = r.etc;
     ctx.out(`/etc: ${e.takenFromVendor.length} from the new image, ${e.keptLocal.length} kept local, ${e.merged.length} merged, ${e.conflicts.length} conflicts`);
     for (const c of e.conflicts) ctx.out(`  conflict: /etc/${c.path}: ${c.reason}${c.tiunew ? ` (vendor version in /etc/${c.tiunew})` : ''}`);

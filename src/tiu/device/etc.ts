@@ -26,6 +26,9 @@ import { isSubvolumeRoot, snapshotSubvolume } from '../../snapshot/btrfs.ts';
 import { VENDOR_ETC_DIR } from './paths.ts';
 import { SafeRoot } from '../../core/safepath.ts';
 import { writeFileAtomic } from '../../core/atomic.ts';
+import { etcTreeOfIndex } from './etc-carry.ts';
+
+export { etcTreeOfIndex };
 
 /**
  * The read-only snapshot of the local /etc a merge started from: /.snapshots/N/etc-syncpoint,
@@ -95,19 +98,6 @@ export interface EtcStepPlan {
   next: EtcTree;
   /** The base snapshot has a vendor /etc copy (else every difference counts as local). */
   hasBase: boolean;
-}
-
-/** The entries of `index` below etc/, re-rooted (`etc` → `.`), hardlinks resolved to plain files. */
-export function etcTreeOfIndex(index: readonly IndexEntry[]): Map<string, IndexEntry> {
-  const byPath = new Map(index.map((e) => [e.path, e]));
-  const out = new Map<string, IndexEntry>();
-  for (const e of index) {
-    if (e.path !== 'etc' && !e.path.startsWith('etc/')) continue;
-    const first = e.hardlink !== undefined ? byPath.get(e.hardlink) : undefined;
-    const { hardlink: _h, sparse: _s, ...rest } = e;
-    out.set(e.path === 'etc' ? '.' : e.path.slice(4), { ...rest, size: rest.size ?? first?.size, sha256: rest.sha256 ?? first?.sha256, path: e.path === 'etc' ? '.' : e.path.slice(4) });
-  }
-  return out;
 }
 
 /**

@@ -18,9 +18,10 @@ import { createMountpoints } from '../../snapshot/layout.ts';
 import { Transaction, cleanupInterrupted } from './transaction.ts';
 import { readRecordedImage, isBaseTrusted, restoreDirTimes, dirTimesOf, type RecordedImage } from './state.ts';
 import type { Device } from './open.ts';
-import { INDEX_PATH, MANIFEST_COPY_PATH, SIGNATURE_COPY_PATH, TIU_STATE_DIR, UD } from './paths.ts';
+import { INDEX_PATH, MANIFEST_COPY_PATH, SIGNATURE_COPY_PATH, TIU_STATE_DIR, UD, VENDOR_ETC_DIR } from './paths.ts';
 import type { OpenedArchive } from '../archive/open.ts';
 import { applyEtcStep, freezeSyncpoint, planEtcStep, recordEtcCarriedOver, type EtcStepResult } from './etc.ts';
+import { isEtc, sameVendorEtc } from './etc-carry.ts';
 import { etcPlanLines, planUpdate, updatePlanLines } from './update-plan.ts';
 import { formatPlan } from '../../etc-merge/report.ts';
 import { prepareBoot, activateBoot } from './boot.ts';
@@ -62,6 +63,8 @@ export interface ExtractResult {
   etcPlan?: string[];
   /** The archive held the image the trusted base was made from: the base copied as it is (no tree step, no /etc merge). */
   sameImage?: boolean;
+  /** The image's vendor /etc is the base's: the local /etc carried over as it is (no merge; `etc` is then empty). */
+  etcCarriedOver?: boolean;
   madeDefault: boolean;
 }
 
@@ -107,12 +110,22 @@ export async function extract(dev: Device, o: ExtractOptions): Promise<ExtractRe
   // A delta has read (and checked) the base's recorded index already: one copy in memory.
   const oldIndex = trusted && recorded ? (image.content?.oldIndex ?? (await loadIndex(recorded.indexPath, { canonical: false }))) : undefined;
   mark('read the base index');
+  // The image's vendor /etc is the base's (a trusted base, the same /etc in both indexes): the
+  // three-way merge would give the local /etc, which the new snapshot holds from the start. So
+  // /etc is left out of the tree step (not rewritten to the vendor's, then merged back) and not
+  // merged; its syncpoint is the new /etc frozen, as for the same image.
+  const etcCarried = oldIndex !== undefined && sameVendorEtc(oldIndex, target) && (await hasVendorEtc(baseDir));
   // A delta's content is rebuilt from the base's files into fresh inodes (no in-place rewrites).
-  const planInputs = { oldIndex, target, excluded: m.excluded, inPlace: image.content === undefined };
+  const planInputs = etcCarried
+    ? { oldIndex, target: target.filter((e) => !isEtc(e.path)), excluded: [...m.excluded, '/etc'], inPlace: image.content === undefined }
+    : { oldIndex, target, excluded: m.excluded, inPlace: image.content === undefined };
+  const etcSides = (localDir: string) => (image.etcDir && !etcCarried ? { baseDir, localDir, newContentRoot: image.imageRoot } : undefined);
   if (o.dryRun) {
     // The same plan the real run carries out, measured on the base (the new snapshot starts as its copy).
-    const plan = await planUpdate(sys, { ...planInputs, treeDir: baseDir, etc: image.etcDir ? { baseDir, localDir: `${baseDir}/etc`, newContentRoot: image.imageRoot } : undefined });
-    return { number: undefined, base, version: m.version, stats: plan.apply.stats, bytesWritten: 0, verification: image.verification, trustedBaseIndex: trusted, probe: plan.probe, planLines: updatePlanLines(plan), etcPlan: plan.etc ? etcPlanLines(plan) : undefined, madeDefault: false };
+    const plan = await planUpdate(sys, { ...planInputs, treeDir: baseDir, etc: etcSides(`${baseDir}/etc`) });
+    const etcPlan = etcCarried ? [carriedLine(base)] : plan.etc ? etcPlanLines(plan) : undefined;
+    const planLines = etcCarried ? [...updatePlanLines(plan).slice(0, -1), carriedLine(base)] : updatePlanLines(plan);
+    return { number: undefined, base, version: m.version, stats: plan.apply.stats, bytesWritten: 0, verification: image.verification, trustedBaseIndex: trusted, probe: plan.probe, planLines, etcPlan, etcCarriedOver: etcCarried || undefined, madeDefault: false };
   }
 
   // 2. The new snapshot, and its syncpoint: the base's /etc frozen (the merge's local side).
@@ -125,14 +138,14 @@ export async function extract(dev: Device, o: ExtractOptions): Promise<ExtractRe
   sys.log.debug(`new snapshot ${num} from ${base}`);
   const dir = tx.dir;
   mark('new snapshot');
-  const syncpoint = await freezeSyncpoint(sys, baseDir, dir);
+  const syncpoint = etcCarried ? await freezeSyncpoint(sys, dir, dir) : await freezeSyncpoint(sys, baseDir, dir);
   tx.throwIfAborted();
 
   // 3. The plan (as --dry-run prints it), then make the snapshot equal to the image (only what
   // differs is written).
   mark('freeze /etc syncpoint');
   o.onProgress?.('scanning', 0);
-  const plan = await planUpdate(sys, { ...planInputs, treeDir: dir, etc: image.etcDir ? { baseDir, localDir: syncpoint, newContentRoot: image.imageRoot } : undefined });
+  const plan = await planUpdate(sys, { ...planInputs, treeDir: dir, etc: etcSides(syncpoint) });
   tx.throwIfAborted();
   mark('plan');
   const total = plan.apply.stats.writtenBytes || 1;
@@ -159,9 +172,9 @@ export async function extract(dev: Device, o: ExtractOptions): Promise<ExtractRe
   // 5. /etc: the new vendor defaults with this device's changes carried over. The vendor copy
   // the snapshot inherited stays when the image's /etc did not change (nothing rewritten). A
   // delta's /etc is planned now that its contents are written (and checked against the index).
-  const etcStep = plan.etc ?? (await planEtcStep(sys, { baseDir, localDir: syncpoint, target, newContentRoot: dir }));
+  const etcStep = etcCarried ? undefined : (plan.etc ?? (await planEtcStep(sys, { baseDir, localDir: syncpoint, target, newContentRoot: dir })));
   const vendorEtcUnchanged = oldIndex !== undefined && sameEtc(oldIndex, target);
-  const etc = await applyEtcStep(sys, etcStep, { newDir: dir, syncpoint, signal: tx.signal, vendorEtcUnchanged });
+  const etc = etcStep ? await applyEtcStep(sys, etcStep, { newDir: dir, syncpoint, signal: tx.signal, vendorEtcUnchanged }) : { report: await recordEtcCarriedOver(dir) };
   tx.throwIfAborted();
 
   mark('/etc merge');
@@ -187,7 +200,8 @@ export async function extract(dev: Device, o: ExtractOptions): Promise<ExtractRe
     probe: plan.probe,
     deltaBase,
     etc: etc.report,
-    etcPlan: formatPlan(etcStep.plan),
+    etcPlan: etcStep ? formatPlan(etcStep.plan) : [carriedLine(base)],
+    etcCarriedOver: etcCarried || undefined,
     madeDefault: o.makeDefault,
   };
 }
@@ -206,10 +220,10 @@ async function extractSameImage(dev: Device, o: ExtractOptions, c: { base: numbe
   const { base, image, mark } = c;
   const m = image.manifest;
   const stats: PlanStats = { unchanged: m.index.entries, written: 0, writtenBytes: 0, created: 0, removed: 0, metaOnly: 0, linked: 0 };
-  const etcPlan = [`carried over as it is: the image's vendor /etc is snapshot ${base}'s`];
+  const etcPlan = [carriedLine(base)];
   // The times of the directories tiu writes into, as the sealed base (so the image) has them.
   const dirTimes = await dirTimesOf(dev.snapshotDir(base));
-  const common = { base, version: m.version, stats, bytesWritten: 0, verification: image.verification, trustedBaseIndex: true, probe: { mode: 'trusted-index' as const, pathsRead: 0 }, sameImage: true, etcPlan };
+  const common = { base, version: m.version, stats, bytesWritten: 0, verification: image.verification, trustedBaseIndex: true, probe: { mode: 'trusted-index' as const, pathsRead: 0 }, sameImage: true, etcCarriedOver: true, etcPlan };
   // Every block checked before anything is created (a bad archive changes nothing, not even
   // the next snapshot number); the signature, the base and its records were checked meanwhile.
   await image.verified;
@@ -243,6 +257,17 @@ async function extractSameImage(dev: Device, o: ExtractOptions, c: { base: numbe
   mark('seal and set default');
   if (o.makeDefault) await activateBoot(dev);
   return { ...common, number: num, etc, madeDefault: o.makeDefault };
+}
+
+/** The /etc line of an update that carries the local /etc over unmerged. */
+function carriedLine(base: number): string {
+  return `carried over as it is: the image's vendor /etc is snapshot ${base}'s`;
+}
+
+/** Whether the base snapshot has tiu's copy of its vendor /etc (the merge base of the next update). */
+async function hasVendorEtc(baseDir: string): Promise<boolean> {
+  await using root = await SafeRoot.open(baseDir, { what: 'the base snapshot' });
+  return root.dir(VENDOR_ETC_DIR, async () => true).catch(() => false);
 }
 
 /** Whether two indexes list the same /etc (every entry and attribute). */
