@@ -11,7 +11,7 @@ export function etcTreeOfIndex(index: readonly IndexEntry[]): Map<string, IndexE
   let byPath: Map<string, IndexEntry> | undefined;
   const out = new Map<string, IndexEntry>();
   for (const e of index) {
-    if (e.path !== 'etc' && !e.path.startsWith('etc/')) continue;
+    if (!isEtc(e.path)) continue;
     const first = e.hardlink !== undefined ? (byPath ??= new Map(index.map((x) => [x.path, x]))).get(e.hardlink) : undefined;
     const { hardlink: _h, sparse: _s, ...rest } = e;
     out.set(e.path === 'etc' ? '.' : e.path.slice(4), { ...rest, size: rest.size ?? first?.size, sha256: rest.sha256 ?? first?.sha256, path: e.path === 'etc' ? '.' : e.path.slice(4) });

@@ -100,6 +100,14 @@ export interface EtcStepPlan {
   hasBase: boolean;
 }
 
+/** Whether a snapshot (open as `root`) has tiu's copy of its vendor /etc, the next merge's base. */
+export async function hasVendorEtc(root: SafeRoot): Promise<boolean> {
+  return root.dir(VENDOR_ETC_DIR, async () => true).catch((e) => {
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return false;
+    throw e;
+  });
+}
+
 /**
  * Plans the update's /etc merge: base = the base snapshot's vendor copy, local = `localDir` (the
  * live /etc for a dry run, its frozen syncpoint for the real run: the same content), new = the
@@ -110,10 +118,7 @@ export interface EtcStepPlan {
 export async function planEtcStep(sys: System, o: { baseDir: string; localDir: string; target: readonly IndexEntry[]; newContentRoot: string }): Promise<EtcStepPlan> {
   // The base snapshot's directories are checked: its vendor copy and /etc are read through them.
   await using base = await SafeRoot.open(o.baseDir, { what: 'the base snapshot' });
-  const hasBase = await base.dir(VENDOR_ETC_DIR, async () => true).catch((e) => {
-    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return false;
-    throw e;
-  });
+  const hasBase = await hasVendorEtc(base);
   if (!hasBase) sys.log.warn('the base snapshot has no vendor /etc copy (not made by tiu): local /etc changes are kept, differing vendor files are written as .tiunew');
   await base.dir('etc', async () => {});
   const next = etcTreeOfIndex(o.target);
@@ -169,9 +174,9 @@ export async function applyEtcStep(sys: System, step: EtcStepPlan, o: { newDir: 
 }
 
 /**
- * The /etc step of an update whose image is the base's own (same signed index): nothing merged,
- * since the vendor side is unchanged; the snapshot's /etc is the running one's copy. Records an
- * empty report beside info.xml, as a merge would.
+ * The /etc step of an update whose vendor /etc is the base's (the same image, or the same /etc
+ * entries): nothing merged, the snapshot's /etc is the running one's copy. Records an empty
+ * report beside info.xml, as a merge would.
  */
 export async function recordEtcCarriedOver(newDir: string): Promise<EtcMergeReport> {
   const report: EtcMergeReport = { takenFromVendor: [], keptLocal: [], merged: [], deleted: [], conflicts: [] };

@@ -18,9 +18,9 @@ import { createMountpoints } from '../../snapshot/layout.ts';
 import { Transaction, cleanupInterrupted } from './transaction.ts';
 import { readRecordedImage, isBaseTrusted, restoreDirTimes, dirTimesOf, type RecordedImage } from './state.ts';
 import type { Device } from './open.ts';
-import { INDEX_PATH, MANIFEST_COPY_PATH, SIGNATURE_COPY_PATH, TIU_STATE_DIR, UD, VENDOR_ETC_DIR } from './paths.ts';
+import { INDEX_PATH, MANIFEST_COPY_PATH, SIGNATURE_COPY_PATH, TIU_STATE_DIR, UD } from './paths.ts';
 import type { OpenedArchive } from '../archive/open.ts';
-import { applyEtcStep, freezeSyncpoint, planEtcStep, recordEtcCarriedOver, type EtcStepResult } from './etc.ts';
+import { applyEtcStep, freezeSyncpoint, hasVendorEtc, planEtcStep, recordEtcCarriedOver, type EtcStepResult } from './etc.ts';
 import { isEtc, sameVendorEtc } from './etc-carry.ts';
 import { etcPlanLines, planUpdate, updatePlanLines } from './update-plan.ts';
 import { formatPlan } from '../../etc-merge/report.ts';
@@ -114,7 +114,7 @@ export async function extract(dev: Device, o: ExtractOptions): Promise<ExtractRe
   // three-way merge would give the local /etc, which the new snapshot holds from the start. So
   // /etc is left out of the tree step (not rewritten to the vendor's, then merged back) and not
   // merged; its syncpoint is the new /etc frozen, as for the same image.
-  const etcCarried = oldIndex !== undefined && sameVendorEtc(oldIndex, target) && (await hasVendorEtc(baseDir));
+  const etcCarried = oldIndex !== undefined && sameVendorEtc(oldIndex, target) && (await baseHasVendorEtc(baseDir));
   // A delta's content is rebuilt from the base's files into fresh inodes (no in-place rewrites).
   const planInputs = etcCarried
     ? { oldIndex, target: target.filter((e) => !isEtc(e.path)), excluded: [...m.excluded, '/etc'], inPlace: image.content === undefined }
@@ -124,7 +124,7 @@ export async function extract(dev: Device, o: ExtractOptions): Promise<ExtractRe
     // The same plan the real run carries out, measured on the base (the new snapshot starts as its copy).
     const plan = await planUpdate(sys, { ...planInputs, treeDir: baseDir, etc: etcSides(`${baseDir}/etc`) });
     const etcPlan = etcCarried ? [carriedLine(base)] : plan.etc ? etcPlanLines(plan) : undefined;
-    const planLines = etcCarried ? [...updatePlanLines(plan).slice(0, -1), carriedLine(base)] : updatePlanLines(plan);
+    const planLines = updatePlanLines(plan, etcCarried ? [carriedLine(base)] : undefined);
     return { number: undefined, base, version: m.version, stats: plan.apply.stats, bytesWritten: 0, verification: image.verification, trustedBaseIndex: trusted, probe: plan.probe, planLines, etcPlan, etcCarriedOver: etcCarried || undefined, madeDefault: false };
   }
 
@@ -173,8 +173,9 @@ export async function extract(dev: Device, o: ExtractOptions): Promise<ExtractRe
   // the snapshot inherited stays when the image's /etc did not change (nothing rewritten). A
   // delta's /etc is planned now that its contents are written (and checked against the index).
   const etcStep = etcCarried ? undefined : (plan.etc ?? (await planEtcStep(sys, { baseDir, localDir: syncpoint, target, newContentRoot: dir })));
-  const vendorEtcUnchanged = oldIndex !== undefined && sameEtc(oldIndex, target);
-  const etc = etcStep ? await applyEtcStep(sys, etcStep, { newDir: dir, syncpoint, signal: tx.signal, vendorEtcUnchanged }) : { report: await recordEtcCarriedOver(dir) };
+  const etc = etcStep
+    ? await applyEtcStep(sys, etcStep, { newDir: dir, syncpoint, signal: tx.signal, vendorEtcUnchanged: oldIndex !== undefined && sameEtc(oldIndex, target) })
+    : { report: await recordEtcCarriedOver(dir) };
   tx.throwIfAborted();
 
   mark('/etc merge');
@@ -264,15 +265,15 @@ function carriedLine(base: number): string {
   return `carried over as it is: the image's vendor /etc is snapshot ${base}'s`;
 }
 
-/** Whether the base snapshot has tiu's copy of its vendor /etc (the merge base of the next update). */
-async function hasVendorEtc(baseDir: string): Promise<boolean> {
+/** Whether the base snapshot has tiu's copy of its vendor /etc (the merge base of this update). */
+async function baseHasVendorEtc(baseDir: string): Promise<boolean> {
   await using root = await SafeRoot.open(baseDir, { what: 'the base snapshot' });
-  return root.dir(VENDOR_ETC_DIR, async () => true).catch(() => false);
+  return hasVendorEtc(root);
 }
 
 /** Whether two indexes list the same /etc (every entry and attribute). */
 function sameEtc(a: readonly IndexEntry[], b: readonly IndexEntry[]): boolean {
-  const etc = (l: readonly IndexEntry[]) => l.filter((e) => e.path === 'etc' || e.path.startsWith('etc/')).map((e) => serializeEntry(e));
+  const etc = (l: readonly IndexEntry[]) => l.filter((e) => isEtc(e.path)).map((e) => serializeEntry(e));
   const x = etc(a);
   const y = etc(b);
   return x.length === y.length && x.every((v, i) => v === y[i]);

@@ -59,9 +59,9 @@ export function etcPlanLines(plan: UpdatePlan): string[] {
   return plan.etc ? formatPlan(plan.etc.plan) : ['(not shown for a delta: its image is never mounted)'];
 }
 
-/** The dry-run listing: the tree step, then the /etc merge. Pure. */
-export function updatePlanLines(plan: UpdatePlan): string[] {
-  return [...planLines(plan.apply, displayPath), '', '/etc merge:', ...etcPlanLines(plan)];
+/** The dry-run listing: the tree step, then the /etc merge (`etc`: its lines when not the plan's). Pure. */
+export function updatePlanLines(plan: UpdatePlan, etc: string[] = etcPlanLines(plan)): string[] {
+  return [...planLines(plan.apply, displayPath), '', '/etc merge:', ...etc];
 }
 
 /**
