@@ -4,7 +4,9 @@
  */
 import { describe, it, expect, beforeAll, afterAll } from 'vitest';
 import { join } from 'node:path';
-import { copyFile, open, readFile, readdir, writeFile, mkdtemp, rm } from 'node:fs/promises';
+import { copyFile, mkdir, open, readFile, readdir, readlink, writeFile, mkdtemp, rm } from 'node:fs/promises';
+import { createArchive } from '../src/tiu/archive/create.ts';
+import { prefetchUpdateSource } from '../src/tiu/device/source.ts';
 import { tmpdir } from 'node:os';
 import { randomBytes } from 'node:crypto';
 import { testSystem } from './helpers/env.ts';
@@ -345,6 +347,12 @@ describe('tiu install + extract on loop btrfs', () => {
       r = await cli(['extract', A.v2, '--root', plain, ...keyringArgs()]);
       expect(r.exitCode).toBe(30);
       expect(r.stderr).toMatch(/\[ROOT_NOT_BTRFS\]/);
+      // The archive is opened and checked while the device is (prefetchUpdateSource), but a bad
+      // root is still what is reported first, for a damaged or a missing archive alike.
+      for (const archive of [bad, join(work, 'no-such.tiu')]) {
+        r = await cli(['extract', archive, '--root', plain, ...keyringArgs()]);
+        expect([r.exitCode, r.stderr]).toEqual([30, expect.stringMatching(/\[ROOT_NOT_BTRFS\]/)]);
+      }
     } finally {
       await sys.run('umount', [plain]);
       await rm(plain, { recursive: true });
@@ -355,6 +363,45 @@ describe('tiu install + extract on loop btrfs', () => {
     expect(r.exitCode).toBe(31);
     expect(r.stderr).toMatch(/\[ROOT_LAYOUT\]/);
   });
+
+  it('an archive opened ahead of the device: its errors surface where it is taken; one never taken is stopped and closed', async () => {
+    // 48 MiB that do not compress: the block check takes several chunks.
+    const tree = join(work, 'big-tree');
+    await mkdir(tree, { recursive: true });
+    await writeFile(join(tree, 'noise.bin'), randomBytes(48 * 1024 * 1024));
+    const big = join(work, 'big.tiu');
+    await createArchive(sys, {
+      source: tree, output: big, keyPem: await readFile(A.keys.signingKey, 'utf8'), certPem: await readFile(A.keys.signingCert, 'utf8'),
+      compatible: 'test-x86_64', version: '9.0', compression: 'zstd', blockSize: 131072, exclude: DEFAULT_EXCLUDES,
+    });
+    const fdsOn = async (file: string) => {
+      const fds = await readdir('/proc/self/fd');
+      const targets = await Promise.all(fds.map((fd) => readlink(`/proc/self/fd/${fd}`).catch(() => '')));
+      return targets.filter((t) => t === file).length;
+    };
+    // Disposed untaken (the device could not be opened): the check stops early, the file is closed.
+    const fractions: number[] = [];
+    const early = prefetchUpdateSource(big, { keyringPem: A.keyringPem }, (_phase, f) => fractions.push(f));
+    while (!fractions.some((f) => f > 0)) await new Promise((r) => setImmediate(r));
+    expect(await fdsOn(big)).toBe(1);
+    await early[Symbol.asyncDispose]();
+    expect(Math.max(...fractions)).toBeLessThan(1);
+    expect(await fdsOn(big)).toBe(0);
+    // Taken: the whole check runs; a bad archive's error comes from take(), not before.
+    const taken = prefetchUpdateSource(big, { keyringPem: A.keyringPem });
+    const opened = await taken.take();
+    expect(opened.kind).toBe('archive');
+    if (opened.kind === 'archive') {
+      await opened.verified;
+      await opened.archive.close();
+    }
+    await expect(taken.take()).rejects.toMatchObject({ code: 'INTERNAL' });
+    await taken[Symbol.asyncDispose]();
+    const missing = prefetchUpdateSource(join(work, 'no-such.tiu'), { keyringPem: A.keyringPem });
+    await expect(missing.take()).rejects.toMatchObject({ code: 'INPUT_NOT_FOUND' });
+    const untrusted = prefetchUpdateSource(A.v2, { keyringPem: (await makeArchives(sys, join(work, 'stranger'))).keyringPem });
+    await expect(untrusted.take()).rejects.toMatchObject({ code: 'ARCHIVE_UNTRUSTED' });
+  }, 120_000);
 
   it('a missing tool is named with the package to install, and nothing changes', async () => {
     await using dev = await installedDevice(sys, A.v1, A.keyringPem);

@@ -34,7 +34,7 @@ export interface OpenedArchive extends AsyncDisposable {
   sigOffset: number;
   sigSize: number;
   /** Verifies every data and hash block against the signed root hash (streaming). */
-  verifyData(onProgress?: (done: number, total: number) => void): Promise<void>;
+  verifyData(onProgress?: (done: number, total: number) => void, signal?: AbortSignal): Promise<void>;
   /** A path that names exactly the open file (for losetup/unsquashfs), valid while open. */
   fdPath(): string;
   close(): Promise<void>;
@@ -89,7 +89,7 @@ export async function openArchive(path: string, options: OpenArchiveOptions): Pr
       chain: verified.chain,
       sigOffset,
       sigSize,
-      async verifyData(onProgress) {
+      async verifyData(onProgress, signal) {
         await verifyHashTree(fh, {
           dataSize: v.dataSize,
           hashOffset: v.hashOffset,
@@ -97,6 +97,7 @@ export async function openArchive(path: string, options: OpenArchiveOptions): Pr
           salt: Buffer.from(v.salt, 'hex'),
           rootHash: Buffer.from(v.rootHash, 'hex'),
           onProgress,
+          signal,
         });
       },
       fdPath: () => `/proc/${process.pid}/fd/${fh.fd}`,

@@ -4,6 +4,7 @@ import { extract, type ExtractResult } from '../device/extract.ts';
 import { loadKeyring } from '../archive/trust.ts';
 import { openDevice, parseSnapshotNumber } from '../device/open.ts';
 import { createProgress } from '../progress.ts';
+import { prefetchUpdateSource } from '../device/source.ts';
 
 export interface ExtractCommandOptions {
   root: string;
@@ -19,9 +20,12 @@ export async function runExtract(ctx: Context, archive: string, o: ExtractComman
   const keyringPem = await loadKeyring(ctx.config, o.keyring);
   const progress = createProgress(ctx, !o.json);
   try {
+    // The archive's signature and blocks are checked while the device is opened (see prefetchUpdateSource).
+    await using prefetched = prefetchUpdateSource(archive, { keyringPem, allowedSigners: ctx.config.allowedSigners }, progress.update);
     await using dev = await openDevice(ctx.sys, o.root, { lock: true, snapper: ctx.config.snapper, bootloader: ctx.config.bootloader });
     return await extract(dev, {
       archive,
+      prefetched,
       base: o.base === undefined ? undefined : parseSnapshotNumber(o.base),
       makeDefault: o.default !== false,
       keyringPem,

@@ -11,7 +11,7 @@ import { loadIndex } from '../../core/fileindex/io.ts';
 import { serializeEntry } from '../../core/fileindex/format.ts';
 import { TiuError } from '../../core/errors.ts';
 import type { PlanStats } from '../apply/plan.ts';
-import { openUpdateSource, type SameImageSource } from './source.ts';
+import { openUpdateSource, type PrefetchedSource, type SameImageSource } from './source.ts';
 import { executePlan } from '../apply/execute.ts';
 import type { IndexEntry } from '../../core/fileindex/types.ts';
 import { createMountpoints } from '../../snapshot/layout.ts';
@@ -42,6 +42,8 @@ export interface ExtractOptions {
   /** Install an image whose version is lower than the base snapshot's. */
   allowDowngrade?: boolean;
   onProgress?: (phase: string, fraction: number) => void;
+  /** `archive`, opened ahead of the device (see prefetchUpdateSource); else opened here. */
+  prefetched?: PrefetchedSource;
 }
 
 export interface ExtractResult {
@@ -99,7 +101,7 @@ export async function extract(dev: Device, o: ExtractOptions): Promise<ExtractRe
   // its base: all before any byte is written.
   mark('list snapshots');
   const compatible = o.compatible ?? recorded?.manifest.compatible;
-  await using image = await openUpdateSource(sys, { path: o.archive, keyringPem: o.keyringPem, allowedSigners: o.allowedSigners, compatible, baseNum: base, baseDir, recorded, onProgress: o.onProgress, baseTrusted: () => trustedP });
+  await using image = await openUpdateSource(sys, { path: o.archive, keyringPem: o.keyringPem, allowedSigners: o.allowedSigners, compatible, baseNum: base, baseDir, recorded, onProgress: o.onProgress, baseTrusted: () => trustedP, prefetched: o.prefetched });
   mark(image.kind === 'same-image' ? 'check the signature (the same image as the base)' : 'verify the archive');
   const m = image.manifest;
   checkDowngrade(m.version, baseInfo.userdata[UD.version] ?? recorded?.manifest.version, base, o.allowDowngrade === true);

@@ -8,12 +8,13 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { System } from '../../core/system.ts';
-import { openArchive } from '../archive/open.ts';
+import { openArchive, type OpenedArchive } from '../archive/open.ts';
 import { mountImage } from '../archive/mount.ts';
 import { guardDisposable } from '../guard.ts';
-import type { Manifest } from '../archive/manifest.ts';
+import { checkCompatible, type Manifest } from '../archive/manifest.ts';
 import type { IndexEntry } from '../../core/fileindex/types.ts';
-import { isDeltaFile, openDelta } from '../delta/open.ts';
+import { isDeltaFile, openDelta, type OpenedDelta } from '../delta/open.ts';
+import { TiuError } from '../../core/errors.ts';
 import { prepareDeltaSource, type DeltaSource } from '../delta/apply.ts';
 import { readImageIndex, type RecordedImage } from './state.ts';
 import { hashPath } from '../../core/fileindex/hash.ts';
@@ -65,13 +66,86 @@ export interface OpenUpdateOptions {
    * archive's signed index digest equals the base's recorded one.
    */
   baseTrusted?: () => Promise<boolean>;
+  /** The file, opened ahead of the device ({@link prefetchUpdateSource}); else opened now. */
+  prefetched?: PrefetchedSource;
+}
+
+/** An update file opened and authenticated: a full archive (its blocks being verified) or a delta. */
+type OpenedSource = { kind: 'archive'; archive: OpenedArchive; verified: Promise<void>; stop: AbortController } | { kind: 'delta'; delta: OpenedDelta };
+
+/**
+ * An update file opened ahead of the device ({@link prefetchUpdateSource}); {@link openUpdateSource}
+ * takes it over. Disposing it closes what was not taken (after the block check settles).
+ */
+export interface PrefetchedSource extends AsyncDisposable {
+  readonly path: string;
+  /** The opened file, once: rejects with what opening it threw. */
+  take(): Promise<OpenedSource>;
+}
+
+export interface SourceTrust {
+  keyringPem: string;
+  allowedSigners?: string[];
+}
+
+/**
+ * Opens, authenticates and (a full archive) starts verifying every block of an update file, before
+ * the device is opened: the signature check and the first blocks are done while the device's lock,
+ * snapshot list and base are being read (child processes this thread only waits on). Nothing is
+ * reported here: an error surfaces when {@link PrefetchedSource.take} is awaited, where opening it
+ * later would have thrown (so a bad root is still reported before a bad archive). The device's
+ * compatible string is checked by {@link openUpdateSource}, which knows it.
+ */
+export function prefetchUpdateSource(path: string, trust: SourceTrust, onProgress?: (phase: string, fraction: number) => void): PrefetchedSource {
+  const opened = openSource(path, trust, onProgress);
+  opened.catch(() => {});
+  let taken = false;
+  return {
+    path,
+    take() {
+      if (taken) return Promise.reject(new TiuError('INTERNAL', `${path}: prefetched source taken twice`));
+      taken = true;
+      return opened;
+    },
+    async [Symbol.asyncDispose]() {
+      if (taken) return;
+      taken = true;
+      const o = await opened.catch(() => undefined);
+      if (o?.kind === 'archive') {
+        // (not taken: the device could not be opened; the block check is stopped, not finished)
+        o.stop.abort();
+        await o.verified.catch(() => {});
+        await o.archive.close().catch(() => {});
+      } else if (o) await o.delta[Symbol.asyncDispose]();
+    },
+  };
+}
+
+async function openSource(path: string, trust: SourceTrust, onProgress?: (phase: string, fraction: number) => void): Promise<OpenedSource> {
+  if (await isDeltaFile(path)) {
+    onProgress?.('verifying', 0);
+    return { kind: 'delta', delta: await openDelta(path, trust) };
+  }
+  const archive = await openArchive(path, trust);
+  onProgress?.('verifying', 0);
+  // Every block is checked before anything is mounted; started now, so that the checks of the
+  // device and the base (and, for the same image, everything else) happen meanwhile.
+  const stop = new AbortController();
+  const verified = archive.verifyData((d, t) => onProgress?.('verifying', t ? d / t : 1), stop.signal);
+  verified.catch(() => {});
+  return { kind: 'archive', archive, verified, stop };
 }
 
 export async function openUpdateSource(sys: System, o: OpenUpdateOptions): Promise<UpdateSource | SameImageSource> {
-  const trust = { keyringPem: o.keyringPem, allowedSigners: o.allowedSigners, compatible: o.compatible };
-  if (await isDeltaFile(o.path)) {
-    o.onProgress?.('verifying', 0);
-    const delta = await openDelta(o.path, trust);
+  const opened = o.prefetched ? await o.prefetched.take() : await openSource(o.path, { keyringPem: o.keyringPem, allowedSigners: o.allowedSigners }, o.onProgress);
+  if (opened.kind === 'delta') {
+    const delta = opened.delta;
+    try {
+      checkCompatible(delta.manifest, o.compatible);
+    } catch (e) {
+      await delta[Symbol.asyncDispose]();
+      throw e;
+    }
     const workDir = await mkdtemp(join(tmpdir(), 'tiu-delta-apply-'));
     let content: DeltaSource | undefined;
     const dispose = async () => {
@@ -89,14 +163,10 @@ export async function openUpdateSource(sys: System, o: OpenUpdateOptions): Promi
       throw e;
     }
   }
-  const archive = await openArchive(o.path, trust);
-  o.onProgress?.('verifying', 0);
-  // Every block is checked before anything is mounted; started now, so that the same-image case
-  // below (which mounts nothing) does its own reading meanwhile.
-  const verified = archive.verifyData((d, t) => o.onProgress?.('verifying', t ? d / t : 1));
-  verified.catch(() => {});
+  const { archive, verified, stop } = opened;
   try {
     const m = archive.manifest;
+    checkCompatible(m, o.compatible);
     // (the recorded index file itself must have the signed digest too, and the paths the update
     // leaves alone must be the same ones; else the usual path)
     if (o.recorded && sameImage(m, o.recorded.manifest) && (await o.baseTrusted?.()) && (await hashPath(o.recorded.indexPath).catch(() => '')) === m.index.sha256) {
@@ -124,6 +194,7 @@ export async function openUpdateSource(sys: System, o: OpenUpdateOptions): Promi
       throw e;
     }
   } catch (e) {
+    stop.abort();
     await verified.catch(() => {});
     await archive.close().catch(() => {});
     throw e;

@@ -37,6 +37,8 @@ export interface HashTreeCommon {
    * An explicit count is used for every region of at least one 4 MiB chunk.
    */
   workers?: number;
+  /** Stops at the next chunk, rejecting with the signal's reason. */
+  signal?: AbortSignal;
 }
 
 export type ComputeHashTreeOptions = HashTreeCommon;
@@ -159,9 +161,10 @@ async function checkPadding(fh: FileHandle, o: VerifyHashTreeOptions, layout: Ve
  */
 async function verifyRegion(
   fh: FileHandle, g: Geometry, pool: HashPool | undefined, region: Region, expected: DigestSource,
-  name: (i: number) => { what: string; details: Record<string, unknown> }, against: string, tick: (bytes: number) => void,
+  name: (i: number) => { what: string; details: Record<string, unknown> }, against: string, tick: (bytes: number) => void, signal: AbortSignal | undefined,
 ): Promise<void> {
   for await (const chunk of digestRegion(fh, region, { hasher: g.hasher, blockSize: VERITY_BLOCK_SIZE, pool })) {
+    signal?.throwIfAborted();
     const want = await expected.take(chunk.digests.length);
     if (!chunk.digests.equals(want)) {
       let k = 0;
@@ -200,10 +203,10 @@ export async function verifyHashTree(fh: FileHandle, o: VerifyHashTreeOptions): 
     await checkPadding(fh, o, layout, level);
     const region = { position: o.hashOffset + level.offset, blocks: level.blocks };
     const name = (i: number) => ({ what: `hash block ${i} of level ${level.level}`, details: { kind: 'hash', level: level.level } });
-    await verifyRegion(fh, g, pool.for(region), region, expected, name, against, tick);
+    await verifyRegion(fh, g, pool.for(region), region, expected, name, against, tick, o.signal);
     expected = fileDigests(fh, region.position, level.digests * SHA256_SIZE);
     against = 'the hash tree';
   }
   const data = { position: 0, blocks: layout.dataBlocks };
-  await verifyRegion(fh, g, pool.for(data), data, expected, (i) => ({ what: `data block ${i}`, details: { kind: 'data' } }), against, tick);
+  await verifyRegion(fh, g, pool.for(data), data, expected, (i) => ({ what: `data block ${i}`, details: { kind: 'data' } }), against, tick, o.signal);
 }
