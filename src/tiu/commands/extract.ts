@@ -5,6 +5,7 @@ import { loadKeyring } from '../archive/trust.ts';
 import { openDevice, parseSnapshotNumber } from '../device/open.ts';
 import { createProgress } from '../progress.ts';
 import { prefetchUpdateSource } from '../device/source.ts';
+import { tuneForNativeWork } from '../v8tuning.ts';
 
 export interface ExtractCommandOptions {
   root: string;
@@ -20,7 +21,10 @@ export async function runExtract(ctx: Context, archive: string, o: ExtractComman
   const keyringPem = await loadKeyring(ctx.config, o.keyring);
   const progress = createProgress(ctx, !o.json);
   try {
-    // The archive's signature and blocks are checked while the device is opened (see prefetchUpdateSource).
+    // The archive's signature and blocks are checked while the device is opened (see
+    // prefetchUpdateSource); already without TurboFan, whose thread's malloc arena would stay in
+    // the peak RSS (v8tuning.ts).
+    tuneForNativeWork();
     await using prefetched = prefetchUpdateSource(archive, { keyringPem, allowedSigners: ctx.config.allowedSigners }, progress.update);
     await using dev = await openDevice(ctx.sys, o.root, { lock: true, snapper: ctx.config.snapper, bootloader: ctx.config.bootloader });
     return await extract(dev, {
