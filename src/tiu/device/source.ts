@@ -89,34 +89,37 @@ export interface SourceTrust {
 }
 
 /**
- * Opens, authenticates and (a full archive) starts verifying every block of an update file, before
- * the device is opened: the signature check and the first blocks are done while the device's lock,
- * snapshot list and base are being read (child processes this thread only waits on). Nothing is
+ * Opens, authenticates and starts verifying every block of a full archive before the device is
+ * opened (a delta is opened when taken): the signature check and the first blocks are done while
+ * the device's lock, snapshot list and base are being read (child processes this thread only
+ * waits on). Nothing is
  * reported here: an error surfaces when {@link PrefetchedSource.take} is awaited, where opening it
  * later would have thrown (so a bad root is still reported before a bad archive). The device's
  * compatible string is checked by {@link openUpdateSource}, which knows it.
  */
 export function prefetchUpdateSource(path: string, trust: SourceTrust, onProgress?: (phase: string, fraction: number) => void): PrefetchedSource {
-  const opened = openSource(path, trust, onProgress);
+  // A delta is opened when taken, as before: checked ahead of the device, its signatures grew the
+  // heap early and the apply step's peak RSS by ~4 MiB, for ~20 ms saved.
+  const opened = isDeltaFile(path).then((delta) => (delta ? undefined : openArchiveSource(path, trust, onProgress)));
   opened.catch(() => {});
   let taken = false;
   return {
     path,
-    take() {
-      if (taken) return Promise.reject(new TiuError('INTERNAL', `${path}: prefetched source taken twice`));
+    async take() {
+      if (taken) throw new TiuError('INTERNAL', `${path}: prefetched source taken twice`);
       taken = true;
-      return opened;
+      return (await opened) ?? (await openSource(path, trust, onProgress));
     },
     async [Symbol.asyncDispose]() {
       if (taken) return;
       taken = true;
       const o = await opened.catch(() => undefined);
-      if (o?.kind === 'archive') {
+      if (o) {
         // (not taken: the device could not be opened; the block check is stopped, not finished)
         o.stop.abort();
         await o.verified.catch(() => {});
         await o.archive.close().catch(() => {});
-      } else if (o) await o.delta[Symbol.asyncDispose]();
+      }
     },
   };
 }
@@ -126,6 +129,10 @@ async function openSource(path: string, trust: SourceTrust, onProgress?: (phase:
     onProgress?.('verifying', 0);
     return { kind: 'delta', delta: await openDelta(path, trust) };
   }
+  return openArchiveSource(path, trust, onProgress);
+}
+
+async function openArchiveSource(path: string, trust: SourceTrust, onProgress?: (phase: string, fraction: number) => void): Promise<OpenedSource & { kind: 'archive' }> {
   const archive = await openArchive(path, trust);
   onProgress?.('verifying', 0);
   // Every block is checked before anything is mounted; started now, so that the checks of the
