@@ -6,6 +6,7 @@ import { isWritableMount, mountAt, mountContaining, mountedSubvolume, mountsBelo
 import { parseSnapperJsonList, userdataArg } from '../src/snapshot/snapper.ts';
 import { parseSubvolumeList, parseGetDefault, parseDuExclusive } from '../src/snapshot/btrfs-parse.ts';
 import { mergeUserdata } from '../src/snapshot/infoxml.ts';
+import { parseTransidMarker } from '../src/snapshot/btrfs.ts';
 
 describe('snapshot numbering', () => {
   it('is one more than everything seen, directories and the high-water mark', () => {
@@ -116,5 +117,15 @@ describe('btrfs output shapes', () => {
     expect(parseGetDefault('ID 5 (FS_TREE)\n')).toEqual({ id: 5, path: '' });
     expect(parseGetDefault('ID 258 gen 20 top level 257 path @/.snapshots/1/snapshot\n')).toEqual({ id: 258, path: '@/.snapshots/1/snapshot' });
     expect(parseDuExclusive('     Total   Exclusive  Set shared  Filename\n   4096      1234           -  /x y\n')).toBe(1234);
+  });
+});
+
+describe('btrfs subvolume find-new output', () => {
+  it('gives the generation, and refuses anything else', () => {
+    expect(parseTransidMarker('transid marker was 13\n')).toBe(13);
+    expect(parseTransidMarker('inode 257 file offset 0 len 4096 disk start 0 offset 0 gen 9 flags NONE a\ntransid marker was 9007\n')).toBe(9007);
+    for (const bad of ['', 'transid marker was \n', 'transid marker was -1', 'transid marker was 99999999999999999999', 'ERROR: not a subvolume']) {
+      expect(() => parseTransidMarker(bad)).toThrow(/unexpected output of 'btrfs subvolume find-new'/);
+    }
   });
 });

@@ -157,6 +157,20 @@ describe.each(BACKENDS)('snapshot store (snapper: %s)', (mode, backendName) => {
     await writeFile(join(store.snapshotPath(n), 'f'), 'x');
   });
 
+  it('seals a snapshot: flushed, read-only, and the generation btrfs subvolume show reports', async () => {
+    const { dev, store } = await open();
+    await using _dev = dev;
+    const n = await store.create({ from: 1 });
+    await writeFile(join(store.snapshotPath(n), 'f'), 'x'.repeat(100_000));
+    const generation = await store.seal(n);
+    expect(await isReadonly(dev.sys, store.snapshotPath(n))).toBe(true);
+    expect(generation).toBe((await subvolumeInfo(dev.sys, store.snapshotPath(n))).generation);
+    // Flushed before it was made read-only: the generation stays what seal() returned.
+    await dev.sys.run('btrfs', ['filesystem', 'sync', dev.top]);
+    expect((await subvolumeInfo(dev.sys, store.snapshotPath(n))).generation).toBe(generation);
+    expect((await errorOf(store.seal(n + 10))).code).toBe('SNAPSHOT_NOT_FOUND');
+  });
+
   it('switches the default subvolume and refuses to delete the default or the mounted snapshot', async () => {
     const { dev, store } = await open();
     await using _dev = dev;

@@ -30,3 +30,15 @@ export async function forEachLimit<T>(items: readonly T[], limit: number, fn: (i
   await Promise.all(Array.from({ length: Math.max(1, Math.min(limit, items.length)) }, (_, slot) => worker(slot)));
   if (failed) throw error;
 }
+
+/**
+ * Runs independent tasks at once and waits for all of them, also when one fails (so nothing is
+ * still running when the caller cleans up); then returns their results, or throws the first
+ * failure in argument order.
+ */
+export async function allSettledOrThrow<T extends readonly unknown[]>(...tasks: { [K in keyof T]: Promise<T[K]> }): Promise<T> {
+  const settled = await Promise.allSettled(tasks);
+  const failed = settled.find((r) => r.status === 'rejected');
+  if (failed) throw (failed as PromiseRejectedResult).reason;
+  return settled.map((r) => (r as PromiseFulfilledResult<unknown>).value) as unknown as T;
+}

@@ -97,6 +97,29 @@ export async function changing<T>(run: () => Promise<T>): Promise<T> {
   }
 }
 
+/** btrfs-progs' line with a subvolume's generation (`btrfs subvolume find-new <path> <huge>`). */
+const TRANSID_MARKER = /^transid marker was (\d+)$/m;
+
+/** The generation in `btrfs subvolume find-new` output. Pure. */
+export function parseTransidMarker(out: string): number {
+  const m = TRANSID_MARKER.exec(out);
+  const n = m ? Number(m[1]) : NaN;
+  if (!Number.isSafeInteger(n)) throw new TiuError('TOOL_FAILED', `unexpected output of 'btrfs subvolume find-new': '${out.trim().slice(0, 200)}'`);
+  return n;
+}
+
+/**
+ * Seals the subvolume at `path`: flushes the filesystem (so that no later writeback of its data
+ * changes it), makes it read-only, and returns its btrfs generation (the root item's, as
+ * `btrfs subvolume show` prints it). One child process: sh runs `sync -f`, `btrfs property set`
+ * and `btrfs subvolume find-new` in a row, stopping at the first that fails.
+ */
+export async function sealSubvolume(sys: System, path: string): Promise<number> {
+  const script = 'sync -f -- "$1" && btrfs property set -ts -- "$1" ro true && btrfs subvolume find-new -- "$1" 9223372036854775807';
+  const r = await changing(() => sys.run('sh', ['-c', script, 'sh', path]));
+  return parseTransidMarker(r.stdout);
+}
+
 /** Creates an empty subvolume at `path` (the parent directory must exist). */
 export async function createSubvolume(sys: System, path: string): Promise<void> {
   await changing(() => sys.run('btrfs', ['subvolume', 'create', path]));
@@ -144,6 +167,11 @@ export async function trySubvolumeInfo(sys: System, path: string): Promise<Subvo
 /** The default subvolume of the filesystem mounted at `mount`: id and path from the top level. */
 export async function getDefaultSubvolume(sys: System, mount: string): Promise<{ id: number; path: string }> {
   return parseGetDefault((await sys.run('btrfs', ['subvolume', 'get-default', mount])).stdout);
+}
+
+/** Makes the subvolume whose root is `path` the default of its filesystem (what boots next). */
+export async function setDefaultSubvolumeAt(sys: System, path: string): Promise<void> {
+  await changing(() => sys.run('btrfs', ['subvolume', 'set-default', path]));
 }
 
 /** Makes subvolume `id` the default of the filesystem mounted at `mount` (what boots next). */

@@ -13,7 +13,7 @@ import { access, readdir, readFile, realpath, rmdir, stat } from 'node:fs/promis
 import { join } from 'node:path';
 import { TiuError, fromErrno } from '../core/errors.ts';
 import { missingToolError, type System } from '../core/system.ts';
-import { assertBtrfs, createSubvolume, deleteSubvolume, isSubvolumeRoot, isSubvolumeRootSync, snapshotSubvolume, subvolumeInfo, getDefaultSubvolume, listSubvolumeEntries, listSubvolumes, readonlyByAccess, setDefaultSubvolume, setReadonly, subvolumeChanges, trySubvolumeInfo, type Subvolume, type SubvolumeListEntry } from './btrfs.ts';
+import { assertBtrfs, createSubvolume, deleteSubvolume, isSubvolumeRoot, isSubvolumeRootSync, snapshotSubvolume, subvolumeInfo, getDefaultSubvolume, listSubvolumeEntries, listSubvolumes, readonlyByAccess, setDefaultSubvolume, setDefaultSubvolumeAt, sealSubvolume, setReadonly, subvolumeChanges, trySubvolumeInfo, type Subvolume, type SubvolumeListEntry } from './btrfs.ts';
 import { assertXmlText, validateUserdata, type SnapshotInfo } from './infoxml.ts';
 import { isWritableMount, mountAt, mountContaining, mountedSubvolume, parseMountinfo, snapshotNumberOf } from './mountinfo.ts';
 import { nextSnapshotNumber, raiseHighWater, readHighWater, snapshotNumberFromName } from './numbering.ts';
@@ -88,6 +88,8 @@ export interface SnapshotStore {
   setReadonly(num: number, readonly: boolean): Promise<void>;
   /** The btrfs generation of snapshot `num`'s subvolume (changes with every write). */
   generation(num: number): Promise<number>;
+  /** Flushes the filesystem, makes snapshot `num` read-only, and returns its generation then. */
+  seal(num: number): Promise<number>;
   /** Makes `num` the btrfs default subvolume, i.e. what boots next. One atomic switch. */
   setDefault(num: number): Promise<void>;
   /** The snapshot that is the default subvolume, if the default is a snapshot. */
@@ -449,10 +451,18 @@ function createStore(ctx: StoreContext, backend: MetadataBackend, snapshotsId: n
       return info.generation;
     },
 
+    async seal(num) {
+      return sealSubvolume(sys, await subvolumeOf(num));
+    },
+
     async setDefault(num) {
       const hasInfo = !((await infoOf(num)) instanceof Error);
       if (backend.setDefault && hasInfo) await backend.setDefault(ctx, num);
-      else await setDefaultSubvolume(sys, root, knownIds.get(num) ?? (await subvolumeInfo(sys, store.snapshotPath(num))).id);
+      else {
+        const id = knownIds.get(num);
+        if (id !== undefined) await setDefaultSubvolume(sys, root, id);
+        else await setDefaultSubvolumeAt(sys, await subvolumeOf(num));
+      }
       const now = await getDefault(true);
       if (now !== num) {
         throw new TiuError('SNAPSHOT_FAILED', `setting snapshot ${num} as default did not take effect (default is ${now ?? 'not a snapshot'})`, {

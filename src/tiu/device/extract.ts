@@ -29,6 +29,7 @@ import { checkDowngrade } from './downgrade.ts';
 import type { ProbeCounts } from './trusted.ts';
 import type { DeltaBaseCheck } from '../delta/apply.ts';
 import { tuneForNativeWork } from '../v8tuning.ts';
+import { allSettledOrThrow } from '../../core/concurrency.ts';
 
 export interface ExtractOptions {
   archive: string;
@@ -245,11 +246,17 @@ async function extractSameImage(dev: Device, o: ExtractOptions, c: { base: numbe
   const dir = tx.dir;
   mark('new snapshot');
   // The syncpoint is the new snapshot's own /etc, frozen: what it carries over, and where
-  // `tiu etc sync` takes the edits made on the running /etc from.
-  await freezeSyncpoint(sys, dir, dir);
-  await createMountpoints(dir);
-  await recordImage(dir, undefined, image.manifestBytes, true, image.signatureDer);
-  const etc = await recordEtcCarriedOver(dir);
+  // `tiu etc sync` takes the edits made on the running /etc from. It and the records touch
+  // different places (a new subvolume beside the snapshot; the state directory, the mount
+  // points and the report): made at once.
+  const [, etc] = await allSettledOrThrow<[string, EtcStepResult['report']]>(
+    freezeSyncpoint(sys, dir, dir),
+    (async () => {
+      await createMountpoints(dir);
+      await recordImage(dir, undefined, image.manifestBytes, true, image.signatureDer);
+      return recordEtcCarriedOver(dir);
+    })(),
+  );
   tx.throwIfAborted();
   mark('records and /etc');
   await prepareBoot(dev, { snapshotDir: dir, num, manifest: m });

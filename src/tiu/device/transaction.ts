@@ -105,9 +105,7 @@ export class Transaction implements AsyncDisposable {
   async finalize(o: { makeDefault: boolean; userdata?: Record<string, string> }): Promise<void> {
     this.throwIfAborted();
     const num = this.num!;
-    await this.sys.run('sync', ['-f', this.dir]);
-    await this.dev.store.setReadonly(num, true);
-    const generation = await this.dev.store.generation(num);
+    const generation = await this.dev.store.seal(num);
     this.throwIfAborted();
     await this.dev.store.setUserdata(num, { ...o.userdata, [UD.generation]: String(generation), [UD.inProgress]: null });
     this.finalized = true;
