@@ -17,7 +17,7 @@ import { closeSync, constants, openSync, readSync } from 'node:fs';
 import { mkdir, open, readFile, stat, writeFile } from 'node:fs/promises';
 import { createWriteStream } from 'node:fs';
 import { pipeline } from 'node:stream/promises';
-import type { ChildProcess, System } from '../../core/system.ts';
+import type { System } from '../../core/system.ts';
 import { dirname, join } from 'node:path';
 import { createZstdDecompress, gunzipSync, zstdDecompressSync, constants as zc } from 'node:zlib';
 import { Readable } from 'node:stream';
@@ -255,35 +255,7 @@ async function rebuildIndex(delta: OpenedDelta, oldIndex: readonly IndexEntry[],
   return loadIndex(Readable.from([indexBytes]), { sha256: env.target.indexSha256, canonical: false });
 }
 
-/**
- * Reads the base files a delta patches (`files`, in the order the apply step takes them) into the
- * page cache in a child process (`xargs -0 cat > /dev/null`), while the update is verified and
- * planned: their reads in the apply step then come from memory instead of the disk (the Debian
- * update patches 26 MB of them). Only on a trusted base (`trusted()` resolves true), whose files
- * are the regular files its index records; the bytes never reach tiu, and its peak RSS does not
- * grow (reading them ahead in-process did). Returns a function that stops it (idempotent).
- */
-function readBaseAhead(sys: System, trusted: () => Promise<boolean>, files: Buffer[]): () => void {
-  let child: ChildProcess | undefined;
-  let stopped = false;
-  if (files.length > 0) {
-    void trusted().then((ok) => {
-      if (!ok || stopped) return;
-      const input = Buffer.concat(files.flatMap((f) => [f, NUL]));
-      child = sys.spawn('xargs', ['-0', '-r', 'cat', '--'], { stream: true, discardStdout: true, input });
-      child.stderr?.resume();
-      child.unref();
-      void child.then(() => {}, () => {});
-    }, () => {});
-  }
-  return () => {
-    stopped = true;
-    child?.kill('SIGKILL');
-  };
-}
-const NUL = Buffer.from([0]);
-
-export async function prepareDeltaSource(sys: System, delta: OpenedDelta, o: { baseNum: number; baseDir: string; recorded: RecordedImage | undefined; workDir: string; baseTrusted?: () => Promise<boolean> }): Promise<DeltaSource> {
+export async function prepareDeltaSource(sys: System, delta: OpenedDelta, o: { baseNum: number; baseDir: string; recorded: RecordedImage | undefined; workDir: string }): Promise<DeltaSource> {
   const env = delta.envelope;
   if (!o.recorded) {
     throw new TiuError('DELTA_BASE', `snapshot ${o.baseNum} has no record of the image it holds, so no delta applies to it`, { hint: 'use the full image' });
@@ -317,7 +289,7 @@ type Streams = Record<'ctrl' | 'diff' | 'extra', FileHandle>;
 async function deltaSource(
   sys: System,
   delta: OpenedDelta,
-  o: { baseNum: number; baseDir: string; recorded: RecordedImage; workDir: string; baseTrusted?: () => Promise<boolean> },
+  o: { baseNum: number; baseDir: string; recorded: RecordedImage; workDir: string },
   streamsP: Promise<Streams> | undefined,
   closeStreams: () => Promise<void>,
 ): Promise<DeltaSource> {
@@ -336,10 +308,6 @@ async function deltaSource(
 
   const sources = oldSources(oldIndex);
   const contents = resolveContents(delta.header, target, oldIndex, sources);
-  const stopReadAhead = o.baseTrusted ? readBaseAhead(sys, o.baseTrusted, [...contents.values()].flatMap((c) => {
-    const s = c.base === undefined ? undefined : sources.get(c.base);
-    return s ? [under(o.baseDir, sourceLocation(s.path))] : [];
-  })) : () => {};
   const oneAtATime = gate();
 
   const oldFile = (digest: string): IndexEntry => {
@@ -510,11 +478,9 @@ async function deltaSource(
       return fh.createReadStream({ highWaterMark: 1024 * 1024 });
     },
     async close() {
-      stopReadAhead();
       await closeStreams();
     },
     releaseBuffers() {
-      stopReadAhead();
       smallOld = gatedOld = undefined;
       releaseBspatchBuffers();
     },

@@ -161,7 +161,7 @@ export async function openUpdateSource(sys: System, o: OpenUpdateOptions): Promi
       await rm(workDir, { recursive: true, force: true });
     };
     try {
-      content = await prepareDeltaSource(sys, delta, { baseNum: o.baseNum, baseDir: o.baseDir, recorded: o.recorded, workDir, baseTrusted: o.baseTrusted });
+      content = await prepareDeltaSource(sys, delta, { baseNum: o.baseNum, baseDir: o.baseDir, recorded: o.recorded, workDir });
       o.onProgress?.('verifying', 1);
       // Its work directory is removed by the top-level guard too if tiu dies meanwhile.
       return guardDisposable<UpdateSource>({ kind: 'delta', manifest: delta.manifest, manifestBytes: delta.manifestBytes, signatureDer: delta.signatureDer, verification: 'signed-index', target: content.target, imageRoot: content.indexRoot, content, [Symbol.asyncDispose]: dispose });
