@@ -13,7 +13,7 @@ import { mountImage } from '../archive/mount.ts';
 import { guardDisposable } from '../guard.ts';
 import { checkCompatible, type Manifest } from '../archive/manifest.ts';
 import type { IndexEntry } from '../../core/fileindex/types.ts';
-import { isDeltaFile, openDelta, type OpenedDelta } from '../delta/open.ts';
+import { isDeltaFile, openDelta } from '../delta/open.ts';
 import { TiuError } from '../../core/errors.ts';
 import { prepareDeltaSource, type DeltaSource } from '../delta/apply.ts';
 import { readImageIndex, type RecordedImage } from './state.ts';
@@ -70,17 +70,21 @@ export interface OpenUpdateOptions {
   prefetched?: PrefetchedSource;
 }
 
-/** An update file opened and authenticated: a full archive (its blocks being verified) or a delta. */
-type OpenedSource = { kind: 'archive'; archive: OpenedArchive; verified: Promise<void>; stop: AbortController } | { kind: 'delta'; delta: OpenedDelta };
+/** A full archive opened and authenticated, its blocks being verified (`stop` ends that early). */
+interface OpenedArchiveSource {
+  archive: OpenedArchive;
+  verified: Promise<void>;
+  stop: AbortController;
+}
 
 /**
  * An update file opened ahead of the device ({@link prefetchUpdateSource}); {@link openUpdateSource}
- * takes it over. Disposing it closes what was not taken (after the block check settles).
+ * takes it over. Disposing it closes what was not taken (the block check stopped first).
  */
 export interface PrefetchedSource extends AsyncDisposable {
   readonly path: string;
-  /** The opened file, once: rejects with what opening it threw. */
-  take(): Promise<OpenedSource>;
+  /** The opened archive, once (undefined: a delta, which the taker opens); rejects with what opening it threw. */
+  take(): Promise<OpenedArchiveSource | undefined>;
 }
 
 export interface SourceTrust {
@@ -90,25 +94,24 @@ export interface SourceTrust {
 
 /**
  * Opens, authenticates and starts verifying every block of a full archive before the device is
- * opened (a delta is opened when taken): the signature check and the first blocks are done while
- * the device's lock, snapshot list and base are being read (child processes this thread only
- * waits on). Nothing is
- * reported here: an error surfaces when {@link PrefetchedSource.take} is awaited, where opening it
- * later would have thrown (so a bad root is still reported before a bad archive). The device's
- * compatible string is checked by {@link openUpdateSource}, which knows it.
+ * opened: the signature check and the first blocks are done while the device's lock, snapshot
+ * list and base are being read (child processes this thread only waits on). Nothing is reported
+ * here: an error surfaces when {@link PrefetchedSource.take} is awaited, where opening it later
+ * would have thrown (so a bad root is still reported before a bad archive). The device's
+ * compatible string is checked by {@link openUpdateSource}, which knows it. A delta is opened
+ * there too: checked ahead of the device, its signatures grew the heap early and the apply
+ * step's peak RSS by ~4 MiB, for ~20 ms saved.
  */
 export function prefetchUpdateSource(path: string, trust: SourceTrust, onProgress?: (phase: string, fraction: number) => void): PrefetchedSource {
-  // A delta is opened when taken, as before: checked ahead of the device, its signatures grew the
-  // heap early and the apply step's peak RSS by ~4 MiB, for ~20 ms saved.
   const opened = isDeltaFile(path).then((delta) => (delta ? undefined : openArchiveSource(path, trust, onProgress)));
   opened.catch(() => {});
   let taken = false;
   return {
     path,
-    async take() {
-      if (taken) throw new TiuError('INTERNAL', `${path}: prefetched source taken twice`);
+    take() {
+      if (taken) return Promise.reject(new TiuError('INTERNAL', `${path}: prefetched source taken twice`));
       taken = true;
-      return (await opened) ?? (await openSource(path, trust, onProgress));
+      return opened;
     },
     async [Symbol.asyncDispose]() {
       if (taken) return;
@@ -124,15 +127,7 @@ export function prefetchUpdateSource(path: string, trust: SourceTrust, onProgres
   };
 }
 
-async function openSource(path: string, trust: SourceTrust, onProgress?: (phase: string, fraction: number) => void): Promise<OpenedSource> {
-  if (await isDeltaFile(path)) {
-    onProgress?.('verifying', 0);
-    return { kind: 'delta', delta: await openDelta(path, trust) };
-  }
-  return openArchiveSource(path, trust, onProgress);
-}
-
-async function openArchiveSource(path: string, trust: SourceTrust, onProgress?: (phase: string, fraction: number) => void): Promise<OpenedSource & { kind: 'archive' }> {
+async function openArchiveSource(path: string, trust: SourceTrust, onProgress?: (phase: string, fraction: number) => void): Promise<OpenedArchiveSource> {
   const archive = await openArchive(path, trust);
   onProgress?.('verifying', 0);
   // Every block is checked before anything is mounted; started now, so that the checks of the
@@ -140,19 +135,16 @@ async function openArchiveSource(path: string, trust: SourceTrust, onProgress?: 
   const stop = new AbortController();
   const verified = archive.verifyData((d, t) => onProgress?.('verifying', t ? d / t : 1), stop.signal);
   verified.catch(() => {});
-  return { kind: 'archive', archive, verified, stop };
+  return { archive, verified, stop };
 }
 
 export async function openUpdateSource(sys: System, o: OpenUpdateOptions): Promise<UpdateSource | SameImageSource> {
-  const opened = o.prefetched ? await o.prefetched.take() : await openSource(o.path, { keyringPem: o.keyringPem, allowedSigners: o.allowedSigners }, o.onProgress);
-  if (opened.kind === 'delta') {
-    const delta = opened.delta;
-    try {
-      checkCompatible(delta.manifest, o.compatible);
-    } catch (e) {
-      await delta[Symbol.asyncDispose]();
-      throw e;
-    }
+  const trust = { keyringPem: o.keyringPem, allowedSigners: o.allowedSigners };
+  const prefetched = await o.prefetched?.take();
+  // (a prefetch that gave no archive was given a delta)
+  if (!prefetched && (o.prefetched || (await isDeltaFile(o.path)))) {
+    o.onProgress?.('verifying', 0);
+    const delta = await openDelta(o.path, { ...trust, compatible: o.compatible });
     const workDir = await mkdtemp(join(tmpdir(), 'tiu-delta-apply-'));
     let content: DeltaSource | undefined;
     const dispose = async () => {
@@ -170,7 +162,7 @@ export async function openUpdateSource(sys: System, o: OpenUpdateOptions): Promi
       throw e;
     }
   }
-  const { archive, verified, stop } = opened;
+  const { archive, verified, stop } = prefetched ?? (await openArchiveSource(o.path, trust, o.onProgress));
   try {
     const m = archive.manifest;
     checkCompatible(m, o.compatible);

@@ -37,8 +37,6 @@ export interface HashTreeCommon {
    * An explicit count is used for every region of at least one 4 MiB chunk.
    */
   workers?: number;
-  /** Stops at the next chunk, rejecting with the signal's reason. */
-  signal?: AbortSignal;
 }
 
 export type ComputeHashTreeOptions = HashTreeCommon;
@@ -47,6 +45,8 @@ export interface VerifyHashTreeOptions extends HashTreeCommon {
   /** Size of the tree as recorded (must equal what the layout needs). */
   hashSize: number;
   rootHash: Buffer;
+  /** Stops at the next chunk, rejecting with the signal's reason. */
+  signal?: AbortSignal;
 }
 
 interface Geometry {
