@@ -3,7 +3,8 @@ import fc from 'fast-check';
 import { planApply, type ApplyPlan } from '../src/tiu/apply/plan.ts';
 import { comparePaths, type IndexEntry } from '../src/core/fileindex/types.ts';
 import { excludedMatcher, isTiuManaged } from '../src/tiu/device/paths.ts';
-import { isVolatile, isVolatileAncestor } from '../src/tiu/device/trusted.ts';
+import { hardlinkLeaders, isVolatile, isVolatileAncestor, redatedOnly } from '../src/tiu/device/trusted.ts';
+import { redatable, redateScript, shellQuote } from '../src/tiu/apply/redate.ts';
 
 const opts = { isExcluded: excludedMatcher(['/var', '/home']), isProtected: isTiuManaged };
 
@@ -183,5 +184,52 @@ describe('planApply', () => {
       }),
       { numRuns: 300 },
     );
+  });
+});
+
+describe('re-dating in a child process (apply/redate.ts)', () => {
+  it('takes only mtime-only changes of files and symlinks outside hardlink groups', () => {
+    expect(redatable(file('a', 'x'), ['mtime'])).toBe(true);
+    expect(redatable(sym('l', 'a'), ['mtime'])).toBe(true);
+    expect(redatable(dir('d'), ['mtime'])).toBe(false);
+    expect(redatable(file('a', 'x'), ['mtime', 'mode'])).toBe(false);
+    expect(redatable(file('a', 'x'), ['owner'])).toBe(false);
+    expect(redatable(file('a', 'x', { hardlink: 'b' }), ['mtime'])).toBe(false);
+    expect(redatable({ ...file('n', ''), type: 'fifo' }, ['mtime'])).toBe(false);
+  });
+
+  it('a trusted plan skips the lookup only where the entries differ in their mtime alone', () => {
+    expect(redatedOnly(file('a', 'x'), file('a', 'x', { mtime: 200 }))).toBe(true);
+    expect(redatedOnly(sym('l', 't'), sym('l', 't', { mtime: 200 }))).toBe(true);
+    // Not re-dated: nothing changed, or something besides the mtime, or not a file/symlink.
+    expect(redatedOnly(file('a', 'x'), file('a', 'x'))).toBe(false);
+    expect(redatedOnly(file('a', 'x'), file('a', 'y', { mtime: 200 }))).toBe(false);
+    expect(redatedOnly(file('a', 'x'), file('a', 'x', { mtime: 200, mode: 0o600 }))).toBe(false);
+    expect(redatedOnly(file('a', 'x'), file('a', 'x', { mtime: 200, xattrs: { 'user.a': 'eA==' } }))).toBe(false);
+    expect(redatedOnly(sym('l', 't'), sym('l', 'u', { mtime: 200 }))).toBe(false);
+    expect(redatedOnly(dir('d'), dir('d', { mtime: 200 }))).toBe(false);
+    expect(redatedOnly(file('a', 'x', { hardlink: 'b' }), file('a', 'x', { mtime: 200, hardlink: 'b' }))).toBe(false);
+    expect([...hardlinkLeaders([file('b', 'x'), file('a', 'x', { hardlink: 'b' })], [file('c', 'y', { hardlink: 'd' })])].sort()).toEqual(['b', 'd']);
+  });
+
+  it('quotes every byte for sh, a quote included', () => {
+    expect(shellQuote(Buffer.from('plain')).toString()).toBe("'plain'");
+    expect(shellQuote(Buffer.from("it's")).toString()).toBe("'it'\\''s'");
+    expect(shellQuote(Buffer.from("''")).toString()).toBe("''\\'''\\'''");
+    const odd = Buffer.from([0x61, 0x0a, 0xff, 0x24, 0x60, 0x5c]);
+    expect(shellQuote(odd)).toEqual(Buffer.concat([Buffer.from("'"), odd, Buffer.from("'")]));
+  });
+
+  it('one touch per mtime, chunked, paths as bytes below ./', () => {
+    const es = [file('a', 'x', { mtime: 5 }), sym('-dash', 'a', { mtime: 7 }), file('b', 'x', { mtime: 5 }), file(Buffer.from([0x66, 0xff]).toString('latin1'), 'x', { mtime: 5 })];
+    const s = redateScript(es).toString('latin1');
+    expect(s).toBe("set -e\ntouch -h -d @5 -- './a' './b' './f\xff'\ntouch -h -d @7 -- './-dash'\n");
+    // A limit on the argument bytes splits a group.
+    const many = Array.from({ length: 10 }, (_, i) => file(`dir/file-${i}`, 'x', { mtime: 9 }));
+    const lines = redateScript(many, 60).toString().trim().split('\n').slice(1);
+    expect(lines.length).toBeGreaterThan(2);
+    expect(lines.every((l) => l.startsWith('touch -h -d @9 -- '))).toBe(true);
+    expect(lines.join(' ').match(/'\.\/dir\/file-\d'/g)).toHaveLength(10);
+    expect(() => redateScript([file('a', 'x', { mtime: 1.5 })])).toThrow(/whole seconds/);
   });
 });

@@ -4,7 +4,7 @@
  */
 import { describe, it, expect, beforeAll, afterAll } from 'vitest';
 import { join } from 'node:path';
-import { copyFile, mkdir, open, readFile, readdir, readlink, writeFile, mkdtemp, rm } from 'node:fs/promises';
+import { copyFile, mkdir, open, readFile, readdir, readlink, symlink, utimes, writeFile, mkdtemp, rm } from 'node:fs/promises';
 import { createArchive } from '../src/tiu/archive/create.ts';
 import { prefetchUpdateSource } from '../src/tiu/device/source.ts';
 import { tmpdir } from 'node:os';
@@ -501,6 +501,59 @@ describe('a changed file is rewritten in place', () => {
         // Written fresh, the file would own 4 MiB; in place, the changed block and the new tail.
         expect(await exclusiveBytes(sys, file(2))).toBeLessThanOrEqual(64 * 1024);
         await expectSnapshotEqualsImage(join(dev.root, '.snapshots/2/snapshot'));
+      }
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  }, 300_000);
+});
+
+describe('an update that re-dates many files', () => {
+  it('re-dates them in a child (trusted base: not looked up in the plan; distrusted: scanned): the snapshot equals v2, the base unchanged', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'tiu-redate-'));
+    /** 200 files and symlinks (odd names among them) whose only change is their mtime. */
+    const names = [...Array.from({ length: 190 }, (_, i) => `usr/share/redate/pkg${i % 7}/file-${i}`), "usr/share/redate/it's", 'usr/share/redate/new\nline', 'usr/share/redate/-dash', 'usr/share/redate/$(touch pwned)'];
+    const odd = Buffer.from('usr/share/redate/\xff', 'latin1');
+    try {
+      const B = await makeArchives(sys, dir, {
+        prepare: async (tree, v) => {
+          for (let i = 0; i < 7; i++) await mkdir(join(tree, `usr/share/redate/pkg${i}`), { recursive: true });
+          // v1: all of one date; v2: two other dates (a package rebuilt in two runs).
+          const when = (i: number) => (v === 1 ? 1_600_000_000 : 1_700_000_000 + (i % 2) * 86_400);
+          for (const [i, n] of names.entries()) {
+            await writeFile(join(tree, n), `same content ${i}`);
+            await utimes(join(tree, n), when(i), when(i));
+          }
+          await writeFile(Buffer.concat([Buffer.from(tree + '/'), odd]), 'odd');
+          await utimes(Buffer.concat([Buffer.from(tree + '/'), odd]), when(1), when(1));
+          for (let i = 0; i < 6; i++) {
+            await symlink(`pkg0/file-${i}`, join(tree, `usr/share/redate/link-${i}`));
+            await sys.run('touch', ['-h', '-d', `@${when(i)}`, join(tree, `usr/share/redate/link-${i}`)]);
+          }
+        },
+      });
+      for (const distrust of [false, true]) {
+        await using dev = await installedDevice(sys, B.v1, B.keyringPem);
+        const snap1 = join(dev.root, '.snapshots/1/snapshot');
+        if (distrust) await sys.run('btrfs', ['property', 'set', '-ts', snap1, 'ro', 'false']);
+        const before = await scanTreeToArray(sys, snap1, { exclude: DEFAULT_EXCLUDES });
+        const r = await cli(['--debug', 'extract', B.v2, '--root', dev.root, '--keyring', B.keys.keyring, '--json']);
+        expect(r.exitCode, r.stderr).toBe(0);
+        const res = JSON.parse(r.stdout);
+        expect(res.trustedBaseIndex).toBe(!distrust);
+        // All of them (and the test tree's own mtime-only file) went to the child.
+        const handed = Number(/apply: (\d+) re-dated entries handed to a child/.exec(r.stderr)?.[1]);
+        expect(handed).toBeGreaterThanOrEqual(names.length + 7);
+        if (!distrust) {
+          // Not one lstat each in the plan: only the others were looked up.
+          const m = /trusted base: .* (\d+) differing paths lstat'ed .*, (\d+) only re-dated taken as recorded/.exec(r.stderr);
+          expect(Number(m?.[2])).toBeGreaterThanOrEqual(names.length + 7);
+        }
+        await expectSnapshotEqualsImage(join(dev.root, '.snapshots/2/snapshot'));
+        await expect(readFile(join(dev.root, '.snapshots/2/snapshot/pwned'))).rejects.toThrow(/ENOENT/);
+        // The base kept its own dates.
+        const after = await scanTreeToArray(sys, snap1, { exclude: DEFAULT_EXCLUDES });
+        expect(after.entries).toEqual(before.entries);
       }
     } finally {
       await rm(dir, { recursive: true, force: true });

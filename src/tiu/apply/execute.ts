@@ -14,6 +14,7 @@ import { createHash, hash } from 'node:crypto';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { startReadAhead } from './readahead.ts';
+import { REDATE_CHILD_MIN, redatable, startRedate, type RedateRun } from './redate.ts';
 import { TiuError, fromErrno } from '../../core/errors.ts';
 import { SafeRoot, pathComponents } from '../../core/safepath.ts';
 import { explainEperm, explainXattrNoSpace } from '../fsadvice.ts';
@@ -440,6 +441,36 @@ export async function executePlan(plan: ApplyPlan, opts: ExecuteOptions): Promis
   const { sys, imageRoot, targetRoot } = opts;
   await using target = await SafeRoot.open(targetRoot, { what: 'the new snapshot' });
   await using image = await SafeRoot.open(imageRoot, { what: 'the image' });
+  // (--debug: where the apply step spends its time)
+  const t0 = performance.now();
+  const mark = (what: string) => sys.log.debug(`apply: ${what} after ${(performance.now() - t0).toFixed(0)} ms`);
+  // Re-dated files (only their mtime changes) go to a child process that runs beside everything
+  // below (see redate.ts): their parents are checked beneath the root first.
+  const redated = new Set<IndexEntry>();
+  for (const c of plan.changes) if (c.op === 'meta' && redatable(c.entry, c.fields)) redated.add(c.entry);
+  let redate: RedateRun | undefined;
+  if (redated.size >= REDATE_CHILD_MIN) {
+    const parents = new Set<string>();
+    for (const e of redated) {
+      const i = e.path.lastIndexOf('/');
+      if (i > 0) parents.add(e.path.slice(0, i));
+    }
+    for (const d of parents) target.dirSync(d, () => {});
+    redate = startRedate(sys, targetRoot, [...redated]);
+    mark(`${redated.size} re-dated entries handed to a child (${parents.size} directories checked)`);
+  } else redated.clear();
+  try {
+    const r = await executeTree(plan, opts, target, image, redated, mark);
+    await redate?.done();
+    redate = undefined;
+    return r;
+  } finally {
+    await redate?.stop();
+  }
+}
+
+async function executeTree(plan: ApplyPlan, opts: ExecuteOptions, target: SafeRoot, image: SafeRoot, redated: ReadonlySet<IndexEntry>, mark: (what: string) => void): Promise<ExecuteResult> {
+  const { sys, targetRoot } = opts;
   /** Runs `fn` on the snapshot path of `p`, its parents checked to be real directories in it. */
   const T = <R>(p: string, fn: (path: Buffer) => Promise<R>) => target.at(p, fn);
   /**
@@ -469,9 +500,6 @@ export async function executePlan(plan: ApplyPlan, opts: ExecuteOptions): Promis
   let filesWritten = 0;
   /** Desired xattr sets for every created or changed entry: applied in one setfattr run. */
   const xattrWork: IndexEntry[] = [];
-  // (--debug: where the apply step spends its time)
-  const t0 = performance.now();
-  const mark = (what: string) => sys.log.debug(`apply: ${what} after ${(performance.now() - t0).toFixed(0)} ms`);
 
   for (const r of plan.removals) {
     check();
@@ -541,7 +569,7 @@ export async function executePlan(plan: ApplyPlan, opts: ExecuteOptions): Promis
         case 'meta':
           // chown clears setuid bits and file capabilities: restore xattrs whenever the owner changed.
           if (c.fields.includes('xattrs') || c.fields.includes('owner')) xattrWork.push(e);
-          metas.push(c);
+          if (!redated.has(e)) metas.push(c);
           break;
       }
     } catch (err) {
@@ -551,7 +579,7 @@ export async function executePlan(plan: ApplyPlan, opts: ExecuteOptions): Promis
     }
   }
 
-  mark(`${plan.removals.length} removals and ${plan.changes.length - writes.length - links.length - metas.length} new directories, symlinks and nodes done`);
+  mark(`${plan.removals.length} removals and ${plan.changes.length - writes.length - links.length - metas.length - redated.size} new directories, symlinks and nodes done`);
   // Metadata of entries that exist (an update re-dates thousands of files): independent of each
   // other and of the structure above, so many are in flight at once.
   // The calls are synchronous: each is an inode update in memory, far cheaper than a round
