@@ -560,3 +560,49 @@ describe('an update that re-dates many files', () => {
     }
   }, 300_000);
 });
+
+describe('the vendor /etc copy', () => {
+  it('is a read-only nested snapshot of the image /etc in every snapshot: installed, updated, the same image, the vendor /etc kept; snapshots holding one delete', async () => {
+    await using dev = await installedDevice(sys, A.v1, A.keyringPem);
+    const vendorOf = (n: number) => join(dev.root, `.snapshots/${n}/snapshot/usr/lib/tiu/vendor-etc`);
+    const etcEntries = async (d: string) => (await scanTreeToArray(sys, d, { exclude: [] })).entries.filter((e) => e.path !== '.');
+    const indexEtc = async (n: number) => {
+      const idx = await loadIndex(join(dev.root, `.snapshots/${n}/snapshot`, INDEX_PATH));
+      return idx.filter((e) => e.path.startsWith('etc/')).map((e) => e.path.slice(4)).sort();
+    };
+    const expectCopy = async (n: number) => {
+      const v = vendorOf(n);
+      // A subvolume of its own (inode 256), read-only, holding the image's /etc entries.
+      expect((await sys.run('stat', ['-c', '%i', v])).stdout.trim()).toBe('256');
+      expect((await sys.run('btrfs', ['property', 'get', '-ts', v, 'ro'])).stdout.trim()).toBe('ro=true');
+      expect((await etcEntries(v)).map((e) => e.path).sort()).toEqual(await indexEtc(n));
+    };
+    await expectCopy(1);
+    // A local edit: never in a vendor copy.
+    await writeFile(join(dev.root, 'etc/hostname'), 'local\n');
+    // 2: an update whose vendor /etc changed (v2's sshd_config, accounts).
+    let r = await cli(['extract', A.v2, '--root', dev.root, ...keyringArgs()]);
+    expect(r.exitCode, r.stderr).toBe(0);
+    await expectCopy(2);
+    expect(await readFile(join(vendorOf(2), 'ssh/sshd_config'), 'utf8')).toMatch(/AllowAgentForwarding no/);
+    expect(await readFile(join(vendorOf(2), 'hostname'), 'utf8')).toBe('tiu-test\n');
+    expect(await readFile(join(vendorOf(1), 'ssh/sshd_config'), 'utf8')).not.toMatch(/AllowAgentForwarding/);
+    // 3: the same image onto 2 (its copy carried, not an empty directory).
+    r = await cli(['extract', A.v2, '--root', dev.root, ...keyringArgs(), '--json']);
+    expect(r.exitCode, r.stderr).toBe(0);
+    expect(JSON.parse(r.stdout).sameImage).toBe(true);
+    await expectCopy(3);
+    expect(await etcEntries(vendorOf(3))).toEqual(await etcEntries(vendorOf(2)));
+    // The merge base of the next update is that copy: v1 over 3 (a downgrade) merges against v2's /etc.
+    r = await cli(['extract', A.v1, '--root', dev.root, ...keyringArgs(), '--allow-downgrade']);
+    expect(r.exitCode, r.stderr).toBe(0);
+    await expectCopy(4);
+    expect(await readFile(join(dev.root, '.snapshots/4/snapshot/etc/hostname'), 'utf8')).toBe('local\n');
+    // Snapshots holding a nested read-only copy delete (cleanup: all but the booted and the default).
+    const d = await cli(['cleanup', '--keep', '0', '--root', dev.root]);
+    expect(d.exitCode, d.stderr).toBe(0);
+    expect((await snapshotsOf(dev.root)).map((s) => s.number)).toEqual([1, 4]);
+    const subvols = (await sys.run('btrfs', ['subvolume', 'list', dev.root])).stdout;
+    expect(subvols).not.toMatch(/\.snapshots\/[23]\//);
+  });
+});

@@ -139,6 +139,8 @@ describe('tiu factory-reset on loop btrfs', () => {
     expect(r.exitCode, r.stderr).toBe(0);
     const res = JSON.parse(r.stdout);
     expect(res).toMatchObject({ snapshot: 2, base: 1, version: '1.0', keepSnapshots: false });
+    // The reset snapshot keeps the image's vendor /etc copy (the next merge's base, the next reset's source).
+    expect(await readFile(join(dev.root, '.snapshots/2/snapshot/usr/lib/tiu/vendor-etc/hostname'), 'utf8')).toBe('tiu-test\n');
     expect((await status(dev.root)).find((s) => s.default)!.number).toBe(2);
     // Nothing erased yet: the running system still has its data.
     for (const p of oldData(dev)) expect(await exists(p), p).toBe(true);

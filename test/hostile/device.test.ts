@@ -127,7 +127,8 @@ describe('writes outside the new snapshot through symlinks in the image', () => 
   it('a vendor-etc symlink left in the base is neither deleted through nor read (rm -rf outside)', async () => {
     const a = await hostile('2.1', async () => {});
     await inBase(dev, async (snap) => {
-      await sys.run('mv', [join(snap, 'usr/lib/tiu/vendor-etc'), join(work, 'saved-vendor-etc')]);
+      // (beside it: the copy is a read-only nested subvolume, which only a rename can move)
+      await sys.run('mv', [join(snap, 'usr/lib/tiu/vendor-etc'), join(snap, 'usr/lib/tiu/.saved-vendor-etc')]);
       await symlink(canary, join(snap, 'usr/lib/tiu/vendor-etc'));
     });
     try {
@@ -135,7 +136,7 @@ describe('writes outside the new snapshot through symlinks in the image', () => 
     } finally {
       await inBase(dev, async (snap) => {
         await rm(join(snap, 'usr/lib/tiu/vendor-etc'));
-        await sys.run('mv', [join(work, 'saved-vendor-etc'), join(snap, 'usr/lib/tiu/vendor-etc')]);
+        await sys.run('mv', [join(snap, 'usr/lib/tiu/.saved-vendor-etc'), join(snap, 'usr/lib/tiu/vendor-etc')]);
       });
     }
   });

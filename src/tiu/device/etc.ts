@@ -22,7 +22,7 @@ import { dirContents, scanEtc } from '../../etc-merge/scan.ts';
 import type { EtcMergeReport, EtcPlan, EtcTree } from '../../etc-merge/types.ts';
 import type { IndexEntry } from '../../core/fileindex/types.ts';
 import { TiuError } from '../../core/errors.ts';
-import { isSubvolumeRoot, snapshotSubvolume } from '../../snapshot/btrfs.ts';
+import { deleteSubvolume, isSubvolumeRoot, snapshotSubvolume } from '../../snapshot/btrfs.ts';
 import { VENDOR_ETC_DIR } from './paths.ts';
 import { SafeRoot } from '../../core/safepath.ts';
 import { writeFileAtomic } from '../../core/atomic.ts';
@@ -51,24 +51,63 @@ async function exists(p: string): Promise<boolean> {
 }
 
 /**
- * Copies a snapshot's /etc (just written from the image, i.e. the vendor defaults) to its
- * vendor-etc directory. Reflinks on btrfs, so it costs no data blocks.
+ * Makes a snapshot's vendor /etc copy (the next merge's base) from its /etc, just written from
+ * the image (the vendor defaults): a read-only btrfs snapshot of the /etc subvolume, nested at
+ * {@link VENDOR_ETC_DIR} (one ioctl, where `cp -a --reflink` of a Debian /etc made 552 new
+ * inodes in ~80 ms); a reflinked copy when /etc is not a subvolume. Whatever was there (the
+ * base's copy as a plain directory, the empty directory a nested one leaves in a snapshot, an
+ * older nested copy) is removed first.
  */
 export async function snapshotVendorEtc(sys: System, snapshotDir: string): Promise<void> {
   // Both ends resolved beneath the snapshot (a symlinked etc, usr/lib or state dir from the
-  // image must not make cp or rm act outside it); cp gets /proc/<pid>/fd paths of checked dirs.
+  // image must not make cp, btrfs or rm act outside it); the children get /proc/<pid>/fd paths
+  // of checked directories.
   await using root = await SafeRoot.open(snapshotDir, { what: 'the new snapshot' });
-  const name = Buffer.from(VENDOR_ETC_DIR.slice(VENDOR_ETC_DIR.lastIndexOf('/') + 1));
   await root.dir('etc', (etc) =>
     root.dir(dirname(VENDOR_ETC_DIR), async (parent) => {
-      const dst = Buffer.concat([parent, Buffer.from('/'), name]);
-      // (synchronously: the async rm makes a thread-pool round trip per entry; for the 552 entries
-      // of the bench's vendor /etc, rmSync took 14-18 ms against 38-43 ms)
-      rmSync(dst, { recursive: true, force: true });
-      await sys.run('cp', ['-a', '--reflink=auto', '--no-target-directory', etc.toString(), dst.toString()]);
+      const dst = Buffer.concat([parent, Buffer.from('/'), VENDOR_ETC_NAME]);
+      await removeVendorEtc(sys, dst);
+      if (await isSubvolumeRoot(etc.toString())) await snapshotSubvolume(sys, etc.toString(), dst.toString(), { readonly: true });
+      else await sys.run('cp', ['-a', '--reflink=auto', '--no-target-directory', etc.toString(), dst.toString()]);
     }, { create: 0o755, child: true }),
   { child: true });
   root.forget(VENDOR_ETC_DIR);
+}
+
+const VENDOR_ETC_NAME = Buffer.from(VENDOR_ETC_DIR.slice(VENDOR_ETC_DIR.lastIndexOf('/') + 1));
+
+/** Removes a vendor /etc copy at `dst` (a /proc/<pid>/fd path): a nested subvolume, or a directory tree. */
+async function removeVendorEtc(sys: System, dst: Buffer): Promise<void> {
+  if (await isSubvolumeRoot(dst.toString())) await deleteSubvolume(sys, dst.toString());
+  // (synchronously: the async rm makes a thread-pool round trip per entry; for the 552 entries
+  // of the bench's vendor /etc, rmSync took 14-18 ms against 38-43 ms)
+  else rmSync(dst, { recursive: true, force: true });
+}
+
+/**
+ * Gives a new snapshot its base's vendor /etc copy when the update keeps it (the vendor /etc did
+ * not change). A copy that is a nested subvolume is not part of the snapshot of the root (an
+ * empty directory stands there): it is snapshotted over, read-only. A plain directory came with
+ * the root's snapshot already: nothing to do. False when the base has no copy.
+ */
+export async function carryVendorEtc(sys: System, baseDir: string, newDir: string): Promise<boolean> {
+  await using base = await SafeRoot.open(baseDir, { what: 'the base snapshot' });
+  const src = await base.dir(VENDOR_ETC_DIR, async (d) => d.toString(), { child: true }).catch((e: NodeJS.ErrnoException) => {
+    if (e.code === 'ENOENT') return undefined;
+    throw e;
+  });
+  if (src === undefined) return false;
+  if (!(await isSubvolumeRoot(src))) return true;
+  await using root = await SafeRoot.open(newDir, { what: 'the new snapshot' });
+  await base.dir(VENDOR_ETC_DIR, (from) =>
+    root.dir(dirname(VENDOR_ETC_DIR), async (parent) => {
+      const dst = Buffer.concat([parent, Buffer.from('/'), VENDOR_ETC_NAME]);
+      await removeVendorEtc(sys, dst);
+      await snapshotSubvolume(sys, from.toString(), dst.toString(), { readonly: true });
+    }, { create: 0o755, child: true }),
+  { child: true });
+  root.forget(VENDOR_ETC_DIR);
+  return true;
 }
 
 /** Freezes `etcDir` as a read-only subvolume at `dst` (a copy when /etc is not a subvolume). */
@@ -151,13 +190,10 @@ export async function freezeSyncpoint(sys: System, baseDir: string, newDir: stri
  * vendor /etc by now): keeps the vendor copy, applies the planned merge with the syncpoint as
  * the local side, checks the result equals the plan's outcome, stores the report beside info.xml.
  */
-export async function applyEtcStep(sys: System, step: EtcStepPlan, o: { newDir: string; syncpoint: string; signal?: AbortSignal; vendorEtcUnchanged?: boolean }): Promise<EtcStepResult> {
+export async function applyEtcStep(sys: System, step: EtcStepPlan, o: { baseDir: string; newDir: string; syncpoint: string; signal?: AbortSignal; vendorEtcUnchanged?: boolean }): Promise<EtcStepResult> {
   await using nw = await SafeRoot.open(o.newDir, { what: 'the new snapshot' });
-  const hasVendor = await nw.at(VENDOR_ETC_DIR, (p) => lstat(p)).then(() => true, (e) => {
-    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return false;
-    throw e;
-  });
-  if (!o.vendorEtcUnchanged || !hasVendor) await snapshotVendorEtc(sys, o.newDir);
+  const kept = o.vendorEtcUnchanged === true && (await carryVendorEtc(sys, o.baseDir, o.newDir));
+  if (!kept) await snapshotVendorEtc(sys, o.newDir);
   if (o.signal?.aborted) throw o.signal.reason;
   // The merge works on /proc/<pid>/fd paths of directories checked to be real ones in the new
   // snapshot, held open for its duration: no symlinked etc or usr/lib can redirect it.

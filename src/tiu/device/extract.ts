@@ -20,7 +20,7 @@ import { readRecordedImage, isBaseTrusted, restoreDirTimes, dirTimesOf, type Rec
 import type { Device } from './open.ts';
 import { INDEX_PATH, MANIFEST_COPY_PATH, SIGNATURE_COPY_PATH, TIU_STATE_DIR, UD } from './paths.ts';
 import type { OpenedArchive } from '../archive/open.ts';
-import { applyEtcStep, freezeSyncpoint, hasVendorEtc, planEtcStep, recordEtcCarriedOver, type EtcStepResult } from './etc.ts';
+import { applyEtcStep, carryVendorEtc, freezeSyncpoint, hasVendorEtc, planEtcStep, recordEtcCarriedOver, type EtcStepResult } from './etc.ts';
 import { isEtc, sameVendorEtc } from './etc-carry.ts';
 import { etcPlanLines, planUpdate, updatePlanLines } from './update-plan.ts';
 import { formatPlan } from '../../etc-merge/report.ts';
@@ -177,8 +177,8 @@ export async function extract(dev: Device, o: ExtractOptions): Promise<ExtractRe
   // delta's /etc is planned now that its contents are written (and checked against the index).
   const etcStep = etcCarried ? undefined : (plan.etc ?? (await planEtcStep(sys, { baseDir, localDir: syncpoint, target, newContentRoot: dir })));
   const etc = etcStep
-    ? await applyEtcStep(sys, etcStep, { newDir: dir, syncpoint, signal: tx.signal, vendorEtcUnchanged: oldIndex !== undefined && sameEtc(oldIndex, target) })
-    : { report: await recordEtcCarriedOver(dir) };
+    ? await applyEtcStep(sys, etcStep, { baseDir, newDir: dir, syncpoint, signal: tx.signal, vendorEtcUnchanged: oldIndex !== undefined && sameEtc(oldIndex, target) })
+    : { report: (await carryVendorEtc(sys, baseDir, dir), await recordEtcCarriedOver(dir)) };
   tx.throwIfAborted();
 
   mark('/etc merge');
@@ -246,11 +246,12 @@ async function extractSameImage(dev: Device, o: ExtractOptions, c: { base: numbe
   const dir = tx.dir;
   mark('new snapshot');
   // The syncpoint is the new snapshot's own /etc, frozen: what it carries over, and where
-  // `tiu etc sync` takes the edits made on the running /etc from. It and the records touch
-  // different places (a new subvolume beside the snapshot; the state directory, the mount
-  // points and the report): made at once.
-  const [, etc] = await allSettledOrThrow<[string, EtcStepResult['report']]>(
+  // `tiu etc sync` takes the edits made on the running /etc from. It, the base's vendor /etc copy
+  // and the records touch different places (a new subvolume beside the snapshot; one nested at
+  // usr/lib/tiu/vendor-etc; the state directory, the mount points and the report): made at once.
+  const [, , etc] = await allSettledOrThrow<[string, boolean, EtcStepResult['report']]>(
     freezeSyncpoint(sys, dir, dir),
+    carryVendorEtc(sys, dev.snapshotDir(base), dir),
     (async () => {
       await createMountpoints(dir);
       await recordImage(dir, undefined, image.manifestBytes, true, image.signatureDer);

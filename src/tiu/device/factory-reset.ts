@@ -19,6 +19,7 @@ import { readRecordedImage, restoreDirTimes } from './state.ts';
 import { loadIndex } from '../../core/fileindex/io.ts';
 import { snapshotDir, UD, VENDOR_ETC_DIR } from './paths.ts';
 import { prepareBoot, activateBoot } from './boot.ts';
+import { carryVendorEtc } from './etc.ts';
 import type { Device } from './open.ts';
 import { dataSetDir, decideFinish, fstabSubvolumes, MARKER_NAME, parseMarker, planReset, remapFstab, RESET_MOUNTPOINTS, UD_RESET, type ResetMarker } from './reset-plan.ts';
 import { readTiuEnv } from '../../core/env.ts';
@@ -177,6 +178,8 @@ export async function factoryReset(dev: Device, o: FactoryResetOptions): Promise
     await deleteSubvolume(sys, `${dir}/etc`);
     await createSubvolume(sys, `${dir}/etc`);
     await sys.run('cp', ['-a', '--reflink=auto', '--no-target-directory', vendorEtc, `${dir}/etc`]);
+    // The image's vendor /etc stays the next merge's base (a nested copy is not in the root's snapshot).
+    await carryVendorEtc(sys, baseDir, dir);
     tx.throwIfAborted();
 
     // 3. Fresh, empty data subvolumes under new names (the old ones stay untouched).

@@ -69,7 +69,8 @@ export function dirsTouchedByTiu(): string[] {
   for (const p of [...MOUNTPOINTS, TIU_STATE_DIR, VENDOR_ETC_DIR]) {
     const parts = p.split('/');
     for (let i = 1; i < parts.length; i++) out.add(parts.slice(0, i).join('/'));
-    out.add(p);
+    // (the vendor /etc copy itself keeps the time it was made with: a read-only subvolume)
+    if (p !== VENDOR_ETC_DIR) out.add(p);
   }
   return [...out];
 }
