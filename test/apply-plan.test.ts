@@ -3,7 +3,7 @@ import fc from 'fast-check';
 import { planApply, type ApplyPlan } from '../src/tiu/apply/plan.ts';
 import { comparePaths, type IndexEntry } from '../src/core/fileindex/types.ts';
 import { excludedMatcher, isTiuManaged } from '../src/tiu/device/paths.ts';
-import { hardlinkLeaders, isVolatile, isVolatileAncestor, redatedOnly } from '../src/tiu/device/trusted.ts';
+import { hardlinkLeaders, isVolatile, isVolatileAncestor, lookupNeedless, redatedOnly } from '../src/tiu/device/trusted.ts';
 import { redatable, redateScript, shellQuote } from '../src/tiu/apply/redate.ts';
 
 const opts = { isExcluded: excludedMatcher(['/var', '/home']), isProtected: isTiuManaged };
@@ -209,6 +209,12 @@ describe('re-dating in a child process (apply/redate.ts)', () => {
     expect(redatedOnly(sym('l', 't'), sym('l', 'u', { mtime: 200 }))).toBe(false);
     expect(redatedOnly(dir('d'), dir('d', { mtime: 200 }))).toBe(false);
     expect(redatedOnly(file('a', 'x', { hardlink: 'b' }), file('a', 'x', { mtime: 200, hardlink: 'b' }))).toBe(false);
+    // Directories: looked up unless only their mtime differs (set at the end through the parent).
+    expect(lookupNeedless(dir('d'), dir('d', { mtime: 200 }))).toBe(true);
+    expect(lookupNeedless(dir('d'), dir('d', { mtime: 200, mode: 0o700 }))).toBe(false);
+    expect(lookupNeedless(dir('d'), dir('d'))).toBe(false);
+    expect(lookupNeedless(file('a', 'x'), file('a', 'x', { mtime: 200 }))).toBe(true);
+    expect(lookupNeedless(dir('a'), file('a', 'x', { mtime: 200 }))).toBe(false);
     expect([...hardlinkLeaders([file('b', 'x'), file('a', 'x', { hardlink: 'b' })], [file('c', 'y', { hardlink: 'd' })])].sort()).toEqual(['b', 'd']);
   });
 

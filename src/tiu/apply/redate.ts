@@ -35,24 +35,20 @@ export function redatable(e: IndexEntry, fields: readonly MetaField[]): boolean 
 
 /** `p` single-quoted for sh: every byte but `'` stands for itself inside quotes. Pure. */
 export function shellQuote(p: Buffer): Buffer {
-  if (!p.includes(0x27)) return Buffer.concat([QUOTE, p, QUOTE]);
-  const parts: Buffer[] = [QUOTE];
-  let from = 0;
-  for (let i = p.indexOf(0x27); i >= 0; i = p.indexOf(0x27, from)) {
-    parts.push(p.subarray(from, i), ESCAPED_QUOTE);
-    from = i + 1;
-  }
-  parts.push(p.subarray(from), QUOTE);
-  return Buffer.concat(parts);
+  return Buffer.from(quoteLatin1(p.toString('latin1')), 'latin1');
 }
-const QUOTE = Buffer.from("'");
-const ESCAPED_QUOTE = Buffer.from(`'\\''`);
+
+/** {@link shellQuote} on a byte string (one char per byte). */
+function quoteLatin1(p: string): string {
+  return `'${p.includes("'") ? p.replaceAll("'", `'\\''`) : p}'`;
+}
 
 /**
  * The sh script that gives each entry its mtime (atime the same, as the in-process calls do):
  * `touch -h -d @<seconds> -- './path' …`, one run per mtime and at most {@link MAX_ARG_BYTES} of
  * names, `set -e` so the first failure ends it with touch's message. Deterministic: groups in
- * order of first appearance, paths in the given order. Pure.
+ * order of first appearance, paths in the given order. Built as one byte string (paths are byte
+ * strings already), turned into bytes once. Pure.
  */
 export function redateScript(entries: readonly IndexEntry[], maxArgBytes = MAX_ARG_BYTES): Buffer {
   const byTime = new Map<number, IndexEntry[]>();
@@ -62,30 +58,30 @@ export function redateScript(entries: readonly IndexEntry[], maxArgBytes = MAX_A
     if (!g) byTime.set(e.mtime, (g = []));
     g.push(e);
   }
-  const out: Buffer[] = [Buffer.from('set -e\n')];
+  const out: string[] = ['set -e\n'];
   for (const [t, group] of byTime) {
-    const head = Buffer.from(`touch -h -d @${t} --`);
-    let line: Buffer[] = [];
+    const head = `touch -h -d @${t} --`;
     let bytes = 0;
-    const flush = () => {
-      if (line.length) out.push(head, ...line, NL);
-      line = [];
-      bytes = 0;
-    };
+    let open = false;
     for (const e of group) {
       // './': a name beginning with '-' is not an option even without '--' (belt and braces).
-      const arg = Buffer.concat([SPACE, shellQuote(Buffer.concat([DOT_SLASH, Buffer.from(e.path, 'latin1')]))]);
-      if (bytes + arg.length > maxArgBytes) flush();
-      line.push(arg);
+      const arg = ' ' + quoteLatin1('./' + e.path);
+      if (open && bytes + arg.length > maxArgBytes) {
+        out.push('\n');
+        open = false;
+      }
+      if (!open) {
+        out.push(head);
+        open = true;
+        bytes = 0;
+      }
+      out.push(arg);
       bytes += arg.length;
     }
-    flush();
+    if (open) out.push('\n');
   }
-  return Buffer.concat(out);
+  return Buffer.from(out.join(''), 'latin1');
 }
-const NL = Buffer.from('\n');
-const SPACE = Buffer.from(' ');
-const DOT_SLASH = Buffer.from('./');
 
 export interface RedateRun {
   /** Waits for the child; throws APPLY_FAILED with touch's message if it failed. */

@@ -11,8 +11,9 @@
  * entry; only the paths whose old and new entries differ are `lstat`ed (a recorded entry that no
  * longer matches is replaced by what is really there, and then hashed if needed), so unchanged
  * files are neither opened nor listed. A path whose entry differs in its mtime alone is not
- * looked up either: the apply step re-dates it in a child process (apply/redate.ts), which fails
- * the update if it is missing, and that lookup is the child's, on another core.
+ * looked up either: the apply step re-dates a file or symlink in a child process
+ * (apply/redate.ts), which fails the update if it is missing, and that lookup is the child's, on
+ * another core; a directory's time is set at the end, through its parent opened beneath the root.
  *
  * What this path cannot see: a file created outside the volatile places after the apply step and
  * before sealing (tiu creates none). A full scan would remove it; the fast path leaves it.
@@ -92,6 +93,17 @@ export function redatedOnly(o: IndexEntry, t: IndexEntry): boolean {
   return sameEntry({ ...o, mtime: t.mtime }, t);
 }
 
+/**
+ * Whether the plan can take a differing path's recorded entry without looking it up: a file or
+ * symlink only re-dated ({@link redatedOnly}: the child that re-dates it fails on a missing one),
+ * or a directory whose mtime alone differs (set at the very end, through its checked parent; its
+ * children are planned from the indexes like any other path). Pure.
+ */
+export function lookupNeedless(o: IndexEntry, t: IndexEntry): boolean {
+  if (o.type === 'dir' && t.type === 'dir') return o.mtime !== t.mtime && sameEntry({ ...o, mtime: t.mtime }, t);
+  return redatedOnly(o, t);
+}
+
 /** The paths some entry of either index is hardlinked to. Pure. */
 export function hardlinkLeaders(...indexes: readonly (readonly IndexEntry[])[]): Set<string> {
   const out = new Set<string>();
@@ -139,11 +151,11 @@ export async function trustedActual(sys: System, dir: string, oldIndex: readonly
   // Synchronous lstat: the paths are few thousand cached dentries; a promise and a thread-pool
   // round trip each cost more than the call (4,657 paths of a Debian update: 0.33 s async, 0.19 s so, under load).
   for (const p of probe) {
-    // Only re-dated (see redatedOnly): the recorded entry is taken as it is, not looked up here;
-    // the apply step re-dates it in a child process, which fails on a missing path.
+    // Only re-dated (see lookupNeedless): the recorded entry is taken as it is, not looked up
+    // here (the apply step's first touch of it does that, in the re-dating child for files).
     const rec0 = oldByPath.get(p);
     const t = newByPath.get(p);
-    if (rec0 && t && !leaders.has(p) && redatedOnly(rec0, t)) {
+    if (rec0 && t && !leaders.has(p) && lookupNeedless(rec0, t)) {
       redated++;
       continue;
     }
