@@ -461,7 +461,10 @@ export async function executePlan(plan: ApplyPlan, opts: ExecuteOptions): Promis
   } else redated.clear();
   try {
     const r = await executeTree(plan, opts, target, image, redated, mark);
-    await redate?.done();
+    // (a Ctrl-C reaches the child too: its failure then is the interruption, reported as such)
+    await redate?.done().catch((e: unknown) => {
+      throw opts.signal?.aborted ? new TiuError('INTERRUPTED', 'interrupted; the new snapshot is being discarded') : e;
+    });
     redate = undefined;
     return r;
   } finally {
