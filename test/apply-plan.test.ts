@@ -2,7 +2,7 @@ import { describe, it, expect } from 'vitest';
 import fc from 'fast-check';
 import { planApply, type ApplyPlan } from '../src/tiu/apply/plan.ts';
 import { comparePaths, type IndexEntry } from '../src/core/fileindex/types.ts';
-import { excludedMatcher, isTiuManaged } from '../src/tiu/device/paths.ts';
+import { dirsTouchedByTiu, excludedMatcher, isTiuManaged, VENDOR_ETC_DIR } from '../src/tiu/device/paths.ts';
 import { hardlinkLeaders, isVolatile, isVolatileAncestor, lookupNeedless, redatedOnly } from '../src/tiu/device/trusted.ts';
 import { redatable, redateScript, shellQuote } from '../src/tiu/apply/redate.ts';
 
@@ -237,5 +237,15 @@ describe('re-dating in a child process (apply/redate.ts)', () => {
     expect(lines.every((l) => l.startsWith('touch -h -d @9 -- '))).toBe(true);
     expect(lines.join(' ').match(/'\.\/dir\/file-\d'/g)).toHaveLength(10);
     expect(() => redateScript([file('a', 'x', { mtime: 1.5 })])).toThrow(/whole seconds/);
+  });
+});
+
+describe('directories whose times tiu restores (dirsTouchedByTiu)', () => {
+  it('holds every parent of the vendor /etc copy, not the copy itself (a read-only subvolume keeps its time)', () => {
+    const dirs = new Set(dirsTouchedByTiu());
+    const parts = VENDOR_ETC_DIR.split('/');
+    for (let i = 1; i < parts.length; i++) expect(dirs.has(parts.slice(0, i).join('/')), parts.slice(0, i).join('/')).toBe(true);
+    expect(dirs.has(VENDOR_ETC_DIR)).toBe(false);
+    expect(dirs.has('usr/lib/tiu/image')).toBe(true);
   });
 });

@@ -92,22 +92,22 @@ async function removeVendorEtc(sys: System, dst: Buffer): Promise<void> {
  */
 export async function carryVendorEtc(sys: System, baseDir: string, newDir: string): Promise<boolean> {
   await using base = await SafeRoot.open(baseDir, { what: 'the base snapshot' });
-  const src = await base.dir(VENDOR_ETC_DIR, async (d) => d.toString(), { child: true }).catch((e: NodeJS.ErrnoException) => {
-    if (e.code === 'ENOENT') return undefined;
-    throw e;
-  });
-  if (src === undefined) return false;
-  if (!(await isSubvolumeRoot(src))) return true;
   await using root = await SafeRoot.open(newDir, { what: 'the new snapshot' });
-  await base.dir(VENDOR_ETC_DIR, (from) =>
-    root.dir(dirname(VENDOR_ETC_DIR), async (parent) => {
+  // (the base's copy stays pinned while its /proc/<pid>/fd path is in use)
+  const carried = await base.dir(VENDOR_ETC_DIR, async (from) => {
+    if (!(await isSubvolumeRoot(from.toString()))) return true;
+    await root.dir(dirname(VENDOR_ETC_DIR), async (parent) => {
       const dst = Buffer.concat([parent, Buffer.from('/'), VENDOR_ETC_NAME]);
       await removeVendorEtc(sys, dst);
       await snapshotSubvolume(sys, from.toString(), dst.toString(), { readonly: true });
-    }, { create: 0o755, child: true }),
-  { child: true });
-  root.forget(VENDOR_ETC_DIR);
-  return true;
+    }, { create: 0o755, child: true });
+    root.forget(VENDOR_ETC_DIR);
+    return true;
+  }, { child: true }).catch((e: NodeJS.ErrnoException) => {
+    if (e.code === 'ENOENT') return false;
+    throw e;
+  });
+  return carried;
 }
 
 /** Freezes `etcDir` as a read-only subvolume at `dst` (a copy when /etc is not a subvolume). */

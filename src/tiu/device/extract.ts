@@ -176,9 +176,12 @@ export async function extract(dev: Device, o: ExtractOptions): Promise<ExtractRe
   // the snapshot inherited stays when the image's /etc did not change (nothing rewritten). A
   // delta's /etc is planned now that its contents are written (and checked against the index).
   const etcStep = etcCarried ? undefined : (plan.etc ?? (await planEtcStep(sys, { baseDir, localDir: syncpoint, target, newContentRoot: dir })));
-  const etc = etcStep
-    ? await applyEtcStep(sys, etcStep, { baseDir, newDir: dir, syncpoint, signal: tx.signal, vendorEtcUnchanged: oldIndex !== undefined && sameEtc(oldIndex, target) })
-    : { report: (await carryVendorEtc(sys, baseDir, dir), await recordEtcCarriedOver(dir)) };
+  let etc: EtcStepResult;
+  if (etcStep) etc = await applyEtcStep(sys, etcStep, { baseDir, newDir: dir, syncpoint, signal: tx.signal, vendorEtcUnchanged: oldIndex !== undefined && sameEtc(oldIndex, target) });
+  else {
+    await carryVendorEtc(sys, baseDir, dir);
+    etc = { report: await recordEtcCarriedOver(dir) };
+  }
   tx.throwIfAborted();
 
   mark('/etc merge');

@@ -62,15 +62,15 @@ export function protectedMatcher(excluded: readonly string[]): (p: string) => bo
 
 /**
  * Directories whose mtime tiu's own writes after the apply step change (mount points made,
- * state recorded, vendor /etc copied): their image mtimes are restored at the very end.
+ * state recorded, and beside it the vendor /etc copy, a read-only subvolume that keeps its own
+ * time): their image mtimes are restored at the very end.
  */
 export function dirsTouchedByTiu(): string[] {
   const out = new Set<string>(['.']);
-  for (const p of [...MOUNTPOINTS, TIU_STATE_DIR, VENDOR_ETC_DIR]) {
+  for (const p of [...MOUNTPOINTS, TIU_STATE_DIR]) {
     const parts = p.split('/');
     for (let i = 1; i < parts.length; i++) out.add(parts.slice(0, i).join('/'));
-    // (the vendor /etc copy itself keeps the time it was made with: a read-only subvolume)
-    if (p !== VENDOR_ETC_DIR) out.add(p);
+    out.add(p);
   }
   return [...out];
 }
