@@ -19,6 +19,9 @@ import {
   type ArchiveParts, type Keys,
 } from './helpers/archive.ts';
 import { tempDir } from './helpers/env.ts';
+import { openArchive } from '../src/tiu/archive/open.ts';
+import { createSystem } from '../src/core/system.ts';
+import { createLogger } from '../src/core/log.ts';
 
 let work: { path: string } & AsyncDisposable;
 let keys: Keys;
@@ -103,6 +106,30 @@ interface Case {
 }
 
 const flip = (offset: () => number) => (out: string) => copyFlipped(good, out, offset());
+
+/**
+ * What the device side's opening gives (tiu extract and update): the archive opened with a System,
+ * so that `veritysetup verify` checks the blocks in a child process, started before the signature
+ * is checked. Returns the error (or undefined) and the commands it ran, from its debug log.
+ */
+async function deviceOpen(file: string, compatible?: string): Promise<{ error?: { code?: string; message: string }; log: string[] }> {
+  const log: string[] = [];
+  const sys = createSystem(createLogger('debug', (line) => void log.push(line)));
+  try {
+    await using a = await openArchive(file, { keyringPem: await readFile(keys.keyring, 'utf8'), compatible, sys });
+    await a.verifyData();
+    return { log };
+  } catch (e) {
+    return { error: e as { code?: string; message: string }, log };
+  }
+}
+
+/** Every veritysetup started had ended when the call returned (none left running). */
+function expectNoneRunning(log: string[]): void {
+  const started = log.filter((l) => /run: veritysetup verify/.test(l)).length;
+  const ended = log.filter((l) => /exit \S+: veritysetup verify/.test(l)).length;
+  expect(ended).toBe(started);
+}
 const m = () => parts.manifest;
 
 const CASES: Case[] = [
@@ -205,7 +232,10 @@ const CASES: Case[] = [
 
 describe('the good archive', () => {
   it('verifies and shows (so every failure below is caused by the damage)', async () => {
-    const [v, i] = await Promise.all([tiu(['verify', good, '--keyring', keys.keyring, '--compatible', 'test-x86_64']), tiu(['info', good, '--keyring', keys.keyring])]);
+    const [v, i, d] = await Promise.all([tiu(['verify', good, '--keyring', keys.keyring, '--compatible', 'test-x86_64']), tiu(['info', good, '--keyring', keys.keyring]), deviceOpen(good, 'test-x86_64')]);
+    expect(d.error).toBeUndefined();
+    // (the blocks were checked by veritysetup, which said yes)
+    expect(d.log.filter((l) => /exit 0: veritysetup verify/.test(l))).toHaveLength(1);
     expectOk(v);
     expect(v.stdout).toMatch(/: OK \(/);
     expectOk(i);
@@ -219,10 +249,24 @@ describe('tamper matrix', () => {
     const computed = await c.make(file);
     const code = c.code ?? computed;
     expect(code, 'the case names its expected code').toBeDefined();
-    const [verify, info] = await Promise.all([
+    const [verify, info, device] = await Promise.all([
       tiu(['verify', file, '--keyring', keys.keyring, ...(c.verifyArgs ?? [])]),
       tiu(['info', file, '--keyring', keys.keyring]),
+      deviceOpen(file, c.verifyArgs?.[1]),
     ]);
+    // The device side (veritysetup in a child, from before the signature is checked) rejects it
+    // the same way, and leaves no veritysetup running when the signature fails.
+    expect(device.error?.code, device.error?.message).toBe(code);
+    expectNoneRunning(device.log);
+    // (a signer the keyring does not trust: the check had started from the parsed manifest; it
+    // ended, or was stopped, before the error came; its result did not count)
+    if (code === 'ARCHIVE_UNTRUSTED') expect(device.log.some((l) => /run: veritysetup verify/.test(l)), device.log.join('\n')).toBe(true);
+    if (code === 'ARCHIVE_VERITY') {
+      // (veritysetup found it; tiu's own verifier then named the block and where)
+      expect(device.log.some((l) => /exit [12]: veritysetup verify/.test(l)), device.log.join('\n')).toBe(true);
+      expect(device.log.some((l) => /could not check/.test(l)), device.log.join('\n')).toBe(false);
+      expect(device.error!.message).toMatch(/verity: (data|hash) block \d+.* \(byte offset \d+\) (does not match|has non-zero padding)/);
+    }
     const line = expectCliError(verify, code!);
     expect(verify.stdout).not.toMatch(/OK/);
     expect(line).not.toMatch(/internal error/);
@@ -233,6 +277,24 @@ describe('tamper matrix', () => {
       expect(info.exitCode, info.stderr).not.toBe(ERROR_CODES.INTERNAL.exit);
       expectCliError(info, code!);
     }
+  });
+});
+
+describe('the device side without veritysetup', () => {
+  it('checks every block in this process: a flipped data byte is still found and named', async () => {
+    const file = w('no-veritysetup.tiu');
+    await copyFlipped(good, file, Math.floor(m().image.size / 2));
+    const path = process.env.PATH;
+    process.env.PATH = w('empty-bin');
+    let r;
+    try {
+      r = await deviceOpen(file);
+    } finally {
+      process.env.PATH = path;
+    }
+    expect(r.log.some((l) => /run: veritysetup verify/.test(l))).toBe(true);
+    expect(r.error?.code).toBe('ARCHIVE_VERITY');
+    expect(r.error?.message).toMatch(/verity: data block \d+ \(byte offset \d+\) does not match the hash tree/);
   });
 });
 

@@ -10,6 +10,8 @@ import { prefetchUpdateSource } from '../src/tiu/device/source.ts';
 import { tmpdir } from 'node:os';
 import { randomBytes } from 'node:crypto';
 import { testSystem } from './helpers/env.ts';
+import { createSystem } from '../src/core/system.ts';
+import { createLogger } from '../src/core/log.ts';
 import { makeArchives, installedDevice, cli, expectSnapshotEquals, type ArchiveSet } from './helpers/device.ts';
 import { addSnapperConfig, makeLoopBtrfs } from './helpers/btrfs.ts';
 import { scanTreeToArray } from '../src/core/fileindex/scan.ts';
@@ -374,6 +376,15 @@ describe('tiu install + extract on loop btrfs', () => {
       source: tree, output: big, keyPem: await readFile(A.keys.signingKey, 'utf8'), certPem: await readFile(A.keys.signingCert, 'utf8'),
       compatible: 'test-x86_64', version: '9.0', compression: 'zstd', blockSize: 131072, exclude: DEFAULT_EXCLUDES,
     });
+    /** The processes (any) with `file` open. */
+    const openersOf = async (file: string) => {
+      const found: number[] = [];
+      for (const pid of (await readdir('/proc')).filter((p) => /^\d+$/.test(p))) {
+        const fds = await readdir(`/proc/${pid}/fd`).catch(() => [] as string[]);
+        for (const fd of fds) if ((await readlink(`/proc/${pid}/fd/${fd}`).catch(() => '')) === file) found.push(Number(pid));
+      }
+      return found;
+    };
     const fdsOn = async (file: string) => {
       const fds = await readdir('/proc/self/fd');
       const targets = await Promise.all(fds.map((fd) => readlink(`/proc/self/fd/${fd}`).catch(() => '')));
@@ -387,6 +398,15 @@ describe('tiu install + extract on loop btrfs', () => {
     await early[Symbol.asyncDispose]();
     expect(Math.max(...fractions)).toBeLessThan(1);
     expect(await fdsOn(big)).toBe(0);
+    // The same with veritysetup checking the blocks (as tiu extract runs it): the child is
+    // stopped, and nothing holds the file any more.
+    const lines: string[] = [];
+    const logged = createSystem(createLogger('debug', (l) => void lines.push(l)));
+    const external = prefetchUpdateSource(big, { keyringPem: A.keyringPem }, undefined, logged);
+    while (!lines.some((l) => /run: veritysetup verify/.test(l))) await new Promise((r) => setImmediate(r));
+    await external[Symbol.asyncDispose]();
+    expect(lines.filter((l) => /veritysetup verify/.test(l)).map((l) => l.split(':')[2])).toEqual([' run', ' exit SIGTERM']);
+    expect(await openersOf(big)).toEqual([]);
     // Taken: the whole check runs; a bad archive's error comes from take(), not before.
     const taken = prefetchUpdateSource(big, { keyringPem: A.keyringPem });
     const opened = await taken.take();

@@ -3,6 +3,7 @@ import { describe, expect, it } from 'vitest';
 import fc from 'fast-check';
 import { verityLayout } from '../src/tiu/verity.ts';
 import { TiuError } from '../src/core/errors.ts';
+import { veritysetupVerifyArgs } from '../src/tiu/verity/external.ts';
 
 describe('verityLayout', () => {
   it('has no tree for a single data block', () => {
@@ -66,5 +67,25 @@ describe('verityLayout', () => {
     for (const n of [0, -1, 1.5, Number.NaN, 2 ** 53]) expect(() => verityLayout(n)).toThrow(TiuError);
     expect(() => verityLayout(10, { hashBlockSize: 3000 })).toThrow(/power of two/);
     expect(() => verityLayout(10, { hashBlockSize: 512, digestSize: 300 })).toThrow(/does not fit/);
+  });
+});
+
+describe('veritysetupVerifyArgs', () => {
+  const p = { dataSize: 12116 * 4096, hashOffset: 12116 * 4096, salt: 'ab'.repeat(32), rootHash: 'cd'.repeat(32) };
+
+  it('gives the geometry of a tiu archive: data and tree in one file, format 1, no superblock', () => {
+    expect(veritysetupVerifyArgs('/proc/1/fd/3', p)).toEqual([
+      'verify', '--no-superblock', '--format=1', '--hash=sha256', '--data-block-size=4096', '--hash-block-size=4096',
+      '--data-blocks=12116', `--hash-offset=${12116 * 4096}`, `--salt=${'ab'.repeat(32)}`, '--', '/proc/1/fd/3', '/proc/1/fd/3', 'cd'.repeat(32),
+    ]);
+  });
+
+  it("passes an empty salt as veritysetup's '-'", () => {
+    expect(veritysetupVerifyArgs('f', { ...p, salt: '' })).toContain('--salt=-');
+  });
+
+  it('refuses values that are not hex (they come from a manifest)', () => {
+    expect(() => veritysetupVerifyArgs('f', { ...p, rootHash: '--help' })).toThrow(/root hash/);
+    expect(() => veritysetupVerifyArgs('f', { ...p, salt: 'zz' })).toThrow(/salt/);
   });
 });

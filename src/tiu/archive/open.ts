@@ -12,7 +12,9 @@ import { checkTruncated, locateSignature, TRAILER_SIZE } from './layout.ts';
 import { SUPERBLOCK_SIZE } from '../../squashfs/superblock.ts';
 import { checkCompatible, checkLayout, parseManifest, type Manifest } from './manifest.ts';
 import { verifySignedData, type VerifiedSignature } from '../sign/verify.ts';
-import { verifyHashTree } from '../verity.ts';
+import { verifyHashTree, verityLayout } from '../verity.ts';
+import { veritysetupVerify, type ExternalVerityResult } from '../verity/external.ts';
+import type { System } from '../../core/system.ts';
 
 export interface OpenArchiveOptions {
   /** PEM text with the trusted CA certificates. */
@@ -21,6 +23,13 @@ export interface OpenArchiveOptions {
   /** Required compatible string (the device's), if any. */
   compatible?: string;
   now?: Date;
+  /**
+   * Check the blocks with `veritysetup verify` in a child process (verity/external.ts), started
+   * as soon as the manifest is parsed, while the signature is still being checked: its result is
+   * used only once the signature holds, and the child is stopped when it does not.
+   * {@link OpenedArchive.verifyData} then waits for it.
+   */
+  sys?: System;
 }
 
 export interface OpenedArchive extends AsyncDisposable {
@@ -33,7 +42,11 @@ export interface OpenedArchive extends AsyncDisposable {
   chain: string[];
   sigOffset: number;
   sigSize: number;
-  /** Verifies every data and hash block against the signed root hash (streaming). */
+  /**
+   * Verifies every data and hash block against the signed root hash (streaming); with
+   * `options.sys`, through veritysetup's result (then `onProgress` sees only the end). A
+   * mismatch is named by this process's verifier (tree.ts) either way.
+   */
   verifyData(onProgress?: (done: number, total: number) => void, signal?: AbortSignal): Promise<void>;
   /** A path that names exactly the open file (for losetup/unsquashfs), valid while open. */
   fdPath(): string;
@@ -74,7 +87,16 @@ export async function openArchive(path: string, options: OpenArchiveOptions): Pr
     }
     const { sigOffset, sigSize } = located;
     const der = await readExactly(fh, sigSize, sigOffset);
-    const verified = await verifySignedData(der, { keyringPem: options.keyringPem, allowedSigners: options.allowedSigners, now: options.now });
+    let early: EarlyCheck | undefined;
+    const sys = options.sys;
+    const onContent = sys ? (unverified: Buffer) => void (early = startEarlyCheck(sys, fh, unverified, sigOffset)) : undefined;
+    let verified: Awaited<ReturnType<typeof verifySignedData>>;
+    try {
+      verified = await verifySignedData(der, { keyringPem: options.keyringPem, allowedSigners: options.allowedSigners, now: options.now, onContent });
+    } catch (e) {
+      await stopEarly(early);
+      throw e;
+    }
     const manifest = parseManifest(verified.content);
     checkLayout(manifest, sigOffset);
     checkCompatible(manifest, options.compatible);
@@ -90,6 +112,17 @@ export async function openArchive(path: string, options: OpenArchiveOptions): Pr
       sigOffset,
       sigSize,
       async verifyData(onProgress, signal) {
+        const pending = early;
+        early = undefined;
+        let external: ExternalVerityResult | undefined;
+        if (pending && pending.rootHash === v.rootHash) {
+          external = await awaitEarly(pending, signal);
+          if (external === 'ok') {
+            onProgress?.(v.dataSize + v.hashSize, v.dataSize + v.hashSize);
+            return;
+          }
+        } else await stopEarly(pending);
+        // (veritysetup is missing or could not check, or found a mismatch: this names the block)
         await verifyHashTree(fh, {
           dataSize: v.dataSize,
           hashOffset: v.hashOffset,
@@ -99,14 +132,66 @@ export async function openArchive(path: string, options: OpenArchiveOptions): Pr
           onProgress,
           signal,
         });
+        if (external === 'mismatch') {
+          throw new TiuError('ARCHIVE_VERITY', 'verity: veritysetup verify found a block that does not match the signed root hash', {
+            hint: 'the archive is corrupt or was tampered with; download it again',
+          });
+        }
       },
       fdPath: () => `/proc/${process.pid}/fd/${fh.fd}`,
-      close: () => fh.close(),
-      [Symbol.asyncDispose]: () => fh.close(),
+      close: async () => {
+        await stopEarly(early);
+        await fh.close();
+      },
+      [Symbol.asyncDispose]: () => archive.close(),
     };
     return archive;
   } catch (e) {
     await fh.close();
     throw e;
+  }
+}
+
+/** A `veritysetup verify` started from the manifest before its signature was checked. */
+interface EarlyCheck {
+  rootHash: string;
+  abort: AbortController;
+  result: Promise<ExternalVerityResult>;
+}
+
+/**
+ * Starts veritysetup on the blocks as the still unverified manifest describes them, when it
+ * parses and fits the file (else the check runs later, in this process). Never throws.
+ */
+function startEarlyCheck(sys: System, fh: FileHandle, unverified: Buffer, sigOffset: number): EarlyCheck | undefined {
+  try {
+    const m = parseManifest(unverified);
+    checkLayout(m, sigOffset);
+    const v = m.verity;
+    if (verityLayout(v.dataSize / 4096).size !== v.hashSize) return undefined;
+    const abort = new AbortController();
+    const result = veritysetupVerify(sys, `/proc/${process.pid}/fd/${fh.fd}`, v, abort.signal);
+    result.catch(() => {});
+    return { rootHash: v.rootHash, abort, result };
+  } catch {
+    return undefined;
+  }
+}
+
+async function stopEarly(early: EarlyCheck | undefined): Promise<void> {
+  if (!early) return;
+  early.abort.abort();
+  await early.result.catch(() => {});
+}
+
+/** The early check's result; `signal` stops it (rejecting with the signal's reason). */
+async function awaitEarly(early: EarlyCheck, signal: AbortSignal | undefined): Promise<ExternalVerityResult> {
+  const onAbort = () => early.abort.abort(signal!.reason);
+  if (signal?.aborted) onAbort();
+  else signal?.addEventListener('abort', onAbort, { once: true });
+  try {
+    return await early.result;
+  } finally {
+    signal?.removeEventListener('abort', onAbort);
   }
 }

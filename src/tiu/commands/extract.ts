@@ -25,7 +25,7 @@ export async function runExtract(ctx: Context, archive: string, o: ExtractComman
     // prefetchUpdateSource); already without TurboFan, whose thread's malloc arena would stay in
     // the peak RSS (v8tuning.ts).
     tuneForNativeWork();
-    await using prefetched = prefetchUpdateSource(archive, { keyringPem, allowedSigners: ctx.config.allowedSigners }, progress.update);
+    await using prefetched = prefetchUpdateSource(archive, { keyringPem, allowedSigners: ctx.config.allowedSigners }, progress.update, ctx.sys);
     await using dev = await openDevice(ctx.sys, o.root, { lock: true, snapper: ctx.config.snapper, bootloader: ctx.config.bootloader });
     return await extract(dev, {
       archive,

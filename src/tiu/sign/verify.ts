@@ -29,6 +29,12 @@ export interface VerifyOptions {
   now?: Date;
   /** Largest accepted blob in bytes (default 64 KiB, as the archive format allows). */
   maxSize?: number;
+  /**
+   * Called with the embedded content once the blob's structure is parsed, before its digest,
+   * signature or chain are checked: for work that may start early because it is thrown away
+   * unless verification succeeds (the archive's block check). Not called for a malformed blob.
+   */
+  onContent?: (unverified: Buffer) => void;
 }
 
 export interface SignerSummary {
@@ -110,7 +116,7 @@ async function verifySignerSignature(p: ParsedSignedData, signer: CertInfo): Pro
 }
 
 /** Checks size, structure, digest and signature. Returns the parsed blob and its signer. */
-async function authenticate(der: Buffer, maxSize: number): Promise<{ parsed: ParsedSignedData; signer: CertInfo; embedded: CertInfo[] }> {
+async function authenticate(der: Buffer, maxSize: number, onContent?: (unverified: Buffer) => void): Promise<{ parsed: ParsedSignedData; signer: CertInfo; embedded: CertInfo[] }> {
   if (der.length === 0) throw malformed('it is empty');
   if (der.length > maxSize) {
     throw new TiuError('ARCHIVE_SIGNATURE', `the archive signature is ${der.length} bytes, more than the ${maxSize} allowed`, {
@@ -132,6 +138,7 @@ async function authenticate(der: Buffer, maxSize: number): Promise<{ parsed: Par
     throw malformed((e as Error).message ?? String(e), e);
   }
   const signer = findSigner(parsed, embedded);
+  onContent?.(parsed.content);
 
   const digest = createHash(DIGESTS[parsed.digestAlgorithm]!.node).update(parsed.content).digest();
   if (digest.length !== parsed.messageDigest.length || !timingSafeEqual(digest, parsed.messageDigest)) {
@@ -170,7 +177,7 @@ async function certSignedBy(child: CertInfo, issuer: CertInfo): Promise<boolean>
 export async function verifySignedData(der: Buffer, options: VerifyOptions): Promise<VerifiedSignature> {
   try {
     const anchors = parseKeyring(options.keyringPem);
-    const { parsed, signer, embedded } = await authenticate(der, options.maxSize ?? DEFAULT_MAX_SIGNATURE_SIZE);
+    const { parsed, signer, embedded } = await authenticate(der, options.maxSize ?? DEFAULT_MAX_SIGNATURE_SIZE, options.onContent);
     const built = await buildChain(signer, embedded, anchors, certSignedBy);
     if ('problem' in built) {
       throw new TiuError('ARCHIVE_UNTRUSTED', `the archive is signed by '${signer.subject}', which does not chain to the keyring: ${built.problem}`, {
