@@ -2,7 +2,6 @@
  * Progress for long steps: a cli-progress bar on a terminal, occasional log lines otherwise
  * (CI logs, timers), nothing when disabled or quiet.
  */
-import cliProgress from 'cli-progress';
 import type { Context } from './context.ts';
 
 export interface Progress {
@@ -10,9 +9,11 @@ export interface Progress {
   done: () => void;
 }
 
-export function createProgress(ctx: Context, enabled = true): Progress {
+/** A progress reporter for `ctx` (cli-progress, and the readline it loads, only on a terminal). */
+export async function createProgress(ctx: Context, enabled = true): Promise<Progress> {
   if (!enabled || !ctx.log.enabled('info')) return { update: () => {}, done: () => {} };
   if (process.stderr.isTTY) {
+    const { default: cliProgress } = await import('cli-progress');
     const bar = new cliProgress.SingleBar(
       { format: '{phase} [{bar}] {percentage}%', stream: process.stderr, hideCursor: true, clearOnComplete: true },
       cliProgress.Presets.shades_classic,

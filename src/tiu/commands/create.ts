@@ -35,7 +35,7 @@ export async function run(ctx: Context, rootfs: string, o: CreateCommandOptions)
     sourceDateEpoch = Number(epochText);
     if (!Number.isInteger(sourceDateEpoch) || sourceDateEpoch < 0) throw new TiuError('USAGE', `SOURCE_DATE_EPOCH must be whole seconds since 1970, got '${epochText}'`);
   }
-  const progress = createProgress(ctx, o.progress !== false);
+  const progress = await createProgress(ctx, o.progress !== false);
   const result = await createArchive(ctx.sys, {
     source: rootfs,
     output: o.output,

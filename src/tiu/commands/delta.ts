@@ -15,7 +15,7 @@ export interface DeltaCommandOptions {
 }
 
 export async function run(ctx: Context, oldArchive: string, newArchive: string, o: DeltaCommandOptions): Promise<number> {
-  const progress = createProgress(ctx, !o.json);
+  const progress = await createProgress(ctx, !o.json);
   let r;
   try {
     r = await createDelta(ctx.sys, {

@@ -19,7 +19,7 @@ export interface ExtractCommandOptions {
 
 export async function runExtract(ctx: Context, archive: string, o: ExtractCommandOptions): Promise<ExtractResult> {
   const keyringPem = await loadKeyring(ctx.config, o.keyring);
-  const progress = createProgress(ctx, !o.json);
+  const progress = await createProgress(ctx, !o.json);
   try {
     // The archive's signature and blocks are checked while the device is opened (see
     // prefetchUpdateSource); already without TurboFan, whose thread's malloc arena would stay in

@@ -59,7 +59,7 @@ export async function run(ctx: Context, o: UpdateOptions): Promise<number> {
     const rateLimit = limitRate ?? (dl.limitRate || undefined);
     const stallSeconds = o.stallTimeout !== undefined ? parseSeconds(o.stallTimeout, '--stall-timeout') : dl.stallTimeout;
     const deadlineSeconds = o.timeout !== undefined ? parseSeconds(o.timeout, '--timeout') : dl.timeout;
-    const progress = createProgress(ctx, !o.json);
+    const progress = await createProgress(ctx, !o.json);
     const cacheDir = o.root === '/' ? ctx.config.cacheDir : `${o.root.replace(/\/+$/, '')}${ctx.config.cacheDir}`;
     const fetch = (allowApplied: boolean) => downloadChecked({
       url: source, cacheDir, log: ctx.log, sys: ctx.sys, rateLimit, stallSeconds, deadlineSeconds,
@@ -145,7 +145,7 @@ async function followDaemon(ctx: Context, root: string, showProgress: boolean): 
     ctx.log.debug(`tiu daemon: ${v.state} for ${v.root || '?'}`);
     if (!busy(v.state) || resolve(v.root) !== resolve(root)) return;
     ctx.log.info(`the tiu daemon is ${v.state === 'applying' ? 'applying an update' : `downloading ${v.source}`}: showing its progress until it is done`);
-    const progress = createProgress(ctx, showProgress);
+    const progress = await createProgress(ctx, showProgress);
     while (busy(v.state)) {
       progress.update(`${v.state === 'applying' ? 'applying' : 'download'} (tiu daemon)`, v.total ? v.downloaded / v.total : 0);
       await sleep(250);

@@ -35,7 +35,7 @@ export async function run(ctx: Context, file: string | undefined, o: VerifyComma
   const keyringPem = await loadKeyring(ctx.config, o.keyring);
   if (await isDeltaFile(file)) return runDelta(ctx, file, keyringPem, o);
   await using a = await openArchive(file, { keyringPem, allowedSigners: ctx.config.allowedSigners, compatible: o.compatible });
-  const progress = createProgress(ctx);
+  const progress = await createProgress(ctx);
   await a.verifyData((done, total) => progress.update('verifying', total ? done / total : 1));
   progress.done();
   if (o.json) {

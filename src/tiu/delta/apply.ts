@@ -19,7 +19,9 @@ import { createWriteStream } from 'node:fs';
 import { pipeline } from 'node:stream/promises';
 import type { System } from '../../core/system.ts';
 import { dirname, join } from 'node:path';
-import { createZstdDecompress, gunzipSync, zstdDecompressSync, constants as zc } from 'node:zlib';
+// zlib is loaded where it is used (process.getBuiltinModule): every `tiu extract` imports this
+// module, and a full archive never needs zlib (~2 ms of start-up).
+const zlib = () => process.getBuiltinModule('node:zlib');
 import { Readable } from 'node:stream';
 import type { FileHandle } from 'node:fs/promises';
 import { TiuError } from '../../core/errors.ts';
@@ -173,7 +175,7 @@ async function unpackBsdiffStreams(sys: System, delta: OpenedDelta, workDir: str
 
 /** Streams `stream` through zstd (optionally with a dictionary); errors become DELTA_CORRUPT. */
 async function* zstdStream(input: Readable, what: string, dictionary?: Buffer, maxBytes = Number.MAX_SAFE_INTEGER): AsyncGenerator<Uint8Array> {
-  const d = createZstdDecompress({ ...(dictionary ? { dictionary } : {}), params: { [zc.ZSTD_d_windowLogMax]: 27 } } as never);
+  const d = zlib().createZstdDecompress({ ...(dictionary ? { dictionary } : {}), params: { [zlib().constants.ZSTD_d_windowLogMax]: 27 } } as never);
   input.on('error', (e) => d.destroy(e));
   input.pipe(d);
   let n = 0;
@@ -370,7 +372,7 @@ async function deltaSource(
     try {
       // One output buffer of the expected size (+1: a longer output is still caught), not 16 KiB
       // chunks concatenated: hundreds of small contents made ~18 MiB of garbage that way.
-      return zstdDecompressSync(blob, { ...(dictionary ? { dictionary } : {}), maxOutputLength: Math.max(1, c.size), chunkSize: Math.max(64, c.size + 1), params: { [zc.ZSTD_d_windowLogMax]: 27 } } as never);
+      return zlib().zstdDecompressSync(blob, { ...(dictionary ? { dictionary } : {}), maxOutputLength: Math.max(1, c.size), chunkSize: Math.max(64, c.size + 1), params: { [zlib().constants.ZSTD_d_windowLogMax]: 27 } } as never);
     } catch (e) {
       throw new TiuError('DELTA_CORRUPT', `cannot decode ${what} from the delta: ${(e as Error).message}`, { hint: 'use the full image' });
     }
@@ -431,7 +433,7 @@ async function deltaSource(
         return oneAtATime(async function* () {
           let map: Buffer;
           try {
-            map = zstdDecompressSync(await delta.readBlob(c.offset, c.length), { maxOutputLength: MAX_ELF_MAP } as never);
+            map = zlib().zstdDecompressSync(await delta.readBlob(c.offset, c.length), { maxOutputLength: MAX_ELF_MAP } as never);
           } catch (e) {
             throw new TiuError('DELTA_CORRUPT', `cannot decode the ELF address map of ${what} from the delta: ${(e as Error).message}`, { hint: 'use the full image' });
           }
@@ -451,7 +453,7 @@ async function deltaSource(
         return (small(c, base) && c.gzip!.rawSize <= SMALL_PATCH ? run : oneAtATime)(async function* () {
           let old: Buffer;
           try {
-            old = gunzipSync(readOld(base), { maxOutputLength: GZIP_RAW_MAX });
+            old = zlib().gunzipSync(readOld(base), { maxOutputLength: GZIP_RAW_MAX });
           } catch (e) {
             if (e instanceof TiuError) throw e;
             throw new TiuError('DELTA_FORMAT', `the delta patches /${displayPath(base.path)} as gzip, which it is not`, { hint: 'the delta was not made for this base; use the full image' });

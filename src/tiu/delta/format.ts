@@ -10,7 +10,9 @@
  * is stored zstd-compressed.
  */
 import { z } from 'zod';
-import { zstdCompressSync, zstdDecompressSync, constants as zc } from 'node:zlib';
+// zlib is loaded where it is used (process.getBuiltinModule): every `tiu extract` imports this
+// module, and a full archive never needs zlib (~2 ms of start-up).
+const zlib = () => process.getBuiltinModule('node:zlib');
 import { TiuError } from '../../core/errors.ts';
 
 export const DELTA_MAGIC = Buffer.from('TIUDELTA', 'ascii');
@@ -160,13 +162,14 @@ export function parseHeader(bytes: Buffer, blobArea: number): Header {
 
 /** The header as stored: canonical JSON (schema key order, no spaces), zstd level 19. */
 export function serializeHeader(h: Header): Buffer {
+  const { zstdCompressSync, constants: zc } = zlib();
   return zstdCompressSync(Buffer.from(JSON.stringify(HeaderSchema.parse(h)), 'utf8'), { params: { [zc.ZSTD_c_compressionLevel]: 19 } });
 }
 
 /** Decompresses a stored header, at most {@link MAX_HEADER_SIZE} bytes. */
 export function inflateHeader(stored: Buffer): Buffer {
   try {
-    return zstdDecompressSync(stored, { maxOutputLength: MAX_HEADER_SIZE });
+    return zlib().zstdDecompressSync(stored, { maxOutputLength: MAX_HEADER_SIZE });
   } catch (e) {
     throw corrupt(`delta header does not decompress: ${(e as Error).message}`);
   }

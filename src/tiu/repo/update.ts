@@ -62,7 +62,7 @@ export async function updateFromRepository(ctx: Context, o: RepoUpdateOptions): 
 /** Fetches one target, checks it is the image the metadata promised, and extracts it. */
 async function fetchAndApply(ctx: Context, c: RepoCheck, img: RepoImage, keyringPem: string, o: RepoUpdateOptions) {
   if (!o.json) ctx.out(`${c.channel}: ${c.installed?.version ?? 'nothing'} → ${img.version} (${img.kind === 'delta' ? 'delta, ' : ''}${img.path}, ${img.length} bytes)`);
-  const progress = createProgress(ctx, !o.json);
+  const progress = await createProgress(ctx, !o.json);
   let file: string;
   try {
     file = await fetchTarget(ctx, img, { targetsBase: c.refreshed.targetsBase, cacheDir: under(o.root, ctx.config.cacheDir), rateLimit: o.rateLimit, onProgress: (d, t) => progress.update('download', t ? d / t : 0) });

@@ -7,7 +7,6 @@
  * {@link HashPool.close} must be awaited before the descriptor is closed: it terminates the
  * threads, which cannot then read from a reused descriptor number.
  */
-import { Worker } from 'node:worker_threads';
 import { TiuError, fromErrno } from '../../core/errors.ts';
 import { truncatedError } from './io.ts';
 
@@ -83,6 +82,8 @@ function replyError(reply: Exclude<HashReply, { ok: true }>): Error {
 /** Starts `size` workers hashing blocks of the file open as `init.fd`. */
 export function createHashPool(init: HashWorkerInit, size: number): HashPool {
   const workers = Array.from({ length: size }, () => {
+    // (worker_threads loaded here: every update imports this module, few start a worker)
+    const { Worker } = process.getBuiltinModule('node:worker_threads');
     const worker = new Worker(WORKER_SOURCE, { eval: true, workerData: init });
     // Each worker answers its tasks in order, so a FIFO of waiters per worker is enough.
     const queue: Pending[] = [];
