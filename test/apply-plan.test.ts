@@ -68,6 +68,16 @@ describe('planApply', () => {
     expect(plan.dirTimes).toEqual([]);
   });
 
+  it('marks a rewrite in place whose xattrs need no check: none on either side (a write clears a file capability)', () => {
+    const cap = { 'security.capability': 'AQAAAgAgAAAAAAAAAAAAAAAAAAA=' };
+    const a = tree(file('none', 'a'), file('emptyobj', 'a', { xattrs: {} }), file('cap', 'a', { xattrs: cap }), file('gains', 'a'), file('loses', 'a', { xattrs: { 'user.x': 'MQ==' } }));
+    const t = tree(file('none', 'b'), file('emptyobj', 'b'), file('cap', 'b', { xattrs: cap }), file('gains', 'b', { xattrs: { 'user.x': 'MQ==' } }), file('loses', 'b'));
+    const kept = planApply(t, asMap(a), opts).changes.filter((c) => c.op === 'write' && c.inPlace && c.xattrsKept).map((c) => c.entry.path);
+    expect(kept).toEqual(['emptyobj', 'none']);
+    // Not for a file written to a fresh inode (it may inherit a default ACL, or be labelled).
+    expect(planApply(t, asMap(a), { ...opts, inPlace: false }).changes.some((c) => c.op === 'write' && c.xattrsKept)).toBe(false);
+  });
+
   it('writes changed content even when size and mtime are equal (reproducible-build trap), in place', () => {
     const a = tree(file('f', 'aaa'));
     const t = tree(file('f', 'bbb'));

@@ -581,6 +581,50 @@ describe('an update that re-dates many files', () => {
   }, 300_000);
 });
 
+describe('files rewritten in place', () => {
+  it("keep, get or lose xattrs as the image says (a write clears a file capability); only those with xattrs on either side are checked", async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'tiu-inplace-'));
+    const cap = '0sAQAAAgAgAAAAAAAAAAAAAAAAAAA=';
+    /** More files without xattrs, rewritten in place too. */
+    const PLAIN = Array.from({ length: 40 }, (_, i) => `plain-${i}`);
+    try {
+      const B = await makeArchives(sys, dir, {
+        prepare: async (tree, v) => {
+          await mkdir(join(tree, 'usr/share/inplace'), { recursive: true });
+          const f = (n: string) => join(tree, 'usr/share/inplace', n);
+          // New content in v2 for all of them (the same size: rewritten in place).
+          for (const n of ['plain', 'cap', 'user', 'gains', 'loses', ...PLAIN]) await writeFile(f(n), `${n} content v${v}\n`);
+          await sys.run('setfattr', ['-n', 'security.capability', '-v', cap, f('cap')]);
+          await sys.run('setfattr', ['-n', 'user.tiu', '-v', v === 1 ? 'one' : 'two', f('user')]);
+          if (v === 2) await sys.run('setfattr', ['-n', 'user.new', '-v', 'yes', f('gains')]);
+          if (v === 1) await sys.run('setfattr', ['-n', 'user.old', '-v', 'yes', f('loses')]);
+        },
+      });
+      await using dev = await installedDevice(sys, B.v1, B.keyringPem);
+      const r = await cli(['--debug', 'extract', B.v2, '--root', dev.root, '--keyring', B.keys.keyring, '--dry-run']);
+      expect(r.exitCode, r.stderr).toBe(0);
+      for (const n of ['plain', 'cap', 'user', 'gains', 'loses']) expect(r.stdout).toContain(`rewrite /usr/share/inplace/${n}`);
+      const u = await cli(['--debug', 'extract', B.v2, '--root', dev.root, '--keyring', B.keys.keyring]);
+      expect(u.exitCode, u.stderr).toBe(0);
+      await expectSnapshotEqualsImage(join(dev.root, '.snapshots/2/snapshot'));
+      const snap = join(dev.root, '.snapshots/2/snapshot/usr/share/inplace');
+      const dump = async (n: string) => (await sys.run('getfattr', ['-d', '-m', '-', '--absolute-names', '-e', 'base64', join(snap, n)])).stdout;
+      expect(await dump('cap')).toContain(`security.capability=${cap.slice(0, 10)}`);
+      expect(await dump('user')).toMatch(/user\.tiu=0sdHdv/);
+      expect(await dump('gains')).toContain('user.new');
+      expect(await dump('loses')).toBe('');
+      expect(await dump('plain')).toBe('');
+      // The four with xattrs on a side were checked; the 41 without on either side were not
+      // (the count also holds the test tree's other changes: created files, owner changes).
+      const checked = Number(/xattrs of (\d+) entries checked/.exec(u.stderr)?.[1]);
+      expect(checked).toBeGreaterThanOrEqual(4);
+      expect(checked).toBeLessThan(PLAIN.length);
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  }, 300_000);
+});
+
 describe('the vendor /etc copy', () => {
   it('is a read-only nested snapshot of the image /etc in every snapshot: installed, updated, the same image, the vendor /etc kept; snapshots holding one delete', async () => {
     await using dev = await installedDevice(sys, A.v1, A.keyringPem);

@@ -521,6 +521,10 @@ async function executeTree(plan: ApplyPlan, opts: ExecuteOptions, target: SafeRo
   const metas: Extract<ApplyPlan['changes'][number], { op: 'meta' }>[] = [];
   /** Writes of files the snapshot already has on their own inode: rewritten where they differ. */
   const inPlace = new Set<IndexEntry>();
+  /** Of those, the ones whose xattrs need no check after a rewrite in place (see Action). */
+  const xattrsKept = new Set<IndexEntry>();
+  /** Files whose content was written: their mtimes are set once their xattrs are. */
+  const written: IndexEntry[] = [];
   for (const c of plan.changes) {
     check();
     const e = c.entry;
@@ -565,6 +569,7 @@ async function executeTree(plan: ApplyPlan, opts: ExecuteOptions, target: SafeRo
         case 'write':
           writes.push(e);
           if (c.inPlace) inPlace.add(e);
+          if (c.inPlace && c.xattrsKept) xattrsKept.add(e);
           break;
         case 'link':
           links.push(e);
@@ -638,19 +643,22 @@ async function executeTree(plan: ApplyPlan, opts: ExecuteOptions, target: SafeRo
         const viaDelta = opts.content !== undefined;
         const source = () => (opts.content ? opts.content.open(e) : Promise.resolve(imageFile(image, e)));
         const small = (e.size ?? 0) <= SMALL_FILE ? (opts.content ? opts.content.readSmall?.(e) : readImageSmall(image, e)) : undefined;
+        let rewritten = false;
         if (small && !inPlace.has(e)) writeSmallNew(target, e, small, viaDelta);
-        else if (small && !viaDelta && rewriteSmallInPlace(target, e, small)) {
-          // rewritten in place
-        } else if (small) replaceSmallKeepingDirTime(e, small, viaDelta);
+        else if (small && !viaDelta && rewriteSmallInPlace(target, e, small)) rewritten = true;
+        else if (small) replaceSmallKeepingDirTime(e, small, viaDelta);
         else if (!inPlace.has(e)) await copyContent(await source(), target, e, viaDelta);
         // A delta rebuilds content from the base's files: its writes always go to fresh inodes.
-        else if (viaDelta || !(await rewriteInPlace(await source(), target, e))) await replaceKeepingDirTime(e, await source(), viaDelta);
+        else if (!viaDelta && (await rewriteInPlace(await source(), target, e))) rewritten = true;
+        else await replaceKeepingDirTime(e, await source(), viaDelta);
+        // (a fresh inode may have inherited a default ACL or been labelled: its xattrs are checked)
+        if (!(rewritten && xattrsKept.has(e))) xattrWork.push(e);
       } catch (err) {
         if (err instanceof TiuError) throw err;
         await explainEperm(sys, targetRoot, e.path, err);
         wrapFs(err, 'writing', e.path);
       }
-      xattrWork.push(e);
+      written.push(e);
       bytesWritten += e.size ?? 0;
       filesWritten++;
       opts.onProgress?.(bytesWritten);
@@ -677,7 +685,8 @@ async function executeTree(plan: ApplyPlan, opts: ExecuteOptions, target: SafeRo
 
   // File mtimes after xattrs (capabilities), directory mtimes last, deepest first.
   // (Setting a directory's mtime changes nothing in its parent: no order is needed among them.)
-  const files = xattrWork.filter((e) => e.type === 'file' && e.hardlink === undefined);
+  const writtenSet = new Set(written);
+  const files = [...written, ...xattrWork.filter((e) => e.type === 'file' && e.hardlink === undefined && !writtenSet.has(e))];
   await forEachLimit(files, FS_CONCURRENCY, (e) => T(e.path, async (p) => lutimesSync(p, e.mtime, e.mtime)).catch((err) => wrapFs(err, 'setting mtime of', e.path)));
   await forEachLimit(plan.dirTimes, FS_CONCURRENCY, (d) => T(d.path, async (p) => lutimesSync(p, d.mtime, d.mtime)).catch((err) => wrapFs(err, 'setting mtime of', d.path)));
   mark(`times of ${files.length} files and ${plan.dirTimes.length} directories set`);

@@ -18,8 +18,12 @@ export type { MetaField };
 export type Action =
   | { op: 'remove'; path: string; type: IndexEntry['type'] }
   | { op: 'mkdir'; entry: IndexEntry }
-  /** `inPlace`: the snapshot's file (same path, own inode) is rewritten where it differs, not replaced. */
-  | { op: 'write'; entry: IndexEntry; inPlace?: boolean }
+  /**
+   * `inPlace`: the snapshot's file (same path, own inode) is rewritten where it differs, not
+   * replaced. `xattrsKept`: that file has no xattrs and the new one has none, so a rewrite in
+   * place leaves them right (writing adds none, and there is no file capability for it to clear).
+   */
+  | { op: 'write'; entry: IndexEntry; inPlace?: boolean; xattrsKept?: boolean }
   | { op: 'link'; entry: IndexEntry }
   | { op: 'symlink'; entry: IndexEntry }
   | { op: 'mknod'; entry: IndexEntry }
@@ -56,6 +60,13 @@ export interface PlanOptions {
    * the base's files (a delta): those go to fresh inodes, replaced as a whole.
    */
   inPlace?: boolean;
+}
+
+/** Whether an entry has no xattrs (the actual state's entries list what the file has). Pure. */
+function noXattrs(e: IndexEntry): boolean {
+  if (!e.xattrs) return true;
+  for (const _ in e.xattrs) return false;
+  return true;
 }
 
 function parentOf(p: string): string {
@@ -170,7 +181,7 @@ export function planApply(target: readonly IndexEntry[], actual: ReadonlyMap<str
     // that its unchanged blocks stay shared with the base snapshot (disk growth = changed blocks,
     // as with rsync --inplace). Its directory keeps its entries (no mtime to restore).
     if (options.inPlace !== false && a && a.type === 'file' && t.type === 'file' && a.hardlink === undefined && !t.sparse && !leaders.has(a.path)) {
-      changes.push({ op: 'write', entry: t, inPlace: true });
+      changes.push({ op: 'write', entry: t, inPlace: true, ...(noXattrs(a) && noXattrs(t) ? { xattrsKept: true } : {}) });
       stats.written++;
       stats.writtenBytes += t.size ?? 0;
       continue;
