@@ -26,6 +26,8 @@ import { etcPlanLines, planUpdate, updatePlanLines } from './update-plan.ts';
 import { formatPlan } from '../../etc-merge/report.ts';
 import { prepareBoot, activateBoot } from './boot.ts';
 import { checkDowngrade } from './downgrade.ts';
+import { sameImage } from './policy.ts';
+import type { Manifest } from '../archive/manifest.ts';
 import type { ProbeCounts } from './trusted.ts';
 import type { DeltaBaseCheck } from '../delta/apply.ts';
 import { tuneForNativeWork } from '../v8tuning.ts';
@@ -102,7 +104,15 @@ export async function extract(dev: Device, o: ExtractOptions): Promise<ExtractRe
   // its base: all before any byte is written.
   mark('list snapshots');
   const compatible = o.compatible ?? recorded?.manifest.compatible;
-  await using image = await openUpdateSource(sys, { path: o.archive, keyringPem: o.keyringPem, allowedSigners: o.allowedSigners, compatible, baseNum: base, baseDir, recorded, onProgress: o.onProgress, baseTrusted: () => trustedP, prefetched: o.prefetched });
+  // A full archive of another image than the base's: the base's index (the plan's old side, on a
+  // trusted base) is read while the archive's blocks are still being checked.
+  let oldIndexP: Promise<IndexEntry[] | undefined> | undefined;
+  const onManifest = (nm: Manifest) => {
+    if (!recorded || sameImage(nm, recorded.manifest)) return;
+    oldIndexP = trustedP.then((t) => (t ? loadIndex(recorded.indexPath, { canonical: false }) : undefined));
+    oldIndexP.catch(() => {});
+  };
+  await using image = await openUpdateSource(sys, { path: o.archive, keyringPem: o.keyringPem, allowedSigners: o.allowedSigners, compatible, baseNum: base, baseDir, recorded, onProgress: o.onProgress, baseTrusted: () => trustedP, prefetched: o.prefetched, onManifest });
   mark(image.kind === 'same-image' ? 'check the signature (the same image as the base)' : 'verify the archive');
   const m = image.manifest;
   checkDowngrade(m.version, baseInfo.userdata[UD.version] ?? recorded?.manifest.version, base, o.allowDowngrade === true);
@@ -111,7 +121,7 @@ export async function extract(dev: Device, o: ExtractOptions): Promise<ExtractRe
 
   const trusted = await trustedP;
   // A delta has read (and checked) the base's recorded index already: one copy in memory.
-  const oldIndex = trusted && recorded ? (image.content?.oldIndex ?? (await loadIndex(recorded.indexPath, { canonical: false }))) : undefined;
+  const oldIndex = trusted && recorded ? (image.content?.oldIndex ?? (await oldIndexP) ?? (await loadIndex(recorded.indexPath, { canonical: false }))) : undefined;
   mark('read the base index');
   // The image's vendor /etc is the base's (a trusted base, the same /etc in both indexes): the
   // three-way merge would give the local /etc, which the new snapshot holds from the start. So

@@ -68,6 +68,11 @@ export interface OpenUpdateOptions {
   baseTrusted?: () => Promise<boolean>;
   /** The file, opened ahead of the device ({@link prefetchUpdateSource}); else opened now. */
   prefetched?: PrefetchedSource;
+  /**
+   * Called with a full archive's authenticated manifest, before its blocks are known to be good
+   * (the caller may start reading what it will need then, while the check finishes).
+   */
+  onManifest?: (m: Manifest) => void;
 }
 
 /** A full archive opened and authenticated, its blocks being verified (`stop` ends that early). */
@@ -168,6 +173,7 @@ export async function openUpdateSource(sys: System, o: OpenUpdateOptions): Promi
   try {
     const m = archive.manifest;
     checkCompatible(m, o.compatible);
+    o.onManifest?.(m);
     // (the recorded index file itself must have the signed digest too, and the paths the update
     // leaves alone must be the same ones; else the usual path)
     if (o.recorded && sameImage(m, o.recorded.manifest) && (await o.baseTrusted?.()) && (await hashPath(o.recorded.indexPath).catch(() => '')) === m.index.sha256) {
