@@ -7,7 +7,7 @@
  */
 import { describe, it, expect, beforeAll, afterAll } from 'vitest';
 import { join } from 'node:path';
-import { copyFile, mkdtemp, open, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { copyFile, lstat, mkdtemp, open, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { execa } from 'execa';
 import { testSystem } from './helpers/env.ts';
@@ -15,7 +15,8 @@ import { makeArchives, installedDevice, cli, expectSnapshotEquals, type ArchiveS
 import { debianTree, NODE } from './helpers/archive.ts';
 import { scanTreeToArray } from '../src/core/fileindex/scan.ts';
 import { loadIndex } from '../src/core/fileindex/io.ts';
-import type { IndexEntry } from '../src/core/fileindex/types.ts';
+import { pathBytes, type IndexEntry } from '../src/core/fileindex/types.ts';
+import { isVolatile } from '../src/tiu/device/trusted.ts';
 import { DEFAULT_EXCLUDES } from '../src/tiu/config.ts';
 import { INDEX_PATH, MANIFEST_COPY_PATH } from '../src/tiu/device/paths.ts';
 import { createArchive } from '../src/tiu/archive/create.ts';
@@ -168,6 +169,19 @@ describe('delta on the tree with every file type', () => {
     expect(res.deltaBase.hashed).toBe(0);
     const snap2 = join(dev.root, '.snapshots/2/snapshot');
     expect(await expectSnapshotEquals(sys, snap2, v2Index)).toBeGreaterThan(40);
+    // Files with new content that were lone regular files in v1 were written over in place:
+    // the same inode (a snapshot keeps inode numbers), no unlink and create.
+    const v1ByPath = new Map(before.entries.map((e) => [e.path, e]));
+    const rewritten = v2Index.filter((e) => {
+      const o = v1ByPath.get(e.path);
+      return e.type === 'file' && !e.hardlink && !e.sparse && o?.type === 'file' && !o.hardlink && o.sha256 !== e.sha256 && !isVolatile(e.path);
+    });
+    expect(rewritten.length).toBeGreaterThan(0);
+    for (const e of rewritten) {
+      const p = (root: string) => Buffer.concat([Buffer.from(`${root}/`), pathBytes(e.path)]);
+      const [a, b] = await Promise.all([lstat(p(snap1)), lstat(p(snap2))]);
+      if (a.nlink === 1) expect(b.ino, `/${e.path}`).toBe(a.ino);
+    }
     // The recorded image is v2's: the signed manifest verbatim and the index.
     expect((await readFile(join(snap2, MANIFEST_COPY_PATH))).toString()).toContain('"version": "2.0"');
     expect(await loadIndex(join(snap2, INDEX_PATH))).toEqual(v2Index);

@@ -398,6 +398,85 @@ async function rewriteInPlace(source: AsyncIterable<Uint8Array>, target: SafeRoo
   }
 }
 
+/**
+ * Opens the snapshot's file at `e.path` for a rewrite in place: undefined, having changed nothing,
+ * when it is not a lone regular file there (a symlink, a directory, gone, or hardlinked).
+ */
+function openLoneFileSync(target: SafeRoot, e: IndexEntry, flags: number): number | undefined {
+  let fd: number;
+  try {
+    fd = target.atSync(e.path, (dst) => openSync(dst, flags | constants.O_NOFOLLOW));
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === 'ELOOP' || code === 'ENOENT' || code === 'EISDIR') return undefined;
+    throw err;
+  }
+  const st = fstatSync(fd);
+  if (st.isFile() && st.nlink === 1) return fd;
+  closeSync(fd);
+  return undefined;
+}
+
+/**
+ * A delta's small file (rebuilt in memory, checked against the signed index first) written over
+ * the snapshot's file of that path: its inode, directory entry and the directory's time stay (no
+ * unlink and create). False, having changed nothing, when the path is not a lone regular file.
+ */
+function overwriteSmallInPlace(target: SafeRoot, e: IndexEntry, data: Uint8Array): boolean {
+  checkContent(e, data.length, hash('sha256', data), true);
+  const fd = openLoneFileSync(target, e, constants.O_WRONLY);
+  if (fd === undefined) return false;
+  try {
+    writeSyncAll(fd, data, 0, false);
+    ftruncateSync(fd, data.length);
+    fchownSync(fd, checkId(e.uid, e), checkId(e.gid, e));
+    fchmodSync(fd, e.mode);
+    return true;
+  } finally {
+    closeSync(fd);
+  }
+}
+
+/**
+ * {@link overwriteSmallInPlace} for content that streams (a delta's larger files): every byte
+ * hashed while it is written, and checked against the signed index at the end (a mismatch fails
+ * the update, and the snapshot holding the mixed file is discarded as a whole).
+ */
+async function overwriteInPlace(source: AsyncIterable<Uint8Array>, target: SafeRoot, e: IndexEntry): Promise<boolean> {
+  const hash = createHash('sha256');
+  const chunks = source[Symbol.asyncIterator]();
+  // (the source opened and its first chunk made before the target is touched)
+  let next = await chunks.next();
+  let fh: FileHandle | undefined;
+  try {
+    try {
+      fh = await target.at(e.path, (dst) => open(dst, constants.O_WRONLY | constants.O_NOFOLLOW));
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code;
+      if (code === 'ELOOP' || code === 'ENOENT' || code === 'EISDIR') return false;
+      throw err;
+    }
+    const st = await fh.stat();
+    if (!st.isFile() || st.nlink !== 1) return false;
+    let pos = 0;
+    for (; !next.done; next = await chunks.next()) {
+      const c = next.value;
+      const chunk = Buffer.from(c.buffer, c.byteOffset, c.byteLength);
+      hash.update(chunk);
+      await writeAll(fh, chunk, pos);
+      pos += chunk.length;
+    }
+    await fh.truncate(pos);
+    checkContent(e, pos, hash.digest('hex'), true);
+    await fh.chown(checkId(e.uid, e), checkId(e.gid, e));
+    await fh.chmod(e.mode);
+    return true;
+  } finally {
+    await chunks.return?.(undefined);
+    await fh?.close();
+  }
+}
+
 /** Spare buffers for the old content read by in-place rewrites (one per concurrent write). */
 const OLD_BUFFERS = bufferPool(CHUNK, 4);
 
@@ -645,11 +724,12 @@ async function executeTree(plan: ApplyPlan, opts: ExecuteOptions, target: SafeRo
         const small = (e.size ?? 0) <= SMALL_FILE ? (opts.content ? opts.content.readSmall?.(e) : readImageSmall(image, e)) : undefined;
         let rewritten = false;
         if (small && !inPlace.has(e)) writeSmallNew(target, e, small, viaDelta);
-        else if (small && !viaDelta && rewriteSmallInPlace(target, e, small)) rewritten = true;
+        else if (small && (viaDelta ? overwriteSmallInPlace(target, e, small) : rewriteSmallInPlace(target, e, small))) rewritten = true;
         else if (small) replaceSmallKeepingDirTime(e, small, viaDelta);
         else if (!inPlace.has(e)) await copyContent(await source(), target, e, viaDelta);
-        // A delta rebuilds content from the base's files: its writes always go to fresh inodes.
-        else if (!viaDelta && (await rewriteInPlace(await source(), target, e))) rewritten = true;
+        // (a delta's content is rebuilt from the base's files, which differ in most blocks: it is
+        // written whole, not compared with the old file's blocks first)
+        else if (await (viaDelta ? overwriteInPlace : rewriteInPlace)(await source(), target, e)) rewritten = true;
         else await replaceKeepingDirTime(e, await source(), viaDelta);
         // (a fresh inode may have inherited a default ACL or been labelled: its xattrs are checked)
         if (!(rewritten && xattrsKept.has(e))) xattrWork.push(e);

@@ -55,11 +55,6 @@ export interface PlanOptions {
   isExcluded: (path: string) => boolean;
   /** True for paths tiu itself manages inside the snapshot (never removed by the plan). */
   isProtected: (path: string) => boolean;
-  /**
-   * Rewrite changed files in place (default true). False when the new content is rebuilt from
-   * the base's files (a delta): those go to fresh inodes, replaced as a whole.
-   */
-  inPlace?: boolean;
 }
 
 /** Whether an entry has no xattrs (the actual state's entries list what the file has). Pure. */
@@ -180,7 +175,7 @@ export function planApply(target: readonly IndexEntry[], actual: ReadonlyMap<str
     // A regular file with new content, on its own inode on both sides: rewritten in place, so
     // that its unchanged blocks stay shared with the base snapshot (disk growth = changed blocks,
     // as with rsync --inplace). Its directory keeps its entries (no mtime to restore).
-    if (options.inPlace !== false && a && a.type === 'file' && t.type === 'file' && a.hardlink === undefined && !t.sparse && !leaders.has(a.path)) {
+    if (a && a.type === 'file' && t.type === 'file' && a.hardlink === undefined && !t.sparse && !leaders.has(a.path)) {
       changes.push({ op: 'write', entry: t, inPlace: true, ...(noXattrs(a) && noXattrs(t) ? { xattrsKept: true } : {}) });
       stats.written++;
       stats.writtenBytes += t.size ?? 0;

@@ -128,10 +128,9 @@ export async function extract(dev: Device, o: ExtractOptions): Promise<ExtractRe
   // /etc is left out of the tree step (not rewritten to the vendor's, then merged back) and not
   // merged; its syncpoint is the new /etc frozen, as for the same image.
   const etcCarried = oldIndex !== undefined && sameVendorEtc(oldIndex, target) && (await baseHasVendorEtc(baseDir));
-  // A delta's content is rebuilt from the base's files into fresh inodes (no in-place rewrites).
   const planInputs = etcCarried
-    ? { oldIndex, target: target.filter((e) => !isEtc(e.path)), excluded: [...m.excluded, '/etc'], inPlace: image.content === undefined }
-    : { oldIndex, target, excluded: m.excluded, inPlace: image.content === undefined };
+    ? { oldIndex, target: target.filter((e) => !isEtc(e.path)), excluded: [...m.excluded, '/etc'] }
+    : { oldIndex, target, excluded: m.excluded };
   const etcSides = (localDir: string) => (image.etcDir && !etcCarried ? { baseDir, localDir, newContentRoot: image.imageRoot } : undefined);
   if (o.dryRun) {
     // The same plan the real run carries out, measured on the base (the new snapshot starts as its copy).

@@ -33,8 +33,6 @@ export interface PlanUpdateOptions {
   oldIndex: IndexEntry[] | undefined;
   target: IndexEntry[];
   excluded: readonly string[];
-  /** Whether changed files may be rewritten in place (not for a delta: see PlanOptions.inPlace). */
-  inPlace?: boolean;
   /** The /etc sides; omitted for a delta (see {@link UpdatePlan.etc}). */
   etc?: { baseDir: string; localDir: string; newContentRoot: string };
 }
@@ -47,7 +45,7 @@ export async function planUpdate(sys: System, o: PlanUpdateOptions): Promise<Upd
   const { actual, counts } = await actualState(sys, o.treeDir, o.oldIndex, o.target, o.excluded);
   await fillDigests(o.treeDir, actual, o.target, o.oldIndex);
   mark(`the tree's state read (${counts.mode}, ${counts.pathsRead} paths)`);
-  const apply = planApply(o.target, actual, { isExcluded: excludedMatcher(o.excluded), isProtected: protectedMatcher(o.excluded), inPlace: o.inPlace });
+  const apply = planApply(o.target, actual, { isExcluded: excludedMatcher(o.excluded), isProtected: protectedMatcher(o.excluded) });
   mark('tree step planned');
   const etc = o.etc ? await planEtcStep(sys, { ...o.etc, target: o.target }) : undefined;
   if (etc) mark('/etc merge planned');
