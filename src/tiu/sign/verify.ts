@@ -30,9 +30,10 @@ export interface VerifyOptions {
   /** Largest accepted blob in bytes (default 64 KiB, as the archive format allows). */
   maxSize?: number;
   /**
-   * Called with the embedded content once the blob's structure is parsed, before its digest,
-   * signature or chain are checked: for work that may start early because it is thrown away
-   * unless verification succeeds (the archive's block check). Not called for a malformed blob.
+   * Called with the embedded content once the blob's CMS structure is parsed, before its
+   * certificates, digest, signature or chain are checked: for work that may start early because
+   * it is thrown away unless verification succeeds (the archive's block check). Not called for a
+   * blob whose structure does not parse.
    */
   onContent?: (unverified: Buffer) => void;
 }
@@ -127,6 +128,10 @@ async function authenticate(der: Buffer, maxSize: number, onContent?: (unverifie
   let embedded: CertInfo[];
   try {
     parsed = parseSignedData(der);
+    // (the consumer's own failures are its business: a check it starts is thrown away with ours)
+    try {
+      onContent?.(parsed.content);
+    } catch {}
     embedded = parsed.certificates.map((c, i) => {
       try {
         return parseCertificate(c);
@@ -138,7 +143,6 @@ async function authenticate(der: Buffer, maxSize: number, onContent?: (unverifie
     throw malformed((e as Error).message ?? String(e), e);
   }
   const signer = findSigner(parsed, embedded);
-  onContent?.(parsed.content);
 
   const digest = createHash(DIGESTS[parsed.digestAlgorithm]!.node).update(parsed.content).digest();
   if (digest.length !== parsed.messageDigest.length || !timingSafeEqual(digest, parsed.messageDigest)) {
@@ -176,8 +180,9 @@ async function certSignedBy(child: CertInfo, issuer: CertInfo): Promise<boolean>
  */
 export async function verifySignedData(der: Buffer, options: VerifyOptions): Promise<VerifiedSignature> {
   try {
-    const anchors = parseKeyring(options.keyringPem);
+    // (the blob first: `onContent` gets the content as early as it can)
     const { parsed, signer, embedded } = await authenticate(der, options.maxSize ?? DEFAULT_MAX_SIGNATURE_SIZE, options.onContent);
+    const anchors = parseKeyring(options.keyringPem);
     const built = await buildChain(signer, embedded, anchors, certSignedBy);
     if ('problem' in built) {
       throw new TiuError('ARCHIVE_UNTRUSTED', `the archive is signed by '${signer.subject}', which does not chain to the keyring: ${built.problem}`, {
