@@ -411,10 +411,14 @@ function openLoneFileSync(target: SafeRoot, e: IndexEntry, flags: number): numbe
     if (code === 'ELOOP' || code === 'ENOENT' || code === 'EISDIR') return undefined;
     throw err;
   }
-  const st = fstatSync(fd);
-  if (st.isFile() && st.nlink === 1) return fd;
-  closeSync(fd);
-  return undefined;
+  let lone = false;
+  try {
+    const st = fstatSync(fd);
+    lone = st.isFile() && st.nlink === 1;
+  } finally {
+    if (!lone) closeSync(fd);
+  }
+  return lone ? fd : undefined;
 }
 
 /**

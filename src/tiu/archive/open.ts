@@ -13,7 +13,7 @@ import { SUPERBLOCK_SIZE } from '../../squashfs/superblock.ts';
 import { checkCompatible, checkLayout, parseManifest, type Manifest } from './manifest.ts';
 import { verifySignedData, type VerifiedSignature } from '../sign/verify.ts';
 import { verifyHashTree, verityLayout } from '../verity.ts';
-import { veritysetupVerify, type ExternalVerityResult } from '../verity/external.ts';
+import { veritysetupVerify, type ExternalVerityParams, type ExternalVerityResult } from '../verity/external.ts';
 import type { System } from '../../core/system.ts';
 
 export interface OpenArchiveOptions {
@@ -115,7 +115,8 @@ export async function openArchive(path: string, options: OpenArchiveOptions): Pr
         const pending = early;
         early = undefined;
         let external: ExternalVerityResult | undefined;
-        if (pending && pending.rootHash === v.rootHash) {
+        // (the same bytes as the signed manifest: compared all the same, every parameter it used)
+        if (pending && sameVerityParams(pending.params, v)) {
           external = await awaitEarly(pending, signal);
           if (external === 'ok') {
             onProgress?.(v.dataSize + v.hashSize, v.dataSize + v.hashSize);
@@ -154,7 +155,7 @@ export async function openArchive(path: string, options: OpenArchiveOptions): Pr
 
 /** A `veritysetup verify` started from the manifest before its signature was checked. */
 interface EarlyCheck {
-  rootHash: string;
+  params: ExternalVerityParams;
   abort: AbortController;
   result: Promise<ExternalVerityResult>;
 }
@@ -172,10 +173,14 @@ function startEarlyCheck(sys: System, fh: FileHandle, unverified: Buffer, sigOff
     const abort = new AbortController();
     const result = veritysetupVerify(sys, `/proc/${process.pid}/fd/${fh.fd}`, v, abort.signal);
     result.catch(() => {});
-    return { rootHash: v.rootHash, abort, result };
+    return { params: { dataSize: v.dataSize, hashOffset: v.hashOffset, salt: v.salt, rootHash: v.rootHash }, abort, result };
   } catch {
     return undefined;
   }
+}
+
+function sameVerityParams(a: ExternalVerityParams, b: ExternalVerityParams): boolean {
+  return a.dataSize === b.dataSize && a.hashOffset === b.hashOffset && a.salt === b.salt && a.rootHash === b.rootHash;
 }
 
 async function stopEarly(early: EarlyCheck | undefined): Promise<void> {
