@@ -259,11 +259,11 @@ function differingRuns(chunk: Buffer, old: Buffer, have: number): [number, numbe
 
 /**
  * {@link rewriteInPlace} for a small file whose content is in memory (checked first): only the
- * 4 KiB blocks that differ are written. False, having changed nothing, when the snapshot's path
- * is not a lone regular file.
+ * 4 KiB blocks that differ are written (all of them for a delta). False, having changed nothing,
+ * when the snapshot's path is not a lone regular file.
  */
-function rewriteSmallInPlace(target: SafeRoot, e: IndexEntry, data: Uint8Array): boolean {
-  checkContent(e, data.length, hash('sha256', data), false);
+function rewriteSmallInPlace(target: SafeRoot, e: IndexEntry, data: Uint8Array, viaDelta: boolean): boolean {
+  checkContent(e, data.length, hash('sha256', data), viaDelta);
   let fd: number;
   try {
     fd = target.atSync(e.path, (dst) => openSync(dst, constants.O_RDWR | constants.O_NOFOLLOW));
@@ -276,7 +276,9 @@ function rewriteSmallInPlace(target: SafeRoot, e: IndexEntry, data: Uint8Array):
     const st = fstatSync(fd);
     if (!st.isFile() || st.nlink !== 1) return false;
     let have = 0;
-    const want = Math.min(st.size, data.length);
+    // (a delta's content is rebuilt from the base's files, which differ in most blocks: it is
+    // written whole, not compared with the old file's blocks first)
+    const want = viaDelta ? 0 : Math.min(st.size, data.length);
     while (have < want) {
       const r = readSync(fd, SMALL_OLD, have, want - have, have);
       if (r === 0) break;
@@ -355,9 +357,10 @@ const BLOCK = 4096;
  * byte read from the image is hashed and must match the signed index. Returns false, having
  * changed nothing, when the path is not a regular file with a single link (the caller then
  * replaces it). A failure part-way leaves a mixed file in the new snapshot, which the caller
- * discards as a whole.
+ * discards as a whole. `viaDelta`: the content is a delta's, rebuilt from the base's files; it is
+ * written whole (no old block is read to compare) and a mismatch is DELTA_CORRUPT.
  */
-async function rewriteInPlace(source: AsyncIterable<Uint8Array>, target: SafeRoot, e: IndexEntry): Promise<boolean> {
+async function rewriteInPlace(source: AsyncIterable<Uint8Array>, target: SafeRoot, e: IndexEntry, viaDelta: boolean): Promise<boolean> {
   const hash = createHash('sha256');
   const chunks = source[Symbol.asyncIterator]();
   // The source is opened (and checked) before the target is touched.
@@ -380,12 +383,13 @@ async function rewriteInPlace(source: AsyncIterable<Uint8Array>, target: SafeRoo
         const c = next.value;
         const chunk = Buffer.from(c.buffer, c.byteOffset, c.byteLength);
         hash.update(chunk);
-        const have = pos < st.size ? (await dfh.read(old, 0, Math.min(chunk.length, st.size - pos), pos)).bytesRead : 0;
+        // (a delta's content is written whole, as for small files above)
+        const have = !viaDelta && pos < st.size ? (await dfh.read(old, 0, Math.min(chunk.length, st.size - pos), pos)).bytesRead : 0;
         for (const [from, to] of differingRuns(chunk, old, have)) await writeAll(dfh, chunk.subarray(from, to), pos + from);
         pos += chunk.length;
       }
       if (st.size !== pos) await dfh.truncate(pos);
-      checkContent(e, pos, hash.digest('hex'), false);
+      checkContent(e, pos, hash.digest('hex'), viaDelta);
     } finally {
       OLD_BUFFERS.give(old);
     }
@@ -395,89 +399,6 @@ async function rewriteInPlace(source: AsyncIterable<Uint8Array>, target: SafeRoo
   } finally {
     await chunks.return?.(undefined);
     await dfh?.close();
-  }
-}
-
-/**
- * Opens the snapshot's file at `e.path` for a rewrite in place: undefined, having changed nothing,
- * when it is not a lone regular file there (a symlink, a directory, gone, or hardlinked).
- */
-function openLoneFileSync(target: SafeRoot, e: IndexEntry, flags: number): number | undefined {
-  let fd: number;
-  try {
-    fd = target.atSync(e.path, (dst) => openSync(dst, flags | constants.O_NOFOLLOW));
-  } catch (err) {
-    const code = (err as NodeJS.ErrnoException).code;
-    if (code === 'ELOOP' || code === 'ENOENT' || code === 'EISDIR') return undefined;
-    throw err;
-  }
-  let lone = false;
-  try {
-    const st = fstatSync(fd);
-    lone = st.isFile() && st.nlink === 1;
-  } finally {
-    if (!lone) closeSync(fd);
-  }
-  return lone ? fd : undefined;
-}
-
-/**
- * A delta's small file (rebuilt in memory, checked against the signed index first) written over
- * the snapshot's file of that path: its inode, directory entry and the directory's time stay (no
- * unlink and create). False, having changed nothing, when the path is not a lone regular file.
- */
-function overwriteSmallInPlace(target: SafeRoot, e: IndexEntry, data: Uint8Array): boolean {
-  checkContent(e, data.length, hash('sha256', data), true);
-  const fd = openLoneFileSync(target, e, constants.O_WRONLY);
-  if (fd === undefined) return false;
-  try {
-    writeSyncAll(fd, data, 0, false);
-    ftruncateSync(fd, data.length);
-    fchownSync(fd, checkId(e.uid, e), checkId(e.gid, e));
-    fchmodSync(fd, e.mode);
-    return true;
-  } finally {
-    closeSync(fd);
-  }
-}
-
-/**
- * {@link overwriteSmallInPlace} for content that streams (a delta's larger files): every byte
- * hashed while it is written, and checked against the signed index at the end (a mismatch fails
- * the update, and the snapshot holding the mixed file is discarded as a whole).
- */
-async function overwriteInPlace(source: AsyncIterable<Uint8Array>, target: SafeRoot, e: IndexEntry): Promise<boolean> {
-  const hash = createHash('sha256');
-  const chunks = source[Symbol.asyncIterator]();
-  // (the source opened and its first chunk made before the target is touched)
-  let next = await chunks.next();
-  let fh: FileHandle | undefined;
-  try {
-    try {
-      fh = await target.at(e.path, (dst) => open(dst, constants.O_WRONLY | constants.O_NOFOLLOW));
-    } catch (err) {
-      const code = (err as NodeJS.ErrnoException).code;
-      if (code === 'ELOOP' || code === 'ENOENT' || code === 'EISDIR') return false;
-      throw err;
-    }
-    const st = await fh.stat();
-    if (!st.isFile() || st.nlink !== 1) return false;
-    let pos = 0;
-    for (; !next.done; next = await chunks.next()) {
-      const c = next.value;
-      const chunk = Buffer.from(c.buffer, c.byteOffset, c.byteLength);
-      hash.update(chunk);
-      await writeAll(fh, chunk, pos);
-      pos += chunk.length;
-    }
-    await fh.truncate(pos);
-    checkContent(e, pos, hash.digest('hex'), true);
-    await fh.chown(checkId(e.uid, e), checkId(e.gid, e));
-    await fh.chmod(e.mode);
-    return true;
-  } finally {
-    await chunks.return?.(undefined);
-    await fh?.close();
   }
 }
 
@@ -728,12 +649,10 @@ async function executeTree(plan: ApplyPlan, opts: ExecuteOptions, target: SafeRo
         const small = (e.size ?? 0) <= SMALL_FILE ? (opts.content ? opts.content.readSmall?.(e) : readImageSmall(image, e)) : undefined;
         let rewritten = false;
         if (small && !inPlace.has(e)) writeSmallNew(target, e, small, viaDelta);
-        else if (small && (viaDelta ? overwriteSmallInPlace(target, e, small) : rewriteSmallInPlace(target, e, small))) rewritten = true;
+        else if (small && rewriteSmallInPlace(target, e, small, viaDelta)) rewritten = true;
         else if (small) replaceSmallKeepingDirTime(e, small, viaDelta);
         else if (!inPlace.has(e)) await copyContent(await source(), target, e, viaDelta);
-        // (a delta's content is rebuilt from the base's files, which differ in most blocks: it is
-        // written whole, not compared with the old file's blocks first)
-        else if (await (viaDelta ? overwriteInPlace : rewriteInPlace)(await source(), target, e)) rewritten = true;
+        else if (await rewriteInPlace(await source(), target, e, viaDelta)) rewritten = true;
         else await replaceKeepingDirTime(e, await source(), viaDelta);
         // (a fresh inode may have inherited a default ACL or been labelled: its xattrs are checked)
         if (!(rewritten && xattrsKept.has(e))) xattrWork.push(e);
