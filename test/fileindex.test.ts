@@ -341,6 +341,26 @@ describe('index format', () => {
     expect((await rejection(readAll(buf))).message).toMatch(/index line 3: not valid UTF-8/);
   });
 
+  it('reports the first bad line of a chunk, whatever is wrong further on', async () => {
+    // (the whole lines of a chunk are decoded at once; bad UTF-8 later in it must not hide an
+    // earlier error, nor be named with another line's number)
+    const buf = Buffer.concat([Buffer.from(header + L(root) + '{"path":\n'), Buffer.from('{"path":"\xff"}\n', 'latin1')]);
+    expect((await rejection(readAll(buf))).message).toMatch(/index line 3: not valid JSON/);
+    const bad = Buffer.concat([Buffer.from(header + L(root, file('a'))), Buffer.from('{"path":"\xff"}\n', 'latin1'), Buffer.from(L(file('b')))]);
+    expect((await rejection(readAll(bad))).message).toMatch(/index line 4: not valid UTF-8/);
+    // Cut anywhere, the same line is named.
+    for (let cut = 1; cut < bad.length; cut += 7) {
+      expect((await rejection(loadIndex(chunked(bad, [cut - 1])))).message).toMatch(/index line 4: not valid UTF-8/);
+    }
+  });
+
+  it('measures a line in bytes, not characters', async () => {
+    // 400,000 three-byte characters: 1.2 MB of UTF-8 in fewer than 1,048,576 UTF-16 units.
+    const wide = header + '€'.repeat(400_000) + '\n';
+    expect((await rejection(readAll(wide))).message).toMatch(/index line 2: longer than 1048576 bytes/);
+    expect((await rejection(loadIndex(chunked(Buffer.from(wide), [100, 5000])))).message).toMatch(/index line 2: longer than 1048576 bytes/);
+  });
+
   it('rejects a digest mismatch only after reading everything', async () => {
     const text = header + L(root, file('a'));
     const err = await rejection(readAll(text, { sha256: 'f'.repeat(64) }));

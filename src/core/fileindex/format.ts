@@ -141,7 +141,8 @@ function bytesField(o: Record<string, unknown>, key: string, lineNo: number | un
  */
 export function parseIndexLine(line: string, lineNo?: number, canonical = true): IndexEntry {
   if (typeof line !== 'string') fail(lineNo, 'not a string');
-  if (line.length > MAX_LINE_BYTES || Buffer.byteLength(line) > MAX_LINE_BYTES) fail(lineNo, `line longer than ${MAX_LINE_BYTES} bytes`);
+  // (a UTF-16 unit is at most 3 bytes of UTF-8: only a line that could be too long is measured)
+  if (line.length > MAX_LINE_BYTES || (line.length * 3 > MAX_LINE_BYTES && Buffer.byteLength(line) > MAX_LINE_BYTES)) fail(lineNo, `line longer than ${MAX_LINE_BYTES} bytes`);
   let o: unknown;
   try {
     o = JSON.parse(line);
@@ -149,7 +150,8 @@ export function parseIndexLine(line: string, lineNo?: number, canonical = true):
     fail(lineNo, 'not valid JSON');
   }
   if (!isPlainObject(o)) fail(lineNo, 'not a JSON object');
-  for (const k of Object.keys(o)) if (!KEYS.has(k)) fail(lineNo, `unknown key ${JSON.stringify(k.slice(0, 40))}`);
+  // (for-in: no array of keys per line; a JSON.parse object has only own, enumerable keys)
+  for (const k in o) if (!KEYS.has(k)) fail(lineNo, `unknown key ${JSON.stringify(k.slice(0, 40))}`);
   const path = bytesField(o, 'path', lineNo);
   if (path === undefined) fail(lineNo, 'missing path');
   const e: IndexEntry = { path, type: o.type as EntryType, mode: o.mode as number, uid: o.uid as number, gid: o.gid as number, mtime: o.mtime as number };

@@ -125,47 +125,101 @@ const decoder = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
  * given. Any violation throws ARCHIVE_INDEX with the line number.
  */
 export async function* readIndex(source: string | AsyncIterable<Buffer | Uint8Array>, options: ReadIndexOptions = {}): AsyncGenerator<IndexEntry, void, undefined> {
+  for await (const batch of readIndexBatches(source, options)) yield* batch;
+}
+
+/**
+ * {@link readIndex} a chunk's entries at a time: the same checks, with one turn of the async
+ * generator per chunk read (256 KiB, ~1,500 entries) instead of one per entry (~2 µs each, and a
+ * promise of garbage: ~15 ms of a Debian index's ~50 ms to load).
+ */
+async function* readIndexBatches(source: string | AsyncIterable<Buffer | Uint8Array>, options: ReadIndexOptions = {}): AsyncGenerator<IndexEntry[], void, undefined> {
   // Never through a final symlink, and a FIFO fails (EAGAIN) instead of hanging; fs.open takes
   // numeric flags although the stream option is typed as a string.
   const flags = (FS.O_RDONLY | FS.O_NOFOLLOW | FS.O_NONBLOCK) as unknown as string;
   const stream = typeof source === 'string' ? createReadStream(source, { highWaterMark: 256 * 1024, flags }) : source;
   const h = createHash('sha256');
   const v = createIndexValidator({ maxEntries: Math.min(options.maxEntries ?? MAX_ENTRIES, MAX_ENTRIES) });
+  const canonical = options.canonical ?? true;
   let lineNo = 0;
   let pending: Buffer[] = [];
   let pendingLen = 0;
+  /** One line (without its newline), decoded; `lineNo` is its number. */
+  const handleLine = (line: string): IndexEntry | undefined => {
+    if (lineNo === 1) {
+      parseIndexHeader(line);
+      return undefined;
+    }
+    const e = parseIndexLine(line, lineNo, canonical);
+    v.push(e, lineNo, true); // (parseIndexLine checked the entry alone)
+    return e;
+  };
   const handle = (lineBuf: Buffer): IndexEntry | undefined => {
     lineNo++;
+    if (lineBuf.length > MAX_LINE_BYTES) tooLong(lineNo);
     let line: string;
     try {
       line = decoder.decode(lineBuf);
     } catch {
       throw new TiuError('ARCHIVE_INDEX', `index line ${lineNo}: not valid UTF-8`, { hint: 'the image index is corrupt' });
     }
-    if (lineNo === 1) {
-      parseIndexHeader(line);
-      return undefined;
-    }
-    const e = parseIndexLine(line, lineNo, options.canonical ?? true);
-    v.push(e, lineNo, true); // (parseIndexLine checked the entry alone)
-    return e;
+    return handleLine(line);
   };
   try {
     for await (const raw of stream) {
       const chunk = Buffer.isBuffer(raw) ? raw : Buffer.from(raw.buffer, raw.byteOffset, raw.byteLength);
       h.update(chunk);
+      const batch: IndexEntry[] = [];
       let start = 0;
-      for (;;) {
-        const nl = chunk.indexOf(0x0a, start);
-        if (nl < 0) break;
-        const piece = chunk.subarray(start, nl);
-        const lineBuf = pendingLen === 0 ? piece : Buffer.concat([...pending, piece]);
-        pending = [];
-        pendingLen = 0;
-        if (lineBuf.length > MAX_LINE_BYTES) tooLong(lineNo + 1);
-        const e = handle(lineBuf);
-        if (e) yield e;
-        start = nl + 1;
+      // The line begun in an earlier chunk ends in this one (or goes on beyond it).
+      if (pendingLen > 0) {
+        const nl = chunk.indexOf(0x0a);
+        if (nl >= 0) {
+          const lineBuf = Buffer.concat([...pending, chunk.subarray(0, nl)]);
+          pending = [];
+          pendingLen = 0;
+          const e = handle(lineBuf);
+          if (e) batch.push(e);
+          start = nl + 1;
+        } else {
+          pending.push(Buffer.from(chunk)); // copy: the stream may reuse its buffer
+          pendingLen += chunk.length;
+          if (pendingLen > MAX_LINE_BYTES) tooLong(lineNo + 1);
+          continue;
+        }
+      }
+      // The whole lines here are decoded at once (a newline byte never ends inside a UTF-8
+      // sequence): one string, and each line a slice of it, instead of a buffer view and a
+      // string per line. Where that finds bad UTF-8, line by line, to name the line.
+      const last = chunk.lastIndexOf(0x0a);
+      if (last >= start) {
+        let text: string | undefined;
+        try {
+          text = decoder.decode(chunk.subarray(start, last));
+        } catch {
+          text = undefined;
+        }
+        if (text !== undefined) {
+          for (let p = 0; ; ) {
+            const q = text.indexOf('\n', p);
+            const line = q < 0 ? text.slice(p) : text.slice(p, q);
+            lineNo++;
+            // (a UTF-16 unit is at most 3 bytes of UTF-8: only a line that could be too long is measured)
+            if (line.length > MAX_LINE_BYTES || (line.length * 3 > MAX_LINE_BYTES && Buffer.byteLength(line) > MAX_LINE_BYTES)) tooLong(lineNo);
+            const e = handleLine(line);
+            if (e) batch.push(e);
+            if (q < 0) break;
+            p = q + 1;
+          }
+        } else {
+          for (let p = start; p <= last; ) {
+            const nl = chunk.indexOf(0x0a, p);
+            const e = handle(chunk.subarray(p, nl));
+            if (e) batch.push(e);
+            p = nl + 1;
+          }
+        }
+        start = last + 1;
       }
       if (start < chunk.length) {
         const rest = chunk.subarray(start);
@@ -173,6 +227,7 @@ export async function* readIndex(source: string | AsyncIterable<Buffer | Uint8Ar
         pendingLen += rest.length;
         if (pendingLen > MAX_LINE_BYTES) tooLong(lineNo + 1);
       }
+      if (batch.length > 0) yield batch;
     }
   } catch (err) {
     if (err instanceof TiuError) throw err;
@@ -196,6 +251,6 @@ function tooLong(lineNo: number): never {
 /** Reads a whole index into memory (see {@link readIndex}); the digest, if given, is checked before returning. */
 export async function loadIndex(source: string | AsyncIterable<Buffer | Uint8Array>, options: ReadIndexOptions = {}): Promise<IndexEntry[]> {
   const out: IndexEntry[] = [];
-  for await (const e of readIndex(source, options)) out.push(e);
+  for await (const batch of readIndexBatches(source, options)) for (const e of batch) out.push(e);
   return out;
 }
