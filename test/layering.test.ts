@@ -39,6 +39,16 @@ describe('layering', () => {
     expect(importsInto(files, APP)).toEqual([]);
   });
 
+  it("zod is imported only through src/core/zod.ts (its settings hold for every schema)", async () => {
+    const ZOD = /^\s*import\s[^;]*?\sfrom\s+['"]zod(?:\/[^'"]*)?['"]/m;
+    const direct = ['src/core', ...APP].flatMap((d) => sources(join(ROOT, d))).filter((f) => ZOD.test(readFileSync(f, 'utf8'))).map((f) => relative(ROOT, f));
+    expect(direct).toEqual(['src/core/zod.ts']);
+    // (the rule's own check: the schema modules do use zod, through it)
+    expect(readFileSync(join(ROOT, 'src/tiu/archive/manifest.ts'), 'utf8')).toMatch(/from '\.\.\/\.\.\/core\/zod\.ts'/);
+    const { z } = await import('../src/core/zod.ts');
+    expect(z.config().jitless).toBe(true);
+  });
+
   it('the check sees a violation (a core-like file importing the app)', () => {
     // The rule's own test: src/tiu imports itself, so the same scan reports its files.
     const found = importsInto([join(ROOT, 'src/tiu/cli.ts')], ['src/tiu']);

@@ -3,7 +3,7 @@
  * capability probe and the parser of `snapper --jsonout list`. Everything here is pure except
  * {@link snapperCapabilities} and {@link runSnapper}.
  */
-import { z } from 'zod';
+import { z } from '../core/zod.ts';
 import { TiuError } from '../core/errors.ts';
 import type { RunResult, System } from '../core/system.ts';
 import { parseSnapperDate, type SnapshotInfo } from './infoxml.ts';

@@ -3,7 +3,7 @@
  * The manifest is untrusted until its signature has been verified, and even then it is
  * parsed strictly (bounded sizes, no unknown keys) so a signing mistake cannot confuse a reader.
  */
-import { z } from 'zod';
+import { z } from '../../core/zod.ts';
 import { TiuError } from '../../core/errors.ts';
 
 export const MANIFEST_FORMAT = 'tiu-archive';

@@ -9,7 +9,7 @@
  * blobs (new index, the new archive's signature, per-content patches or compressed content); it
  * is stored zstd-compressed.
  */
-import { z } from 'zod';
+import { z } from '../../core/zod.ts';
 // zlib is loaded where it is used (process.getBuiltinModule): every `tiu extract` imports this
 // module, and a full archive never needs zlib (~2 ms of start-up).
 const zlib = () => process.getBuiltinModule('node:zlib');

@@ -9,7 +9,7 @@
  * one update. Channels live on the target (channel name → phased percentage), so promoting an
  * image to another channel re-signs targets without touching the file.
  */
-import { z } from 'zod';
+import { z } from '../../core/zod.ts';
 import { TiuError } from '../../core/errors.ts';
 
 /** Names safe in paths, URLs and logs (the manifest's token rule). */
