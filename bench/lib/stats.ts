@@ -65,6 +65,14 @@ export function fmtBytes(b: number | undefined): string {
   return `${b < 0 ? '-' : ''}${u === 0 ? v.toFixed(0) : v.toFixed(1)} ${units[u]}`;
 }
 
-export function fmtRatio(r: number | undefined): string {
-  return r === undefined ? '–' : `${r.toFixed(2)}×`;
+/**
+ * A ratio with two decimals; more (up to four) where fewer would print the goal it is judged
+ * against although it is not the goal (8.538 s / 8.094 s = 1.0548 is "1.055×" against ≤ 1.05×, not "1.05×").
+ */
+export function fmtRatio(r: number | undefined, goal?: number): string {
+  if (r === undefined) return '–';
+  let d = 2;
+  // (more decimals, up to 4, while the printed value still equals the goal's)
+  while (goal !== undefined && r !== goal && d < 4 && Number(r.toFixed(d)) === goal) d++;
+  return `${r.toFixed(d)}×`;
 }

@@ -51,7 +51,7 @@ export function evaluateTargets(r: BenchReport): Target[] {
   const base = row(r.build.rows, 'mksquashfs+veritysetup');
   const cr = ratio(create?.median.wallS, base?.median.wallS);
   t.push(judge('tiu create wall time', `≤ ${LIMITS.createVsBaseline}× (mksquashfs + veritysetup format)`, cr === undefined ? undefined : cr <= LIMITS.createVsBaseline,
-    cr === undefined ? why(r.build.rows, 'tiu-create', 'mksquashfs+veritysetup') : `${fmtS(create!.median.wallS)} vs ${fmtS(base!.median.wallS)} = ${fmtRatio(cr)}`));
+    cr === undefined ? why(r.build.rows, 'tiu-create', 'mksquashfs+veritysetup') : `${fmtS(create!.median.wallS)} vs ${fmtS(base!.median.wallS)} = ${fmtRatio(cr, LIMITS.createVsBaseline)}`));
 
   const hasher = r.verity.rows.find((x) => x.name.startsWith('BlockHasher.digestAll'));
   t.push(judge('verity hashing throughput, one core', `≥ ${LIMITS.verityVsOpenssl * 100}% of openssl speed sha256 (4096-byte blocks)`,
@@ -71,7 +71,7 @@ export function evaluateTargets(r: BenchReport): Target[] {
     const rs = row(c.rows, 'rsync-inplace');
     const er = ratio(tiu?.median.wallS, rs?.median.wallS);
     t.push(judge(`tiu extract wall time, ${c.label}`, `≤ ${LIMITS.extractVsRsyncInplace}× (btrfs snapshot + rsync -aHAX --delete --inplace --no-whole-file)`, er === undefined ? undefined : er <= LIMITS.extractVsRsyncInplace,
-      er === undefined ? why(c.rows, 'tiu', 'rsync-inplace') : `${fmtS(tiu!.median.wallS)} vs ${fmtS(rs!.median.wallS)} = ${fmtRatio(er)}`));
+      er === undefined ? why(c.rows, 'tiu', 'rsync-inplace') : `${fmtS(tiu!.median.wallS)} vs ${fmtS(rs!.median.wallS)} = ${fmtRatio(er, LIMITS.extractVsRsyncInplace)}`));
   }
 
   const upd = r.device.cases.find((c) => c.id === 'v1-v2');
@@ -79,7 +79,7 @@ export function evaluateTargets(r: BenchReport): Target[] {
   const changed = upd?.changed?.changedBytes;
   const gr = ratio(updTiu?.median.growthBytes, changed);
   t.push(judge('disk growth of an update (v1→v2)', `≈ bytes of files whose content changed (≤ ${LIMITS.growthVsChanged}× ${fmtBytes(changed)})`, gr === undefined ? undefined : gr <= LIMITS.growthVsChanged,
-    gr === undefined ? (changed === undefined ? `not measured: ${r.corpus.error ?? 'changed bytes not computed'}` : why(upd?.rows, 'tiu')) : `df growth ${fmtBytes(updTiu!.median.growthBytes)} (${fmtRatio(gr)}); btrfs exclusive ${fmtBytes(updTiu!.median.exclusiveBytes)}`));
+    gr === undefined ? (changed === undefined ? `not measured: ${r.corpus.error ?? 'changed bytes not computed'}` : why(upd?.rows, 'tiu')) : `df growth ${fmtBytes(updTiu!.median.growthBytes)} (${fmtRatio(gr, LIMITS.growthVsChanged)}); btrfs exclusive ${fmtBytes(updTiu!.median.exclusiveBytes)}`));
 
   const same = r.device.cases.find((c) => c.id === 'v1-v1');
   const sameTiu = row(same?.rows, 'tiu');
@@ -93,7 +93,7 @@ export function evaluateTargets(r: BenchReport): Target[] {
     const rs = row(c.rows, 'rsync-inplace');
     const q = ratio(tiu?.median.growthBytes, rs?.median.growthBytes);
     t.push(judge(`disk growth vs rsync --inplace, ${c.label}`, `≤ ${LIMITS.growthVsRsyncInplace}× (btrfs snapshot + rsync -aHAX --delete --inplace --no-whole-file)`, q === undefined ? undefined : q <= LIMITS.growthVsRsyncInplace,
-      q === undefined ? why(c.rows, 'tiu', 'rsync-inplace') : `df growth ${fmtBytes(tiu!.median.growthBytes)} vs ${fmtBytes(rs!.median.growthBytes)} = ${fmtRatio(q)}`));
+      q === undefined ? why(c.rows, 'tiu', 'rsync-inplace') : `df growth ${fmtBytes(tiu!.median.growthBytes)} vs ${fmtBytes(rs!.median.growthBytes)} = ${fmtRatio(q, LIMITS.growthVsRsyncInplace)}`));
   }
 
   for (const c of r.device.cases) {
@@ -125,7 +125,7 @@ export function evaluateTargets(r: BenchReport): Target[] {
   const vsRow = (x: Row | undefined) => `${fmtS(x?.median.wallS)}, ${fmtRatio(ratio(dCurl?.median.wallS, x?.median.wallS))}`;
   t.push(judge('download throughput (v2 archive from nginx, 127.0.0.1)', `≥ ${LIMITS.downloadVsCurl}× curl -o (tiu's download() call${judged === dBundleCall ? ', bundled' : ''}${dBase === dCurlCall ? ', both timed around the spawn of curl from Node' : ''})`, tr === undefined ? undefined : tr >= LIMITS.downloadVsCurl,
     tr === undefined ? (r.download?.error ? `not measured: ${r.download.error}` : why(dl, 'tiu-download-transfer', 'curl'))
-      : `${fmtS(judged!.median.wallS)} vs ${fmtS(dBase!.median.wallS)} = ${fmtRatio(tr)} of curl's throughput (against the \`curl -o\` row, ${fmtS(dCurl?.median.wallS)} under GNU time: ${judged === dBundleCall ? `bundled call ${vsRow(dBundleCall)}; ` : ''}call from source ${vsRow(dCall)}; whole process with Node's start ${vsRow(dTiu)}; bundled ${vsRow(dBundle)})`));
+      : `${fmtS(judged!.median.wallS)} vs ${fmtS(dBase!.median.wallS)} = ${fmtRatio(tr, LIMITS.downloadVsCurl)} of curl's throughput (against the \`curl -o\` row, ${fmtS(dCurl?.median.wallS)} under GNU time: ${judged === dBundleCall ? `bundled call ${vsRow(dBundleCall)}; ` : ''}call from source ${vsRow(dCall)}; whole process with Node's start ${vsRow(dTiu)}; bundled ${vsRow(dBundle)})`));
   // Memory as a device runs it: the bundle (the source run adds type stripping of every module).
   const dMem = dBundle?.median.maxRssKiB !== undefined ? dBundle : dTiu;
   const dk = dMem?.median.maxRssKiB;
@@ -143,11 +143,11 @@ export function evaluateTargets(r: BenchReport): Target[] {
   const db = r.deltaBytes;
   const dRatio = db?.ostree ? db.tiu / db.ostree : undefined;
   t.push(judge('delta update download (v1→v2)', '≤ 0.5× ostree static-delta on the same trees', dRatio === undefined ? undefined : dRatio <= 0.5,
-    dRatio === undefined ? (db ? 'not measured: ostree made no static delta' : 'not measured: the delta phase did not run') : `${fmtBytes(db!.tiu)} vs ${fmtBytes(db!.ostree!)} = ${dRatio.toFixed(2)}×`));
+    dRatio === undefined ? (db ? 'not measured: ostree made no static delta' : 'not measured: the delta phase did not run') : `${fmtBytes(db!.tiu)} vs ${fmtBytes(db!.ostree!)} = ${fmtRatio(dRatio, 0.5)}`));
   const da = r.deltaApply;
   const daRatio = da ? da.delta.wallS / da.full.wallS : undefined;
   t.push(judge('delta apply wall time (v1→v2)', '≤ 1× tiu extract of the full archive (medians, bundle)', daRatio === undefined ? undefined : daRatio <= 1,
-    da ? `${fmtS(da.delta.wallS)} vs ${fmtS(da.full.wallS)} = ${fmtRatio(daRatio)}` : 'not measured: the delta phase did not run'));
+    da ? `${fmtS(da.delta.wallS)} vs ${fmtS(da.full.wallS)} = ${fmtRatio(daRatio, 1)}` : 'not measured: the delta phase did not run'));
   t.push(judge('delta apply peak memory (v1→v2)', `≤ ${mib(LIMITS.peakRssKiB)} including Node`, da ? da.delta.rssMiB * 1024 <= LIMITS.peakRssKiB : undefined,
     da ? `${da.delta.rssMiB} MiB (full archive: ${da.full.rssMiB} MiB)` : 'not measured: the delta phase did not run'));
   return t;

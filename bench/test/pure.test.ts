@@ -11,7 +11,7 @@ import { createSystem } from '../../src/core/system.ts';
 import { createLogger } from '../../src/core/log.ts';
 import { DEFAULT_CONFIG } from '../../src/tiu/config.ts';
 import { parseElapsed, parseTimeReport } from '../lib/timev.ts';
-import { median, medians, ratio, fmtBytes, type Sample } from '../lib/stats.ts';
+import { median, medians, ratio, fmtBytes, fmtRatio, type Sample } from '../lib/stats.ts';
 import { diffContent, type FileFacts, type TreeScan } from '../lib/treediff.ts';
 import { parseBtrfsDuExclusive } from '../lib/device.ts';
 import { dataSizeFromSuperblock } from '../lib/image.ts';
@@ -240,4 +240,14 @@ test('evaluateTargets: the download throughput is judged on the bundled download
   assert.equal(dl().status, 'not met'); // from source: 0.65x
   r.download.large = { bytes: 2 ** 29, rows: [row('large-tiu-call', 1), row('large-curl', 1.1)] };
   assert.match(renderMarkdown(r), /A large file \(512\.0 MiB of random bytes\)[\s\S]*\| large-tiu-call \| .* \| 512 MiB\/s \|/);
+});
+
+test('a ratio next to its goal is printed so that it reads on the side it is on', () => {
+  assert.equal(fmtRatio(8.5376 / 8.0939, 1.05), '1.055×'); // over the goal: not "1.05×"
+  assert.equal(fmtRatio(1.0496, 1.05), '1.0496×'); // under it, though it rounds to it
+  assert.equal(fmtRatio(1.05, 1.05), '1.05×');
+  assert.equal(fmtRatio(1.42, 0.8), '1.42×');
+  assert.equal(fmtRatio(0.8049, 0.8), '0.805×');
+  assert.equal(fmtRatio(1.0556), '1.06×'); // no goal: two decimals
+  assert.equal(fmtRatio(undefined, 1), '–');
 });
