@@ -1,6 +1,6 @@
 /**
  * Unit tests of the benchmark's pure parts (parsers, statistics, verdicts, rendering).
- * Run: PATH=/work/main/node_modules/.bin:$PATH node --test bench/test/
+ * Run: PATH=node_modules/.bin:$PATH node --test 'bench/test/*.test.ts' (Node 24 takes file patterns, not a directory)
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
