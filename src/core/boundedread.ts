@@ -32,12 +32,21 @@ export async function readBounded(path: string | Buffer, o: { max: number; what:
     const st = await fh.stat();
     if (!st.isFile()) throw new TiuError('FILE_INVALID', `${o.what} is ${kindOf(st)}, not a regular file`, { hint: 'remove it or restore the file' });
     if (st.size > o.max) throw new TiuError('FILE_INVALID', `${o.what} is ${st.size} bytes, more than the ${o.max} tiu reads`, { hint: 'the file is damaged or not tiu\'s; remove or restore it' });
-    const buf = Buffer.alloc(o.max + 1);
+    // Sized by fstat (+1: a file that grew is seen), not by the limit: an info.xml of a few
+    // hundred bytes took a zero-filled 256 KiB, a manifest 1 MiB, and the result kept it alive.
+    // Grown (twice the size, at most limit + 1) only for a file that grows while being read, or
+    // one whose size fstat does not know (procfs says 0).
+    let buf = Buffer.allocUnsafe(Math.min(o.max, st.size) + 1);
     let n = 0;
-    while (n < buf.length) {
+    for (;;) {
       const { bytesRead } = await fh.read(buf, n, buf.length - n, n);
       if (bytesRead === 0) break;
       n += bytesRead;
+      if (n < buf.length) continue;
+      if (buf.length > o.max) break;
+      const bigger = Buffer.allocUnsafe(Math.min(o.max + 1, buf.length * 2));
+      buf.copy(bigger, 0, 0, n);
+      buf = bigger;
     }
     if (n > o.max) throw new TiuError('FILE_INVALID', `${o.what} grew beyond ${o.max} bytes while being read`);
     return buf.subarray(0, n);

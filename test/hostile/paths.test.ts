@@ -288,6 +288,26 @@ describe('bounded reads of device state', () => {
     await rejects(root.readBounded('state/secret', 1024), 'PATH_UNSAFE', /\/state in the base snapshot is a symlink/);
   });
 
+  it('a state file is read whole, however its size compares with the limit or changes', async () => {
+    // (the buffer is sized by fstat, not by the limit: every size around it, and a file whose
+    // size fstat does not know, which procfs reports as 0)
+    for (const size of [0, 1, 100, 4095, 4096, 4097, 65535, 65536]) {
+      const content = Buffer.alloc(size, 0x61 + (size % 26));
+      await writeFile(join(target, 'state'), content);
+      expect((await readBounded(join(target, 'state'), { max: 65536, what: 'a state file' })).equals(content)).toBe(true);
+    }
+    // A small file under a large limit holds no limit-sized buffer (the result is a view of it:
+    // of Node's shared pool here, 64 KiB on Node 24, against the whole 1 MiB + 1 before).
+    await writeFile(join(target, 'state'), 'x'.repeat(300));
+    expect((await readBounded(join(target, 'state'), { max: 1 << 20, what: 'a state file' })).buffer.byteLength).toBeLessThanOrEqual(Buffer.poolSize);
+    await writeFile(join(target, 'state'), Buffer.alloc(65537));
+    await rejects(readBounded(join(target, 'state'), { max: 65536, what: 'a state file' }), 'FILE_INVALID', /65537 bytes, more than the 65536/);
+    const status = await readBounded('/proc/self/status', { max: 1 << 20, what: 'a procfs file' });
+    expect(status.toString()).toMatch(/^Name:/);
+    expect(status.toString()).toMatch(/\nPid:\s+\d+\n/);
+    await rejects(readBounded('/proc/self/status', { max: 16, what: 'a procfs file' }), 'FILE_INVALID', /grew beyond 16 bytes while being read/);
+  });
+
   it('run directories must be real, private directories', async () => {
     await symlink(canary, join(work, 'run-link'));
     await rejects(ensurePrivateDir(join(work, 'run-link')), 'PATH_UNSAFE', /is a symlink/);
