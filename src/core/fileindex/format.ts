@@ -134,6 +134,14 @@ function bytesField(o: Record<string, unknown>, key: string, lineNo: number | un
 }
 
 /**
+ * Whether a decoded line is over {@link MAX_LINE_BYTES} bytes of UTF-8. A UTF-16 unit is at most
+ * 3 bytes, so only a line that could be too long is measured. Pure.
+ */
+export function lineTooLong(line: string): boolean {
+  return line.length > MAX_LINE_BYTES || (line.length * 3 > MAX_LINE_BYTES && Buffer.byteLength(line) > MAX_LINE_BYTES);
+}
+
+/**
  * Parses one entry line (without newline) strictly: unknown keys, wrong types, invalid paths or
  * xattr names, and any non-canonical spelling are rejected with ARCHIVE_INDEX (mentioning
  * `lineNo` when given). Checks the entry alone; order, duplicates and hardlink targets are checked
@@ -141,8 +149,7 @@ function bytesField(o: Record<string, unknown>, key: string, lineNo: number | un
  */
 export function parseIndexLine(line: string, lineNo?: number, canonical = true): IndexEntry {
   if (typeof line !== 'string') fail(lineNo, 'not a string');
-  // (a UTF-16 unit is at most 3 bytes of UTF-8: only a line that could be too long is measured)
-  if (line.length > MAX_LINE_BYTES || (line.length * 3 > MAX_LINE_BYTES && Buffer.byteLength(line) > MAX_LINE_BYTES)) fail(lineNo, `line longer than ${MAX_LINE_BYTES} bytes`);
+  if (lineTooLong(line)) fail(lineNo, `line longer than ${MAX_LINE_BYTES} bytes`);
   let o: unknown;
   try {
     o = JSON.parse(line);

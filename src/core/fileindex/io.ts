@@ -8,7 +8,7 @@ import { createReadStream, constants as FS } from 'node:fs';
 import { open } from 'node:fs/promises';
 import { TiuError, fromErrno } from '../errors.ts';
 import type { IndexEntry } from './types.ts';
-import { INDEX_HEADER, MAX_ENTRIES, MAX_LINE_BYTES, parseIndexHeader, parseIndexLine, serializeEntry } from './format.ts';
+import { INDEX_HEADER, MAX_ENTRIES, MAX_LINE_BYTES, lineTooLong, parseIndexHeader, parseIndexLine, serializeEntry } from './format.ts';
 import { createIndexValidator } from './validate.ts';
 
 /**
@@ -171,22 +171,16 @@ async function* readIndexBatches(source: string | AsyncIterable<Buffer | Uint8Ar
       h.update(chunk);
       const batch: IndexEntry[] = [];
       let start = 0;
-      // The line begun in an earlier chunk ends in this one (or goes on beyond it).
-      if (pendingLen > 0) {
-        const nl = chunk.indexOf(0x0a);
-        if (nl >= 0) {
-          const lineBuf = Buffer.concat([...pending, chunk.subarray(0, nl)]);
-          pending = [];
-          pendingLen = 0;
-          const e = handle(lineBuf);
-          if (e) batch.push(e);
-          start = nl + 1;
-        } else {
-          pending.push(Buffer.from(chunk)); // copy: the stream may reuse its buffer
-          pendingLen += chunk.length;
-          if (pendingLen > MAX_LINE_BYTES) tooLong(lineNo + 1);
-          continue;
-        }
+      // The line begun in an earlier chunk ends in this one (without a newline here, the whole
+      // chunk joins it below).
+      const first = pendingLen > 0 ? chunk.indexOf(0x0a) : -1;
+      if (first >= 0) {
+        const lineBuf = Buffer.concat([...pending, chunk.subarray(0, first)]);
+        pending = [];
+        pendingLen = 0;
+        const e = handle(lineBuf);
+        if (e) batch.push(e);
+        start = first + 1;
       }
       // The whole lines here are decoded at once (a newline byte never ends inside a UTF-8
       // sequence): one string, and each line a slice of it, instead of a buffer view and a
@@ -204,8 +198,7 @@ async function* readIndexBatches(source: string | AsyncIterable<Buffer | Uint8Ar
             const q = text.indexOf('\n', p);
             const line = q < 0 ? text.slice(p) : text.slice(p, q);
             lineNo++;
-            // (a UTF-16 unit is at most 3 bytes of UTF-8: only a line that could be too long is measured)
-            if (line.length > MAX_LINE_BYTES || (line.length * 3 > MAX_LINE_BYTES && Buffer.byteLength(line) > MAX_LINE_BYTES)) tooLong(lineNo);
+            if (lineTooLong(line)) tooLong(lineNo);
             const e = handleLine(line);
             if (e) batch.push(e);
             if (q < 0) break;
