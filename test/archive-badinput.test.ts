@@ -166,6 +166,28 @@ describe('tiu create', () => {
     });
   });
 
+  it('a TMPDIR too small for the index, which is written while mksquashfs runs: NO_SPACE, mksquashfs stopped, nothing left behind', async () => {
+    // mksquashfs starts before the scan and waits on its stdin for the index when it reaches it:
+    // were it not stopped when the index cannot be written, it would wait forever.
+    const out = await outDir('index-no-space');
+    const tmp = await outDir('index-no-space-tmp');
+    await execa('mount', ['-t', 'tmpfs', '-o', 'size=256k', 'tmpfs', tmp]);
+    try {
+      const started = Date.now();
+      const r = await runCreate({ tree: debian, out: join(out, 'x.tiu'), keys, env: { TMPDIR: tmp } });
+      const line = expectCliError(r, 'NO_SPACE');
+      expect(line).toContain(tmp);
+      // The Debian tree takes mksquashfs ~8 s here; the index runs out of room within a second.
+      expect(Date.now() - started).toBeLessThan(6000);
+      expect(await contents(out)).toEqual([]);
+      expect(await contents(tmp)).toEqual([]);
+      const ps = await execa('ps', ['-eo', 'args']);
+      expect(ps.stdout).not.toContain(join(out, '.x.tiu.tmp-'));
+    } finally {
+      await execa('umount', [tmp]);
+    }
+  }, 60_000);
+
   describe('Ctrl-C while mksquashfs runs: INTERRUPTED (exit 51), nothing left behind', () => {
     it.each(['directory', 'tarball'])('from a %s', async (kind) => {
       let src = debian;

@@ -62,6 +62,7 @@ describe('renderPseudoFile', () => {
       { type: 'file', path: 'caf\xe9', source: '/host/with space' },
       { type: 'modify', path: 'etc', mode: 0o4711, uid: 3, gid: 4 },
       { type: 'modify', path: 'usr', mode: 0o755, uid: 0, gid: 0, mtime: 5 },
+      { type: 'stdin', path: 'lib/index', mode: 0o644, uid: 0, gid: 0, mtime: 7 },
     ];
     const out = renderPseudoFile(defs, 1000);
     expect(out.toString('latin1')).toBe(
@@ -75,6 +76,8 @@ describe('renderPseudoFile', () => {
         '"caf\xe9" l "/host/with space"',
         '"etc" m 4711 3 4',
         '"usr" M 5 0755 0 0',
+        // The one command tiu writes is a constant: data never enters a shell string.
+        '"lib/index" F 7 0644 0 0 exec cat',
         '',
       ].join('\n'),
     );
@@ -102,6 +105,8 @@ describe('renderPseudoFile', () => {
       [[{ type: 'symlink', path: 's', target: '', uid: 0, gid: 0 }], /cannot be expressed/],
       [[{ type: 'file', path: 'f', source: 'relative' }], /absolute/],
       [[{ type: 'modify', path: 'd', mode: 0o700, uid: 0, gid: 0, mtime: 1 }, dir('d/x')], /below it/],
+      [[{ type: 'stdin', path: 'a', mode: 0o644, uid: 0, gid: 0 }, { type: 'stdin', path: 'b', mode: 0o644, uid: 0, gid: 0 }], /more than one file reads stdin/],
+      [[{ type: 'stdin', path: 'a', mode: 0o20644, uid: 0, gid: 0 }], /mode/],
     ];
     for (const [defs, msg] of bad) {
       let err: unknown;

@@ -397,6 +397,66 @@ describe('pseudo definitions', () => {
     expect(await readFile(join(dest, 'etc/"quoted name"'), 'utf8')).toBe('from the host');
   });
 
+  it('takes a stdin file\'s content while it runs: the files before it are built meanwhile, and a late writer is waited for', async () => {
+    await using d = await tempDir();
+    const src = join(d.path, 'src');
+    await mkdir(join(src, 'a'), { recursive: true });
+    await mkdir(join(src, 'z'));
+    // Incompressible bytes before the stdin file (a/ sorts before late/), plain ones after it.
+    const big = Buffer.alloc(8 << 20);
+    for (let i = 0; i < big.length; i += 4) big.writeUInt32LE((Math.imul(i, 2654435761) ^ (i >>> 7)) >>> 0, i);
+    await writeFile(join(src, 'a/big'), big);
+    await writeFile(join(src, 'z/after'), 'after');
+    const img = join(d.path, 'img.sqfs');
+    const { PassThrough } = await import('node:stream');
+    const stdin = new PassThrough();
+    const content = Buffer.from(Array.from({ length: 20_000 }, (_, i) => `line ${i}\n`).join(''));
+    let startedAt = 0;
+    let writtenAt = 0;
+    const built = mksquashfs(sys, src, img, {
+      compression: 'gzip',
+      mkfsTime: 1_111_111_111,
+      pseudo: [
+        { type: 'dir', path: 'late', mode: 0o755, uid: 0, gid: 0 },
+        { type: 'stdin', path: 'late/index', mode: 0o640, uid: 3, gid: 4, mtime: 120 },
+      ],
+      stdin,
+      onStart: () => {
+        startedAt = Date.now();
+        // Written only after a pause and in pieces, as a scan that is still running would.
+        setTimeout(() => {
+          writtenAt = Date.now();
+          stdin.write(content.subarray(0, 1000));
+          setTimeout(() => stdin.end(content.subarray(1000)), 50);
+        }, 400);
+      },
+    });
+    await built;
+    expect(startedAt).toBeGreaterThan(0);
+    expect(writtenAt - startedAt).toBeGreaterThanOrEqual(400);
+    const l = new Map((await unsquashfsList(sys, img)).map((e) => [e.path, e]));
+    expect(l.get('late/index')).toMatchObject({ type: 'file', mode: 0o640, uid: 3, gid: 4, mtime: 120, size: content.length });
+    const dest = join(d.path, 'x');
+    await unsquashfsExtract(sys, img, dest);
+    expect((await readFile(join(dest, 'late/index'))).equals(content)).toBe(true);
+    expect((await readFile(join(dest, 'a/big'))).equals(big)).toBe(true);
+    expect(await readFile(join(dest, 'z/after'), 'utf8')).toBe('after');
+  });
+
+  it('refuses a stdin file without stdin, and stdin without a file to read it, before starting', async () => {
+    await using d = await tempDir();
+    const src = join(d.path, 'src');
+    await mkdir(src);
+    const img = join(d.path, 'img.sqfs');
+    const { PassThrough } = await import('node:stream');
+    let started = false;
+    const onStart = () => (started = true);
+    await expect(mksquashfs(sys, src, img, { compression: 'gzip', pseudo: [{ type: 'stdin', path: 'f', mode: 0o644, uid: 0, gid: 0 }], onStart })).rejects.toThrow(/a pseudo file reads stdin but no stdin was given/);
+    await expect(mksquashfs(sys, src, img, { compression: 'gzip', stdin: new PassThrough(), onStart })).rejects.toThrow(/stdin was given but no pseudo file reads it/);
+    expect(started).toBe(false);
+    await expect(lstat(img)).rejects.toThrow(/ENOENT/);
+  });
+
   it('refuses definitions mksquashfs would silently drop, leaving no image behind', async () => {
     await using d = await tempDir();
     const src = join(d.path, 'src');

@@ -5,7 +5,7 @@
  * are always argv arrays (never shell strings), every command is logged at debug level, and
  * failures become {@link TiuError}s carrying the command, exit code, signal and stderr.
  */
-import type { Readable, Writable } from 'node:stream';
+import { Readable, type Writable } from 'node:stream';
 import { spawn as spawnChild } from 'node:child_process';
 import { TiuError } from './errors.ts';
 import { createLogger, type Logger } from './log.ts';
@@ -14,8 +14,8 @@ export interface RunOptions {
   cwd?: string;
   /** Extra environment variables (merged over process.env; `undefined` removes one). */
   env?: Record<string, string | undefined>;
-  /** Data written to the command's stdin. */
-  input?: string | Buffer;
+  /** Data written to the command's stdin: whole, or a stream piped there as it comes. */
+  input?: string | Buffer | Readable;
   /** Do not throw on a non-zero exit; the caller inspects `exitCode`. */
   allowFailure?: boolean;
   /** Return stdout as a Buffer (for binary output). */
@@ -27,6 +27,8 @@ export interface RunOptions {
   timeoutMs?: number;
   /** Abort signal (SIGINT handling): the child is killed. */
   signal?: AbortSignal;
+  /** Called once the child process has been started (work that should only begin then). */
+  onSpawn?: () => void;
   /** spawn only: do not collect stdout/stderr in memory; the caller reads the streams (downloads). */
   stream?: boolean;
   /** spawn with `stream` only: the command's stdout goes nowhere (it writes its own output file). */
@@ -142,6 +144,7 @@ function spawnPlain(file: string, args: readonly string[], o: RunOptions & { env
   const env = Object.fromEntries(Object.entries(o.env).filter(([, v]) => v !== undefined)) as NodeJS.ProcessEnv;
   const io = o.inherit ? 'inherit' : 'pipe';
   const child = spawnChild(file, args, { cwd: o.cwd, env, stdio: [o.noStdin && o.input === undefined ? 'ignore' : 'pipe', o.stream && o.discardStdout ? 'ignore' : io, io] });
+  if (child.pid !== undefined) o.onSpawn?.();
   const onAbort = () => child.kill('SIGTERM');
   const timer = o.timeoutMs
     ? setTimeout(() => {
@@ -157,7 +160,8 @@ function spawnPlain(file: string, args: readonly string[], o: RunOptions & { env
   }
   // EPIPE from a command that exits without reading all of its input: its exit code tells.
   child.stdin?.on('error', () => {});
-  if (o.input !== undefined) child.stdin!.end(o.input);
+  if (o.input instanceof Readable) o.input.pipe(child.stdin!);
+  else if (o.input !== undefined) child.stdin!.end(o.input);
   const ended = new Promise<Outcome>((resolve) => {
     let settled = false;
     const done = (r: Outcome) => {
@@ -247,6 +251,7 @@ export function createSystem(log: Logger = createLogger()): System {
         cancelSignal: options.signal,
         maxBuffer: 1024 * 1024 * 1024,
       } as never) as unknown as ChildProcess;
+      if (child.pid !== undefined) options.onSpawn?.();
       if (options.onLine && !options.inherit) {
         for (const stream of ['stdout', 'stderr'] as const) {
           let pending = '';

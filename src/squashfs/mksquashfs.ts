@@ -112,6 +112,10 @@ export async function mksquashfs(sys: System, source: string, output: string, op
   if (!outDir?.isDirectory()) throw new TiuError('INPUT_NOT_FOUND', `cannot create squashfs image ${out}: directory ${dirname(out)} does not exist`, { hint: 'create the output directory first' });
 
   const pseudo = options.pseudo ?? [];
+  const readsStdin = pseudo.some((d) => d.type === 'stdin');
+  if (readsStdin !== (options.stdin !== undefined)) {
+    throw new TiuError('INPUT_INVALID', readsStdin ? 'a pseudo file reads stdin but no stdin was given' : 'stdin was given but no pseudo file reads it');
+  }
   const pseudoBytes = pseudo.length ? renderPseudoFile(pseudo, mkfsTime) : undefined;
   if (pseudo.length) await checkPseudoAgainstSource(src, pseudo);
 
@@ -130,6 +134,8 @@ export async function mksquashfs(sys: System, source: string, output: string, op
         // `undefined` removes the variable from the child's environment (see header comment).
         env: { SOURCE_DATE_EPOCH: undefined },
         ...(options.signal ? { signal: options.signal } : {}),
+        ...(options.stdin ? { input: options.stdin } : {}),
+        ...(options.onStart ? { onSpawn: options.onStart } : {}),
         ...(report
           ? {
               onLine: (line: string, stream: 'stdout' | 'stderr') => {

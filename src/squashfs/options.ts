@@ -29,10 +29,18 @@ export interface MksquashfsOptions {
   xattrs?: boolean;
   /** Extra entries / attribute changes, written to a temp pseudo file passed with `-pf`. */
   pseudo?: PseudoDefinition[];
+  /**
+   * What mksquashfs's stdin carries: the content of the `stdin` pseudo file, required with one
+   * (and refused without). It may still be written while the build runs; mksquashfs waits for
+   * its end when it reaches that file.
+   */
+  stdin?: import('node:stream').Readable;
   /** Called with a non-decreasing fraction 0..1 (see progress.ts for how sparse 4.5.1 is). */
   progress?: (fraction: number) => void;
   /** Abort signal: the child is killed and the partial output removed. */
   signal?: AbortSignal;
+  /** Called once mksquashfs has been started. */
+  onStart?: () => void;
 }
 
 const LEVELS: Partial<Record<SquashfsCompression, [number, number]>> = {

@@ -5,8 +5,12 @@
  * What squashfs-tools 4.5.1 supports (mksquashfs -help, man mksquashfs, and tried here):
  *   d/D dir · m/M modify an existing source path · b/B c/C devices · i/I fifo or socket ·
  *   s/S symlink · l hard link / reference to a host file (content AND mode/owner/mtime come
- *   from that host file) · f/F file from the stdout of a shell command (never used: we do not
- *   build shell strings). There is no `-pd`, and no `x` (xattr) type before 4.6.
+ *   from that host file) · f/F file from the stdout of a shell command. We build no shell
+ *   strings from data: the one command tiu writes is the constant `exec cat`, for a file whose
+ *   content mksquashfs reads from its own stdin (`stdin` below). mksquashfs runs that command
+ *   when its reader thread reaches the file, not at start (tried on 4.5.1: files before it are
+ *   read and compressed while `cat` waits), so the content can be produced while the image is
+ *   being built. There is no `-pd`, and no `x` (xattr) type before 4.6.
  * The upper-case forms carry an explicit mtime; the lower-case ones stamp the *current* time,
  * which would make images unreproducible, so every created entry is rendered upper-case.
  *
@@ -40,6 +44,13 @@ export interface PseudoHostFile {
   /** Absolute host path of an existing regular file (a JS string, UTF-8 on disk). */
   source: string;
 }
+/**
+ * A regular file whose content is what mksquashfs reads from its stdin (`F … exec cat`): the
+ * caller writes it there, possibly while the build runs. At most one per image.
+ */
+export interface PseudoStdinFile extends Owned {
+  type: 'stdin';
+}
 export interface PseudoDir extends Owned {
   type: 'dir';
 }
@@ -65,7 +76,7 @@ export interface PseudoModify extends Owned {
   type: 'modify';
 }
 
-export type PseudoDefinition = PseudoHostFile | PseudoDir | PseudoDevice | PseudoFifo | PseudoSymlink | PseudoModify;
+export type PseudoDefinition = PseudoHostFile | PseudoStdinFile | PseudoDir | PseudoDevice | PseudoFifo | PseudoSymlink | PseudoModify;
 
 function invalid(message: string): TiuError {
   return new TiuError('INPUT_INVALID', `invalid pseudo definition: ${message}`);
@@ -127,6 +138,7 @@ export function renderPseudoFile(defs: readonly PseudoDefinition[], defaultTime:
       if (child !== undefined) throw invalid(`cannot set the mtime of '${p}' (modify with mtime) and also define '${child}' below it (mksquashfs would drop one)`);
     }
   }
+  if (defs.filter((d) => d.type === 'stdin').length > 1) throw invalid('more than one file reads stdin');
   const seen = new Set<string>();
   const lines: Buffer[] = [];
   for (const def of defs) {
@@ -167,6 +179,9 @@ export function renderPseudoFile(defs: readonly PseudoDefinition[], defaultTime:
         checkUint(def.major, 0xfff, 'major', path);
         checkUint(def.minor, 0xfffff, 'minor', path);
         line(`${def.type === 'chr' ? 'C' : 'B'} ${time} ${mode} ${owner} ${def.major} ${def.minor}`);
+        break;
+      case 'stdin':
+        line(`F ${time} ${mode} ${owner} exec cat`);
         break;
       case 'fifo':
       case 'socket':

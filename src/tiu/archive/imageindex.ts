@@ -1,14 +1,16 @@
 /**
- * The build side of the per-file index: scan the tree, add the directories tiu itself creates in
- * the image (usr/lib/tiu/image, to hold the index), write the index file, and say how mksquashfs
- * must be called so that the image holds exactly what the index lists.
+ * The build side of the per-file index: say how mksquashfs must be called so that the image
+ * holds exactly what the index lists (the directories tiu itself creates in the image,
+ * usr/lib/tiu/image, and the index, fed through mksquashfs's stdin), then scan the tree and
+ * write the index file. The two run side by side: mksquashfs starts before the scan.
  */
-import { lstat, utimes, chown, chmod } from 'node:fs/promises';
+import { lstat, readdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { TiuError } from '../../core/errors.ts';
 import type { System } from '../../core/system.ts';
 import { comparePaths, INDEX_PATH, type IndexEntry } from '../../core/fileindex/types.ts';
 import { scanTree } from '../../core/fileindex/scan.ts';
+import { normalizeExcludes } from '../../core/fileindex/walk.ts';
 import { writeIndex } from '../../core/fileindex/io.ts';
 import type { PseudoDefinition } from '../../squashfs/pseudo.ts';
 import { TIU_STATE_DIR, VENDOR_ETC_DIR } from '../device/paths.ts';
@@ -21,7 +23,14 @@ export interface ImageIndex {
   bytes: number;
   /** Host path of the written index (inside the work dir). */
   file: string;
+}
+
+/** What mksquashfs needs before the scan: the excludes, and pseudo definitions for tiu's own entries. */
+export interface ImageIndexPlan {
+  /** Directories leading to the index that the tree lacks, as index entries (tree-ordered). */
+  synthetic: IndexEntry[];
   squashfsExcludes: string[];
+  /** The directories above, and the index itself, whose content mksquashfs reads from its stdin. */
   pseudo: PseudoDefinition[];
   /** Per excluded path: how many direct children were left out. */
   excludedCounts: Record<string, number>;
@@ -45,11 +54,14 @@ async function kind(path: string): Promise<'dir' | 'other' | 'none'> {
   }
 }
 
-export async function buildImageIndex(
-  sys: System,
-  root: string,
-  o: { exclude: string[]; mkfsTime: number; workDir: string; onProgress?: (fraction: number) => void },
-): Promise<ImageIndex> {
+/**
+ * Checks the tree for what tiu itself writes and says how mksquashfs must be called so that the
+ * image holds exactly what the index will list. Cheap (a few lstat calls): mksquashfs can start
+ * right after it, while {@link writeImageIndex} scans the tree.
+ */
+export async function planImageIndex(root: string, o: { exclude: string[]; mkfsTime: number }): Promise<ImageIndexPlan> {
+  // A malformed exclude is refused before mksquashfs starts, not by the scan while it runs.
+  normalizeExcludes(o.exclude);
   // tiu's device state must not come from the tree: the device writes it.
   for (const p of [TIU_STATE_DIR, VENDOR_ETC_DIR]) {
     if ((await kind(join(root, p))) !== 'none') {
@@ -69,17 +81,28 @@ export async function buildImageIndex(
       pseudo.push({ type: 'dir', path: p, mode: 0o755, uid: 0, gid: 0, mtime: o.mkfsTime });
     }
   }
+  // The index enters the image from mksquashfs's stdin, with the mode, owner and mtime the
+  // device expects; mksquashfs reads it only when it reaches the file, near the end of /usr.
+  pseudo.push({ type: 'stdin', path: INDEX_PATH, mode: 0o644, uid: 0, gid: 0, mtime: o.mkfsTime });
 
   const excludedCounts: Record<string, number> = {};
   for (const e of o.exclude) {
     try {
-      const { readdir } = await import('node:fs/promises');
       excludedCounts[e] = (await readdir(join(root, e))).length;
     } catch {
       excludedCounts[e] = 0;
     }
   }
+  return { synthetic, squashfsExcludes: o.exclude.flatMap((e) => squashfsExcludePatterns(e)), pseudo, excludedCounts };
+}
 
+/** Scans the tree and writes the index file into `workDir` (`index.jsonl`). */
+export async function writeImageIndex(
+  sys: System,
+  root: string,
+  plan: ImageIndexPlan,
+  o: { exclude: string[]; workDir: string; onProgress?: (fraction: number) => void },
+): Promise<ImageIndex> {
   let files = 0;
   let bytes = 0;
   let count = 0;
@@ -94,26 +117,9 @@ export async function buildImageIndex(
     }
   };
   const file = join(o.workDir, 'index.jsonl');
-  const written = await writeIndex(file, counted(mergeSorted(scanTree(sys, root, { exclude: o.exclude }), synthetic)));
+  const written = await writeIndex(file, counted(mergeSorted(scanTree(sys, root, { exclude: o.exclude }), plan.synthetic)));
   o.onProgress?.(1);
-  // The index enters the image through a pseudo "host file": content, mode, owner and mtime
-  // come from this file, so make them what the device expects.
-  await chown(file, 0, 0);
-  await chmod(file, 0o644);
-  await utimes(file, o.mkfsTime, o.mkfsTime);
-  pseudo.push({ type: 'file', path: INDEX_PATH, source: file });
-
-  return {
-    sha256: written.sha256,
-    size: written.bytes,
-    entries: written.entries,
-    files,
-    bytes,
-    file,
-    squashfsExcludes: o.exclude.flatMap((e) => squashfsExcludePatterns(e)),
-    pseudo,
-    excludedCounts,
-  };
+  return { sha256: written.sha256, size: written.bytes, entries: written.entries, files, bytes, file };
 }
 
 /**
