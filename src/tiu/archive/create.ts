@@ -2,7 +2,8 @@
  * `tiu create`: root tree -> signed archive.
  *
  * Steps: build the squashfs while scanning the tree into the per-file index, which mksquashfs
- * takes from its stdin when it reaches that file (side by side: see imageindex.ts); pad to 4 KiB; append the dm-verity hash tree; sign the manifest and append it with the trailer.
+ * takes from its stdin when it reaches that file (side by side: see imageindex.ts); pad to
+ * 4 KiB; append the dm-verity hash tree; sign the manifest and append it with the trailer.
  * Writes `.<name>.tmp-<pid>` next to the output and renames it at the very end, so a failure
  * (a full disk, Ctrl-C) leaves nothing half-written under the output name, and removes the temp.
  */
@@ -93,8 +94,8 @@ export async function createArchive(sys: System, o: CreateOptions): Promise<Crea
   const tmpOut = join(dirname(o.output), `.${basename(o.output)}.tmp-${process.pid}`);
   try {
     // mksquashfs starts at once; the index is scanned and written meanwhile and reaches the
-    // image through mksquashfs's stdin, which it reads only when it gets to that file (near the
-    // end of /usr). The scan's ~0.3 s of hashing and stat calls then hide behind the build.
+    // image through mksquashfs's stdin, which it reads only when it gets to that file (in
+    // usr/lib). The scan's ~0.3 s of hashing and stat calls then overlap the build.
     const plan = await planImageIndex(tree.dir, { exclude: o.exclude, mkfsTime });
     const indexContent = new PassThrough();
     // Stops mksquashfs when the index cannot be delivered (it would wait for its stdin forever).
@@ -109,7 +110,7 @@ export async function createArchive(sys: System, o: CreateOptions): Promise<Crea
       if (!(await started)) return undefined;
       let index;
       try {
-        index = await writeImageIndex(sys, tree.dir, plan, { exclude: o.exclude, workDir: work });
+        index = await writeImageIndex(sys, tree.dir, plan, work);
       } catch (e) {
         scanError = e;
         noIndex.abort(e);

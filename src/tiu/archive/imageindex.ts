@@ -27,6 +27,8 @@ export interface ImageIndex {
 
 /** What mksquashfs needs before the scan: the excludes, and pseudo definitions for tiu's own entries. */
 export interface ImageIndexPlan {
+  /** The paths left out (as given), for the scan as for mksquashfs. */
+  exclude: string[];
   /** Directories leading to the index that the tree lacks, as index entries (tree-ordered). */
   synthetic: IndexEntry[];
   squashfsExcludes: string[];
@@ -82,7 +84,7 @@ export async function planImageIndex(root: string, o: { exclude: string[]; mkfsT
     }
   }
   // The index enters the image from mksquashfs's stdin, with the mode, owner and mtime the
-  // device expects; mksquashfs reads it only when it reaches the file, near the end of /usr.
+  // device expects; mksquashfs reads it only when it reaches the file (in usr/lib).
   pseudo.push({ type: 'stdin', path: INDEX_PATH, mode: 0o644, uid: 0, gid: 0, mtime: o.mkfsTime });
 
   const excludedCounts: Record<string, number> = {};
@@ -93,32 +95,24 @@ export async function planImageIndex(root: string, o: { exclude: string[]; mkfsT
       excludedCounts[e] = 0;
     }
   }
-  return { synthetic, squashfsExcludes: o.exclude.flatMap((e) => squashfsExcludePatterns(e)), pseudo, excludedCounts };
+  return { exclude: o.exclude, synthetic, squashfsExcludes: o.exclude.flatMap((e) => squashfsExcludePatterns(e)), pseudo, excludedCounts };
 }
 
 /** Scans the tree and writes the index file into `workDir` (`index.jsonl`). */
-export async function writeImageIndex(
-  sys: System,
-  root: string,
-  plan: ImageIndexPlan,
-  o: { exclude: string[]; workDir: string; onProgress?: (fraction: number) => void },
-): Promise<ImageIndex> {
+export async function writeImageIndex(sys: System, root: string, plan: ImageIndexPlan, workDir: string): Promise<ImageIndex> {
   let files = 0;
   let bytes = 0;
-  let count = 0;
   const counted = async function* (s: AsyncIterable<IndexEntry>) {
     for await (const e of s) {
       if (e.type === 'file' && e.hardlink === undefined) {
         files++;
         bytes += e.size ?? 0;
       }
-      if (++count % 1000 === 0) o.onProgress?.(Math.min(0.99, count / (count + 1000)));
       yield e;
     }
   };
-  const file = join(o.workDir, 'index.jsonl');
-  const written = await writeIndex(file, counted(mergeSorted(scanTree(sys, root, { exclude: o.exclude }), plan.synthetic)));
-  o.onProgress?.(1);
+  const file = join(workDir, 'index.jsonl');
+  const written = await writeIndex(file, counted(mergeSorted(scanTree(sys, root, { exclude: plan.exclude }), plan.synthetic)));
   return { sha256: written.sha256, size: written.bytes, entries: written.entries, files, bytes, file };
 }
 
