@@ -1,8 +1,8 @@
 /**
  * The device's repository metadata cache under concurrency: one refresh at a time per cache
- * (flock on `<cache>/.lock`, taken with flock(1) like the transaction lock), a second one waits
- * and then fails BUSY without touching the cache; a symlink planted as the lock file is refused.
- * Real flock(1); the repository is read over file://.
+ * (a lock on `<cache>/.lock`, of the same kind as the transaction lock: src/snapshot/lock.ts's
+ * tryLockFile), a second one waits and then fails BUSY without touching the cache; a symlink
+ * planted as the lock file is refused. Real locks; the repository is read over file://.
  */
 import { describe, it, expect, beforeAll, afterAll } from 'vitest';
 import { mkdtemp, readdir, readFile, rm, symlink, writeFile } from 'node:fs/promises';
@@ -10,7 +10,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { init, publish, refresh } from '../src/tiu/repo/ops.ts';
 import { refreshRepository } from '../src/tiu/repo/client.ts';
-import { tryFlock } from '../src/snapshot/lock.ts';
+import { tryLockFile } from '../src/snapshot/lock.ts';
 import { createLogger } from '../src/core/log.ts';
 import type { Manifest } from '../src/tiu/archive/manifest.ts';
 import { testSystem } from './helpers/env.ts';
@@ -51,7 +51,7 @@ describe('repository metadata cache lock', () => {
   it('a refresh while another holds the cache waits, then fails BUSY and changes nothing', async () => {
     await refresh({ dir: repo, keysDir: keys });
     const before = await cacheFiles();
-    const other = await tryFlock(sys, join(cache, '.lock'), 'test');
+    const other = await tryLockFile(sys, join(cache, '.lock'), 'test');
     expect(other).toBeDefined();
     try {
       const t0 = Date.now();
@@ -69,7 +69,7 @@ describe('repository metadata cache lock', () => {
   });
 
   it('a refresh that waits gets the lock as soon as the holder releases it', async () => {
-    const other = (await tryFlock(sys, join(cache, '.lock'), 'test'))!;
+    const other = (await tryLockFile(sys, join(cache, '.lock'), 'test'))!;
     const pending = client({ lockWaitMs: 10_000 });
     setTimeout(() => void other.release(), 500);
     await expect(pending).resolves.toMatchObject({ images: [expect.objectContaining({ version: '1.0' })] });

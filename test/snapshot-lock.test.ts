@@ -1,4 +1,7 @@
-/** The per-root transaction lock: real flock(1) helper processes, a real SIGKILL. */
+/**
+ * The per-root transaction lock: real locks (in-process open-file-description locks, and the
+ * flock(1) helper where the binding is not used), real child processes, a real SIGKILL.
+ */
 import { describe, it, expect, beforeAll, afterAll } from 'vitest';
 import { createHash } from 'node:crypto';
 import { access, mkdir, mkdtemp, readFile, rm, symlink } from 'node:fs/promises';
@@ -37,7 +40,7 @@ async function busy(root: string): Promise<TiuError | undefined> {
 }
 
 /** Starts a separate node process that takes the lock on `root`, prints LOCKED and waits forever. */
-async function lockInChild(root: string) {
+async function lockInChild(root: string, env: Record<string, string> = {}) {
   const code = [
     `import { acquireLock } from ${JSON.stringify(LOCK_MODULE)};`,
     `import { createSystem } from ${JSON.stringify(SYSTEM_MODULE)};`,
@@ -46,7 +49,7 @@ async function lockInChild(root: string) {
     `process.stdout.write('LOCKED\\n');`,
     `setInterval(() => {}, 1000);`,
   ].join('\n');
-  const child = testSystem().spawn(process.execPath, ['--input-type=module', '-e', code, root], { env: { TIU_RUN_DIR: process.env.TIU_RUN_DIR } });
+  const child = testSystem().spawn(process.execPath, ['--input-type=module', '-e', code, root], { env: { TIU_RUN_DIR: process.env.TIU_RUN_DIR, ...env } });
   await new Promise<void>((resolve, reject) => {
     const timer = setTimeout(() => {
       child.kill('SIGKILL');
@@ -66,6 +69,19 @@ async function lockInChild(root: string) {
   });
   // Wrapped: the execa child is a thenable, returning it bare would wait for its exit.
   return { child };
+}
+
+/** Takes and releases the lock on `root` in a separate node process: 'ok', or the TiuError code. */
+async function tryInChild(root: string, env: Record<string, string>): Promise<string> {
+  const code = [
+    `import { acquireLock } from ${JSON.stringify(LOCK_MODULE)};`,
+    `import { createSystem } from ${JSON.stringify(SYSTEM_MODULE)};`,
+    `import { createLogger } from ${JSON.stringify(LOG_MODULE)};`,
+    `try { const l = await acquireLock(createSystem(createLogger('warn')), process.argv[1]); await l[Symbol.asyncDispose](); console.log('ok'); }`,
+    `catch (e) { console.log(e.code ?? e.message); }`,
+  ].join('\n');
+  const r = await testSystem().run(process.execPath, ['--input-type=module', '-e', code, root], { env: { TIU_RUN_DIR: process.env.TIU_RUN_DIR!, ...env } });
+  return r.stdout.trim();
 }
 
 describe('transaction lock', () => {
@@ -126,4 +142,27 @@ describe('transaction lock', () => {
     await using _lock = await acquireLock(testSystem(), d.path);
     expect((await busy(d.path))?.code).toBe('BUSY');
   });
+
+  it('is taken in-process (no helper program), and with the flock(1) helper where the binding is not used (TIU_NO_FD_LOCK=1); each kind excludes its own', async () => {
+    await using d = await tempDir();
+    // A PATH without flock: the in-process lock needs no program; the helper then cannot start.
+    const noTools = { PATH: '/nonexistent' };
+    expect(await tryInChild(d.path, noTools)).toBe('ok');
+    expect(await tryInChild(d.path, { ...noTools, TIU_NO_FD_LOCK: '1' })).toBe('TOOL_MISSING');
+    for (const env of [{ TIU_NO_FD_LOCK: '0' }, { TIU_NO_FD_LOCK: '1' }]) {
+      const { child } = await lockInChild(d.path, env);
+      try {
+        expect(await tryInChild(d.path, env)).toBe('BUSY');
+      } finally {
+        child.kill('SIGKILL');
+        await child.catch(() => {});
+      }
+      let free = false;
+      for (let i = 0; i < 50 && !free; i++) {
+        free = (await tryInChild(d.path, env)) === 'ok';
+        if (!free) await sleep(100);
+      }
+      expect(free).toBe(true);
+    }
+  }, 60_000);
 });

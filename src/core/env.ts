@@ -23,7 +23,7 @@ export interface TiuEnv {
   testResetKillAt: string | undefined;
   /** Test hook: pause at this place (TIU_TEST_PAUSE; 'mounted'), so a test can signal tiu there. */
   testPause: string | undefined;
-  /** Take the download lock with the flock helper instead of the OFD binding (TIU_NO_FD_LOCK=1). */
+  /** Take the locks (transaction, download, repository cache) with the flock helper instead of the OFD binding (TIU_NO_FD_LOCK=1). */
   noFdLock: boolean;
 }
 

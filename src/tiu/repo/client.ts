@@ -11,7 +11,7 @@ import { Updater } from 'tuf-js';
 import { TiuError, type ErrorCode } from '../../core/errors.ts';
 import type { Logger } from '../../core/log.ts';
 import type { System } from '../../core/system.ts';
-import { tryFlock, type FlockHold } from '../../snapshot/lock.ts';
+import { tryLockFile, type FlockHold } from '../../snapshot/lock.ts';
 import { writeAtomic, writeAtomicSync } from './files.ts';
 import { RepoFetcher } from './fetcher.ts';
 import { parseImage, type RepoImage } from './model.ts';
@@ -31,7 +31,7 @@ export interface RefreshOptions {
   /** The device type whose delegated targets role to load (the only one the device reads). */
   compatible: string;
   /**
-   * For the cache lock (flock on `<cacheDir>/.lock`): two refreshes of one cache at once would
+   * For the cache lock (on `<cacheDir>/.lock`, src/snapshot/lock.ts tryLockFile): two refreshes of one cache at once would
    * interleave tuf-js's writes. Pure tests without tools pass none (no lock).
    */
   sys?: System;
@@ -107,7 +107,7 @@ export async function refreshRepository(o: RefreshOptions): Promise<Refreshed> {
 /**
  * Takes the cache's flock, waiting up to `waitMs` for another tiu refreshing the same
  * repository (a `tiu check` beside a timer's `tiu update`), then BUSY. Only a regular file is
- * used as the lock (flock(1) follows symlinks).
+ * used as the lock (the flock(1) fallback follows symlinks).
  */
 async function lockCache(sys: System, cacheDir: string, url: string, waitMs: number): Promise<FlockHold> {
   const file = join(cacheDir, '.lock');
@@ -115,7 +115,7 @@ async function lockCache(sys: System, cacheDir: string, url: string, waitMs: num
   if (st && !st.isFile()) throw new TiuError('PATH_UNSAFE', `lock file ${file} is not a regular file; tiu does not use it`, { hint: `remove ${file}, then retry` });
   const deadline = Date.now() + waitMs;
   for (;;) {
-    const got = await tryFlock(sys, file, 'the repository cache lock');
+    const got = await tryLockFile(sys, file, 'the repository cache lock');
     if (got) return got;
     if (Date.now() >= deadline) throw new TiuError('BUSY', `another tiu is refreshing the metadata of ${url}`, { hint: 'wait for it to finish, then retry', details: { lockFile: file } });
     await new Promise((r) => setTimeout(r, 200));
