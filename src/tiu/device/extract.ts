@@ -194,6 +194,11 @@ export async function extract(dev: Device, o: ExtractOptions): Promise<ExtractRe
   tx.throwIfAborted();
 
   mark('/etc merge');
+  // Nothing reads the image (or the delta's work directory) after the /etc step: it is let go
+  // now, its unmount (a child process) running beside the boot preparation and the seal. The
+  // end of its scope waits for that and reports a failure, as before.
+  const released = Promise.resolve(image[Symbol.asyncDispose]());
+  released.catch(() => {});
   // 6. Booting: initrd and bootloader entries (per configuration).
   await prepareBoot(dev, { snapshotDir: dir, num, manifest: m });
 
@@ -204,6 +209,7 @@ export async function extract(dev: Device, o: ExtractOptions): Promise<ExtractRe
   // 7. Seal and switch; then the bootloader follows the new default.
   await tx.finalize({ makeDefault: o.makeDefault });
   mark('seal and set default');
+  await released;
   if (o.makeDefault) await activateBoot(dev);
   return {
     number: num,

@@ -189,10 +189,14 @@ export async function openUpdateSource(sys: System, o: OpenUpdateOptions): Promi
     }
     await verified;
     const image = await mountImage(sys, archive, { verifiedInUserspace: true });
-    const dispose = async () => {
-      await image[Symbol.asyncDispose]();
-      await archive[Symbol.asyncDispose]();
-    };
+    // Once only: extract lets the image go as soon as it has read the last of it (the unmount
+    // then runs beside the boot preparation and the seal), and again at the end of its scope.
+    let disposed: Promise<void> | undefined;
+    const dispose = () =>
+      (disposed ??= (async () => {
+        await image[Symbol.asyncDispose]();
+        await archive[Symbol.asyncDispose]();
+      })());
     try {
       const target = await readImageIndex(`${image.dir}/${INDEX_PATH}`, m.index.sha256);
       return { kind: 'image', manifest: m, manifestBytes: archive.manifestBytes, signatureDer: await readSignature(archive), verification: image.verification, target, imageRoot: image.dir, etcDir: `${image.dir}/etc`, [Symbol.asyncDispose]: dispose };
