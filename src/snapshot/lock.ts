@@ -14,7 +14,6 @@
  * Lock file: `$TIU_RUN_DIR/<first 16 hex of sha256(realpath(root))>.lock` (TIU_RUN_DIR defaults
  * to /run/tiu); beside it a `.info` file says who holds it, for the BUSY message.
  */
-import { createHash } from 'node:crypto';
 import { constants as C } from 'node:fs';
 import { lstat, open, realpath, rm } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -107,7 +106,8 @@ export function lockDir(): string {
 
 /** The lock file for a root, given its real path. Pure. */
 export function lockFileFor(realRoot: string, dir = lockDir()): string {
-  return join(dir, `${createHash('sha256').update(realRoot).digest('hex').slice(0, 16)}.lock`);
+  // (node:crypto loaded on use: tiu status imports this module but takes no lock)
+  return join(dir, `${process.getBuiltinModule('node:crypto').createHash('sha256').update(realRoot).digest('hex').slice(0, 16)}.lock`);
 }
 
 async function readHolder(infoFile: string): Promise<LockHolder | undefined> {
