@@ -27,7 +27,7 @@ interface FdLocks {
 let fdLocks: FdLocks | null | undefined;
 
 /** The binding, or null when it cannot be loaded here (or TIU_NO_FD_LOCK=1). Loaded once. */
-export function loadFdLocks(): FdLocks | null {
+function loadFdLocks(): FdLocks | null {
   if (fdLocks !== undefined) return fdLocks;
   if (readTiuEnv().noFdLock) return (fdLocks = null);
   // Made only when needed: createRequire itself costs ~1.5 ms.

@@ -22,7 +22,7 @@ import { processAlive, type System } from '../core/system.ts';
 import { readBounded } from '../core/boundedread.ts';
 import { ensurePrivateDir } from '../tiu/rundir.ts';
 import { readTiuEnv } from '../core/env.ts';
-import { tryFdLock } from '../core/fdlock.ts';
+import { tryFdLock, type FdLockHold } from '../core/fdlock.ts';
 
 /** Largest lock info file read (it holds one short JSON line). */
 const MAX_INFO_BYTES = 16 * 1024;
@@ -31,10 +31,8 @@ const MAX_INFO_BYTES = 16 * 1024;
 const CONFLICT_EXIT = 75;
 const HELD_LINE = 'tiu-lock-held';
 
-/** A held flock(2); `release` gives it up (exiting the process does too). */
-export interface FlockHold {
-  release(): Promise<void>;
-}
+/** A held lock, of either kind; `release` gives it up (exiting the process does too). */
+export type FlockHold = FdLockHold;
 
 /**
  * Takes an flock(2) on `lockFile` without waiting, or returns undefined when another process
