@@ -25,6 +25,8 @@ export interface TiuEnv {
   testPause: string | undefined;
   /** Take the locks (transaction, download, repository cache) with the flock helper instead of the OFD binding (TIU_NO_FD_LOCK=1). */
   noFdLock: boolean;
+  /** Start every command with Node's spawn, not through the shell runner (TIU_NO_SHELL_RUNNER=1; read by src/core/shell-runner.ts itself). */
+  noShellRunner: boolean;
 }
 
 /** Parses the TIU_* variables of `env`. */
@@ -40,5 +42,6 @@ export function readTiuEnv(env: NodeJS.ProcessEnv = process.env): TiuEnv {
     testResetKillAt: env.TIU_TEST_RESET_KILL_AT || undefined,
     testPause: env.TIU_TEST_PAUSE || undefined,
     noFdLock: env.TIU_NO_FD_LOCK === '1',
+    noShellRunner: env.TIU_NO_SHELL_RUNNER === '1',
   };
 }

@@ -9,6 +9,7 @@ import { Readable, type Writable } from 'node:stream';
 import { spawn as spawnChild } from 'node:child_process';
 import { TiuError } from './errors.ts';
 import { createLogger, type Logger } from './log.ts';
+import { lookupExecutable, runInShell, runnable } from './shell-runner.ts';
 
 export interface RunOptions {
   cwd?: string;
@@ -199,6 +200,13 @@ function spawnPlain(file: string, args: readonly string[], o: RunOptions & { env
   }) as ChildProcess;
 }
 
+/**
+ * Commands this process has run. The first goes to Node's spawn, the rest through the shell
+ * runner (shell-runner.ts): a process that runs one command (`tiu status`) forks Node once either
+ * way, without the runner's start.
+ */
+let commandsRun = 0;
+
 export function createSystem(log: Logger = createLogger()): System {
   const env = (extra?: Record<string, string | undefined>) => ({ ...process.env, LC_ALL: 'C', ...extra });
 
@@ -234,6 +242,16 @@ export function createSystem(log: Logger = createLogger()): System {
       const command = formatCommand(file, args);
       log.debug(`run: ${command}`);
       if (!options.onLine && !options.inherit) {
+        if (commandsRun++ > 0 && !(options.input instanceof Readable)) {
+          const e = Object.fromEntries(Object.entries(env(options.env)).filter(([, v]) => v !== undefined)) as Record<string, string>;
+          if (runnable(file, args, e, options.cwd)) {
+            const exe = lookupExecutable(file, e.PATH);
+            if (exe === undefined) return finish(file, command, options, { code: 'ENOENT', stdout: '', stderr: '' });
+            const { input } = options as { input?: string | Buffer };
+            const ran = runInShell(file, exe, args, { cwd: options.cwd, env: e, input, binary: options.binary, signal: options.signal, timeoutMs: options.timeoutMs, onSpawn: options.onSpawn });
+            if (ran) return finish(file, command, options, await ran);
+          }
+        }
         return finish(file, command, options, await spawnPlain(file, args, { ...options, env: env(options.env), noStdin: true, stream: false }));
       }
       const { execa } = await import('execa');
