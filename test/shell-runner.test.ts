@@ -209,6 +209,36 @@ describe('shell runner', () => {
     }
   });
 
+  it('SIGINT to tiu ends the commands its shells run, as a Ctrl-C ended those of its process group', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'tiu-runner-'));
+    try {
+      const script = join(dir, 'sigint.mjs');
+      writeFileSync(
+        script,
+        `import { createSystem } from ${JSON.stringify(join(import.meta.dirname, '../src/core/system.ts'))};
+        import { createLogger } from ${JSON.stringify(join(import.meta.dirname, '../src/core/log.ts'))};
+        import { installGuard, onInterrupt } from ${JSON.stringify(join(import.meta.dirname, '../src/tiu/guard.ts'))};
+        installGuard(false);
+        onInterrupt(() => {});
+        const sys = createSystem(createLogger('warn'));
+        await sys.run('true', []);
+        const p = sys.run('sleep', ['30']).then(() => 'ran', (e) => e.code);
+        process.stdout.write('started\\n');
+        process.stdout.write((await p) + '\\n');`,
+      );
+      const t0 = Date.now();
+      const child = sys.spawn(process.execPath, [script], { stream: true });
+      child.stdout!.once('data', () => setTimeout(() => child.kill('SIGINT'), 200));
+      let out = '';
+      child.stdout!.on('data', (d: Buffer) => (out += d.toString()));
+      await child;
+      expect(out).toBe('started\nINTERRUPTED\n');
+      expect(Date.now() - t0).toBeLessThan(10_000);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
   it('quotes for sh (pure)', () => {
     expect(shellQuote(`a'b`)).toBe(`'a'\\''b'`);
     const line = commandLine('T', '/bin/x', ['a b'], { cwd: '/', env: { K: 'v' } });

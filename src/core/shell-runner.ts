@@ -181,6 +181,8 @@ interface Job {
   err?: Buffer;
   status?: number;
   killed?: NodeJS.Signals;
+  /** Stopped because tiu itself was interrupted (stopShellCommands). */
+  stopped?: boolean;
   timedOut: boolean;
   timer?: NodeJS.Timeout;
   onAbort: () => void;
@@ -276,9 +278,17 @@ class Shell {
       ...(signal ? { signal } : {}),
       stdout: j.req.binary ? new Uint8Array(out.buffer, out.byteOffset, out.length) : out.toString('utf8'),
       stderr: (j.err ?? Buffer.alloc(0)).toString('utf8') || (gone && !j.killed ? 'the shell running the command exited' : ''),
-      isCanceled: j.req.signal?.aborted === true,
+      isCanceled: j.req.signal?.aborted === true || j.stopped === true,
       timedOut: j.timedOut,
     });
+  }
+
+  /** Ends the command it runs, if any (SIGTERM to its group), as interrupted. */
+  stop(): void {
+    const j = this.job;
+    if (!j) return;
+    j.stopped = true;
+    this.kill(j, 'SIGTERM');
   }
 
   /** SIGTERM to the shell's process group: the command and the shell end. */
@@ -311,6 +321,15 @@ class Shell {
 }
 
 const shells: Shell[] = [];
+
+/**
+ * Ends every command the shells run, as interrupted: tiu got SIGINT or SIGTERM. The shells are in
+ * a session of their own, so a Ctrl-C on the terminal, which ended the commands Node had started
+ * (in tiu's process group), does not reach theirs; tiu's signal handler calls this instead.
+ */
+export function stopShellCommands(): void {
+  for (const s of shells) s.stop();
+}
 let hasShell: boolean | undefined;
 let rmPath: string | undefined;
 let inputs = 0;

@@ -13,6 +13,7 @@
  */
 import { TiuError, toTiuError } from '../core/errors.ts';
 import { readTiuEnv } from '../core/env.ts';
+import { stopShellCommands } from '../core/shell-runner.ts';
 
 type Cleanup = () => Promise<void>;
 const cleanups = new Set<Cleanup>();
@@ -83,6 +84,8 @@ export function installGuard(debug: boolean): void {
   // process listeners instead would be wrong: libraries (execa's signal-exit) add their own.
   const onSignal = (sig: NodeJS.Signals) => {
     if (fatal) return;
+    // The commands in flight end, as a Ctrl-C ends those in tiu's process group (shell-runner.ts).
+    stopShellCommands();
     if (interruptHandlers.size > 0) {
       for (const h of [...interruptHandlers]) h(sig);
       return;
