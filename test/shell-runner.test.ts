@@ -35,6 +35,30 @@ async function failure(p: Promise<unknown>): Promise<TiuError> {
   return e as TiuError;
 }
 
+/**
+ * Writes a script that gets `sys` (a System whose first command has run) and `guard`
+ * (src/tiu/guard.ts) and runs `body`, into a temporary directory; calls `use` with its path.
+ */
+async function withScript(body: string, use: (script: string) => Promise<void>): Promise<void> {
+  const dir = mkdtempSync(join(tmpdir(), 'tiu-runner-'));
+  const src = (m: string) => JSON.stringify(join(import.meta.dirname, '../src', m));
+  try {
+    const script = join(dir, 'script.mjs');
+    writeFileSync(
+      script,
+      `import { createSystem } from ${src('core/system.ts')};
+      import { createLogger } from ${src('core/log.ts')};
+      import * as guard from ${src('tiu/guard.ts')};
+      const sys = createSystem(createLogger('warn'));
+      await sys.run('true', []);
+      ${body}`,
+    );
+    await use(script);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
 afterEach(() => {
   delete process.env.TIU_NO_SHELL_RUNNER;
 });
@@ -184,59 +208,40 @@ describe('shell runner', () => {
   });
 
   it('a process whose only work is an aborted command waits for its end (the shell keeps Node running)', async () => {
-    const dir = mkdtempSync(join(tmpdir(), 'tiu-runner-'));
-    try {
-      const script = join(dir, 'abort.mjs');
-      writeFileSync(
-        script,
-        `import { createSystem } from ${JSON.stringify(join(import.meta.dirname, '../src/core/system.ts'))};
-        import { createLogger } from ${JSON.stringify(join(import.meta.dirname, '../src/core/log.ts'))};
-        const sys = createSystem(createLogger('warn'));
-        await sys.run('true', []);
-        for (let i = 0; i < 10; i++) {
-          const ac = new AbortController();
-          setTimeout(() => ac.abort(), 30);
-          const code = await sys.run('sleep', ['5'], { signal: ac.signal }).then(() => 'ran', (e) => e.code);
-          process.stdout.write(code + ' ');
-        }`,
-      );
-      const r = await sys.run(process.execPath, [script], { allowFailure: true });
-      expect(r.stderr).toBe('');
-      expect(r.stdout).toBe('INTERRUPTED '.repeat(10));
-      expect(r.exitCode).toBe(0);
-    } finally {
-      rmSync(dir, { recursive: true, force: true });
-    }
+    await withScript(
+      `for (let i = 0; i < 10; i++) {
+        const ac = new AbortController();
+        setTimeout(() => ac.abort(), 30);
+        const code = await sys.run('sleep', ['5'], { signal: ac.signal }).then(() => 'ran', (e) => e.code);
+        process.stdout.write(code + ' ');
+      }`,
+      async (script) => {
+        const r = await sys.run(process.execPath, [script], { allowFailure: true });
+        expect(r.stderr).toBe('');
+        expect(r.stdout).toBe('INTERRUPTED '.repeat(10));
+        expect(r.exitCode).toBe(0);
+      },
+    );
   });
 
   it('SIGINT to tiu ends the commands its shells run, as a Ctrl-C ended those of its process group', async () => {
-    const dir = mkdtempSync(join(tmpdir(), 'tiu-runner-'));
-    try {
-      const script = join(dir, 'sigint.mjs');
-      writeFileSync(
-        script,
-        `import { createSystem } from ${JSON.stringify(join(import.meta.dirname, '../src/core/system.ts'))};
-        import { createLogger } from ${JSON.stringify(join(import.meta.dirname, '../src/core/log.ts'))};
-        import { installGuard, onInterrupt } from ${JSON.stringify(join(import.meta.dirname, '../src/tiu/guard.ts'))};
-        installGuard(false);
-        onInterrupt(() => {});
-        const sys = createSystem(createLogger('warn'));
-        await sys.run('true', []);
-        const p = sys.run('sleep', ['30']).then(() => 'ran', (e) => e.code);
-        process.stdout.write('started\\n');
-        process.stdout.write((await p) + '\\n');`,
-      );
-      const t0 = Date.now();
-      const child = sys.spawn(process.execPath, [script], { stream: true });
-      child.stdout!.once('data', () => setTimeout(() => child.kill('SIGINT'), 200));
-      let out = '';
-      child.stdout!.on('data', (d: Buffer) => (out += d.toString()));
-      await child;
-      expect(out).toBe('started\nINTERRUPTED\n');
-      expect(Date.now() - t0).toBeLessThan(10_000);
-    } finally {
-      rmSync(dir, { recursive: true, force: true });
-    }
+    await withScript(
+      `guard.installGuard(false);
+      guard.onInterrupt(() => {});
+      const p = sys.run('sleep', ['30']).then(() => 'ran', (e) => e.code);
+      process.stdout.write('started\\n');
+      process.stdout.write((await p) + '\\n');`,
+      async (script) => {
+        const t0 = Date.now();
+        const child = sys.spawn(process.execPath, [script], { stream: true });
+        child.stdout!.once('data', () => setTimeout(() => child.kill('SIGINT'), 200));
+        let out = '';
+        child.stdout!.on('data', (d: Buffer) => (out += d.toString()));
+        await child;
+        expect(out).toBe('started\nINTERRUPTED\n');
+        expect(Date.now() - t0).toBeLessThan(10_000);
+      },
+    );
   });
 
   it('quotes for sh (pure)', () => {
