@@ -192,7 +192,12 @@ interface Job {
 /** One shell: one command at a time. */
 class Shell {
   private readonly child: ChildProcessWithoutNullStreams;
-  private readonly token = `tiu-${Math.random().toString(36).slice(2)}${Date.now().toString(36)}${Math.random().toString(36).slice(2)}`;
+  /**
+   * The marker: 128 random bits, so no command's output (a rebuilt file's gzip stream, say) can
+   * hold it and end the command early with a status of its choosing. (node:crypto taken on use:
+   * `tiu status`, which runs one command, never starts a shell and loads none, layering.test.ts.)
+   */
+  private readonly token = `tiu-${process.getBuiltinModule('node:crypto').randomBytes(16).toString('hex')}`;
   private job: Job | undefined;
   dead = false;
 
