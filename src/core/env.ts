@@ -25,7 +25,7 @@ export interface TiuEnv {
   testPause: string | undefined;
   /** Take the locks (transaction, download, repository cache) with the flock helper instead of the OFD binding (TIU_NO_FD_LOCK=1). */
   noFdLock: boolean;
-  /** Start every command with Node's spawn, not through the shell runner (TIU_NO_SHELL_RUNNER=1; read by src/core/shell-runner.ts itself). */
+  /** Start every command with Node's spawn, not through the shell runner (TIU_NO_SHELL_RUNNER=1). */
   noShellRunner: boolean;
 }
 

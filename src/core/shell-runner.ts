@@ -8,13 +8,14 @@
  * (a paravirtualised MMU, ~12 µs each) a command cost Node's main thread 5.5-8 ms to start and
  * thousands of faults afterwards, and an update runs a dozen or more (btrfs, mount, veritysetup,
  * sh). Here Node forks once, a `sh` of ~1 MiB, and writes each command to its stdin as one line;
- * the shell starts it with vfork (~2 ms here, off Node's thread) and writes, after the command's
- * own output, a line with a random marker and the exit status to each of its stdout and stderr.
+ * the shell forks it (3.4-4.5 ms a command here, none of it on Node's thread) and writes, after
+ * the command's own output, a line with a random marker and the exit status to each of its
+ * stdout and stderr.
  *
  * Same command as Node's spawn would start: the executable is looked up on the given
  * environment's PATH here (a missing tool is ENOENT, as before); every word is quoted (never a
- * shell string from the caller); the environment is exactly the given one (the shell itself runs
- * with an empty one, and unsets what its `cd` exports); stdin is /dev/null or a private file
+ * shell string from the caller); the environment is exactly the given one (the shell's own holds
+ * only a PATH no command has, and it unsets what its `cd` exports); stdin is /dev/null or a private file
  * holding `input`, opened and unlinked by the shell before the command starts.
  *
  * A shell runs one command at a time; up to {@link MAX_SHELLS} run side by side, and a command
@@ -23,22 +24,14 @@
  * (abort signals, timeouts: SIGTERM to the shell's group, the shell is replaced).
  *
  * Anything a shell cannot carry (a stream as input, a NUL byte, an environment variable whose
- * name is not a shell name) goes to Node's spawn; TIU_NO_SHELL_RUNNER=1 sends everything there.
+ * name is not a shell name) goes to Node's spawn; TIU_NO_SHELL_RUNNER=1 sends everything there
+ * (read through env.ts like every TIU_* variable).
  */
 import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
 import { accessSync, constants as fsc, rmSync, statSync, writeFileSync } from 'node:fs';
 import { constants, tmpdir } from 'node:os';
-
-/** How a command ended (system.ts's Outcome). */
-export interface RunnerOutcome {
-  exitCode?: number;
-  signal?: string;
-  code?: string;
-  stdout?: string | Uint8Array;
-  stderr?: string;
-  isCanceled?: boolean;
-  timedOut?: boolean;
-}
+import { readTiuEnv } from './env.ts';
+import type { Outcome } from './system.ts';
 
 export interface RunnerRequest {
   cwd?: string;
@@ -135,7 +128,6 @@ export function runnable(file: string, args: readonly string[], env: Record<stri
  */
 class MarkedStream {
   private chunks: Buffer[] = [];
-  private size = 0;
   private readonly overlap: number;
   private readonly marker: Buffer;
   private readonly onPart: (body: Buffer, rest: string) => void;
@@ -157,9 +149,8 @@ class MarkedStream {
   }
 
   push(chunk: Buffer): void {
-    const window = this.size > 0 ? Buffer.concat([this.tail(this.overlap), chunk]) : chunk;
+    const window = this.chunks.length > 0 ? Buffer.concat([this.tail(this.overlap), chunk]) : chunk;
     this.chunks.push(chunk);
-    this.size += chunk.length;
     if (window.indexOf(this.marker) < 0) return;
     let all = this.chunks.length === 1 ? this.chunks[0]! : Buffer.concat(this.chunks);
     for (let at = all.indexOf(this.marker); at >= 0; at = all.indexOf(this.marker)) {
@@ -171,7 +162,6 @@ class MarkedStream {
       this.onPart(body, rest);
     }
     this.chunks = all.length ? [all] : [];
-    this.size = all.length;
   }
 }
 
@@ -186,7 +176,7 @@ interface Job {
   timedOut: boolean;
   timer?: NodeJS.Timeout;
   onAbort: () => void;
-  resolve(o: RunnerOutcome): void;
+  resolve(o: Outcome): void;
 }
 
 /** One shell: one command at a time. */
@@ -260,11 +250,7 @@ class Shell {
   private end(): void {
     if (this.dead) return;
     this.dead = true;
-    const j = this.job;
-    if (!j) return;
-    j.out ??= Buffer.alloc(0);
-    j.err ??= Buffer.alloc(0);
-    this.settle(true);
+    if (this.job) this.settle(true);
   }
 
   private settle(gone = false): void {
@@ -306,8 +292,8 @@ class Shell {
     } catch {}
   }
 
-  run(word: string, args: readonly string[], req: RunnerRequest, input: string | undefined): Promise<RunnerOutcome> {
-    return new Promise<RunnerOutcome>((resolve) => {
+  run(word: string, args: readonly string[], req: RunnerRequest, input: string | undefined): Promise<Outcome> {
+    return new Promise<Outcome>((resolve) => {
       const j: Job = { req, timedOut: false, resolve, onAbort: () => this.kill(j, 'SIGTERM') };
       this.job = j;
       this.inUse();
@@ -327,6 +313,11 @@ class Shell {
 
 const shells: Shell[] = [];
 
+/** Whether commands go through the shells at all (not with TIU_NO_SHELL_RUNNER=1). */
+export function shellRunnerOn(): boolean {
+  return !readTiuEnv().noShellRunner;
+}
+
 /**
  * Ends every command the shells run, as interrupted: tiu got SIGINT or SIGTERM. The shells are in
  * a session of their own, so a Ctrl-C on the terminal, which ended the commands Node had started
@@ -341,10 +332,9 @@ let inputs = 0;
 
 /**
  * Runs `file` (found at `exe`) through an idle shell, starting one if fewer than {@link MAX_SHELLS} run;
- * undefined when none is free or TIU_NO_SHELL_RUNNER=1 (the caller uses Node's spawn).
+ * undefined when none is free or no shell can run (the caller uses Node's spawn).
  */
-export function runInShell(file: string, exe: string, args: readonly string[], req: RunnerRequest): Promise<RunnerOutcome> | undefined {
-  if (process.env.TIU_NO_SHELL_RUNNER === '1') return undefined;
+export function runInShell(file: string, exe: string, args: readonly string[], req: RunnerRequest): Promise<Outcome> | undefined {
   if (hasShell === undefined) {
     rmPath = lookupExecutable('rm', '/usr/bin:/bin');
     hasShell = lookupExecutable('/bin/sh', undefined) !== undefined && rmPath !== undefined;

@@ -9,7 +9,7 @@ import { Readable, type Writable } from 'node:stream';
 import { spawn as spawnChild } from 'node:child_process';
 import { TiuError } from './errors.ts';
 import { createLogger, type Logger } from './log.ts';
-import { lookupExecutable, runInShell, runnable } from './shell-runner.ts';
+import { lookupExecutable, runInShell, runnable, shellQuote, shellRunnerOn } from './shell-runner.ts';
 
 export interface RunOptions {
   cwd?: string;
@@ -83,7 +83,7 @@ export interface System {
 
 /** Renders argv for logs and messages, quoting only where needed. */
 export function formatCommand(file: string, args: readonly string[]): string {
-  return [file, ...args].map((a) => (/^[\w@%+=:,./-]+$/.test(a) ? a : `'${a.replace(/'/g, `'\\''`)}'`)).join(' ');
+  return [file, ...args].map((a) => (/^[\w@%+=:,./-]+$/.test(a) ? a : shellQuote(a))).join(' ');
 }
 
 /** Which package provides a tool, for install advice: [Debian/Ubuntu, openSUSE]. */
@@ -124,7 +124,7 @@ function lastLines(text: string, n = 3): string {
 }
 
 /** How a command ended, with whether tiu's own timeout killed it (execa reports the same). */
-type Outcome = ChildExit & { timedOut?: boolean };
+export type Outcome = ChildExit & { timedOut?: boolean };
 
 /**
  * A command started with Node's own spawn, as a {@link ChildProcess}: its streams, and a promise
@@ -242,17 +242,18 @@ export function createSystem(log: Logger = createLogger()): System {
       const command = formatCommand(file, args);
       log.debug(`run: ${command}`);
       if (!options.onLine && !options.inherit) {
-        if (commandsRun++ > 0 && !(options.input instanceof Readable)) {
-          const e = Object.fromEntries(Object.entries(env(options.env)).filter(([, v]) => v !== undefined)) as Record<string, string>;
-          if (runnable(file, args, e, options.cwd)) {
-            const exe = lookupExecutable(file, e.PATH);
+        const e = env(options.env);
+        if (commandsRun++ > 0 && !(options.input instanceof Readable) && shellRunnerOn()) {
+          const whole = Object.fromEntries(Object.entries(e).filter(([, v]) => v !== undefined)) as Record<string, string>;
+          if (runnable(file, args, whole, options.cwd)) {
+            const exe = lookupExecutable(file, whole.PATH);
             if (exe === undefined) return finish(file, command, options, { code: 'ENOENT', stdout: '', stderr: '' });
             const { input } = options as { input?: string | Buffer };
-            const ran = runInShell(file, exe, args, { cwd: options.cwd, env: e, input, binary: options.binary, signal: options.signal, timeoutMs: options.timeoutMs, onSpawn: options.onSpawn });
+            const ran = runInShell(file, exe, args, { cwd: options.cwd, env: whole, input, binary: options.binary, signal: options.signal, timeoutMs: options.timeoutMs, onSpawn: options.onSpawn });
             if (ran) return finish(file, command, options, await ran);
           }
         }
-        return finish(file, command, options, await spawnPlain(file, args, { ...options, env: env(options.env), noStdin: true, stream: false }));
+        return finish(file, command, options, await spawnPlain(file, args, { ...options, env: e, noStdin: true, stream: false }));
       }
       const { execa } = await import('execa');
       const child = execa(file, args, {
